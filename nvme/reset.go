@@ -1,0 +1,164 @@
+package nvme
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/pkg/errors"
+)
+
+// checkTimeouts runs from Process at most every scanEvery: it checks the
+// controller status and the deadline of every outstanding command. A command
+// past its deadline is aborted; one that is still outstanding a timeout after
+// the abort (or whose abort fails) makes the driver reset the controller.
+func (q *QueuePair) checkTimeouts() {
+	q.nextScan = q.now + q.scanEvery
+	if q.Outstanding() == 0 {
+		return
+	}
+	c := q.c
+	if csts := c.t.Read32(RegCSTS); csts == CSTSUnreachable || csts&CSTSFatal != 0 {
+		q.resetController()
+		return
+	}
+	needReset := false
+	for i := range q.slots {
+		s := &q.slots[i]
+		if !s.busy || q.now < s.deadline {
+			continue
+		}
+		if s.timedOut {
+			needReset = true
+			continue
+		}
+		s.timedOut = true
+		s.deadline = q.now + q.timeout
+		q.stats.Timeouts++
+		aborted, err := c.abort(q.qid, uint16(i))
+		if err != nil {
+			needReset = true
+			break
+		}
+		if aborted {
+			q.stats.Aborts++
+		}
+	}
+	if needReset {
+		q.resetController()
+	}
+}
+
+// resetController resets the controller unless another queue pair already did
+// since this one last recovered, then recovers this queue pair.
+func (q *QueuePair) resetController() {
+	c := q.c
+	c.adminMu.Lock()
+	if c.gen.Load() == q.gen && c.state.Load() != stateClosed {
+		c.resetLocked()
+	}
+	c.adminMu.Unlock()
+	q.recover()
+}
+
+// recover runs on the owning goroutine after a controller reset: it resets the
+// rings, recreates the queues on the controller and completes every
+// outstanding command with an error, exactly once.
+func (q *QueuePair) recover() {
+	c := q.c
+	c.adminMu.Lock()
+	gen := c.gen.Load()
+	st := c.state.Load()
+	q.resetRings()
+	var err error
+	switch {
+	case q.closed:
+	case st == stateOK:
+		err = c.createQueues(q)
+	default:
+		err = c.stateErr(st)
+	}
+	c.adminMu.Unlock()
+	if gen != q.gen {
+		q.stats.Resets++
+	}
+	q.gen = gen
+	q.broken = err
+	reason := ErrReset
+	if st == stateFatal {
+		reason = ErrControllerFatal
+	} else if err != nil {
+		reason = ErrControllerFatal
+		q.broken = errors.Wrap(ErrControllerFatal, err.Error())
+	}
+	q.failAll(reason)
+}
+
+func (q *QueuePair) resetRings() {
+	clear(q.sq.Buf)
+	for i := 0; i+4 <= len(q.cq.Buf); i += 4 {
+		atomic.StoreUint32((*uint32)(unsafe.Pointer(&q.cq.Buf[i])), 0)
+	}
+	q.tail, q.rung, q.head, q.phase = 0, 0, 0, 1
+}
+
+// failAll completes every outstanding command with reason (ErrTimeout for
+// those that had timed out) and frees all slots.
+func (q *QueuePair) failAll(reason error) {
+	out := q.failScratch[:0]
+	for i := range q.slots {
+		if s := &q.slots[i]; s.busy && s.timedOut {
+			q.slots[s.parent].timedOut = true
+		}
+	}
+	for i := range q.slots {
+		s := &q.slots[i]
+		if int(s.parent) != i || s.pending == 0 {
+			continue
+		}
+		err := s.err
+		switch {
+		case s.timedOut:
+			err = errors.Wrapf(ErrTimeout, "%s: queue %d", q.c.t.Name(), q.qid)
+		case err == nil:
+			err = errors.Wrapf(reason, "%s: queue %d", q.c.t.Name(), q.qid)
+		}
+		out = append(out, failed{s.cb, s.tag, err})
+	}
+	q.free = q.free[:0]
+	q.freePages = q.freePages[:0]
+	for i := len(q.slots) - 1; i >= 0; i-- {
+		q.slots[i] = slot{page: -1}
+		q.free = append(q.free, uint16(i))
+	}
+	for i := len(q.pages.Buf)/PageSize - 1; i >= 0; i-- {
+		q.freePages = append(q.freePages, int16(i))
+	}
+	for _, f := range out {
+		if f.cb != nil {
+			f.cb.Complete(f.tag, 0, f.err)
+		}
+	}
+	clear(out)
+}
+
+// Close deletes the queues on the controller, completes every outstanding
+// command with ErrClosed and releases the queue pair's memory.
+func (q *QueuePair) Close() error {
+	if q.closed {
+		return nil
+	}
+	c := q.c
+	q.closed = true
+	var err error
+	c.adminMu.Lock()
+	if c.state.Load() != stateFatal && c.gen.Load() == q.gen && q.broken == nil {
+		err = c.deleteQueues(q)
+	}
+	c.adminMu.Unlock()
+	q.failAll(ErrClosed)
+	q.freeMem()
+	c.qmu.Lock()
+	delete(c.qpairs, q.qid)
+	c.qmu.Unlock()
+	return err
+}
