@@ -1,0 +1,323 @@
+package bdev
+
+import (
+	"github.com/pkg/errors"
+)
+
+// IO is one pooled I/O object. The channel owns it: the completion callback
+// may read it, but must not keep it after returning.
+type IO struct {
+	// Type, LBA and Count describe the I/O; SrcLBA is the source of a Copy.
+	Type   IOType
+	LBA    uint64
+	Count  uint64
+	SrcLBA uint64
+	// Buf is the data of a read or write.
+	Buf Buffer
+	// Arg is the caller's argument, handed back in the callback.
+	Arg any
+
+	cb  func(*IO)
+	err error
+	ch  *Channel
+
+	// Splitting: a parent issues children of at most maxBlocks each.
+	parent    *IO
+	splitNext uint64 // next LBA a child will cover
+	inFlight  int    // children in flight
+	next      *IO    // free list / retry queue link
+	refused   bool   // the backend refused it; complete with err on Poll
+	mnext     *IO    // link for in-package backends' completion lists
+}
+
+// Err returns the I/O's result: nil on success.
+func (io *IO) Err() error { return io.err }
+
+// Done completes the I/O with err. Backends call it from Poll, exactly once
+// per submitted I/O.
+func (io *IO) Done(err error) {
+	ch := io.ch
+	ch.outstanding--
+	if p := io.parent; p != nil {
+		ch.childDone(p, io, err)
+		return
+	}
+	io.err = err
+	ch.complete(io)
+}
+
+// splitWindow is the number of children a split I/O keeps in flight.
+const splitWindow = 4
+
+// Channel is a per-goroutine I/O channel of a descriptor: it owns a pool of I/O
+// objects and the backend's channel (for NVMe, one queue pair). Use it from
+// one goroutine only — normally a reactor, from its pollers and messages.
+// Nothing on its I/O path allocates or locks.
+type Channel struct {
+	desc      *Desc
+	backend   BackendChannel
+	blockSize int
+	numBlocks uint64
+	maxBlocks uint64 // largest child in blocks; 0 = no split
+	types     IOTypes
+
+	ios         []IO
+	free        *IO
+	retryHead   *IO // I/Os the backend refused with ErrBusy, oldest first
+	retryTail   *IO
+	outstanding int
+	closed      bool
+}
+
+// NewChannel makes an I/O channel with room for depth I/Os in flight (split
+// children come from an extra pool of splitWindow per I/O).
+func (d *Desc) NewChannel(depth int) (*Channel, error) {
+	if depth < 1 {
+		return nil, errors.Errorf("bdev %s: channel depth %d", d.bdev.info.Name, depth)
+	}
+	info := d.bdev.info
+	bc, err := d.bdev.backend.NewChannel(depth)
+	if err != nil {
+		return nil, errors.Wrapf(err, "bdev %s: new channel", info.Name)
+	}
+	ch := &Channel{
+		desc:      d,
+		backend:   bc,
+		blockSize: info.BlockSize,
+		numBlocks: info.NumBlocks,
+		types:     info.IOTypes,
+	}
+	n := depth
+	if info.MaxTransfer > 0 {
+		ch.maxBlocks = uint64(info.MaxTransfer / info.BlockSize)
+		n += depth * splitWindow
+	}
+	ch.ios = make([]IO, n)
+	for i := range ch.ios {
+		ch.ios[i].ch = ch
+		ch.ios[i].next = ch.free
+		ch.free = &ch.ios[i]
+	}
+	return ch, nil
+}
+
+// Bdev returns the channel's bdev.
+func (ch *Channel) Bdev() *Bdev { return ch.desc.bdev }
+
+// Outstanding returns the number of I/Os submitted and not yet completed.
+func (ch *Channel) Outstanding() int { return ch.outstanding }
+
+func (ch *Channel) get() *IO {
+	io := ch.free
+	if io != nil {
+		ch.free = io.next
+		io.next = nil
+	}
+	return io
+}
+
+func (ch *Channel) put(io *IO) {
+	*io = IO{ch: ch, next: ch.free}
+	ch.free = io
+}
+
+// Read reads count blocks at lba into buf; cb(io) runs from Poll when done.
+func (ch *Channel) Read(buf Buffer, lba, count uint64, cb func(*IO), arg any) error {
+	return ch.submit(Read, buf, lba, count, 0, cb, arg)
+}
+
+// Write writes count blocks from buf at lba.
+func (ch *Channel) Write(buf Buffer, lba, count uint64, cb func(*IO), arg any) error {
+	return ch.submit(Write, buf, lba, count, 0, cb, arg)
+}
+
+// Flush makes previously completed writes durable.
+func (ch *Channel) Flush(cb func(*IO), arg any) error {
+	return ch.submit(Flush, Buffer{}, 0, 0, 0, cb, arg)
+}
+
+// WriteZeroes zeroes count blocks at lba without moving data.
+func (ch *Channel) WriteZeroes(lba, count uint64, cb func(*IO), arg any) error {
+	return ch.submit(WriteZeroes, Buffer{}, lba, count, 0, cb, arg)
+}
+
+// Unmap deallocates count blocks at lba (NVMe Dataset Management).
+func (ch *Channel) Unmap(lba, count uint64, cb func(*IO), arg any) error {
+	return ch.submit(Unmap, Buffer{}, lba, count, 0, cb, arg)
+}
+
+// Copy copies count blocks from src to dst within the bdev.
+func (ch *Channel) Copy(dst, src, count uint64, cb func(*IO), arg any) error {
+	if src >= ch.numBlocks || count > ch.numBlocks-src {
+		return errors.Wrapf(ErrOutOfRange, "%s: copy source %d+%d of %d blocks", ch.desc.bdev.info.Name, src, count, ch.numBlocks)
+	}
+	return ch.submit(Copy, Buffer{}, dst, count, src, cb, arg)
+}
+
+func (ch *Channel) submit(t IOType, buf Buffer, lba, count, src uint64, cb func(*IO), arg any) error {
+	if ch.closed {
+		return ErrClosed
+	}
+	if !ch.types.Has(t) {
+		return errors.Wrapf(ErrUnsupported, "%s: %v", ch.desc.bdev.info.Name, t)
+	}
+	if t != Read && !ch.desc.write {
+		return errors.Wrapf(ErrReadOnly, "%s: %v", ch.desc.bdev.info.Name, t)
+	}
+	if t != Flush {
+		if count == 0 || lba >= ch.numBlocks || count > ch.numBlocks-lba {
+			return errors.Wrapf(ErrOutOfRange, "%s: %v of blocks %d+%d on a bdev of %d blocks", ch.desc.bdev.info.Name, t, lba, count, ch.numBlocks)
+		}
+	}
+	if t == Read || t == Write {
+		if need := count * uint64(ch.blockSize); uint64(len(buf.Bytes)) < need {
+			return errors.Errorf("%s: %v of %d blocks needs %d bytes, buffer has %d", ch.desc.bdev.info.Name, t, count, need, len(buf.Bytes))
+		}
+	}
+	io := ch.get()
+	if io == nil {
+		return ErrNoIO
+	}
+	io.Type, io.Buf, io.LBA, io.Count, io.SrcLBA, io.cb, io.Arg = t, buf, lba, count, src, cb, arg
+	if ch.maxBlocks > 0 && count > ch.maxBlocks && (t == Read || t == Write || t == Copy) {
+		return ch.split(io)
+	}
+	ch.start(io)
+	return nil
+}
+
+// start hands io to the backend, queueing it for a retry if the device queue
+// is full, or completing it with the error the backend gave.
+func (ch *Channel) start(io *IO) {
+	ch.outstanding++
+	err := ch.backend.Submit(io)
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ErrBusy) {
+		ch.enqueueRetry(io)
+		return
+	}
+	// Refused outright: complete it on the next Poll like any other I/O, so
+	// callbacks never run inside Submit.
+	io.err = err
+	io.refused = true
+	ch.enqueueRetry(io)
+}
+
+// split issues the children of a large I/O, up to splitWindow at a time; each
+// completed child is reused for the next piece.
+func (ch *Channel) split(p *IO) error {
+	p.splitNext = p.LBA
+	for p.inFlight < splitWindow && p.splitNext < p.LBA+p.Count {
+		c := ch.get()
+		if c == nil {
+			break
+		}
+		ch.issueChild(p, c)
+	}
+	if p.inFlight == 0 {
+		ch.put(p)
+		return ErrNoIO
+	}
+	return nil
+}
+
+func (ch *Channel) issueChild(p, c *IO) {
+	n := min(ch.maxBlocks, p.LBA+p.Count-p.splitNext)
+	off := (p.splitNext - p.LBA) * uint64(ch.blockSize)
+	c.Type, c.LBA, c.Count, c.parent = p.Type, p.splitNext, n, p
+	if p.Type == Copy {
+		c.SrcLBA = p.SrcLBA + (p.splitNext - p.LBA)
+	} else {
+		c.Buf = p.Buf.Slice(int(off), int(n)*ch.blockSize)
+	}
+	p.splitNext += n
+	p.inFlight++
+	ch.start(c)
+}
+
+func (ch *Channel) childDone(p, c *IO, err error) {
+	p.inFlight--
+	if err != nil && p.err == nil {
+		p.err = err
+	}
+	if p.err == nil && p.splitNext < p.LBA+p.Count {
+		*c = IO{ch: ch}
+		ch.issueChild(p, c)
+		return
+	}
+	ch.put(c)
+	if p.inFlight == 0 {
+		ch.complete(p)
+	}
+}
+
+func (ch *Channel) complete(io *IO) {
+	cb := io.cb
+	if cb != nil {
+		cb(io)
+	}
+	ch.put(io)
+}
+
+// enqueueRetry appends io to the queue that Poll works through: I/Os to
+// resubmit, and refused ones to complete.
+func (ch *Channel) enqueueRetry(io *IO) {
+	io.next = nil
+	if ch.retryTail == nil {
+		ch.retryHead = io
+	} else {
+		ch.retryTail.next = io
+	}
+	ch.retryTail = io
+}
+
+// Poll reaps completions from the backend, runs their callbacks, and retries
+// I/Os that found the device queue full. It returns the number of I/Os
+// completed.
+func (ch *Channel) Poll() int {
+	n := ch.backend.Poll()
+	// Retry the queued I/Os in order; stop at the first that is still refused.
+	for ch.retryHead != nil {
+		io := ch.retryHead
+		ch.retryHead = io.next
+		if ch.retryHead == nil {
+			ch.retryTail = nil
+		}
+		io.next = nil
+		if io.refused {
+			io.refused = false
+			n++
+			io.Done(io.err)
+			continue
+		}
+		err := ch.backend.Submit(io)
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, ErrBusy) {
+			io.next = ch.retryHead
+			ch.retryHead = io
+			if ch.retryTail == nil {
+				ch.retryTail = io
+			}
+			break
+		}
+		n++
+		io.Done(err)
+	}
+	return n
+}
+
+// Close closes the channel. It fails while I/Os are in flight.
+func (ch *Channel) Close() error {
+	if ch.closed {
+		return nil
+	}
+	if ch.outstanding > 0 {
+		return errors.Errorf("bdev %s: close channel with %d I/Os in flight", ch.desc.bdev.info.Name, ch.outstanding)
+	}
+	ch.closed = true
+	return ch.backend.Close()
+}
