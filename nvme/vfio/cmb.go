@@ -92,13 +92,94 @@ func decodeCMB(loc, sz uint32) (bar int, offset, size uint64, err error) {
 	return bar, offset, size, nil
 }
 
+// barMap is a BAR mapped for the CPU and into the device's own IOMMU
+// address space, so the controller's peers in the container reach it.
+type barMap struct {
+	m      *mmio
+	iova   uint64
+	mapped bool // the IOMMU maps it (peers can reach it)
+	mapErr error
+}
+
+// MapBAR maps BAR bir for the CPU and into the IOMMU of the device's
+// container, and returns it as a DMA region: Buf is the CPU view (uncached
+// device memory), IOVA the bus address the controller and devices in its
+// container use for it. The IOVA is the BAR's own bus address when that
+// range is free in the container (a pre-1.4 CMB is recognised by it), any
+// free range otherwise. It implements nvme.BARMapper; the mapping lasts until
+// Close. The memory must not be passed to FreeDMA.
+func (d *Device) MapBAR(bir int) (*nvme.DMA, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	bm, err := d.mapBARLocked(bir)
+	if err != nil {
+		return nil, err
+	}
+	return &nvme.DMA{Buf: bm.m.mem, IOVA: bm.iova}, nil
+}
+
+func (d *Device) mapBARLocked(bir int) (*barMap, error) {
+	if d.closed {
+		return nil, errors.New("vfio: MapBAR on a closed device")
+	}
+	if bir < 0 || bir >= numBARs {
+		return nil, errors.Errorf("vfio: %s has no BAR%d", d.addr, bir)
+	}
+	if d.barMaps[bir] != nil {
+		return d.barMaps[bir], nil
+	}
+	m, err := d.mapBAR(bir)
+	if err != nil {
+		return nil, err
+	}
+	size := (uint64(m.size) + pageSize - 1) &^ (pageSize - 1)
+	bm := &barMap{m: m}
+	if bus, err := d.barAddress(bir); err == nil && bus != 0 && bus%pageSize == 0 && d.c.reserveIOVA(bus, size) {
+		bm.iova = bus
+	} else if bm.iova, err = d.c.allocIOVA(size, cmbAlignBytes); err != nil {
+		return nil, err
+	}
+	if err := d.c.mapDMA(m.base, bm.iova, size); err != nil {
+		// The controller reaches its own BAR without the IOMMU; only peers
+		// need the mapping. Keep going and report it to MapPeer.
+		bm.mapErr = err
+		d.logf("vfio: %s BAR%d cannot be mapped into the IOMMU (peers will not reach it): %v", d.addr, bir, err)
+	} else {
+		bm.mapped = true
+	}
+	d.barMaps[bir] = bm
+	return bm, nil
+}
+
+func (d *Device) unmapBARs() error {
+	var first error
+	for i, bm := range d.barMaps {
+		if bm == nil {
+			continue
+		}
+		size := (uint64(bm.m.size) + pageSize - 1) &^ (pageSize - 1)
+		if bm.mapped {
+			if err := d.c.unmapDMA(bm.iova, size); err != nil {
+				if first == nil {
+					first = err
+				}
+				d.barMaps[i] = nil
+				continue
+			}
+		}
+		d.c.freeIOVA(bm.iova, size)
+		d.barMaps[i] = nil
+	}
+	return first
+}
+
 // CMB enables the controller memory buffer, maps it for the CPU and gives
-// it a bus address. For an NVMe 1.4 CMB it first sets CMBMSC.CRE (CMBLOC and
-// CMBSZ read 0 until then), then reserves an IOVA range in the device's
-// container and programs it as the controller base address (CMBMSC.CBA) with
-// CMSE set, so the controller and its peers in the container use one
-// address. Call it before enabling the controller. Repeated calls return the
-// same CMB.
+// it a bus address (MapBAR of its BAR plus its offset). For an NVMe 1.4 CMB
+// it first sets CMBMSC.CRE (CMBLOC and CMBSZ read 0 until then), then
+// programs the bus address as the controller base address (CMBMSC.CBA) with
+// CMSE set. Call it before enabling the controller; a driver that maps the
+// CMB itself (nvme.Controller.MapCMB) obtains the same bus address through
+// MapBAR. Repeated calls return the same CMB.
 func (d *Device) CMB() (*CMB, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -124,29 +205,19 @@ func (d *Device) CMB() (*CMB, error) {
 	if off+size > r.Size || off+size < off {
 		return nil, errors.Errorf("vfio: %s CMB [%#x+%#x] lies outside BAR%d (%#x bytes)", d.addr, off, size, bar, r.Size)
 	}
-	m, err := d.mapBAR(bar)
+	bm, err := d.mapBARLocked(bar)
 	if err != nil {
 		return nil, err
 	}
-	c := &CMB{owner: d, bar: bar, offset: off, size: size, loc: loc, sz: sz, modern: modern, maps: map[*Container]*cmbMap{}}
-	c.m = newMMIO(m.mem[off : off+size])
-	if modern {
-		if c.busAddr, err = d.c.allocIOVA(size, cmbAlignBytes); err != nil {
-			return nil, err
-		}
-	} else {
-		// Legacy CMB: the controller recognises its BAR address.
-		if c.busAddr, err = d.barAddress(bar); err != nil {
-			return nil, err
-		}
-		c.busAddr += off
-		if !d.c.reserveIOVA(c.busAddr, size) {
-			d.logf("vfio: %s CMB bus address %#x overlaps IOVAs in use; peers in its container reach it elsewhere", d.addr, c.busAddr)
+	c := &CMB{owner: d, bar: bar, offset: off, size: size, loc: loc, sz: sz, modern: modern,
+		busAddr: bm.iova + off, maps: map[*Container]*cmbMap{}}
+	c.m = newMMIO(bm.m.mem[off : off+size])
+	if !modern {
+		if bus, err := d.barAddress(bar); err != nil || bus != bm.iova {
+			d.logf("vfio: %s has a pre-1.4 CMB but its BAR address is taken in the IOMMU space; peers cannot use it", d.addr)
 		}
 	}
-	c.maps[d.c] = &cmbMap{iova: c.busAddr}
 	if err := c.program(); err != nil {
-		d.c.freeIOVA(c.busAddr, size)
 		return nil, err
 	}
 	d.cmb = c
@@ -189,7 +260,7 @@ func (c *CMB) Size() uint64 { return c.size }
 
 // BusAddr returns the address the owning controller uses for the CMB in
 // commands and queue base addresses. Devices in the owner's container reach
-// it at this address too once a device there has called MapPeer.
+// it at this address too.
 func (c *CMB) BusAddr() uint64 { return c.busAddr }
 
 // BAR returns the BAR holding the CMB and the CMB's offset in it.
@@ -254,6 +325,19 @@ func (d *Device) MapPeer(c *CMB) (*nvme.DMA, error) {
 	if c.owner == d {
 		return c.DMA(), nil
 	}
+	if d.c == c.owner.c {
+		// MapBAR already put the whole BAR into this IOMMU address space.
+		c.owner.mu.Lock()
+		bm, closed := c.owner.barMaps[c.bar], c.owner.closed
+		c.owner.mu.Unlock()
+		if closed || bm == nil {
+			return nil, errors.Errorf("vfio: CMB of %s is closed", c.owner.addr)
+		}
+		if !bm.mapped {
+			return nil, errors.Wrapf(bm.mapErr, "vfio: CMB of %s is not in the IOMMU for %s", c.owner.addr, d.addr)
+		}
+		return &nvme.DMA{Buf: c.m.mem, IOVA: c.busAddr}, nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -280,7 +364,7 @@ func (d *Device) MapPeer(c *CMB) (*nvme.DMA, error) {
 	}
 	if !mm.mapped {
 		if err := d.c.mapDMA(c.m.base, mm.iova, c.size); err != nil {
-			if mm.refs == 0 && d.c != c.owner.c {
+			if mm.refs == 0 {
 				d.c.freeIOVA(mm.iova, c.size)
 				delete(c.maps, d.c)
 			}
@@ -326,7 +410,7 @@ func (c *CMB) unmapFrom(ct *Container) error {
 		err = ct.unmapDMA(mm.iova, c.size)
 		mm.mapped = false
 	}
-	if ct != c.owner.c && err == nil {
+	if err == nil {
 		ct.freeIOVA(mm.iova, c.size)
 		delete(c.maps, ct)
 	}

@@ -48,6 +48,7 @@ type Device struct {
 	regions []Region
 	bar0    atomic.Pointer[mmio]
 	bars    [numBARs]*mmio
+	barMaps [numBARs]*barMap
 	pool    *dmaPool
 	logf    func(string, ...any)
 
@@ -58,7 +59,10 @@ type Device struct {
 	closed bool
 }
 
-var _ nvme.Transport = (*Device)(nil)
+var (
+	_ nvme.Transport = (*Device)(nil)
+	_ nvme.BARMapper = (*Device)(nil)
+)
 
 // PCI configuration space offsets and command register bits.
 const (
@@ -428,6 +432,9 @@ func (d *Device) release() error {
 	if cmb != nil {
 		keep(cmb.close())
 	}
+	d.mu.Lock()
+	keep(d.unmapBARs())
+	d.mu.Unlock()
 	if d.pool != nil {
 		keep(d.pool.close())
 		d.pool = nil
