@@ -28,6 +28,7 @@ type IO struct {
 	next      *IO    // free list / retry queue link
 	refused   bool   // the backend refused it; complete with err on Poll
 	mnext     *IO    // link for in-package backends' completion lists
+	nvme      nvmeCompletion
 }
 
 // Err returns the I/O's result: nil on success.

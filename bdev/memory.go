@@ -1,6 +1,9 @@
 package bdev
 
 import (
+	"math/bits"
+	"sync"
+
 	"github.com/pkg/errors"
 )
 
@@ -58,9 +61,56 @@ func NewNull(name string, blockSize int, numBlocks uint64) (*Bdev, error) {
 }
 
 // memBackend serves malloc (mem != nil) and null (mem == nil) bdevs.
+//
+// Channels on different cores may touch the same bytes at once, as two queues
+// of a real drive may; the media serialises them. Here striped locks do: the
+// memory is cut into 1 MiB regions, each guarded by one of 64 RWMutexes, and
+// an I/O takes the locks of the regions it covers in increasing order. The
+// locks are uncontended unless I/Os from different cores overlap a region.
 type memBackend struct {
-	mem []byte
-	bs  int
+	mem     []byte
+	bs      int
+	stripes [memStripes]sync.RWMutex
+}
+
+const (
+	memStripes     = 64
+	memRegionShift = 20
+)
+
+// stripeMask returns the set of stripes covering [off, off+n).
+func stripeMask(off, n uint64) uint64 {
+	first, last := off>>memRegionShift, (off+n-1)>>memRegionShift
+	if last-first+1 >= memStripes {
+		return ^uint64(0)
+	}
+	var m uint64
+	for r := first; r <= last; r++ {
+		m |= 1 << (r % memStripes)
+	}
+	return m
+}
+
+func (m *memBackend) lock(mask uint64, write bool) {
+	for rest := mask; rest != 0; rest &= rest - 1 {
+		i := bits.TrailingZeros64(rest)
+		if write {
+			m.stripes[i].Lock()
+		} else {
+			m.stripes[i].RLock()
+		}
+	}
+}
+
+func (m *memBackend) unlock(mask uint64, write bool) {
+	for rest := mask; rest != 0; rest &= rest - 1 {
+		i := bits.TrailingZeros64(rest)
+		if write {
+			m.stripes[i].Unlock()
+		} else {
+			m.stripes[i].RUnlock()
+		}
+	}
 }
 
 func (m *memBackend) NewChannel(depth int) (BackendChannel, error) {
@@ -87,6 +137,14 @@ func (c *memChannel) Submit(io *IO) error {
 	if mem := c.m.mem; mem != nil {
 		bs := uint64(c.m.bs)
 		off, n := io.LBA*bs, io.Count*bs
+		mask, write := stripeMask(off, n), io.Type != Read
+		if io.Type == Copy {
+			mask |= stripeMask(io.SrcLBA*bs, n)
+		}
+		if io.Type == Flush {
+			mask = 0
+		}
+		c.m.lock(mask, write)
 		switch io.Type {
 		case Read:
 			copy(io.Buf.Bytes[:n], mem[off:off+n])
@@ -98,6 +156,7 @@ func (c *memChannel) Submit(io *IO) error {
 			src := io.SrcLBA * bs
 			copy(mem[off:off+n], mem[src:src+n])
 		}
+		c.m.unlock(mask, write)
 	}
 	c.done.push(io)
 	return nil

@@ -1,0 +1,309 @@
+package bench
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/poller"
+	"github.com/pkg/errors"
+)
+
+// Progress is a live view of a running benchmark.
+type Progress struct {
+	Elapsed time.Duration
+	IOs     uint64
+	Bytes   uint64
+}
+
+// Options of Run beyond the workload.
+type Options struct {
+	// Seed makes random offsets repeatable; each job derives its own.
+	Seed uint64
+	// Progress, when set, is called about once per ProgressEvery from the
+	// goroutine that called Run.
+	Progress      func(Progress)
+	ProgressEvery time.Duration
+}
+
+// Run runs workload w against every target from every reactor of g: one job
+// per (reactor, target), each keeping QueueDepth I/Os in flight on its own
+// channel, as spdk_nvme_perf does with cores × namespaces. Results are merged
+// per target over reactors. It returns when the run time is over and every
+// I/O has completed, or early (with what was measured) when ctx ends.
+//
+// Latency is measured from the poll in which an I/O was submitted to the poll
+// in which it completed, with one clock read per poll.
+func Run(ctx context.Context, g *poller.Group, targets []*bdev.Desc, w Workload, opts Options) (*Report, error) {
+	if err := w.Validate(); err != nil {
+		return nil, err
+	}
+	if len(targets) == 0 {
+		return nil, errors.New("bench: no targets")
+	}
+	for _, d := range targets {
+		b := d.Bdev()
+		if err := w.CheckTarget(b.Name(), b.BlockSize(), b.NumBlocks()); err != nil {
+			return nil, err
+		}
+		if (w.Pattern != Read && w.Pattern != RandRead) && !d.Writable() {
+			return nil, errors.Errorf("%s: workload %s writes, but the target is open read-only", b.Name(), w.Pattern)
+		}
+	}
+	var jobs []*job
+	fail := func(err error) (*Report, error) {
+		stopJobs(jobs)
+		return nil, err
+	}
+	for ri, r := range g.Reactors() {
+		for ti, d := range targets {
+			j, err := newJob(r, d, w, opts.Seed+uint64(ri)<<32+uint64(ti))
+			if err != nil {
+				return fail(err)
+			}
+			jobs = append(jobs, j)
+		}
+	}
+	start := time.Now()
+	for _, j := range jobs {
+		if err := j.start(); err != nil {
+			return fail(err)
+		}
+	}
+	every := opts.ProgressEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for _, j := range jobs {
+	wait:
+		for {
+			select {
+			case <-j.done:
+				break wait
+			case <-ctx.Done():
+				for _, j := range jobs {
+					j.cancel.Store(true)
+				}
+				<-j.done
+				break wait
+			case <-tick.C:
+				if opts.Progress != nil {
+					p := Progress{Elapsed: time.Since(start)}
+					for _, j := range jobs {
+						p.IOs += j.pubIOs.Load()
+						p.Bytes += j.pubBytes.Load()
+					}
+					opts.Progress(p)
+				}
+			}
+		}
+	}
+	results := make([]*Result, len(targets))
+	for i, d := range targets {
+		results[i] = &Result{Name: d.Bdev().Name()}
+	}
+	var firstErr error
+	for i, j := range jobs {
+		r := results[i%len(targets)]
+		r.IOs += j.ios
+		r.Errors += j.errs
+		r.Bytes += j.bytes
+		r.Elapsed = max(r.Elapsed, j.elapsed)
+		r.Latency.Merge(&j.hist)
+		if j.firstErr != nil && firstErr == nil {
+			firstErr = errors.Wrapf(j.firstErr, "%s on core %d", r.Name, j.r.Core())
+		}
+	}
+	stopJobs(jobs)
+	return NewReport(results), firstErr
+}
+
+// job is one (reactor, target) pair. Everything but the published counters
+// and the done channel is owned by the reactor.
+type job struct {
+	r     *poller.Reactor
+	desc  *bdev.Desc
+	w     Workload
+	off   *Offsets
+	ch    *bdev.Channel
+	poll  *poller.Poller
+	slots []slot
+	idle  []*slot // slots whose submission failed, retried next poll
+	spare []*slot
+
+	now      int64
+	startNS  int64
+	deadline int64
+	stopping bool
+	finished bool
+	elapsed  time.Duration
+
+	ios, errs, bytes uint64
+	hist             Histogram
+	firstErr         error
+
+	pubIOs, pubBytes atomic.Uint64
+	cancel           atomic.Bool
+	done             chan struct{}
+}
+
+type slot struct {
+	j     *job
+	buf   bdev.Buffer
+	start int64
+}
+
+func newJob(r *poller.Reactor, d *bdev.Desc, w Workload, seed uint64) (*job, error) {
+	b := d.Bdev()
+	j := &job{r: r, desc: d, w: w, done: make(chan struct{}),
+		off: NewOffsets(w, b.BlockSize(), 0, b.NumBlocks(), seed)}
+	j.slots = make([]slot, w.QueueDepth)
+	for i := range j.slots {
+		buf, err := d.AllocBuffer(w.BlockSize)
+		if err != nil {
+			j.freeBuffers()
+			return nil, err
+		}
+		for k := range buf.Bytes {
+			buf.Bytes[k] = byte(k + i)
+		}
+		j.slots[i] = slot{j: j, buf: buf}
+	}
+	j.idle = make([]*slot, 0, w.QueueDepth)
+	j.spare = make([]*slot, 0, w.QueueDepth)
+	return j, nil
+}
+
+func (j *job) freeBuffers() {
+	for _, s := range j.slots {
+		if s.buf.Bytes != nil {
+			j.desc.FreeBuffer(s.buf)
+		}
+	}
+	j.slots = nil
+}
+
+// start creates the channel and poller on the reactor and fills the queue.
+func (j *job) start() error {
+	errc := make(chan error, 1)
+	err := j.r.Send(func() {
+		ch, err := j.desc.NewChannel(j.w.QueueDepth)
+		if err != nil {
+			errc <- err
+			return
+		}
+		j.ch = ch
+		p, err := j.r.Register("perf:"+j.desc.Bdev().Name(), j.pollOnce, 0)
+		if err != nil {
+			ch.Close()
+			j.ch = nil
+			errc <- err
+			return
+		}
+		j.poll = p
+		j.now = nanotime()
+		j.startNS = j.now
+		j.deadline = j.now + int64(j.w.Duration)
+		for i := range j.slots {
+			j.submit(&j.slots[i])
+		}
+		errc <- nil
+	})
+	if err != nil {
+		return errors.Wrapf(err, "bench: start job on core %d", j.r.Core())
+	}
+	return <-errc
+}
+
+func (j *job) submit(s *slot) {
+	lba, n, read := j.off.Next()
+	s.start = j.now
+	var err error
+	if read {
+		err = j.ch.Read(s.buf, lba, n, onDone, s)
+	} else {
+		err = j.ch.Write(s.buf, lba, n, onDone, s)
+	}
+	if err != nil {
+		if j.firstErr == nil && !errors.Is(err, bdev.ErrNoIO) {
+			j.firstErr = err
+		}
+		j.idle = append(j.idle, s)
+	}
+}
+
+func onDone(io *bdev.IO) {
+	s := io.Arg.(*slot)
+	j := s.j
+	j.ios++
+	if err := io.Err(); err != nil {
+		j.errs++
+		if j.firstErr == nil {
+			j.firstErr = err
+		}
+	} else {
+		j.bytes += uint64(j.w.BlockSize)
+	}
+	j.hist.Record(time.Duration(j.now - s.start))
+	if !j.stopping {
+		j.submit(s)
+	}
+}
+
+func (j *job) pollOnce() poller.Status {
+	if j.finished {
+		return poller.Idle
+	}
+	j.now = nanotime()
+	n := j.ch.Poll()
+	if !j.stopping && (j.now >= j.deadline || j.cancel.Load()) {
+		j.stopping = true
+	}
+	if !j.stopping && len(j.idle) > 0 {
+		// Double-buffered so that failures of this round queue for the next.
+		retry := j.idle
+		j.idle, j.spare = j.spare[:0], retry
+		for _, s := range retry {
+			j.submit(s)
+		}
+	}
+	j.pubIOs.Store(j.ios)
+	j.pubBytes.Store(j.bytes)
+	if j.stopping && j.ch.Outstanding() == 0 {
+		j.finished = true
+		j.elapsed = time.Duration(j.now - j.startNS)
+		j.poll.Unregister()
+		close(j.done)
+	}
+	if n > 0 {
+		return poller.Busy
+	}
+	return poller.Idle
+}
+
+// stopJobs closes the channels on their reactors and frees buffers.
+func stopJobs(jobs []*job) {
+	for _, j := range jobs {
+		if j.ch != nil {
+			done := make(chan struct{})
+			if j.r.Send(func() {
+				if j.poll != nil {
+					j.poll.Unregister()
+				}
+				j.ch.Close()
+				close(done)
+			}) == nil {
+				<-done
+			}
+			j.ch = nil
+		}
+		j.freeBuffers()
+	}
+}
+
+var epoch = time.Now()
+
+func nanotime() int64 { return int64(time.Since(epoch)) }
