@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"encoding/binary"
+	"io"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfblk/bpfblk/compute/abi"
+)
+
+// Engine turns a verified program into runnable code. The interpreter is the
+// portable engine; a JIT implements the same interface.
+type Engine interface {
+	Name() string
+	Compile(p *Program) (Code, error)
+}
+
+// Code is a compiled program. Exec runs it on an instance whose registers and
+// regions Run has prepared, and returns r0. It must not allocate.
+type Code interface {
+	Exec(m *Instance) (uint64, error)
+}
+
+// DefaultBudget is the default per-run instruction budget. Loops are not
+// proven bounded at load; instead every taken backward jump charges the
+// length of the jumped-over span (an upper bound of the instructions executed
+// since the loop head) and every local call charges one, and a run that
+// exceeds its budget stops with ErrBudget.
+const DefaultBudget = 1 << 30
+
+// Executable is a program compiled by an engine, ready to instantiate.
+type Executable struct {
+	prog *Program
+	code Code
+}
+
+// Compile compiles a verified program with e (nil means Interpreter).
+func Compile(p *Program, e Engine) (*Executable, error) {
+	if e == nil {
+		e = Interpreter
+	}
+	c, err := e.Compile(p)
+	if err != nil {
+		return nil, errors.Wrapf(err, "compile %s with %s", p.Name, e.Name())
+	}
+	return &Executable{prog: p, code: c}, nil
+}
+
+// Program returns the program this was compiled from.
+func (x *Executable) Program() *Program { return x.prog }
+
+// Instance is one core's runnable copy of a program: its own stack, context
+// buffer and map instances. An instance is not safe for concurrent use; create
+// one per core and merge their maps with MergeMaps at the end.
+type Instance struct {
+	regs        [16]uint64
+	regions     [maxRegions]region
+	exe         *Executable
+	code        Code
+	typ         abi.Type
+	stack       []byte
+	ctx         []byte
+	maps        []*mapInst
+	frames      [abi.MaxFrames]frame
+	data        []byte
+	emit        []uint64
+	nemit       int
+	overflow    bool
+	budget      int64
+	budgetLimit int64
+	trace       io.Writer
+}
+
+// NewInstance creates a fresh instance with its own maps.
+func (x *Executable) NewInstance() *Instance {
+	p := x.prog
+	m := &Instance{
+		exe:         x,
+		code:        x.code,
+		typ:         p.Type,
+		stack:       make([]byte, abi.StackSize*abi.MaxFrames),
+		budgetLimit: DefaultBudget,
+	}
+	if p.Type == abi.TypeXDP {
+		m.ctx = make([]byte, abi.XDPCtxSize)
+	} else {
+		m.ctx = make([]byte, abi.CtxSize)
+	}
+	m.regions[regionStack].set(m.stack, true)
+	m.regions[regionCtx].set(m.ctx, false)
+	for i := range p.Maps {
+		mi := newMapInst(&p.Maps[i], i)
+		m.maps = append(m.maps, mi)
+		m.regions[regionMap0+i].set(mi.values, !p.Maps[i].ReadOnly)
+	}
+	return m
+}
+
+// SetBudget sets the per-run instruction budget (see DefaultBudget).
+func (m *Instance) SetBudget(n int64) { m.budgetLimit = n }
+
+// SetTrace sets where bpf_trace_printk output goes (nil discards it).
+func (m *Instance) SetTrace(w io.Writer) { m.trace = w }
+
+// ResetMaps restores every map of this instance to its initial contents.
+func (m *Instance) ResetMaps() {
+	for _, mi := range m.maps {
+		mi.reset()
+	}
+}
+
+// Maps returns a snapshot of this instance's maps (including read-only ones).
+func (m *Instance) Maps() []MapData {
+	out := make([]MapData, 0, len(m.maps))
+	for _, mi := range m.maps {
+		out = append(out, mi.snapshot())
+	}
+	return out
+}
+
+// Context describes the data a run sees.
+type Context struct {
+	// Data is the chunk: BlockCount blocks of BlockSize bytes. The engine
+	// never writes it, except for raw and XDP programs, whose ABI allows it.
+	Data       []byte
+	LBA        uint64 // LBA of the first block
+	NSID       uint32
+	BlockSize  uint32 // 0 means len(Data)
+	BlockCount uint32 // 0 means len(Data)/BlockSize
+}
+
+// Result is what a run produced.
+type Result struct {
+	// R0 is the program's return value. For a per-block filter it is the
+	// number of matching blocks.
+	R0 uint64
+	// Emitted is the number of values written to the emit buffer.
+	Emitted int
+	// Overflow is set when the program emitted more values than the buffer
+	// holds; bpfblk_emit returned -ENOSPC for those.
+	Overflow bool
+}
+
+// Run runs the program on ctx and writes emitted values (matching LBAs of a
+// filter, whatever a scanner emits) to emit. It allocates nothing.
+//
+// A per-block filter (abi.TypeFilter) runs once per block with block_count 1
+// and a block whose run returns non-zero is a match: its LBA is emitted. Every
+// other type runs once over the whole chunk. A raw program gets r1 = data and
+// r2 = len(data).
+func (m *Instance) Run(ctx *Context, emit []uint64) (Result, error) {
+	m.emit, m.nemit, m.overflow = emit, 0, false
+	bs := ctx.BlockSize
+	if bs == 0 {
+		bs = uint32(len(ctx.Data))
+	}
+	count := ctx.BlockCount
+	if count == 0 && bs != 0 {
+		count = uint32(len(ctx.Data)) / bs
+	}
+	if uint64(bs)*uint64(count) > uint64(len(ctx.Data)) {
+		return Result{}, errors.Errorf("engine: %d blocks of %d bytes do not fit in %d bytes of data", count, bs, len(ctx.Data))
+	}
+	if len(ctx.Data) > 1<<31 {
+		return Result{}, errors.Errorf("engine: data of %d bytes is larger than 2 GiB", len(ctx.Data))
+	}
+	var res Result
+	if m.typ == abi.TypeFilter {
+		matches := uint64(0)
+		for b := uint32(0); b < count; b++ {
+			d := ctx.Data[uint64(b)*uint64(bs) : uint64(b+1)*uint64(bs)]
+			r0, err := m.runOnce(d, ctx.LBA+uint64(b), ctx.NSID, bs, 1)
+			if err != nil {
+				return res, errors.Wrapf(err, "block %d (LBA %d)", b, ctx.LBA+uint64(b))
+			}
+			if r0 != 0 {
+				matches++
+				m.emitValue(ctx.LBA + uint64(b))
+			}
+		}
+		res.R0 = matches
+	} else {
+		r0, err := m.runOnce(ctx.Data, ctx.LBA, ctx.NSID, bs, count)
+		if err != nil {
+			return res, err
+		}
+		res.R0 = r0
+	}
+	res.Emitted, res.Overflow = m.nemit, m.overflow
+	m.emit, m.data = nil, nil
+	m.regions[regionData] = region{}
+	return res, nil
+}
+
+func (m *Instance) runOnce(data []byte, lba uint64, nsid, bs, count uint32) (uint64, error) {
+	m.data = data
+	m.regions[regionData].set(data, m.typ == abi.TypeRaw || m.typ == abi.TypeXDP)
+	m.regs = [16]uint64{}
+	m.regs[10] = regionAddr(regionStack, uint64(len(m.stack)))
+	dataAddr := regionAddr(regionData, 0)
+	endAddr := regionAddr(regionData, uint64(len(data)))
+	switch m.typ {
+	case abi.TypeRaw:
+		m.regs[1] = dataAddr
+		m.regs[2] = uint64(len(data))
+	case abi.TypeXDP:
+		c := m.ctx
+		clear(c)
+		binary.LittleEndian.PutUint32(c[abi.XDPData:], uint32(dataAddr))
+		binary.LittleEndian.PutUint32(c[abi.XDPDataEnd:], uint32(endAddr))
+		binary.LittleEndian.PutUint32(c[abi.XDPDataMeta:], uint32(dataAddr))
+		m.regs[1] = regionAddr(regionCtx, 0)
+	default:
+		c := m.ctx
+		binary.LittleEndian.PutUint64(c[abi.CtxData:], dataAddr)
+		binary.LittleEndian.PutUint64(c[abi.CtxDataEnd:], endAddr)
+		binary.LittleEndian.PutUint64(c[abi.CtxLBA:], lba)
+		binary.LittleEndian.PutUint32(c[abi.CtxNSID:], nsid)
+		binary.LittleEndian.PutUint32(c[abi.CtxBlockSize:], bs)
+		binary.LittleEndian.PutUint32(c[abi.CtxBlockCount:], count)
+		binary.LittleEndian.PutUint32(c[abi.CtxReserved:], 0)
+		m.regs[1] = regionAddr(regionCtx, 0)
+	}
+	m.budget = m.budgetLimit
+	return m.code.Exec(m)
+}
+
+func (m *Instance) emitValue(v uint64) int64 {
+	if m.nemit >= len(m.emit) {
+		m.overflow = true
+		return -abi.ENOSPC
+	}
+	m.emit[m.nemit] = v
+	m.nemit++
+	return 0
+}
+
+// Regs returns the registers as the last run left them (for tests and tools).
+func (m *Instance) Regs() [11]uint64 {
+	var r [11]uint64
+	copy(r[:], m.regs[:11])
+	return r
+}

@@ -1,0 +1,268 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"sort"
+
+	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/verifier"
+)
+
+// mapInst is one core's instance of a map. Values live in one contiguous
+// buffer that is the map's region of the address space, so a value pointer
+// returned by lookup is an ordinary checked address. Nothing allocates after
+// creation: a hash map has a fixed open-addressing table and a free list.
+type mapInst struct {
+	spec   *MapSpec
+	index  int
+	values []byte
+
+	// hash maps only
+	keys    []byte  // slot -> key
+	state   []uint8 // slot -> slotEmpty/slotUsed/slotDeleted
+	slotVal []int32 // slot -> value index
+	free    []int32 // free value indexes (a stack)
+	mask    uint32
+	count   int
+}
+
+const (
+	slotEmpty   = 0
+	slotUsed    = 1
+	slotDeleted = 2
+)
+
+func newMapInst(s *MapSpec, index int) *mapInst {
+	m := &mapInst{spec: s, index: index, values: make([]byte, int(s.ValueSize)*int(s.MaxEntries))}
+	if s.Kind == verifier.MapHash {
+		n := uint32(8)
+		for n < 2*s.MaxEntries {
+			n <<= 1
+		}
+		m.mask = n - 1
+		m.keys = make([]byte, int(n)*int(s.KeySize))
+		m.state = make([]uint8, n)
+		m.slotVal = make([]int32, n)
+		m.free = make([]int32, 0, s.MaxEntries)
+	}
+	m.reset()
+	return m
+}
+
+// reset restores the initial contents (zero, or the section's data).
+func (m *mapInst) reset() {
+	clear(m.values)
+	copy(m.values, m.spec.Init)
+	if m.spec.Kind == verifier.MapHash {
+		clear(m.state)
+		m.free = m.free[:0]
+		for i := int32(m.spec.MaxEntries) - 1; i >= 0; i-- {
+			m.free = append(m.free, i)
+		}
+		m.count = 0
+	}
+}
+
+func hashKey(k []byte) uint32 {
+	h := uint32(2166136261)
+	for _, b := range k {
+		h ^= uint32(b)
+		h *= 16777619
+	}
+	return h
+}
+
+// find returns the slot holding key, or -1.
+func (m *mapInst) find(key []byte) int {
+	ks := int(m.spec.KeySize)
+	for i, h := uint32(0), hashKey(key); i <= m.mask; i++ {
+		s := (h + i) & m.mask
+		switch m.state[s] {
+		case slotEmpty:
+			return -1
+		case slotUsed:
+			if bytes.Equal(m.keys[int(s)*ks:int(s+1)*ks], key) {
+				return int(s)
+			}
+		}
+	}
+	return -1
+}
+
+// lookup returns the value index for key, or -1.
+func (m *mapInst) lookup(key []byte) int {
+	if m.spec.Kind == verifier.MapArray {
+		i := binary.LittleEndian.Uint32(key)
+		if i >= m.spec.MaxEntries {
+			return -1
+		}
+		return int(i)
+	}
+	s := m.find(key)
+	if s < 0 {
+		return -1
+	}
+	return int(m.slotVal[s])
+}
+
+// update stores value under key and returns 0 or a negative errno.
+func (m *mapInst) update(key, value []byte, flags uint64) int64 {
+	vs := int(m.spec.ValueSize)
+	if flags > abi.UpdateExist {
+		return -abi.EINVAL
+	}
+	if m.spec.Kind == verifier.MapArray {
+		i := binary.LittleEndian.Uint32(key)
+		if i >= m.spec.MaxEntries {
+			return -abi.E2BIG
+		}
+		if flags == abi.UpdateNoExist {
+			return -abi.EEXIST
+		}
+		copy(m.values[int(i)*vs:], value[:vs])
+		return 0
+	}
+	if s := m.find(key); s >= 0 {
+		if flags == abi.UpdateNoExist {
+			return -abi.EEXIST
+		}
+		copy(m.values[int(m.slotVal[s])*vs:], value[:vs])
+		return 0
+	}
+	if flags == abi.UpdateExist {
+		return -abi.ENOENT
+	}
+	if len(m.free) == 0 {
+		return -abi.E2BIG
+	}
+	ks := int(m.spec.KeySize)
+	for i, h := uint32(0), hashKey(key); i <= m.mask; i++ {
+		s := (h + i) & m.mask
+		if m.state[s] != slotUsed {
+			v := m.free[len(m.free)-1]
+			m.free = m.free[:len(m.free)-1]
+			m.state[s] = slotUsed
+			m.slotVal[s] = v
+			copy(m.keys[int(s)*ks:], key)
+			copy(m.values[int(v)*vs:], value[:vs])
+			m.count++
+			return 0
+		}
+	}
+	return -abi.E2BIG
+}
+
+// delete removes key and returns 0 or a negative errno.
+func (m *mapInst) delete(key []byte) int64 {
+	if m.spec.Kind == verifier.MapArray {
+		return -abi.EINVAL
+	}
+	s := m.find(key)
+	if s < 0 {
+		return -abi.ENOENT
+	}
+	v := m.slotVal[s]
+	vs := int(m.spec.ValueSize)
+	clear(m.values[int(v)*vs : int(v+1)*vs])
+	m.state[s] = slotDeleted
+	m.free = append(m.free, v)
+	m.count--
+	return 0
+}
+
+// MapData is a host-readable snapshot of a map: its entries sorted by key.
+// Array maps list every index with a little-endian uint32 key.
+type MapData struct {
+	Name      string
+	Kind      verifier.MapKind
+	KeySize   int
+	ValueSize int
+	Entries   []MapEntry
+}
+
+// MapEntry is one key and its value.
+type MapEntry struct {
+	Key, Value []byte
+}
+
+func (m *mapInst) snapshot() MapData {
+	s := m.spec
+	d := MapData{Name: s.Name, Kind: s.Kind, KeySize: int(s.KeySize), ValueSize: int(s.ValueSize)}
+	vs := int(s.ValueSize)
+	if s.Kind == verifier.MapArray {
+		for i := 0; i < int(s.MaxEntries); i++ {
+			k := binary.LittleEndian.AppendUint32(nil, uint32(i))
+			d.Entries = append(d.Entries, MapEntry{Key: k, Value: bytes.Clone(m.values[i*vs : (i+1)*vs])})
+		}
+		return d
+	}
+	ks := int(s.KeySize)
+	for slot, st := range m.state {
+		if st != slotUsed {
+			continue
+		}
+		v := int(m.slotVal[slot])
+		d.Entries = append(d.Entries, MapEntry{
+			Key:   bytes.Clone(m.keys[slot*ks : (slot+1)*ks]),
+			Value: bytes.Clone(m.values[v*vs : (v+1)*vs]),
+		})
+	}
+	sort.Slice(d.Entries, func(i, j int) bool { return bytes.Compare(d.Entries[i].Key, d.Entries[j].Key) < 0 })
+	return d
+}
+
+// MergeMaps combines the per-core instances of every writable map of the
+// instances' program into one host-readable view. Values with the same key are
+// added word by word: as little-endian uint64 words when the value size is a
+// multiple of 8, uint32 words when it is a multiple of 4, bytes otherwise. This
+// is the natural merge for counters and sums; programs that need another
+// merge read Instance.Maps per core. Read-only maps (.rodata) are left out.
+func MergeMaps(insts ...*Instance) []MapData {
+	if len(insts) == 0 {
+		return nil
+	}
+	var out []MapData
+	for mi := range insts[0].maps {
+		if insts[0].maps[mi].spec.ReadOnly {
+			continue
+		}
+		merged := insts[0].maps[mi].snapshot()
+		index := map[string]int{}
+		for i, e := range merged.Entries {
+			index[string(e.Key)] = i
+		}
+		for _, inst := range insts[1:] {
+			for _, e := range inst.maps[mi].snapshot().Entries {
+				if i, ok := index[string(e.Key)]; ok {
+					addWords(merged.Entries[i].Value, e.Value)
+				} else {
+					index[string(e.Key)] = len(merged.Entries)
+					merged.Entries = append(merged.Entries, e)
+				}
+			}
+		}
+		sort.Slice(merged.Entries, func(i, j int) bool {
+			return bytes.Compare(merged.Entries[i].Key, merged.Entries[j].Key) < 0
+		})
+		out = append(out, merged)
+	}
+	return out
+}
+
+func addWords(dst, src []byte) {
+	switch {
+	case len(dst)%8 == 0:
+		for i := 0; i < len(dst); i += 8 {
+			binary.LittleEndian.PutUint64(dst[i:], binary.LittleEndian.Uint64(dst[i:])+binary.LittleEndian.Uint64(src[i:]))
+		}
+	case len(dst)%4 == 0:
+		for i := 0; i < len(dst); i += 4 {
+			binary.LittleEndian.PutUint32(dst[i:], binary.LittleEndian.Uint32(dst[i:])+binary.LittleEndian.Uint32(src[i:]))
+		}
+	default:
+		for i := range dst {
+			dst[i] += src[i]
+		}
+	}
+}

@@ -1,0 +1,283 @@
+// Package engine loads, verifies and runs bpfblk eBPF programs.
+//
+// A program comes from a clang-built ELF object (LoadELF, LoadFile, LoadSpec,
+// through cilium/ebpf's LoadCollectionSpec) or from raw instructions
+// (FromInstructions, FromBytes). Loading always runs the verifier; a rejected
+// program yields a *verifier.Error naming the instruction. A verified Program
+// is compiled by an Engine (the Interpreter today, a JIT later) into an
+// Executable, from which each core creates its own Instance: own stack, own
+// context buffer, own copy of every map. Instance.Run allocates nothing; the
+// per-core maps are merged on the host with MergeMaps.
+//
+// Supported RFC 9669 conformance groups: base32, base64, atomic32, atomic64,
+// divmul32, divmul64 and packet (legacy BPF_ABS/BPF_IND loads over the data),
+// including the v4 additions (SDIV/SMOD, MOVSX, MEMSX, BSWAP, JA32) and
+// bpf-to-bpf calls.
+package engine
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/pkg/errors"
+
+	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/verifier"
+)
+
+// MapSpec is a map of a program with its initial contents.
+type MapSpec struct {
+	verifier.Map
+	// Init is the initial value memory (MaxEntries*ValueSize bytes or less):
+	// the section data of .rodata/.data, zero for everything else.
+	Init []byte
+}
+
+// Program is a verified program ready to compile.
+type Program struct {
+	Name string
+	Type abi.Type
+	// Insns are the instructions as loaded, references resolved.
+	Insns asm.Instructions
+	// Maps are the maps the program refers to, including global data
+	// sections (.rodata, .data, .bss) as one-entry array maps.
+	Maps []MapSpec
+
+	code *verifier.Code
+	info *verifier.Info
+}
+
+// LoadOptions select and parameterise a program in an ELF object.
+type LoadOptions struct {
+	// Program is the name of the program (its C function name). Empty selects
+	// the only program of the object.
+	Program string
+	// Vars sets global variables (`volatile const` parameters and others)
+	// by name before loading, as cilium/ebpf VariableSpec.Set does: values are
+	// Go integers, byte slices or fixed-size values of the variable's size.
+	Vars map[string]any
+}
+
+// LoadFile loads and verifies a program from a clang-built ELF object file.
+func LoadFile(path string, opts *LoadOptions) (*Program, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, errors.Wrap(err, "load program")
+	}
+	p, err := LoadELF(b, opts)
+	if err != nil {
+		return nil, errors.Wrapf(err, "%s", path)
+	}
+	return p, nil
+}
+
+// LoadELF loads and verifies a program from ELF object bytes.
+func LoadELF(obj []byte, opts *LoadOptions) (*Program, error) {
+	cs, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(obj))
+	if err != nil {
+		return nil, errors.Wrap(err, "parse ELF object")
+	}
+	return LoadSpec(cs, opts)
+}
+
+// ProgramNames lists the programs of an ELF object, sorted.
+func ProgramNames(cs *ebpf.CollectionSpec) []string {
+	var names []string
+	for n := range cs.Programs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// LoadSpec loads and verifies a program from a parsed collection. The spec is
+// not modified.
+func LoadSpec(cs *ebpf.CollectionSpec, opts *LoadOptions) (*Program, error) {
+	if opts == nil {
+		opts = &LoadOptions{}
+	}
+	if cs.ByteOrder != nil && cs.ByteOrder != binary.LittleEndian {
+		return nil, errors.New("object is big-endian; bpfblk runs little-endian programs")
+	}
+	name := opts.Program
+	names := ProgramNames(cs)
+	if name == "" {
+		if len(names) != 1 {
+			return nil, errors.Errorf("object has %d programs (%s); name one", len(names), strings.Join(names, ", "))
+		}
+		name = names[0]
+	}
+	ps, ok := cs.Programs[name]
+	if !ok {
+		return nil, errors.Errorf("no program %q in object (have: %s)", name, strings.Join(names, ", "))
+	}
+	typ, ok := abi.TypeForSection(ps.SectionName)
+	if !ok {
+		return nil, errors.Errorf("program %s: section %q is not %q, %q or %q",
+			name, ps.SectionName, abi.SectionFilter, abi.SectionScan, abi.SectionXDP)
+	}
+	for vn, v := range opts.Vars {
+		vs, ok := cs.Variables[vn]
+		if !ok {
+			return nil, errors.Errorf("no variable %q in object", vn)
+		}
+		vs = vs.Copy()
+		if err := vs.Set(v); err != nil {
+			return nil, errors.Wrapf(err, "set variable %s", vn)
+		}
+		cs = withVariable(cs, vn, vs)
+	}
+	insns := slices.Clone(ps.Instructions)
+	// Resolve jumps and bpf-to-bpf calls in place (Marshal does it) while
+	// keeping the map references by name.
+	if err := insns.Marshal(discard{}, binary.LittleEndian); err != nil {
+		return nil, errors.Wrapf(err, "program %s", name)
+	}
+	// Collect referenced maps in first-use order.
+	var maps []MapSpec
+	index := map[string]int{}
+	refs := make([]int, len(insns))
+	for i, ins := range insns {
+		refs[i] = -1
+		if !ins.IsLoadFromMap() {
+			continue
+		}
+		ref := ins.Reference()
+		ms, ok := cs.Maps[ref]
+		if !ok {
+			return nil, errors.Errorf("program %s: instruction %d refers to unknown map %q", name, i, ref)
+		}
+		if j, ok := index[ref]; ok {
+			refs[i] = j
+			continue
+		}
+		spec, err := mapSpecFrom(ref, ms, cs)
+		if err != nil {
+			return nil, errors.Wrapf(err, "program %s", name)
+		}
+		index[ref] = len(maps)
+		refs[i] = len(maps)
+		maps = append(maps, spec)
+	}
+	return newProgram(name, typ, insns, maps, func(i int) int { return refs[i] })
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func withVariable(cs *ebpf.CollectionSpec, name string, vs *ebpf.VariableSpec) *ebpf.CollectionSpec {
+	cpy := *cs
+	cpy.Variables = make(map[string]*ebpf.VariableSpec, len(cs.Variables))
+	for k, v := range cs.Variables {
+		cpy.Variables[k] = v
+	}
+	cpy.Variables[name] = vs
+	return &cpy
+}
+
+func mapSpecFrom(name string, ms *ebpf.MapSpec, cs *ebpf.CollectionSpec) (MapSpec, error) {
+	s := MapSpec{Map: verifier.Map{
+		Name: name, KeySize: ms.KeySize, ValueSize: ms.ValueSize, MaxEntries: ms.MaxEntries,
+		ReadOnly: ms.Flags&(1<<7) != 0 || strings.HasPrefix(name, ".rodata"),
+	}}
+	switch ms.Type {
+	case ebpf.Array, ebpf.PerCPUArray:
+		s.Kind = verifier.MapArray
+		if ms.KeySize != 4 {
+			return s, errors.Errorf("array map %s: key size %d is not 4", name, ms.KeySize)
+		}
+	case ebpf.Hash, ebpf.PerCPUHash, ebpf.LRUHash, ebpf.LRUCPUHash:
+		s.Kind = verifier.MapHash
+	default:
+		return s, errors.Errorf("map %s: type %v is not supported (array and hash maps are)", name, ms.Type)
+	}
+	if ms.KeySize == 0 || ms.ValueSize == 0 || ms.MaxEntries == 0 {
+		return s, errors.Errorf("map %s: key size, value size and max entries must be non-zero", name)
+	}
+	total := uint64(ms.ValueSize) * uint64(ms.MaxEntries)
+	if total > 1<<28 || ms.KeySize > 512 {
+		return s, errors.Errorf("map %s: %d bytes of values is too large (limit 256 MiB)", name, total)
+	}
+	if s.Kind == verifier.MapArray {
+		s.Init = make([]byte, total)
+		for _, kv := range ms.Contents {
+			k, ok := kv.Key.(uint32)
+			if !ok || k >= ms.MaxEntries {
+				return s, errors.Errorf("map %s: initial key %v is not an index", name, kv.Key)
+			}
+			v, ok := kv.Value.([]byte)
+			if !ok {
+				return s, errors.Errorf("map %s: initial value of type %T", name, kv.Value)
+			}
+			copy(s.Init[int(k)*int(ms.ValueSize):int(k+1)*int(ms.ValueSize)], v)
+		}
+		for _, v := range cs.Variables {
+			if v.SectionName != name || v.Value == nil {
+				continue
+			}
+			if uint64(v.Offset)+uint64(len(v.Value)) > uint64(ms.ValueSize) {
+				return s, errors.Errorf("variable %s exceeds section %s", v.Name, name)
+			}
+			copy(s.Init[v.Offset:], v.Value)
+		}
+	}
+	return s, nil
+}
+
+// FromInstructions verifies a program given as instructions (built with
+// cilium/ebpf/asm, or decoded). Jump labels and bpf-to-bpf calls are resolved.
+func FromInstructions(name string, typ abi.Type, insns asm.Instructions) (*Program, error) {
+	insns = slices.Clone(insns)
+	if err := insns.Marshal(discard{}, binary.LittleEndian); err != nil {
+		return nil, errors.Wrapf(err, "program %s", name)
+	}
+	for i, ins := range insns {
+		if ins.IsLoadFromMap() {
+			return nil, errors.Errorf("program %s: instruction %d loads a map, which raw programs cannot have", name, i)
+		}
+	}
+	return newProgram(name, typ, insns, nil, nil)
+}
+
+// FromBytes decodes raw little-endian instructions (8 bytes each) with
+// cilium/ebpf/asm and verifies them.
+func FromBytes(name string, typ abi.Type, raw []byte) (*Program, error) {
+	if len(raw)%asm.InstructionSize != 0 {
+		return nil, errors.Errorf("program %s: %d bytes is not a whole number of 8-byte instructions", name, len(raw))
+	}
+	insns, err := asm.AppendInstructions(nil, bytes.NewReader(raw), binary.LittleEndian, "linux")
+	if err != nil {
+		return nil, errors.Wrapf(err, "program %s: decode", name)
+	}
+	return newProgram(name, typ, insns, nil, nil)
+}
+
+func newProgram(name string, typ abi.Type, insns asm.Instructions, maps []MapSpec, ref func(int) int) (*Program, error) {
+	if len(maps) > maxMaps {
+		return nil, errors.Errorf("program %s uses %d maps; at most %d", name, len(maps), maxMaps)
+	}
+	vm := make([]verifier.Map, len(maps))
+	for i := range maps {
+		vm[i] = maps[i].Map
+	}
+	code := verifier.NewCode(insns, vm, ref)
+	info, err := verifier.Verify(code, typ)
+	if err != nil {
+		return nil, err
+	}
+	return &Program{Name: name, Type: typ, Insns: insns, Maps: maps, code: code, info: info}, nil
+}
+
+// Disassemble writes the program's instructions, one per line, with slot
+// numbers (the unit of jump offsets).
+func (p *Program) Disassemble() string {
+	return fmt.Sprintf("%v", p.Insns)
+}

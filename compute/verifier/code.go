@@ -1,0 +1,104 @@
+// Package verifier checks eBPF programs before the engine runs them: encodings,
+// control flow, register and stack initialisation, pointer provenance, bounds of
+// context, stack, map-value and data accesses, and helper-call signatures.
+//
+// The verifier is a flow-sensitive abstract interpreter over the program's
+// control-flow graph (a worklist fixpoint with joins and widening at loop
+// heads), keyed by call context so that bpf-to-bpf calls are analysed with
+// their own frames. It does not try to prove loops bounded: termination is the
+// engine's job (a per-run instruction budget, see package engine).
+package verifier
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf/asm"
+)
+
+// MapKind is the storage layout of a map.
+type MapKind uint8
+
+// Map kinds.
+const (
+	MapArray MapKind = iota + 1
+	MapHash
+)
+
+// Map describes a map a program refers to.
+type Map struct {
+	Name       string
+	Kind       MapKind
+	KeySize    uint32
+	ValueSize  uint32
+	MaxEntries uint32
+	// ReadOnly maps (.rodata) reject stores through value pointers.
+	ReadOnly bool
+}
+
+// Code is a program laid out by instruction slot, the unit jump offsets count
+// in: a 64-bit immediate load (LDDW) occupies two slots and the second one is
+// marked in Half.
+type Code struct {
+	// Insns holds one decoded instruction per slot; the second slot of an LDDW
+	// repeats the first.
+	Insns []asm.Instruction
+	// Half marks the second slot of an LDDW.
+	Half []bool
+	// MapRef is, for an LDDW that loads a map pointer or map value address, the
+	// index of the map in Maps; -1 otherwise.
+	MapRef []int
+	// Maps the program refers to.
+	Maps []Map
+}
+
+// Len returns the number of slots.
+func (c *Code) Len() int { return len(c.Insns) }
+
+// NewCode lays out decoded instructions by slot. mapRef(i) returns the map
+// index referenced by instruction i (in insns order) or -1.
+func NewCode(insns asm.Instructions, maps []Map, mapRef func(i int) int) *Code {
+	c := &Code{Maps: maps}
+	for i, ins := range insns {
+		ref := -1
+		if mapRef != nil {
+			ref = mapRef(i)
+		}
+		c.Insns = append(c.Insns, ins)
+		c.Half = append(c.Half, false)
+		c.MapRef = append(c.MapRef, ref)
+		if ins.OpCode.IsDWordLoad() {
+			c.Insns = append(c.Insns, ins)
+			c.Half = append(c.Half, true)
+			c.MapRef = append(c.MapRef, ref)
+		}
+	}
+	return c
+}
+
+// Error is a rejection: the slot index of the offending instruction, its
+// disassembly and the reason.
+type Error struct {
+	Index  int    // instruction slot (jump offsets count in slots)
+	Insn   string // disassembled instruction
+	Reason string
+}
+
+func (e *Error) Error() string {
+	if e.Index < 0 {
+		return "verifier: " + e.Reason
+	}
+	return fmt.Sprintf("verifier: instruction %d (%s): %s", e.Index, e.Insn, e.Reason)
+}
+
+func (c *Code) reject(pc int, format string, args ...any) *Error {
+	e := &Error{Index: pc, Reason: fmt.Sprintf(format, args...)}
+	if pc >= 0 && pc < len(c.Insns) {
+		e.Insn = Disasm(c.Insns[pc])
+	}
+	return e
+}
+
+// Disasm formats one instruction the way cilium/ebpf's asm package does.
+func Disasm(ins asm.Instruction) string {
+	return fmt.Sprintf("%v", ins)
+}
