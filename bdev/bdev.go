@@ -118,6 +118,7 @@ type Info struct {
 	NumBlocks   uint64
 	MaxTransfer int // largest I/O the backend takes in bytes; 0 = no limit
 	IOTypes     IOTypes
+	NSID        uint32 // NVMe namespace id; 0 for bdevs of other modules
 }
 
 // Bdev is a block device: a name, a block size, a capacity and a backend.

@@ -31,7 +31,17 @@ func NewNVMe(name string, c *nvme.Controller, ns *nvme.Namespace) (*Bdev, error)
 		NumBlocks:   ns.Blocks,
 		MaxTransfer: c.MaxTransfer(),
 		IOTypes:     types,
+		NSID:        ns.ID,
 	}, &nvmeBackend{c: c, ns: ns})
+}
+
+// NVMeNamespace returns the controller and namespace behind an NVMe bdev, or
+// nils for a bdev of another module.
+func NVMeNamespace(b *Bdev) (*nvme.Controller, *nvme.Namespace) {
+	if nb, ok := b.backend.(*nvmeBackend); ok {
+		return nb.c, nb.ns
+	}
+	return nil, nil
 }
 
 type nvmeBackend struct {

@@ -1,0 +1,251 @@
+// Package device opens the devices of the CLI contract by address and makes
+// bdevs of their namespaces:
+//
+//	mock                      the embedded demo subsystem (emulated controllers)
+//	mock:null                 an emulated controller with one null namespace
+//	file:PATH[,lba=512|4096]  an emulated controller namespace backed by a file;
+//	                          several file: devices become namespaces of one controller
+//	pci:0000:01:00.0          a real controller through VFIO
+//
+// Every emulated controller of one Open shares one emulated bus, so they can
+// reach each other's memory as controllers on one PCIe fabric do.
+package device
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/nvme/mock"
+	"github.com/bpfblk/bpfblk/nvme/pci"
+	"github.com/bpfblk/bpfblk/nvme/vfio"
+	"github.com/pkg/errors"
+)
+
+// Kind is the kind of a device address.
+type Kind int
+
+// Device kinds.
+const (
+	Mock Kind = iota
+	MockNull
+	File
+	PCI
+)
+
+// Spec is a parsed device address.
+type Spec struct {
+	Kind    Kind
+	Path    string // File
+	LBASize int    // File: 512 or 4096
+	Addr    string // PCI, canonical "0000:01:00.0"
+}
+
+// Default is the device used when none is given.
+const Default = "mock"
+
+// Parse parses one device address.
+func Parse(s string) (Spec, error) {
+	switch {
+	case s == "mock":
+		return Spec{Kind: Mock}, nil
+	case s == "mock:null":
+		return Spec{Kind: MockNull}, nil
+	case strings.HasPrefix(s, "file:"):
+		rest := strings.TrimPrefix(s, "file:")
+		path, opts, _ := strings.Cut(rest, ",")
+		if path == "" {
+			return Spec{}, errors.Errorf("device %q: file: needs a path", s)
+		}
+		spec := Spec{Kind: File, Path: path, LBASize: 512}
+		if opts != "" {
+			k, v, ok := strings.Cut(opts, "=")
+			n, err := strconv.Atoi(v)
+			if !ok || k != "lba" || err != nil || (n != 512 && n != 4096) {
+				return Spec{}, errors.Errorf("device %q: option %q: want lba=512 or lba=4096", s, opts)
+			}
+			spec.LBASize = n
+		}
+		return spec, nil
+	case strings.HasPrefix(s, pci.Scheme):
+		a, err := pci.ParseAddr(s)
+		if err != nil {
+			return Spec{}, errors.Wrapf(err, "device %q", s)
+		}
+		return Spec{Kind: PCI, Addr: a.String()}, nil
+	}
+	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] or pci:DDDD:BB:DD.F)", s)
+}
+
+// Options tune Open.
+type Options struct {
+	// Mode runs emulated controllers inline (default) or on device cores.
+	Mode mock.Mode
+	// NVMe tunes the driver of every controller.
+	NVMe nvme.Options
+}
+
+// Set is the open devices: controllers and the bdevs of their namespaces. It
+// owns them all; Close releases them.
+type Set struct {
+	// Bdevs are the namespaces' bdevs, in the order of the addresses.
+	Bdevs []*bdev.Bdev
+	// Controllers are the initialised controllers, in the same order.
+	Controllers []*nvme.Controller
+	// Bus is the emulated bus of the mock controllers (nil if there are none).
+	Bus *mock.Bus
+}
+
+// Open opens every address (Default when addrs is empty).
+func Open(addrs []string, opts Options) (_ *Set, err error) {
+	if len(addrs) == 0 {
+		addrs = []string{Default}
+	}
+	var specs []Spec
+	for _, a := range addrs {
+		s, err := Parse(a)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	set := &Set{}
+	defer func() {
+		if err != nil {
+			set.Close()
+		}
+	}()
+	bus := func() *mock.Bus {
+		if set.Bus == nil {
+			set.Bus = mock.NewBus()
+		}
+		return set.Bus
+	}
+	var files []mock.NamespaceConfig
+	for _, s := range specs {
+		switch s.Kind {
+		case Mock:
+			for _, cfg := range demoControllers() {
+				cfg.Mode = opts.Mode
+				if err := set.addMock(bus(), cfg, opts); err != nil {
+					return nil, err
+				}
+			}
+		case MockNull:
+			cfg := mock.Config{
+				Serial: "BPFBLKNULL", Model: "bpfblk null controller",
+				Namespaces: []mock.NamespaceConfig{{Kind: mock.Null, Size: 1 << 40, LBASize: 512}},
+				Mode:       opts.Mode,
+			}
+			if err := set.addMock(bus(), cfg, opts); err != nil {
+				return nil, err
+			}
+		case File:
+			fi, err := os.Stat(s.Path)
+			if err != nil {
+				return nil, errors.Wrapf(err, "device file:%s", s.Path)
+			}
+			if !fi.Mode().IsRegular() {
+				return nil, errors.Errorf("device file:%s: not a regular file", s.Path)
+			}
+			if fi.Size() < int64(s.LBASize) {
+				return nil, errors.Errorf("device file:%s: %d bytes is less than one %d-byte LBA", s.Path, fi.Size(), s.LBASize)
+			}
+			files = append(files, mock.NamespaceConfig{Kind: mock.File, Path: s.Path, LBASize: s.LBASize})
+		case PCI:
+			if err := set.addPCI(s.Addr, opts); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(files) > 0 {
+		cfg := mock.Config{Serial: "BPFBLKFILE", Model: "bpfblk file-backed controller", Namespaces: files, Mode: opts.Mode}
+		if err := set.addMock(bus(), cfg, opts); err != nil {
+			return nil, err
+		}
+	}
+	return set, nil
+}
+
+// demoControllers describes the embedded demo subsystem: two data
+// controllers, one with namespaces of both LBA sizes.
+func demoControllers() []mock.Config {
+	return []mock.Config{
+		{
+			Serial: "BPFBLKDEMO0", Model: "bpfblk demo controller",
+			Namespaces: []mock.NamespaceConfig{
+				{Kind: mock.Memory, Size: 64 << 20, LBASize: 512},
+				{Kind: mock.Memory, Size: 64 << 20, LBASize: 4096},
+			},
+		},
+		{
+			Serial: "BPFBLKDEMO1", Model: "bpfblk demo controller",
+			Namespaces: []mock.NamespaceConfig{
+				{Kind: mock.Memory, Size: 64 << 20, LBASize: 4096},
+			},
+			CMBSize: 16 << 20,
+		},
+	}
+}
+
+func (set *Set) addMock(bus *mock.Bus, cfg mock.Config, opts Options) error {
+	mc, err := mock.NewController(bus, cfg)
+	if err != nil {
+		return errors.Wrap(err, "device mock")
+	}
+	return set.addController(mc, opts)
+}
+
+func (set *Set) addPCI(addr string, opts Options) error {
+	d, err := vfio.Open(addr, nil)
+	if err != nil {
+		return errors.Wrapf(err, "device pci:%s", addr)
+	}
+	return set.addController(d, opts)
+}
+
+// addController initialises the driver on t and makes bdevs of its NVM
+// namespaces. On failure t is closed.
+func (set *Set) addController(t nvme.Transport, opts Options) error {
+	c, err := nvme.NewController(t, opts.NVMe)
+	if err != nil {
+		t.Close()
+		return errors.Wrapf(err, "device %s", t.Name())
+	}
+	set.Controllers = append(set.Controllers, c)
+	for _, ns := range c.Namespaces() {
+		if ns.CSI != nvme.CSINVM {
+			continue
+		}
+		b, err := bdev.NewNVMe(fmt.Sprintf("%sn%d", c.Name(), ns.ID), c, ns)
+		if err != nil {
+			return err
+		}
+		set.Bdevs = append(set.Bdevs, b)
+	}
+	return nil
+}
+
+// Close closes the bdevs, then the controllers and their transports.
+func (set *Set) Close() error {
+	var first error
+	for _, b := range set.Bdevs {
+		if err := b.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	for i := len(set.Controllers) - 1; i >= 0; i-- {
+		c := set.Controllers[i]
+		if err := c.Close(); err != nil && first == nil {
+			first = err
+		}
+		if err := c.Transport().Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	set.Bdevs, set.Controllers = nil, nil
+	return first
+}

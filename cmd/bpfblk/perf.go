@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"time"
+
+	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bench"
+	"github.com/bpfblk/bpfblk/poller"
+	"github.com/pkg/errors"
+)
+
+func init() {
+	register(command{name: "perf", summary: "benchmark block I/O (spdk_nvme_perf / fio style)", run: runPerf})
+}
+
+const perfSynopsis = "perf -w read|write|randread|randwrite|rw|randrw [-M PCT] -q QD -o BYTES -t SECONDS [-c CORES] [--dev DEV]... [--json] [--histogram] [--plot FILE.svg]"
+
+func runPerf(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("perf", perfSynopsis, stderr)
+	workload := fs.String("w", "randread", "workload: read, write, randread, randwrite, rw, randrw")
+	mix := fs.Int("M", 70, "share of reads in percent for rw and randrw")
+	qd := fs.Int("q", 128, "queue depth per core and target")
+	size := fs.Int("o", 4096, "I/O size in bytes")
+	secs := fs.Float64("t", 5, "run time in seconds")
+	cores := fs.String("c", "0", "core mask: 0x3, 0-1 or 0,2")
+	var devs multiFlag
+	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	hist := fs.Bool("histogram", false, "print the latency histogram buckets")
+	plot := fs.String("plot", "", "write a latency percentile plot to this SVG file")
+	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) > 0 {
+		return usageError(stderr, "perf", errors.Errorf("unexpected argument %q", pos[0]))
+	}
+	w := bench.Workload{
+		Pattern:     bench.Pattern(*workload),
+		ReadPercent: *mix,
+		BlockSize:   *size,
+		QueueDepth:  *qd,
+		Duration:    time.Duration(*secs * float64(time.Second)),
+	}
+	if *secs > 7*24*3600 {
+		return usageError(stderr, "perf", errors.Errorf("run time %gs is over a week", *secs))
+	}
+	if err := w.Validate(); err != nil {
+		return usageError(stderr, "perf", err)
+	}
+	if _, err := poller.ParseCoreMask(*cores); err != nil {
+		return usageError(stderr, "perf", err)
+	}
+	for _, d := range devs {
+		if _, err := device.Parse(d); err != nil {
+			return usageError(stderr, "perf", err)
+		}
+	}
+
+	set, err := device.Open(devs, device.Options{})
+	if err != nil {
+		if os.IsNotExist(errors.Cause(err)) {
+			return usageError(stderr, "perf", err)
+		}
+		return failure(stderr, "perf", err)
+	}
+	defer set.Close()
+	var descs []*bdev.Desc
+	for _, b := range set.Bdevs {
+		if err := w.CheckTarget(b.Name(), b.BlockSize(), b.NumBlocks()); err != nil {
+			return usageError(stderr, "perf", err)
+		}
+		d, err := bdev.Open(b, w.Pattern != bench.Read && w.Pattern != bench.RandRead)
+		if err != nil {
+			return failure(stderr, "perf", err)
+		}
+		defer d.Close()
+		descs = append(descs, d)
+	}
+	if len(descs) == 0 {
+		return failure(stderr, "perf", errors.New("the devices have no NVM namespaces"))
+	}
+
+	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: *noPin})
+	if err != nil {
+		return failure(stderr, "perf", err)
+	}
+	defer g.Stop()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	live := isTerminal(stdout) && !*jsonOut
+	opts := bench.Options{Seed: 1}
+	if live {
+		opts.Progress = liveLine(stdout)
+	}
+	rep, err := bench.Run(ctx, g, descs, w, opts)
+	if live {
+		fmt.Fprint(stdout, "\r\033[K")
+	}
+	if rep == nil {
+		return failure(stderr, "perf", err)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bpfblk perf: %v\n", err)
+	}
+	if *plot != "" {
+		f, ferr := os.Create(*plot)
+		if ferr == nil {
+			title := fmt.Sprintf("bpfblk perf -w %s -q %d -o %d on %s", w.Pattern, w.QueueDepth, w.BlockSize, strings.Join(names(descs), ", "))
+			ferr = rep.SVG(f, title)
+			if cerr := f.Close(); ferr == nil {
+				ferr = cerr
+			}
+		}
+		if ferr != nil {
+			return failure(stderr, "perf", errors.Wrap(ferr, "plot"))
+		}
+	}
+	if *jsonOut {
+		if err := rep.JSON(stdout, *hist); err != nil {
+			return failure(stderr, "perf", err)
+		}
+	} else {
+		fmt.Fprintf(stdout, "%s, %d-byte I/O, queue depth %d per core and target, cores %s, %.1fs\n", w.Pattern, w.BlockSize, w.QueueDepth, *cores, rep.Total.Elapsed.Seconds())
+		rep.Table(stdout)
+		if *hist {
+			rep.Histograms(stdout)
+		}
+	}
+	if err != nil || rep.Total.Errors > 0 {
+		return exitFail
+	}
+	return exitOK
+}
+
+func names(descs []*bdev.Desc) []string {
+	var out []string
+	for _, d := range descs {
+		out = append(out, d.Bdev().Name())
+	}
+	return out
+}
+
+// liveLine prints one progress line per second, overwriting itself.
+func liveLine(w io.Writer) func(bench.Progress) {
+	var lastIOs, lastBytes uint64
+	var last time.Duration
+	return func(p bench.Progress) {
+		dt := (p.Elapsed - last).Seconds()
+		if dt <= 0 {
+			return
+		}
+		fmt.Fprintf(w, "\r\033[K[%5.1fs] %10.0f IOPS %9.1f MiB/s", p.Elapsed.Seconds(), float64(p.IOs-lastIOs)/dt, float64(p.Bytes-lastBytes)/dt/(1<<20))
+		lastIOs, lastBytes, last = p.IOs, p.Bytes, p.Elapsed
+	}
+}
