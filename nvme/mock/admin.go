@@ -74,7 +74,7 @@ func (c *Controller) identify(e *nvme.SQE) completion {
 				c.identifyNamespace(ns, b)
 			}
 		case nvme.CNSIndepNamespace:
-			b[0] = 0 // NSFEAT
+			b[0] = 0  // NSFEAT
 			b[14] = 1 // NSTAT: ready
 		case nvme.CNSNSDescList:
 			b[0], b[1] = nvme.NSDescTypeNGUID, 16

@@ -17,5 +17,20 @@ import (
 // Copy, Write Zeroes, Dataset Management or a CMB.
 func RunDriverSuite(t *testing.T, open func(t *testing.T) []nvme.Transport) {
 	t.Helper()
-	runSuite(t, open)
+	RunDriverSuiteWith(t, open, SuiteConfig{})
+}
+
+// SuiteConfig tunes RunDriverSuiteWith. The zero value is the default suite.
+type SuiteConfig struct {
+	// IntegrityOps is the number of random reads and writes of the Integrity
+	// test (0 means IntegrityOps, or 20,000 under -short).
+	IntegrityOps int
+}
+
+// RunDriverSuiteWith is RunDriverSuite with a configuration, for transports
+// that are slow (an emulated device on its own reactor under -race, QEMU
+// under TCG).
+func RunDriverSuiteWith(t *testing.T, open func(t *testing.T) []nvme.Transport, cfg SuiteConfig) {
+	t.Helper()
+	runSuite(t, open, cfg)
 }

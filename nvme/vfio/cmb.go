@@ -381,8 +381,8 @@ func (d *Device) MapPeer(c *CMB) (*nvme.DMA, error) {
 
 // UnmapPeer undoes MapPeer(c).
 func (d *Device) UnmapPeer(c *CMB) error {
-	if c.owner == d {
-		return nil
+	if c.owner == d || d.c == c.owner.c {
+		return nil // the owner's BAR mapping stays until the owner closes
 	}
 	d.mu.Lock()
 	had := d.peers[c]

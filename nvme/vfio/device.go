@@ -80,7 +80,7 @@ const (
 // Open takes the PCI function at addr ("pci:0000:01:00.0" or
 // "0000:01:00.0"), which must be bound to vfio-pci, maps BAR0 and enables
 // memory decoding and bus mastering.
-func Open(addr string, o *Options) (d *Device, err error) {
+func Open(addr string, o *Options) (_ *Device, err error) {
 	if o == nil {
 		o = &Options{}
 	}
@@ -98,12 +98,13 @@ func Open(addr string, o *Options) (d *Device, err error) {
 		if c, err = OpenContainer(ContainerOptions{Root: root, IOMMUType: o.IOMMUType}); err != nil {
 			return nil, err
 		}
+		c.addDevice()
 		c.Close() // closes for real when the device does
 	} else {
 		root = c.host.Root
+		c.addDevice()
 	}
-	c.addDevice()
-	d = &Device{addr: a, name: a.DevString(), c: c, fd: -1, logf: logf, peers: map[*CMB]bool{}}
+	d := &Device{addr: a, name: a.DevString(), c: c, fd: -1, logf: logf, peers: map[*CMB]bool{}}
 	defer func() {
 		if err != nil {
 			d.release()
