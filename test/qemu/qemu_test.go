@@ -1,0 +1,148 @@
+package qemu
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// guestPackages are the packages whose tests run inside the guest. Their
+// device tests run when BPFBLK_VFIO_TEST_DEVICES lists PCI functions bound
+// to vfio-pci (the guest's /init sets it) and skip elsewhere.
+var guestPackages = []string{"./nvme/vfio"}
+
+// requiredGuestTests must pass in the guest: a skip there is a failure, so a
+// guest that lost a controller or a CMB cannot pass quietly.
+var requiredGuestTests = []string{
+	"TestDeviceOpen",
+	"TestDeviceRegisters",
+	"TestDeviceAdminIdentify",
+	"TestDeviceIO",
+	"TestDeviceCMBDataBuffer",
+	"TestDevicePeerToPeer",
+	"TestDeviceIOMMUBlocksUnmappedDMA",
+	"TestDeviceMSIX",
+	"TestDeviceReset",
+	"TestDeviceTeardown",
+	"TestDriverOverVFIO",
+}
+
+const installHint = "install with: apt-get install -y --no-install-recommends qemu-system-x86 busybox-static xz-utils; " +
+	"then run BPFBLK_REQUIRE_QEMU=1 go test ./test/qemu (CI sets BPFBLK_REQUIRE_QEMU=1, which turns this skip into a failure)"
+
+// unavailable skips the test, or fails it when BPFBLK_REQUIRE_QEMU=1.
+func unavailable(t *testing.T, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("BPFBLK_REQUIRE_QEMU") == "1" {
+		t.Fatalf("BPFBLK_REQUIRE_QEMU=1 but the QEMU VFIO test cannot run: "+format, args...)
+	}
+	t.Skipf("QEMU VFIO test not run: "+format+"; "+installHint, args...)
+}
+
+func TestQEMUVFIO(t *testing.T) {
+	if testing.Short() && os.Getenv("BPFBLK_REQUIRE_QEMU") != "1" {
+		t.Skip("QEMU VFIO test skipped in -short mode; " + installHint)
+	}
+	qemu, err := exec.LookPath("qemu-system-x86_64")
+	if err != nil {
+		unavailable(t, "qemu-system-x86_64 not found")
+	}
+	busybox := ""
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if staticELF(p) == nil {
+			busybox = p
+			break
+		}
+	}
+	if busybox == "" {
+		unavailable(t, "no static busybox (busybox-static) in /bin")
+	}
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		unavailable(t, "dpkg-deb not found (a Debian host is needed to fetch the guest kernel)")
+	}
+	timeout := 300 * time.Second
+	if s := os.Getenv("BPFBLK_QEMU_TIMEOUT"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			t.Fatalf("BPFBLK_QEMU_TIMEOUT=%q: want seconds", s)
+		}
+		timeout = time.Duration(n) * time.Second
+	}
+
+	start := time.Now()
+	cache, err := cacheDir()
+	if err != nil {
+		unavailable(t, "%v", err)
+	}
+	deb, err := kernelDeb(cache, t.Logf)
+	if err != nil {
+		unavailable(t, "no guest kernel: %v", err)
+	}
+	k, err := prepareKernel(cache, deb, t.Logf)
+	if err != nil {
+		t.Fatalf("guest kernel: %v", err)
+	}
+	t.Logf("kernel %s (%s), modules %d, built in %v, ready after %v", k.Package,
+		map[bool]string{true: "PVH vmlinux", false: "bzImage"}[k.PVH], len(k.Modules), k.Builtin, time.Since(start).Round(time.Millisecond))
+
+	work, err := filepath.Abs("work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bins, err := buildGuestTests(root, filepath.Join(work, "bin"), guestPackages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var modNames []string
+	for _, m := range k.Modules {
+		modNames = append(modNames, filepath.Base(m))
+	}
+	cfg := guestConfig{Modules: modNames, Tests: bins, HugePages: 64, Timeout: timeout, Run: os.Getenv("BPFBLK_QEMU_RUN")}
+	initrd := filepath.Join(work, "initramfs.cpio.gz")
+	if err := buildInitramfs(initrd, busybox, k.Modules, cfg); err != nil {
+		t.Fatalf("initramfs: %v", err)
+	}
+	args, err := machine{Kernel: k.Image, PVH: k.PVH, Initrd: initrd, Work: work}.args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built guest tests and initramfs after %v; booting: %s %s", time.Since(start).Round(time.Millisecond), qemu, strings.Join(args, " "))
+
+	logf, err := os.Create(filepath.Join(work, "serial.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	res := newGuestResult()
+	boot := time.Now()
+	qerr := runQEMU(context.Background(), qemu, args, timeout, func(l string) {
+		logf.WriteString(l + "\n")
+		t.Log("guest| " + l)
+		res.add(l)
+	})
+	t.Logf("QEMU ran %v (whole test %v); serial log in %s", time.Since(boot).Round(time.Millisecond),
+		time.Since(start).Round(time.Millisecond), logf.Name())
+	t.Log(res.summary())
+	if qerr != nil {
+		t.Error(qerr)
+	}
+	required := requiredGuestTests
+	if cfg.Run != "" {
+		required = nil // a filtered run need not contain them
+	}
+	for _, p := range res.problems(bins, required) {
+		t.Error(p)
+	}
+}
