@@ -117,8 +117,12 @@ func (ch *Channel) get() *IO {
 	return io
 }
 
+// put returns io to the pool. Fields are overwritten by the next submission;
+// only the links that the pool and the splitter test are reset here.
 func (ch *Channel) put(io *IO) {
-	*io = IO{ch: ch, next: ch.free}
+	io.parent = nil
+	io.err = nil
+	io.next = ch.free
 	ch.free = io
 }
 
@@ -244,7 +248,7 @@ func (ch *Channel) childDone(p, c *IO, err error) {
 		p.err = err
 	}
 	if p.err == nil && p.splitNext < p.LBA+p.Count {
-		*c = IO{ch: ch}
+		c.err = nil
 		ch.issueChild(p, c)
 		return
 	}
