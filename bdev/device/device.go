@@ -128,9 +128,14 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 	for _, s := range specs {
 		switch s.Kind {
 		case Mock:
+			first := 0
 			for _, cfg := range demoControllers() {
 				cfg.Mode = opts.Mode
 				if err := set.addMock(bus(), cfg, opts); err != nil {
+					return nil, err
+				}
+				c := set.Controllers[len(set.Controllers)-1]
+				if first, err = writeDemoData(c, first); err != nil {
 					return nil, err
 				}
 			}
@@ -171,20 +176,20 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 }
 
 // demoControllers describes the embedded demo subsystem: two data
-// controllers, one with namespaces of both LBA sizes.
+// controllers, one with namespaces of both LBA sizes, holding the demo logs.
 func demoControllers() []mock.Config {
 	return []mock.Config{
 		{
 			Serial: "BPFBLKDEMO0", Model: "bpfblk demo controller",
 			Namespaces: []mock.NamespaceConfig{
-				{Kind: mock.Memory, Size: 64 << 20, LBASize: 512},
-				{Kind: mock.Memory, Size: 64 << 20, LBASize: 4096},
+				{Kind: mock.Memory, Size: 16 << 20, LBASize: 512},
+				{Kind: mock.Memory, Size: 16 << 20, LBASize: 4096},
 			},
 		},
 		{
 			Serial: "BPFBLKDEMO1", Model: "bpfblk demo controller",
 			Namespaces: []mock.NamespaceConfig{
-				{Kind: mock.Memory, Size: 64 << 20, LBASize: 4096},
+				{Kind: mock.Memory, Size: 24 << 20, LBASize: 4096},
 			},
 			CMBSize: 16 << 20,
 		},

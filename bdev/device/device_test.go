@@ -1,9 +1,12 @@
 package device
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/bpfblk/bpfblk/bdev"
 )
 
 func TestParse(t *testing.T) {
@@ -65,5 +68,52 @@ func TestOpenDefault(t *testing.T) {
 	}
 	if err := set.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDemoData(t *testing.T) {
+	set, err := Open([]string{"mock"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	for i, b := range set.Bdevs {
+		c, ns := bdev.NVMeNamespace(b)
+		want := DemoData(i, b.BlockSize(), b.NumBlocks())
+		qp, err := c.NewQueuePair(128)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf, _ := c.Transport().AllocDMA(len(want))
+		done := false
+		var rerr error
+		if err := qp.Read(ns, 0, uint32(b.NumBlocks()), buf, 0, completerFunc(func(err error) { rerr, done = err, true }), 0); err != nil {
+			t.Fatal(err)
+		}
+		for !done {
+			qp.Process(0)
+		}
+		if rerr != nil {
+			t.Fatal(rerr)
+		}
+		got := buf.Buf[:len(want)]
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s does not hold its demo data", b.Name())
+		}
+		blocks := 0
+		for off := 0; off < len(got); off += b.BlockSize() {
+			blk := got[off : off+b.BlockSize()]
+			if bytes.Contains(blk, []byte(DemoPattern)) {
+				blocks++
+			}
+			if !bytes.HasPrefix(blk, []byte("2026-11-25T")) {
+				t.Fatalf("%s block %d does not start with a log line: %q", b.Name(), off/b.BlockSize(), blk[:40])
+			}
+		}
+		if blocks == 0 || blocks == len(got)/b.BlockSize() {
+			t.Fatalf("%s: %d of %d blocks hold an ERROR line", b.Name(), blocks, len(got)/b.BlockSize())
+		}
+		qp.Close()
+		c.Transport().FreeDMA(buf)
 	}
 }

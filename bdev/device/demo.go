@@ -1,0 +1,168 @@
+package device
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/pkg/errors"
+)
+
+// The embedded demo subsystem holds web and database server logs: every
+// block is whole text lines ("2026-11-25T03:14:07.123Z web03 nginx[812]: INFO
+// GET /api/v1/items 200 12ms"), padded with spaces to the block's end, so a
+// line never straddles two blocks. About one line in a hundred and fifty is
+// an ERROR. The data is a pure function of the namespace's index, so tests
+// and users can recompute any block with DemoBlock.
+
+// DemoPattern is what the built-in demo filter looks for.
+const DemoPattern = "ERROR"
+
+var (
+	demoHosts    = []string{"web01", "web02", "web03", "web04", "db01", "db02", "cache01", "batch01"}
+	demoServices = []struct {
+		name string
+		msgs map[string][]string
+	}{
+		{"nginx", map[string][]string{
+			"INFO":  {"GET /api/v1/items 200 %dms", "POST /api/v1/orders 201 %dms", "GET /healthz 200 %dms", "GET /static/app.js 304 %dms"},
+			"WARN":  {"upstream response slow: %dms", "client closed connection after %dms"},
+			"ERROR": {"upstream timed out after %dms while reading response header", "connect() to 10.0.3.7:8080 failed (111: Connection refused) after %dms"},
+		}},
+		{"postgres", map[string][]string{
+			"INFO":  {"checkpoint complete: wrote %d buffers", "autovacuum of table \"orders\" done in %dms"},
+			"WARN":  {"checkpoints are occurring too frequently (%d seconds apart)"},
+			"ERROR": {"deadlock detected; process %d waits for ShareLock", "could not extend file \"base/16384/%d\": No space left on device"},
+		}},
+		{"sshd", map[string][]string{
+			"INFO":  {"Accepted publickey for deploy from 10.0.%d.4", "session closed for user backup after %ds"},
+			"WARN":  {"Failed password for invalid user admin from 203.0.113.%d"},
+			"ERROR": {"fatal: Timeout before authentication for 198.51.100.%d"},
+		}},
+		{"kernel", map[string][]string{
+			"INFO":  {"nvme nvme0: %d/0/0 default/read/poll queues", "EXT4-fs (nvme0n1p%d): mounted filesystem"},
+			"WARN":  {"CPU%d: Core temperature above threshold, cpu clock throttled"},
+			"ERROR": {"nvme nvme1: I/O %d QID 3 timeout, aborting", "Memory failure: %#x: recovery action for dirty LRU page: Recovered"},
+		}},
+	}
+	demoEpoch = time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC)
+)
+
+// demoGen produces the demo lines of one namespace, block after block.
+type demoGen struct {
+	rng  *rand.Rand
+	now  time.Time
+	line []byte
+}
+
+func newDemoGen(nsIndex int) *demoGen {
+	return &demoGen{rng: rand.New(rand.NewPCG(uint64(nsIndex)+1, 0xb9f0)), now: demoEpoch.Add(time.Duration(nsIndex) * time.Hour)}
+}
+
+func (g *demoGen) nextLine() []byte {
+	r := g.rng
+	g.now = g.now.Add(time.Duration(r.IntN(40)) * time.Millisecond)
+	level := "INFO"
+	switch p := r.IntN(1000); {
+	case p < 7:
+		level = "ERROR"
+	case p < 60:
+		level = "WARN"
+	}
+	svc := demoServices[r.IntN(len(demoServices))]
+	msgs := svc.msgs[level]
+	msg := fmt.Sprintf(msgs[r.IntN(len(msgs))], 1+r.IntN(4000))
+	g.line = fmt.Appendf(g.line[:0], "%s %s %s[%d]: %s %s\n", g.now.Format("2006-01-02T15:04:05.000Z"), demoHosts[r.IntN(len(demoHosts))], svc.name, 100+r.IntN(9000), level, msg)
+	return g.line
+}
+
+// fill writes the next block into b: whole lines, then spaces.
+func (g *demoGen) fill(b []byte, pending *[]byte) {
+	n := 0
+	for {
+		if len(*pending) == 0 {
+			*pending = append((*pending)[:0], g.nextLine()...)
+		}
+		if n+len(*pending) > len(b) {
+			break
+		}
+		n += copy(b[n:], *pending)
+		*pending = (*pending)[:0]
+	}
+	for i := n; i < len(b); i++ {
+		b[i] = ' '
+	}
+	if n == 0 {
+		// A line longer than a block: cut it (never happens with the
+		// demo's 512- and 4096-byte blocks).
+		copy(b, *pending)
+		*pending = (*pending)[:0]
+	}
+}
+
+// DemoData returns the content of the nsIndex-th demo namespace (counting over
+// the whole subsystem from 0) with the given geometry.
+func DemoData(nsIndex int, blockSize int, blocks uint64) []byte {
+	g := newDemoGen(nsIndex)
+	var pending []byte
+	out := make([]byte, uint64(blockSize)*blocks)
+	for off := 0; off < len(out); off += blockSize {
+		g.fill(out[off:off+blockSize], &pending)
+	}
+	return out
+}
+
+// writeDemoData fills every NVM namespace of c with its demo data through a
+// queue pair, first is the subsystem-wide index of c's first namespace.
+func writeDemoData(c *nvme.Controller, first int) (int, error) {
+	qp, err := c.NewQueuePair(8)
+	if err != nil {
+		return 0, err
+	}
+	defer qp.Close()
+	const chunk = 256 << 10
+	buf, err := c.Transport().AllocDMA(chunk)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Transport().FreeDMA(buf)
+	idx := first
+	for _, ns := range c.Namespaces() {
+		if ns.CSI != nvme.CSINVM {
+			continue
+		}
+		bs := int(ns.BlockSize)
+		g := newDemoGen(idx)
+		idx++
+		var pending []byte
+		per := uint64(chunk / bs)
+		for lba := uint64(0); lba < ns.Blocks; lba += per {
+			n := min(per, ns.Blocks-lba)
+			for k := 0; k < int(n); k++ {
+				g.fill(buf.Buf[k*bs:(k+1)*bs], &pending)
+			}
+			var werr error
+			done := false
+			cb := completerFunc(func(err error) { werr, done = err, true })
+			if err := qp.Write(ns, lba, uint32(n), buf, 0, cb, 0); err != nil {
+				return 0, errors.Wrapf(err, "demo data: namespace %d", ns.ID)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for !done {
+				qp.Process(0)
+				if time.Now().After(deadline) {
+					return 0, errors.Errorf("demo data: namespace %d: write of LBA %d timed out", ns.ID, lba)
+				}
+			}
+			if werr != nil {
+				return 0, errors.Wrapf(werr, "demo data: namespace %d LBA %d", ns.ID, lba)
+			}
+		}
+	}
+	return idx, nil
+}
+
+type completerFunc func(err error)
+
+func (f completerFunc) Complete(_ uint64, _ uint64, err error) { f(err) }
