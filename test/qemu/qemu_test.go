@@ -30,6 +30,7 @@ var requiredGuestTests = []string{
 	"TestDeviceReset",
 	"TestDeviceTeardown",
 	"TestDriverOverVFIO",
+	"TestDriverSuiteOverVFIO",
 }
 
 const installHint = "install with: apt-get install -y --no-install-recommends qemu-system-x86 busybox-static xz-utils; " +
