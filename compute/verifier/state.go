@@ -128,6 +128,10 @@ func joinValue(a, b value, jid int32) value {
 		// Fold both into off + [0, span].
 		lo := min(a.off, b.off)
 		r := value{k: a.k, idx: a.idx, off: lo, id: jid}
+		if a.k == kData {
+			// Bytes known readable from the pointer itself survive the fold.
+			r.rng = max(0, lo+min(a.rng-a.off, b.rng-b.off))
+		}
 		if a.k == kMapValOrNull {
 			r.id = a.id
 		}
@@ -171,19 +175,27 @@ func widen(old, nv value) value {
 	return nv
 }
 
-// join merges other into s. It reports whether s changed.
+// groupKey identifies data pointers that shared their variable part in both
+// joined states and fold the same way, so they may share the joined id.
+type groupKey struct {
+	ida, idb               int32
+	delta                  int64
+	amin, amax, bmin, bmax uint64
+}
+
+// join merges other into s. It reports whether s changed. Joined data
+// pointers get the id jid*128-position of the first member of their group.
 func (s *state) join(o *state, jid int32, widening bool) bool {
-	changed := false
-	for i := range s.regs {
-		nv := joinValue(s.regs[i], o.regs[i], jid)
-		if widening {
-			nv = widen(s.regs[i], nv)
-		}
-		if nv != s.regs[i] {
-			s.regs[i] = nv
-			changed = true
-		}
+	type pair struct {
+		a   *value
+		b   value
+		pos int32
 	}
+	var pairs []pair
+	for i := range s.regs {
+		pairs = append(pairs, pair{&s.regs[i], o.regs[i], int32(i)})
+	}
+	changed := false
 	for fi, f := range s.frames {
 		of := o.frames[fi]
 		for w := range f.init {
@@ -202,24 +214,31 @@ func (s *state) join(o *state, jid int32, widening bool) bool {
 				changed = true
 				continue
 			}
-			nv := joinValue(f.slots[i], of.slots[i], jid)
-			if widening {
-				nv = widen(f.slots[i], nv)
-			}
-			if nv != f.slots[i] {
-				f.slots[i] = nv
-				changed = true
-			}
+			pairs = append(pairs, pair{&f.slots[i], of.slots[i], int32(16 + fi*stackSlots + i)})
 		}
 		for i := range f.saved {
-			nv := joinValue(f.saved[i], of.saved[i], jid)
-			if widening {
-				nv = widen(f.saved[i], nv)
+			pairs = append(pairs, pair{&f.saved[i], of.saved[i], int32(600 + fi*11 + i)})
+		}
+	}
+	groups := map[groupKey]int32{}
+	for _, p := range pairs {
+		a, b := *p.a, p.b
+		id := jid*1024 - p.pos
+		if a.k == kData && b.k == kData {
+			k := groupKey{a.id, b.id, a.off - b.off, a.min, a.max, b.min, b.max}
+			if g, ok := groups[k]; ok {
+				id = g
+			} else {
+				groups[k] = id
 			}
-			if nv != f.saved[i] {
-				f.saved[i] = nv
-				changed = true
-			}
+		}
+		nv := joinValue(a, b, id)
+		if widening {
+			nv = widen(a, nv)
+		}
+		if nv != a {
+			*p.a = nv
+			changed = true
 		}
 	}
 	return changed

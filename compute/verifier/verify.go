@@ -29,7 +29,7 @@ type Info struct {
 
 // MaxSteps bounds the work of the verifier; larger programs are rejected as
 // too complex.
-const MaxSteps = 1 << 20
+const MaxSteps = 1 << 21
 
 // wideningAfter is how many times a state may grow before its growing bounds
 // are widened to infinity.
@@ -44,12 +44,31 @@ type verifier struct {
 	c       *Code
 	typ     abi.Type
 	info    *Info
-	states  map[key]*state
-	visits  map[key]int
-	work    []key
-	inWork  map[key]bool
+	slots   map[key]*pcStates
+	work    []workItem
+	live    []uint16 // registers live on entry, per slot
+	fpBuf   []byte
 	ctxSeen []bool
 }
+
+type workItem struct {
+	k key
+	s *state
+}
+
+// pcStates is what the verifier knows about one instruction in one call
+// context: the fingerprints of the states explored precisely there and, once
+// there were too many, one joined state that absorbs all further ones.
+type pcStates struct {
+	seen   map[uint64]struct{}
+	joined *state
+	joins  int
+}
+
+// PrecisePerInsn is how many distinct states one instruction may be explored
+// with (path-sensitively, so that a bounded loop is verified iteration by
+// iteration as Linux does) before further states are joined and widened.
+const PrecisePerInsn = 1 << 13
 
 // Verify checks code as a program of type typ.
 func Verify(c *Code, typ abi.Type) (*Info, error) {
@@ -66,11 +85,10 @@ func Verify(c *Code, typ abi.Type) (*Info, error) {
 	v := &verifier{
 		c: c, typ: typ,
 		info:    &Info{CtxField: make([]CtxField, len(c.Insns)), Functions: fns},
-		states:  map[key]*state{},
-		visits:  map[key]int{},
-		inWork:  map[key]bool{},
+		slots:   map[key]*pcStates{},
 		ctxSeen: make([]bool, len(c.Insns)),
 	}
+	v.live = c.liveness()
 	entry := &state{frames: []*frameState{{fn: 0, ret: -1}}}
 	entry.regs[10] = value{k: kStack}
 	switch typ {
@@ -83,13 +101,12 @@ func Verify(c *Code, typ abi.Type) (*Info, error) {
 	v.merge(key{pc: 0}, entry)
 	steps := 0
 	for len(v.work) > 0 {
-		k := v.work[len(v.work)-1]
+		it := v.work[len(v.work)-1]
 		v.work = v.work[:len(v.work)-1]
-		v.inWork[k] = false
 		if steps++; steps > MaxSteps {
-			return nil, c.reject(k.pc, "program is too complex to verify (more than %d steps)", MaxSteps)
+			return nil, c.reject(it.k.pc, "program is too complex to verify (more than %d steps)", MaxSteps)
 		}
-		if err := v.step(k, v.states[k].clone()); err != nil {
+		if err := v.step(it.k, it.s); err != nil {
 			return nil, err
 		}
 	}
@@ -97,22 +114,35 @@ func Verify(c *Code, typ abi.Type) (*Info, error) {
 }
 
 func (v *verifier) merge(k key, s *state) {
-	old, ok := v.states[k]
-	if !ok {
-		v.states[k] = s
-		v.push(k)
+	// Dead registers do not distinguish states.
+	live := v.live[k.pc]
+	for r := 0; r < 10; r++ {
+		if live&(1<<r) == 0 {
+			s.regs[r] = value{}
+		}
+	}
+	ps := v.slots[k]
+	if ps == nil {
+		ps = &pcStates{seen: map[uint64]struct{}{}}
+		v.slots[k] = ps
+	}
+	if ps.joined == nil {
+		fp := s.fingerprint(&v.fpBuf)
+		if _, dup := ps.seen[fp]; dup {
+			return
+		}
+		if len(ps.seen) < PrecisePerInsn {
+			ps.seen[fp] = struct{}{}
+			v.work = append(v.work, workItem{k, s})
+			return
+		}
+		ps.joined = s
+		v.work = append(v.work, workItem{k, s.clone()})
 		return
 	}
-	v.visits[k]++
-	if old.join(s, int32(-(k.pc + 1)), v.visits[k] > wideningAfter) {
-		v.push(k)
-	}
-}
-
-func (v *verifier) push(k key) {
-	if !v.inWork[k] {
-		v.inWork[k] = true
-		v.work = append(v.work, k)
+	ps.joins++
+	if ps.joined.join(s, int32(-(k.pc + 1)), ps.joins > wideningAfter) {
+		v.work = append(v.work, workItem{k, ps.joined.clone()})
 	}
 }
 
@@ -144,6 +174,7 @@ func (v *verifier) step(k key, s *state) error {
 	ins := v.c.Insns[pc]
 	op := ins.OpCode
 	next := pc + 1
+
 	switch cls := op.Class(); cls {
 	case asm.ALUClass, asm.ALU64Class:
 		if err := v.alu(pc, s, ins, cls == asm.ALU64Class); err != nil {
@@ -543,17 +574,17 @@ func (v *verifier) ptrALU(pc int, aop asm.ALUOp, is64 bool, d, s value) (value, 
 			return value{}, v.rejectf(pc, "%v of a scalar and a pointer", aop)
 		}
 	}
-	switch p.k {
-	case kMapValOrNull:
-		return value{}, v.rejectf(pc, "arithmetic on a map value pointer that may be NULL (check it first)")
-	case kMapPtr, kDataEnd:
-		return value{}, v.rejectf(pc, "arithmetic on a %v", p.k)
-	}
 	if o.isPtr() {
 		if aop == asm.Sub && d.k == s.k || aop == asm.Sub && d.k == kDataEnd && s.k == kData || aop == asm.Sub && d.k == kData && s.k == kDataEnd {
 			return unknown(), nil
 		}
 		return value{}, v.rejectf(pc, "%v of two pointers (%v, %v)", aop, d.k, s.k)
+	}
+	switch p.k {
+	case kMapValOrNull:
+		return value{}, v.rejectf(pc, "arithmetic on a map value pointer that may be NULL (check it first)")
+	case kMapPtr, kDataEnd:
+		return value{}, v.rejectf(pc, "arithmetic on a %v", p.k)
 	}
 	switch aop {
 	case asm.Add, asm.Sub:

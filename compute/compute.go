@@ -1,0 +1,20 @@
+// Package compute runs eBPF programs against storage: the compute bdev, a
+// virtual device over many base namespaces that scans them with a verified
+// program and returns only what matched.
+//
+// The program side — loading, verification, the interpreter, maps and the C
+// ABI — lives in the sub-packages engine, verifier and abi. This package fans a
+// compiled program out over (namespace, LBA range) targets: per target it
+// picks an engine (a host compute core today; an offload to a compute-capable
+// controller where one can reach the data), keeps several chunks in flight per
+// namespace, runs namespaces in parallel across reactors, and streams matches
+// back to the caller with statistics on the bytes that moved.
+//
+// # What a match is
+//
+// A per-block filter (SEC("bpfblk/filter")) returns non-zero for a matching
+// block; the match is that block. A scanner (SEC("bpfblk/scan")) calls
+// bpfblk_emit(ctx, off) with a byte offset from the start of its chunk; the
+// match is the block holding that byte, and the offset within the block is
+// kept. An emitted offset outside the chunk is a program fault of that chunk.
+package compute
