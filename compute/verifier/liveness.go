@@ -1,7 +1,6 @@
 package verifier
 
 import (
-
 	"github.com/cilium/ebpf/asm"
 )
 
