@@ -131,6 +131,7 @@ type sq struct {
 	held    []heldCmd // dropped commands an Abort can still find
 	rng     *rand.Rand
 	scratch []byte
+	cur     nvme.SQE // the command being executed
 }
 
 type heldCmd struct {
@@ -635,14 +636,16 @@ func (c *Controller) run(s *sq) bool {
 		if s.head == tail || q.full() {
 			break
 		}
-		e := *(*nvme.SQE)(unsafe.Pointer(&s.mem[int(s.head)*nvme.SQESize]))
+		// The entry is copied out of host memory once, into the SQ's own
+		// command buffer, so handlers see a stable command.
+		s.cur = *(*nvme.SQE)(unsafe.Pointer(&s.mem[int(s.head)*nvme.SQESize]))
 		s.head++
 		if s.head == s.size {
 			s.head = 0
 		}
 		s.headPub.Store(uint32(s.head))
 		busy = true
-		c.execute(s, &e)
+		c.execute(s, &s.cur)
 		if s.deleted || c.hung.Load() {
 			break
 		}
