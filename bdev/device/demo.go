@@ -12,8 +12,8 @@ import (
 // The embedded demo subsystem holds web and database server logs: every
 // block is whole text lines ("2026-11-25T03:14:07.123Z web03 nginx[812]: INFO
 // GET /api/v1/items 200 12ms"), padded with spaces to the block's end, so a
-// line never straddles two blocks. About one line in a hundred and fifty is
-// an ERROR. The data is a pure function of the namespace's index, so tests
+// line never straddles two blocks. About one line in five hundred is an ERROR.
+// The data is a pure function of the namespace's index, so tests
 // and users can recompute any block with DemoBlock.
 
 // DemoPattern is what the built-in demo filter looks for.
@@ -65,7 +65,7 @@ func (g *demoGen) nextLine() []byte {
 	g.now = g.now.Add(time.Duration(r.IntN(40)) * time.Millisecond)
 	level := "INFO"
 	switch p := r.IntN(1000); {
-	case p < 7:
+	case p < 2:
 		level = "ERROR"
 	case p < 60:
 		level = "WARN"

@@ -1,0 +1,312 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+
+	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/filters"
+	"github.com/bpfblk/bpfblk/poller"
+	"github.com/pkg/errors"
+)
+
+func init() {
+	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
+}
+
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [--count] [--json]"
+
+// scanReport is the JSON of `bpfblk scan --json`.
+type scanReport struct {
+	Matches          uint64           `json:"matches"`
+	BytesScanned     uint64           `json:"bytes_scanned"`
+	BytesToHost      uint64           `json:"bytes_to_host"`
+	BytesThroughHost uint64           `json:"bytes_through_host"`
+	Seconds          float64          `json:"seconds"`
+	Engines          []scanEngineJSON `json:"engines"`
+	Targets          []scanTargetJSON `json:"targets"`
+	Faults           []string         `json:"faults"`
+	Maps             []engine.MapData `json:"maps,omitempty"`
+}
+
+type scanEngineJSON struct {
+	Name         string  `json:"name"`
+	Targets      int     `json:"targets"`
+	Chunks       uint64  `json:"chunks"`
+	BytesScanned uint64  `json:"bytes_scanned"`
+	RunSeconds   float64 `json:"run_seconds"`
+}
+
+type scanTargetJSON struct {
+	Name         string `json:"name"`
+	NSID         uint32 `json:"nsid"`
+	Engine       string `json:"engine"`
+	Blocks       uint64 `json:"blocks"`
+	BytesScanned uint64 `json:"bytes_scanned"`
+	Matches      uint64 `json:"matches"`
+}
+
+func runScan(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("scan", scanSynopsis, stderr)
+	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
+	var sets, devs multiFlag
+	fs.Var(&sets, "set", "set a program parameter NAME=VALUE (repeatable); VALUE is a number or text")
+	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
+	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
+	count := fs.Bool("count", false, "print only the number of matches")
+	jsonOut := fs.Bool("json", false, "print a JSON report instead of match lines")
+	cores := fs.String("c", "0-1", "core mask of the host compute reactors")
+	chunk := fs.Int("chunk", 256<<10, "bytes per program run")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) > 0 {
+		return usageError(stderr, "scan", errors.Errorf("unexpected argument %q", pos[0]))
+	}
+	eng, err := compute.ParseEngine(*engineFlag)
+	if err != nil {
+		return usageError(stderr, "scan", err)
+	}
+	switch *stage {
+	case "host":
+	case "cmb":
+		return failure(stderr, "scan", errors.New("--stage cmb: staging reads in a controller memory buffer is not available in this build; use --stage host"))
+	default:
+		return usageError(stderr, "scan", errors.Errorf("unknown stage %q (want host or cmb)", *stage))
+	}
+	vars := map[string]any{}
+	for _, s := range sets {
+		k, v, ok := strings.Cut(s, "=")
+		if !ok || k == "" {
+			return usageError(stderr, "scan", errors.Errorf("--set %q: want NAME=VALUE", s))
+		}
+		vars[k] = v
+	}
+	for _, d := range devs {
+		if _, err := device.Parse(d); err != nil {
+			return usageError(stderr, "scan", err)
+		}
+	}
+	if _, err := poller.ParseCoreMask(*cores); err != nil {
+		return usageError(stderr, "scan", err)
+	}
+
+	exe, err := loadScanProgram(*filter, vars)
+	if err != nil {
+		return failure(stderr, "scan", err)
+	}
+
+	set, err := device.Open(devs, device.Options{})
+	if err != nil {
+		if os.IsNotExist(errors.Cause(err)) {
+			return usageError(stderr, "scan", err)
+		}
+		return failure(stderr, "scan", err)
+	}
+	defer set.Close()
+	if len(set.Bdevs) == 0 {
+		return failure(stderr, "scan", errors.New("the devices have no NVM namespaces"))
+	}
+	cb, err := compute.NewBdev("scan", set.Bdevs)
+	if err != nil {
+		return failure(stderr, "scan", err)
+	}
+	defer cb.Close()
+	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: true})
+	if err != nil {
+		return failure(stderr, "scan", err)
+	}
+	defer g.Stop()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var matches []compute.Match
+	opts := compute.Options{Engine: eng, ChunkBytes: *chunk}
+	if !*count && !*jsonOut {
+		opts.OnMatch = func(m compute.Match) { matches = append(matches, m) }
+	}
+	bar := isTerminal(stderr)
+	if bar {
+		opts.Progress = func(done, total uint64) { progressBar(stderr, done, total) }
+	}
+	st, err := cb.Scan(ctx, g, exe, cb.AllTargets(), opts)
+	if bar {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if st == nil {
+		return failure(stderr, "scan", err)
+	}
+	switch {
+	case *jsonOut:
+		if werr := writeScanJSON(stdout, st); werr != nil {
+			return failure(stderr, "scan", werr)
+		}
+	case *count:
+		fmt.Fprintln(stdout, st.Matches)
+	default:
+		slices.SortFunc(matches, func(a, b compute.Match) int {
+			if a.Target != b.Target {
+				return a.Target - b.Target
+			}
+			if c := cmp.Compare(a.LBA, b.LBA); c != 0 {
+				return c
+			}
+			return cmp.Compare(a.Offset, b.Offset)
+		})
+		w := newLineWriter(stdout)
+		for i, m := range matches {
+			// A scanner may emit several records of one block: one line per block.
+			if i > 0 && matches[i-1].Target == m.Target && matches[i-1].LBA == m.LBA {
+				continue
+			}
+			w.printf("%d %d\n", m.NSID, m.LBA)
+		}
+		w.flush()
+		printScanSummary(stderr, st)
+	}
+	for _, f := range st.Faults {
+		fmt.Fprintf(stderr, "bpfblk scan: fault: %v\n", f)
+	}
+	if err != nil {
+		return failure(stderr, "scan", err)
+	}
+	if len(st.Faults) > 0 {
+		return exitFail
+	}
+	return exitOK
+}
+
+// loadScanProgram loads the user's filter, or the built-in one.
+func loadScanProgram(filter string, vars map[string]any) (*engine.Executable, error) {
+	var p *engine.Program
+	if filter == "" {
+		spec, err := filters.LoadPattern()
+		if err != nil {
+			return nil, errors.Wrap(err, "built-in filter")
+		}
+		if _, ok := vars["pattern"]; !ok {
+			vars["pattern"] = device.DemoPattern
+		}
+		if s, ok := vars["pattern"].(string); ok {
+			if _, ok := vars["pattern_len"]; !ok {
+				vars["pattern_len"] = fmt.Sprint(len(s))
+			}
+		}
+		typed, err := typeVars(spec.Variables, vars)
+		if err != nil {
+			return nil, err
+		}
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed}); err != nil {
+			return nil, err
+		}
+	} else {
+		path, prog, _ := strings.Cut(filter, ":")
+		spec, err := loadCollection(path)
+		if err != nil {
+			return nil, err
+		}
+		typed, err := typeVars(spec.Variables, vars)
+		if err != nil {
+			return nil, err
+		}
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: prog, Vars: typed}); err != nil {
+			return nil, errors.Wrap(err, path)
+		}
+	}
+	return engine.Compile(p, nil)
+}
+
+type lineWriter struct {
+	w   io.Writer
+	buf []byte
+}
+
+func newLineWriter(w io.Writer) *lineWriter { return &lineWriter{w: w} }
+
+func (l *lineWriter) printf(format string, args ...any) {
+	l.buf = fmt.Appendf(l.buf, format, args...)
+	if len(l.buf) > 64<<10 {
+		l.flush()
+	}
+}
+
+func (l *lineWriter) flush() {
+	l.w.Write(l.buf)
+	l.buf = l.buf[:0]
+}
+
+func progressBar(w io.Writer, done, total uint64) {
+	if total == 0 {
+		return
+	}
+	const width = 40
+	f := float64(done) / float64(total)
+	n := int(f * width)
+	fmt.Fprintf(w, "\r[%s%s] %5.1f%% %s of %s", strings.Repeat("#", n), strings.Repeat(".", width-n), 100*f, humanBytes(done), humanBytes(total))
+}
+
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, u := float64(n), "KMGTPE"
+	i := -1
+	for v >= unit && i < len(u)-1 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, u[i])
+}
+
+func printScanSummary(w io.Writer, st *compute.Stats) {
+	secs := st.Elapsed.Seconds()
+	var blocks uint64
+	for _, t := range st.Targets {
+		blocks += t.Blocks
+	}
+	fmt.Fprintf(w, "scanned %s in %.3fs (%.2f GB/s): %d matching blocks of %d (selectivity %.3f%%)\n",
+		humanBytes(st.BytesScanned), secs, float64(st.BytesScanned)/secs/1e9, st.Matches, blocks, 100*float64(st.Matches)/float64(max(blocks, 1)))
+	fmt.Fprintf(w, "bytes to host %s, through host memory %s\n", humanBytes(st.BytesToHost), humanBytes(st.BytesThroughHost))
+	for _, t := range st.Targets {
+		fmt.Fprintf(w, "  %-10s nsid %-3d %-8s %9d blocks %10s %8d matches\n", t.Base, t.NSID, t.Engine, t.Blocks, humanBytes(t.BytesScanned), t.Matches)
+	}
+	for _, e := range st.Engines {
+		if e.Targets == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "  engine %-10s %d targets, %d program runs, %s, %.3fs in the program (%.2f GB/s per core busy)\n",
+			e.Name, e.Targets, e.Chunks, humanBytes(e.BytesScanned), e.RunTime.Seconds(), float64(e.BytesScanned)/max(e.RunTime.Seconds(), 1e-9)/1e9)
+	}
+}
+
+func writeScanJSON(w io.Writer, st *compute.Stats) error {
+	rep := scanReport{
+		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
+		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
+		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: st.Maps,
+	}
+	for _, e := range st.Engines {
+		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})
+	}
+	for _, t := range st.Targets {
+		rep.Targets = append(rep.Targets, scanTargetJSON{Name: t.Base, NSID: t.NSID, Engine: t.Engine, Blocks: t.Blocks, BytesScanned: t.BytesScanned, Matches: t.Matches})
+	}
+	for _, f := range st.Faults {
+		rep.Faults = append(rep.Faults, f.Error())
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rep)
+}

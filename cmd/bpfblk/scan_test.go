@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bpfblk/bpfblk/bdev/device"
+)
+
+// demoReference computes the default scan's output in plain Go.
+func demoReference(t *testing.T, pattern string) (lines []string) {
+	t.Helper()
+	set, err := device.Open([]string{"mock"}, device.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	for i, b := range set.Bdevs {
+		data := device.DemoData(i, b.BlockSize(), b.NumBlocks())
+		for blk := uint64(0); blk < b.NumBlocks(); blk++ {
+			if bytes.Contains(data[blk*uint64(b.BlockSize()):(blk+1)*uint64(b.BlockSize())], []byte(pattern)) {
+				lines = append(lines, fmt.Sprintf("%d %d", b.Info().NSID, blk))
+			}
+		}
+	}
+	return lines
+}
+
+func TestScanDefault(t *testing.T) {
+	code, out, errOut := runCLI("scan")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want := demoReference(t, device.DemoPattern)
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("scan printed %d lines, the reference has %d", len(got), len(want))
+	}
+	for _, s := range []string{"scanned", "bytes to host", "selectivity", "mock0n1", "engine host"} {
+		if !strings.Contains(errOut, s) {
+			t.Fatalf("summary lacks %q:\n%s", s, errOut)
+		}
+	}
+}
+
+func TestScanSetAndJSON(t *testing.T) {
+	code, out, errOut := runCLI("scan", "--set", "pattern=WARN", "--engine", "host", "--json")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep scanReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	want := demoReference(t, "WARN")
+	if rep.Matches != uint64(len(want)) || rep.BytesScanned == 0 || rep.BytesToHost != rep.BytesScanned || len(rep.Engines) == 0 || rep.Seconds <= 0 {
+		t.Fatalf("report %+v, want %d matches", rep, len(want))
+	}
+	code, out, _ = runCLI("scan", "--count", "--set", "pattern=WARN")
+	if code != exitOK || strings.TrimSpace(out) != fmt.Sprint(len(want)) {
+		t.Fatalf("--count printed %q (exit %d), want %d", out, code, len(want))
+	}
+}
+
+func TestScanBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--engine", "gpu"}, exitUsage},
+		{[]string{"--stage", "ssd"}, exitUsage},
+		{[]string{"--set", "novalue"}, exitUsage},
+		{[]string{"--dev", "tape:0"}, exitUsage},
+		{[]string{"--dev", "file:/no/such/file"}, exitUsage},
+		{[]string{"--set", "nosuchvar=1"}, exitFail},
+		{[]string{"--set", "pattern_len=99999999999"}, exitFail},
+		{[]string{"--filter", "/no/such/filter.o"}, exitFail},
+	} {
+		code, out, errOut := runCLI(append([]string{"scan"}, tc.args...)...)
+		if code != tc.code || out != "" || !strings.HasPrefix(errOut, "bpfblk scan: ") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("scan %v: exit %d, stdout %q, stderr %q; want exit %d and one error line", tc.args, code, out, errOut, tc.code)
+		}
+	}
+}
+
+func TestScanRejectedFilter(t *testing.T) {
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		t.Skip("clang is not installed (apt-get install clang); .ci/run installs it")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "oob.c")
+	// Reads the data without comparing against data_end first.
+	os.WriteFile(src, []byte(`#include "bpfblk.h"
+SEC("bpfblk/filter")
+int oob(struct bpfblk_ctx *ctx)
+{
+	const unsigned char *data = BPFBLK_DATA(ctx);
+	return data[100] == 'E';
+}
+char LICENSE[] SEC("license") = "GPL";
+`), 0o644)
+	obj := filepath.Join(dir, "oob.o")
+	abs, _ := filepath.Abs("../../filters")
+	if out, err := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-I", abs, "-c", src, "-o", obj).CombinedOutput(); err != nil {
+		t.Fatalf("clang: %v\n%s", err, out)
+	}
+	code, out, errOut := runCLI("scan", "--filter", obj)
+	if code != exitFail || out != "" {
+		t.Fatalf("exit %d, stdout %q", code, out)
+	}
+	if !strings.Contains(errOut, "instruction") || !strings.Contains(errOut, "data_end") {
+		t.Fatalf("rejection does not name the instruction and reason: %s", errOut)
+	}
+}
