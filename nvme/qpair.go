@@ -51,6 +51,7 @@ type slot struct {
 	page     int16 // PRP/data page index or -1
 	busy     bool
 	timedOut bool
+	aborting bool // timed out, Abort not yet sent
 }
 
 // QueuePair is an I/O submission/completion queue pair. It belongs to one
@@ -305,7 +306,7 @@ func (q *QueuePair) pop() uint16 {
 	cid := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
 	s := &q.slots[cid]
-	s.busy, s.timedOut = true, false
+	s.busy, s.timedOut, s.aborting = true, false, false
 	s.deadline = q.now + q.timeout
 	s.page = -1
 	q.stats.Submitted++

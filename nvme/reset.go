@@ -22,6 +22,9 @@ func (q *QueuePair) checkTimeouts() {
 		return
 	}
 	needReset := false
+	// First mark every expired command, so that all of them report
+	// ErrTimeout even if a reset follows; then abort them one by one.
+	first := len(q.slots)
 	for i := range q.slots {
 		s := &q.slots[i]
 		if !s.busy || q.now < s.deadline {
@@ -32,8 +35,17 @@ func (q *QueuePair) checkTimeouts() {
 			continue
 		}
 		s.timedOut = true
+		s.aborting = true
 		s.deadline = q.now + q.timeout
 		q.stats.Timeouts++
+		first = min(first, i)
+	}
+	for i := first; i < len(q.slots) && !needReset; i++ {
+		s := &q.slots[i]
+		if !s.aborting {
+			continue
+		}
+		s.aborting = false
 		aborted, err := c.abort(q.qid, uint16(i))
 		if err != nil {
 			needReset = true

@@ -86,7 +86,27 @@ func (c *Controller) SetFatal() {
 // Hang makes the controller stop answering (on) or answer again (off): it
 // ignores doorbells and CC writes and completes nothing, so CSTS.RDY never
 // changes.
-func (c *Controller) Hang(on bool) { c.hung.Store(on) }
+// When it answers again it catches up with a CC.EN change written meanwhile.
+func (c *Controller) Hang(on bool) {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	c.hung.Store(on)
+	if on {
+		return
+	}
+	cc, csts := c.cc.Load(), c.csts.Load()
+	switch {
+	case cc&nvme.CCEnable == 0 && csts&nvme.CSTSReady != 0:
+		c.disableLocked()
+		c.csts.Store(0)
+	case cc&nvme.CCEnable != 0 && csts&nvme.CSTSReady == 0:
+		if c.enableLocked(cc) {
+			c.csts.Store(nvme.CSTSReady)
+		} else {
+			c.csts.Store(nvme.CSTSFatal)
+		}
+	}
+}
 
 // PostCQE writes a raw completion into the CQ of queue qid as the device
 // would, for testing how the host copes with a misbehaving device (unknown

@@ -4,7 +4,6 @@ import (
 	"os"
 	"sync/atomic"
 
-	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
@@ -260,4 +259,16 @@ func (s *fileStore) zero(off, n int64) error {
 func (s *fileStore) flush() error { return s.f.Sync() }
 func (s *fileStore) close() error { return s.f.Close() }
 
-var _ = nvme.CSINVM
+
+
+// Allocated returns the bytes of backing memory a sparse namespace has
+// allocated so far (0 for other kinds or an unknown NSID).
+func (c *Controller) Allocated(nsid uint32) int64 {
+	if nsid == 0 || int(nsid) > len(c.namespaces) {
+		return 0
+	}
+	if s, ok := c.namespaces[nsid-1].store.(*sparse); ok {
+		return s.allocated()
+	}
+	return 0
+}

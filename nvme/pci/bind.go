@@ -156,6 +156,9 @@ func (h *Host) Bind(a Addr, driver string) error {
 	if err := h.write(h.Path("/sys/bus/pci/drivers_probe"), a.String()); err != nil {
 		return err
 	}
+	if h.DryRun {
+		return nil
+	}
 	return h.waitDriver(a, driver)
 }
 

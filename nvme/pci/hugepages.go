@@ -121,6 +121,9 @@ func (h *Host) ReserveHugePages(sizeKB, count, node int) error {
 		if err := h.write(d+"/nr_hugepages", strconv.Itoa(p.n)); err != nil {
 			return err
 		}
+		if h.DryRun {
+			continue
+		}
 		got, err := readInt(d + "/nr_hugepages")
 		if err != nil {
 			return err

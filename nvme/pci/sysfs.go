@@ -17,6 +17,9 @@ type Host struct {
 	// Write writes a sysfs attribute. Nil means os.WriteFile. Tests install a
 	// fake kernel here; a dry run installs a printer.
 	Write func(path string, data []byte) error
+	// DryRun skips the checks that read back the effect of a write (a
+	// printing Write changes nothing).
+	DryRun bool
 }
 
 // Path returns p (an absolute system path such as "/sys/bus/pci") under Root.

@@ -226,6 +226,20 @@ func (f *Fake) write(path string, data []byte) error {
 		}
 		f.file(rel, strconv.Itoa(n)+"\n")
 		f.file(filepath.Dir(rel)+"/free_hugepages", strconv.Itoa(n)+"\n")
+		if strings.HasPrefix(rel, "/sys/devices/system/node/") {
+			// The system-wide pool is the sum of the node pools.
+			size := filepath.Base(filepath.Dir(rel))
+			nodes, _ := filepath.Glob(f.p("/sys/devices/system/node/node*/hugepages/" + size + "/nr_hugepages"))
+			sum := 0
+			for _, p := range nodes {
+				b, _ := os.ReadFile(p)
+				v, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+				sum += v
+			}
+			g := "/sys/kernel/mm/hugepages/" + size
+			f.file(g+"/nr_hugepages", strconv.Itoa(sum)+"\n")
+			f.file(g+"/free_hugepages", strconv.Itoa(sum)+"\n")
+		}
 	default:
 		return fmt.Errorf("pcitest: fake kernel has no writable attribute %s: %w", rel, os.ErrPermission)
 	}
