@@ -123,10 +123,28 @@ type Options struct {
 	EmitCap int
 	// OnMatch receives every match, on the goroutine that called Scan.
 	OnMatch func(Match)
+	// Staging, when set, provides the chunk buffers that host engines read
+	// into — for example memory in a peer controller's CMB, so that data
+	// reaches the program without crossing host DRAM. Nil means DMA memory of
+	// each base (host DRAM).
+	Staging Staging
 	// Progress, when set, receives the bytes scanned so far about every
 	// ProgressEvery (default 200 ms), on the goroutine that called Scan.
 	Progress      func(scanned, total uint64)
 	ProgressEvery time.Duration
+}
+
+// Staging is where host engines stage the chunks they read.
+type Staging interface {
+	// Alloc returns a buffer of size bytes that base's controller can DMA
+	// into and the host CPU can read.
+	Alloc(base *bdev.Bdev, size int) (bdev.Buffer, error)
+	// Free releases a buffer from Alloc.
+	Free(base *bdev.Bdev, b bdev.Buffer) error
+	// ThroughHost reports whether staged bytes sit in host DRAM.
+	ThroughHost() bool
+	// Name describes the staging memory, e.g. "host" or "cmb of mock2".
+	Name() string
 }
 
 // ChunkFault is a chunk whose read or program run failed. Only that chunk's
@@ -316,9 +334,12 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		st.Faults = append(st.Faults, j.faults...)
 		insts = append(insts, j.inst)
 	}
-	// Host engines read every byte into host memory.
+	// Host engines bring every byte to the host CPU; staged in a peer's CMB
+	// it never touches host DRAM.
 	st.BytesToHost = st.BytesScanned
-	st.BytesThroughHost = st.BytesScanned
+	if opts.Staging == nil || opts.Staging.ThroughHost() {
+		st.BytesThroughHost = st.BytesScanned
+	}
 	st.Maps = engine.MergeMaps(insts...)
 	stopScanJobs(jobs)
 	if cancelled {
@@ -330,19 +351,20 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 // scanJob scans blocks [next, end) of one base on one reactor. All fields
 // but the published ones are owned by the reactor.
 type scanJob struct {
-	r      *poller.Reactor
-	desc   *bdev.Desc
-	inst   *engine.Instance
-	typ    abi.Type
-	target int
-	nsid   uint32
-	bs     uint64
-	next   uint64
-	end    uint64
-	per    uint64 // blocks per chunk
-	ch     *bdev.Channel
-	poll   *poller.Poller
-	chunks []chunk
+	r       *poller.Reactor
+	desc    *bdev.Desc
+	staging Staging
+	inst    *engine.Instance
+	typ     abi.Type
+	target  int
+	nsid    uint32
+	bs      uint64
+	next    uint64
+	end     uint64
+	per     uint64 // blocks per chunk
+	ch      *bdev.Channel
+	poll    *poller.Poller
+	chunks  []chunk
 	// pending are chunks whose matches did not fit in the ring yet.
 	pending []*chunk
 
@@ -383,8 +405,16 @@ func newScanJob(r *poller.Reactor, d *bdev.Desc, exe *engine.Executable, target 
 		emitCap = max(int(per), 1024)
 	}
 	j.chunks = make([]chunk, opts.InFlight)
+	j.staging = opts.Staging
 	for i := range j.chunks {
-		buf, err := d.AllocBuffer(int(per * j.bs))
+		var buf bdev.Buffer
+		var err error
+		if j.staging != nil {
+			buf, err = j.staging.Alloc(b, int(per*j.bs))
+			err = errors.Wrapf(err, "compute: stage %s in %s", b.Name(), j.staging.Name())
+		} else {
+			buf, err = d.AllocBuffer(int(per * j.bs))
+		}
 		if err != nil {
 			j.free()
 			return nil, err
@@ -397,7 +427,11 @@ func newScanJob(r *poller.Reactor, d *bdev.Desc, exe *engine.Executable, target 
 
 func (j *scanJob) free() {
 	for _, c := range j.chunks {
-		if c.buf.Bytes != nil {
+		switch {
+		case c.buf.Bytes == nil:
+		case j.staging != nil:
+			j.staging.Free(j.desc.Bdev(), c.buf)
+		default:
 			j.desc.FreeBuffer(c.buf)
 		}
 	}
