@@ -8,7 +8,8 @@
  * that the same code also runs in the Linux kernel (pattern_xdp). Each
  * position is tested with one unaligned 8-byte load, masked to the pattern
  * length; the positions in the last 8 bytes are tested by shifting the final
- * window. At most the first 4 KiB + 8 bytes of a block are searched, and
+ * window. Blocks of up to 4 KiB + 8 bytes are searched completely (larger
+ * ones: the first 4 KiB and the last 8 bytes, if within 32 KiB), and
  * blocks shorter than 8 bytes never match.
  */
 #include "bpfblk.h"
@@ -40,7 +41,7 @@ static __always_inline int contains(const __u8 *data, const __u8 *end)
 	__u64 len = end - data;
 	if (len < 8)
 		return 0;
-	const __u8 *w = data + ((len - 8) & 0xffff);
+	const __u8 *w = data + ((len - 8) & 0x7fff);
 	if (w + 8 > end)
 		return 0;
 	__u64 v = *(const __u64 *)w;

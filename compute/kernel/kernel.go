@@ -1,0 +1,142 @@
+// Package kernel runs programs in the Linux kernel through cilium/ebpf, as an
+// independent reference for the engine's semantics, its verifier and its
+// speed. Only programs the kernel understands can run there: XDP programs
+// (SEC("xdp")) that use kernel helpers only. bpfblk filter and scan programs
+// (bpfblk context, bpfblk_* helpers) cannot.
+//
+// Limits of BPF_PROG_TEST_RUN for XDP measured on the development machines:
+// inputs of 14..73,152 bytes are accepted, but direct packet access covers at
+// most MaxData (3,520) bytes; the return value is 32 bits.
+package kernel
+
+import (
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/pkg/errors"
+)
+
+// MaxData is the largest XDP test input whose bytes are all reachable through
+// data..data_end.
+const MaxData = 3520
+
+// MinData is the smallest XDP test input the kernel accepts.
+const MinData = 14
+
+var (
+	availOnce sync.Once
+	availErr  error
+)
+
+// Available reports whether this process may load and run BPF programs
+// (bpf() is refused without CAP_BPF/CAP_SYS_ADMIN or in some sandboxes).
+func Available() error {
+	availOnce.Do(func() {
+		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type:         ebpf.XDP,
+			License:      "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+		})
+		if err != nil {
+			availErr = errors.Wrap(err, "kernel BPF is not available")
+			return
+		}
+		defer p.Close()
+		buf := make([]byte, MinData)
+		if _, err := p.Run(&ebpf.RunOptions{Data: buf}); err != nil {
+			availErr = errors.Wrap(err, "kernel BPF_PROG_TEST_RUN is not available")
+		}
+	})
+	return availErr
+}
+
+// Program is a program loaded into the kernel.
+type Program struct {
+	coll *ebpf.Collection
+	prog *ebpf.Program
+}
+
+// LoadInstructions loads raw instructions as an XDP program.
+func LoadInstructions(insns asm.Instructions) (*Program, error) {
+	p, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
+		Type: ebpf.XDP, License: "GPL", Instructions: insns,
+	}, ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 16})
+	if err != nil {
+		return nil, errors.Wrap(err, "kernel verifier")
+	}
+	return &Program{prog: p}, nil
+}
+
+// LoadSpec loads one XDP program of a collection, with its maps, after
+// setting vars. The spec is not modified.
+func LoadSpec(cs *ebpf.CollectionSpec, name string, vars map[string]any) (*Program, error) {
+	ps, ok := cs.Programs[name]
+	if !ok {
+		return nil, errors.Errorf("no program %q in object", name)
+	}
+	if ps.Type != ebpf.XDP {
+		return nil, errors.Errorf("program %s in section %q is not an XDP program; the kernel can only check and run xdp programs", name, ps.SectionName)
+	}
+	cs = cs.Copy()
+	for n := range cs.Programs {
+		if n != name {
+			delete(cs.Programs, n)
+		}
+	}
+	for n, v := range vars {
+		vs, ok := cs.Variables[n]
+		if !ok {
+			return nil, errors.Errorf("no variable %q in object", n)
+		}
+		if err := vs.Set(v); err != nil {
+			return nil, errors.Wrapf(err, "set %s", n)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(cs, ebpf.CollectionOptions{
+		Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 16},
+	})
+	if err != nil {
+		return nil, errors.Wrap(err, "kernel verifier")
+	}
+	return &Program{coll: coll, prog: coll.Programs[name]}, nil
+}
+
+// Close releases the program.
+func (p *Program) Close() error {
+	if p.coll != nil {
+		p.coll.Close()
+		return nil
+	}
+	return p.prog.Close()
+}
+
+// Run runs the program once on data and returns its return value and the
+// data as the program left it.
+func (p *Program) Run(data []byte) (uint32, []byte, error) {
+	out := make([]byte, len(data)+256)
+	opts := ebpf.RunOptions{Data: data, DataOut: out}
+	ret, err := p.prog.Run(&opts)
+	if err != nil {
+		return 0, nil, errors.Wrap(err, "kernel test run")
+	}
+	return ret, opts.DataOut, nil
+}
+
+// Benchmark runs the program repeat times on data in the kernel and returns
+// the mean time per run in nanoseconds as the kernel measured it.
+func (p *Program) Benchmark(data []byte, repeat int) (uint32, float64, error) {
+	ret, d, err := p.prog.Benchmark(data, repeat, nil)
+	if err != nil {
+		return 0, 0, errors.Wrap(err, "kernel benchmark")
+	}
+	return ret, float64(d.Nanoseconds()), nil
+}
+
+// Map returns a map of a program loaded with LoadSpec.
+func (p *Program) Map(name string) *ebpf.Map {
+	if p.coll == nil {
+		return nil
+	}
+	return p.coll.Maps[name]
+}
