@@ -40,6 +40,15 @@ func TestDeviceOpen(t *testing.T) {
 		}
 		t.Logf("%s: IOMMU type %d, page sizes %#x, IOVA ranges %#x, DMA mappings left %d, command %#x",
 			d.Name(), c.IOMMUType(), info.PageSizes, info.Ranges, info.DMAAvail, cmd)
+		// With hugepages reserved, DMA memory comes from them.
+		buf, err := d.AllocDMA(4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := os.ReadFile("/proc/sys/vm/nr_hugepages"); strings.TrimSpace(string(n)) != "0" && d.HugePageChunks() == 0 {
+			t.Fatalf("%s: %s hugepages reserved but DMA memory uses 4 KiB pages", d.Name(), strings.TrimSpace(string(n)))
+		}
+		d.FreeDMA(buf)
 		// The group is taken: a second open must fail with a clear error.
 		if d2, err := vfio.Open(d.Name(), quietOptions(t, nil)); err == nil {
 			d2.Close()
@@ -796,5 +805,42 @@ func TestDeviceTeardown(t *testing.T) {
 	}
 	if got := openFDs(t); got != fds {
 		t.Fatalf("%d file descriptors open after teardown, %d before", got, fds)
+	}
+}
+
+// TestDeviceNoHugePages runs I/O from DMA memory of locked 4 KiB pages.
+func TestDeviceNoHugePages(t *testing.T) {
+	addrs := testDevices(t)
+	d, err := vfio.Open(addrs[0], &vfio.Options{NoHugePages: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newController(t, d)
+	defer c.Close()
+	qp, err := c.NewQueuePair(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qp.Close()
+	ns := c.Namespaces()[0]
+	buf, err := d.AllocDMA(64 << 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.HugePageChunks() != 0 {
+		t.Fatal("NoHugePages still used hugepages")
+	}
+	blocks := uint32(len(buf.Buf)) / ns.BlockSize
+	fill(buf.Buf, 14)
+	want := append([]byte(nil), buf.Buf...)
+	if err := do(qp, func(cb nvme.Completer) error { return qp.Write(ns, 3000, blocks, buf, 0, cb, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	clear(buf.Buf)
+	if err := do(qp, func(cb nvme.Completer) error { return qp.Read(ns, 3000, blocks, buf, 0, cb, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(buf.Buf, want); i >= 0 {
+		t.Fatalf("data differs at byte %d", i)
 	}
 }

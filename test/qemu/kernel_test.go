@@ -72,6 +72,14 @@ func kernelDeb(cache string, logf func(string, ...any)) (string, error) {
 		return "", err
 	}
 	pkg, rerr := resolveKernelPackage()
+	if rerr != nil && os.Geteuid() == 0 {
+		// A machine whose package lists were never fetched: fetch them once.
+		logf("%v; running apt-get update", rerr)
+		if out, err := exec.Command("apt-get", "update", "-qq").CombinedOutput(); err != nil {
+			logf("apt-get update: %v: %s", err, bytes.TrimSpace(out))
+		}
+		pkg, rerr = resolveKernelPackage()
+	}
 	if rerr != nil {
 		// Offline or no apt lists: any cached kernel will do.
 		have, _ := filepath.Glob(filepath.Join(debs, "linux-image-*.deb"))
