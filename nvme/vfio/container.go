@@ -203,6 +203,11 @@ func (c *Container) detach(g *group) error {
 		return nil
 	}
 	delete(c.groups, g.n)
+	if len(c.groups) == 0 {
+		// The kernel releases the IOMMU with the last group; the next group
+		// sets it up again.
+		c.typ, c.space, c.info = 0, nil, IOMMUInfo{}
+	}
 	_, err := ioctlPtr(g.fd, ioctlGroupUnsetCont, nil)
 	if e := unix.Close(g.fd); err == nil {
 		err = e

@@ -844,3 +844,30 @@ func TestDeviceNoHugePages(t *testing.T) {
 		t.Fatalf("data differs at byte %d", i)
 	}
 }
+
+// TestDeviceContainerReuse closes every device of a container and opens
+// them again in it: the IOMMU is set up anew.
+func TestDeviceContainerReuse(t *testing.T) {
+	addrs := testDevices(t)
+	ct, err := vfio.OpenContainer(vfio.ContainerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	for round := 0; round < 2; round++ {
+		d, err := vfio.Open(addrs[0], quietOptions(t, ct))
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		c := newController(t, d)
+		if _, err := c.Identify(nvme.CNSController, 0, 0, 0); err != nil {
+			t.Fatalf("round %d: identify: %v", round, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if ct.IOMMUType() != 0 {
+			t.Fatalf("IOMMU type %d with no device in the container", ct.IOMMUType())
+		}
+	}
+}

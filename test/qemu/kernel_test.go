@@ -38,11 +38,10 @@ func cacheDir() (string, error) {
 	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
 		return filepath.Join(d, "bpfblk", "qemu"), nil
 	}
-	h, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no cache directory: set BPFBLK_QEMU_CACHE: %w", err)
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".cache", "bpfblk", "qemu"), nil
 	}
-	return filepath.Join(h, ".cache", "bpfblk", "qemu"), nil
+	return filepath.Abs(filepath.Join("work", "cache")) // no home: keep it with the work files
 }
 
 var imageDep = regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-[0-9][^\s]*)\s*$`)
