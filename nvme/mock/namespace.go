@@ -259,8 +259,6 @@ func (s *fileStore) zero(off, n int64) error {
 func (s *fileStore) flush() error { return s.f.Sync() }
 func (s *fileStore) close() error { return s.f.Close() }
 
-
-
 // Allocated returns the bytes of backing memory a sparse namespace has
 // allocated so far (0 for other kinds or an unknown NSID).
 func (c *Controller) Allocated(nsid uint32) int64 {
