@@ -116,6 +116,10 @@ type Controller struct {
 	group  *poller.Group
 	reacto *poller.Reactor
 	poll   *poller.Poller
+	// wake is sent to the device reactor on a doorbell write (at most one in
+	// flight), so a parked device core answers at once, as hardware would.
+	wake        func()
+	wakePending atomic.Bool
 }
 
 // sq is a submission queue as the device sees it.
@@ -586,6 +590,8 @@ func (c *Controller) doorbell(off, v uint32) {
 		s.tail.Store(v)
 		if c.cfg.Mode == Inline {
 			c.run(s)
+		} else {
+			c.kick()
 		}
 		return
 	}
@@ -594,7 +600,9 @@ func (c *Controller) doorbell(off, v uint32) {
 		return
 	}
 	q.head.Store(v)
-	if c.cfg.Mode == Inline {
+	if c.cfg.Mode != Inline {
+		c.kick()
+	} else {
 		// Resume SQs that stalled on a full CQ.
 		for _, s := range c.sqsOf(q) {
 			if uint16(s.tail.Load()) != uint16(s.headPub.Load()) {
@@ -748,7 +756,17 @@ func (c *Controller) startDeviceCore() error {
 		return errors.Wrapf(err, "mock: %s: register device poller", c.name)
 	}
 	c.reacto, c.poll = r, p
+	c.wake = func() { c.wakePending.Store(false) }
 	return nil
+}
+
+// kick wakes the device reactor if no wake-up is already on its way.
+func (c *Controller) kick() {
+	if c.reacto != nil && c.wakePending.CompareAndSwap(false, true) {
+		if c.reacto.Send(c.wake) != nil {
+			c.wakePending.Store(false)
+		}
+	}
 }
 
 func (c *Controller) stopDeviceCore() {

@@ -53,8 +53,6 @@ func TestDriverSuiteInline(t *testing.T) {
 }
 
 func TestDriverSuiteDeviceCore(t *testing.T) {
-	// The device runs on its own reactor: the full 100k-operation integrity
-	// run is the inline test's job; here 20k keep the -race run short.
-	nvmetest.RunDriverSuiteWith(t, func(t *testing.T) []nvme.Transport { return subsystem(t, mock.DeviceCore) },
-		nvmetest.SuiteConfig{IntegrityOps: 20_000})
+	// The device runs on its own reactor, in parallel with the driver.
+	nvmetest.RunDriverSuite(t, func(t *testing.T) []nvme.Transport { return subsystem(t, mock.DeviceCore) })
 }

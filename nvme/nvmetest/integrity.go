@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -206,6 +207,9 @@ func (w *worker) run() {
 		} else if time.Since(lastProgress) > drainTimeout {
 			w.fail("no completion for %v with %d commands outstanding", drainTimeout, w.active)
 			return
+		} else {
+			// Let a device that runs on its own goroutine have the CPU.
+			runtime.Gosched()
 		}
 	}
 }
