@@ -274,10 +274,11 @@ func (c *Controller) identify() error {
 // selectCommandSets reads the I/O Command Set data structure and selects the
 // first combination that includes NVM, preferring the one with most sets.
 func (c *Controller) selectCommandSets() error {
+	var se StatusError
 	data, err := c.Identify(CNSIOCommandSetData, 0, 0, 0)
 	if err != nil {
 		// Controllers without CNS 1Ch run with their default profile.
-		if errors.Is(err, ErrInvalidField) || errors.Is(err, ErrInvalidOpcode) {
+		if errors.As(err, &se) {
 			return nil
 		}
 		return err
@@ -303,8 +304,8 @@ func (c *Controller) selectCommandSets() error {
 		return nil
 	}
 	if _, err := c.SetFeatures(FeatIOCSProfile, 0, uint32(best)); err != nil {
-		if errors.Is(err, ErrInvalidField) || errors.Is(err, ErrFeatureNotChangable) {
-			return nil
+		if errors.As(err, &se) {
+			return nil // the controller keeps its default profile
 		}
 		return errors.Wrapf(err, "set I/O command set profile %d", best)
 	}
