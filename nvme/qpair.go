@@ -107,13 +107,8 @@ const maxPRPPages = 256
 // belongs to the calling goroutine.
 func (c *Controller) NewQueuePair(depth int) (*QueuePair, error) {
 	name := c.t.Name()
-	depth = max(2, min(depth, c.maxQDepth, 65536))
+	depth = max(2, min(depth, c.maxQDepth, 65535))
 	q := &QueuePair{c: c, depth: uint16(depth), phase: 1, maxXfer: c.maxXfer}
-	if depth == 65536 {
-		q.depth = 0 // not representable; clamp below
-		depth = 65535
-		q.depth = uint16(depth)
-	}
 	c.qmu.Lock()
 	for id := 1; id <= c.ioQueues; id++ {
 		if _, used := c.qpairs[uint16(id)]; !used {
@@ -542,6 +537,9 @@ func (q *QueuePair) Process(max int) int {
 		}
 		n++
 		q.complete(uint16(dw3), sqid, uint16(dw3>>16), dw0, dw1)
+		if q.closed {
+			return n // a callback closed the queue pair
+		}
 	}
 	if n > 0 {
 		q.c.t.Write32(q.cqDB, uint32(q.head))

@@ -35,6 +35,8 @@ func (c *Controller) admin(s *sq, e *nvme.SQE) completion {
 		return c.abort(e)
 	case nvme.AdminKeepAlive:
 		return ok()
+	case nvme.AdminLoadProgram, nvme.AdminProgActMgmt, nvme.AdminMemRangeSetMg:
+		return c.computeAdmin(e)
 	case nvme.AdminAsyncEvent:
 		// No asynchronous events are generated: the request stays
 		// outstanding until the controller is reset.
@@ -341,6 +343,8 @@ func (c *Controller) createSQ(e *nvme.SQE) completion {
 		rng: rand.New(rand.NewPCG(c.cfg.Seed, uint64(c.index)<<16|uint64(qid))), scratch: make([]byte, 64<<10)}
 	q.mu.Lock()
 	q.sqs = append(append([]*sq(nil), q.sqs...), s)
+	l := q.sqs
+	q.attached.Store(&l)
 	q.mu.Unlock()
 	c.sqs[qid].Store(s)
 	c.ioCreated++
@@ -370,6 +374,7 @@ func (c *Controller) deleteSQ(e *nvme.SQE) completion {
 		}
 	}
 	q.sqs = l
+	q.attached.Store(&l)
 	q.mu.Unlock()
 	c.sqs[qid].Store(nil)
 	return ok()

@@ -63,6 +63,8 @@ type Config struct {
 	Reactor *poller.Reactor
 	// Seed makes probabilistic fault injection reproducible.
 	Seed uint64
+	// Compute sets the limits of compute namespaces (nil: defaults).
+	Compute *ComputeConfig
 }
 
 const (
@@ -146,15 +148,16 @@ type heldCmd struct {
 // cq is a completion queue as the device sees it; mu serialises everything
 // that executes commands of the SQs attached to it and posts into it.
 type cq struct {
-	mu      sync.Mutex
-	id      uint16
-	mem     []byte
-	size    uint16
-	tail    uint16
-	phase   uint32
-	head    atomic.Uint32 // doorbell
-	sqs     []*sq
-	deleted bool
+	mu       sync.Mutex
+	id       uint16
+	mem      []byte
+	size     uint16
+	tail     uint16
+	phase    uint32
+	head     atomic.Uint32         // doorbell
+	sqs      []*sq                 // under mu
+	attached atomic.Pointer[[]*sq] // copy of sqs for lock-free reads
+	deleted  bool
 }
 
 func (q *cq) full() bool { return (q.tail+1)%q.size == uint16(q.head.Load()) }
@@ -276,6 +279,7 @@ func NewController(b *Bus, cfg Config) (*Controller, error) {
 			return nil, err
 		}
 	}
+	b.attach(c)
 	return c, nil
 }
 
@@ -537,6 +541,7 @@ func (c *Controller) enableLocked(cc uint32) bool {
 	acqq := &cq{id: 0, mem: cm, size: uint16(cqs), phase: 1}
 	asqq := &sq{id: 0, mem: sm, size: uint16(sqs), cq: acqq, rng: c.rng, scratch: make([]byte, 4096)}
 	acqq.sqs = []*sq{asqq}
+	acqq.attached.Store(&acqq.sqs)
 	c.cqs[0].Store(acqq)
 	c.sqs[0].Store(asqq)
 	c.numQueues = c.cfg.MaxQueues
@@ -614,16 +619,10 @@ func (c *Controller) doorbell(off, v uint32) {
 
 // sqsOf returns the SQs attached to q (a snapshot).
 func (c *Controller) sqsOf(q *cq) []*sq {
-	if q.id == 0 {
-		if s := c.sqs[0].Load(); s != nil {
-			return []*sq{s}
-		}
-		return nil
+	if l := q.attached.Load(); l != nil {
+		return *l
 	}
-	q.mu.Lock()
-	l := q.sqs
-	q.mu.Unlock()
-	return l
+	return nil
 }
 
 // run executes the commands between the device's head and the doorbell tail.
