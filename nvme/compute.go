@@ -85,6 +85,7 @@ var (
 	ErrInvalidRangeSet     = StatusError{SCT: SCTCommandSpecific, SC: 0x45}
 	ErrMemoryUnreachable   = StatusError{SCT: SCTCommandSpecific, SC: 0x46}
 	ErrProgramFault        = StatusError{SCT: SCTCommandSpecific, SC: 0x47}
+	ErrActiveLimit         = StatusError{SCT: SCTCommandSpecific, SC: 0x48}
 )
 
 func init() {
@@ -96,6 +97,7 @@ func init() {
 	specificNames[0x45] = "Invalid Memory Range Set"
 	specificNames[0x46] = "Memory Namespace Not Reachable"
 	specificNames[0x47] = "Program Execution Fault"
+	specificNames[0x48] = "Maximum Active Programs Exceeded"
 }
 
 // MemRange is one memory range descriptor of a memory range set: Length

@@ -59,6 +59,7 @@ type Bus struct {
 	regions  atomic.Pointer[[]region] // sorted by iova, copy-on-write
 	nextIOVA uint64
 	nextCtrl int
+	ctrls    []*attached // by controller index: device-to-device access and compute state
 
 	faults atomic.Uint64
 	bytes  [numKinds][2]atomic.Uint64 // [kind][0 read by device, 1 written by device]
@@ -191,4 +192,38 @@ func (b *Bus) Stats() BusStats {
 		PeerRead:  b.bytes[PeerMemory][0].Load(),
 		PeerWrite: b.bytes[PeerMemory][1].Load(),
 	}
+}
+
+// attached is a controller on the bus with its compute device state.
+type attached struct {
+	c  *Controller
+	cp computeState
+}
+
+// attach records c so that peers can address it by controller ID.
+func (b *Bus) attach(c *Controller) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for len(b.ctrls) <= c.index {
+		b.ctrls = append(b.ctrls, nil)
+	}
+	b.ctrls[c.index] = &attached{c: c}
+}
+
+// controller returns the open controller whose Identify CNTLID is cntlid.
+func (b *Bus) controller(cntlid uint16) *Controller {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := int(cntlid) - 1
+	if i < 0 || i >= len(b.ctrls) || b.ctrls[i] == nil || b.ctrls[i].c.closed.Load() {
+		return nil
+	}
+	return b.ctrls[i].c
+}
+
+// computeOf returns the compute state of c.
+func (b *Bus) computeOf(c *Controller) *computeState {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return &b.ctrls[c.index].cp
 }

@@ -1,0 +1,414 @@
+package mock
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/compute/image"
+	"github.com/bpfblk/bpfblk/nvme"
+)
+
+// The emulated computational storage device: a compute namespace (CSI 4,
+// Computational Programs) with program slots that runs the project's verified
+// eBPF engine, and memory namespaces (CSI 3, Subsystem Local Memory) it
+// computes on. Commands and the Execute Program result convention are defined
+// in nvme/compute.go. A controller becomes compute-capable by having
+// namespaces with those CSIs (NamespaceConfig.CSI); CAP.CSS bit 6 and Identify
+// CNS 1Ch then advertise the command sets.
+
+// ComputeConfig sets the limits of a controller's compute namespaces.
+type ComputeConfig struct {
+	// Slots is the number of program slots (default 8).
+	Slots int
+	// MaxActive is how many programs may be active at once (default 4).
+	MaxActive int
+	// MaxRangeSets is the number of memory range sets (default 64).
+	MaxRangeSets int
+	// MaxRanges is the number of ranges per set (default 8).
+	MaxRanges int
+	// MaxProgram is the largest program image in bytes (default 1 MiB).
+	MaxProgram int
+	// Budget is the instruction budget of one program run (default
+	// engine.DefaultBudget).
+	Budget int64
+}
+
+func (cc *ComputeConfig) fill() {
+	if cc.Slots <= 0 {
+		cc.Slots = 8
+	}
+	if cc.MaxActive <= 0 {
+		cc.MaxActive = 4
+	}
+	if cc.MaxRangeSets <= 0 {
+		cc.MaxRangeSets = 64
+	}
+	if cc.MaxRanges <= 0 {
+		cc.MaxRanges = 8
+	}
+	if cc.MaxProgram <= 0 {
+		cc.MaxProgram = 1 << 20
+	}
+	if cc.Budget <= 0 {
+		cc.Budget = engine.DefaultBudget
+	}
+}
+
+// computeState is a controller's compute device state. mu guards the tables;
+// program runs of different SQs proceed in parallel, each on its own engine
+// instance.
+type computeState struct {
+	once sync.Once
+	cfg  ComputeConfig
+
+	mu        sync.Mutex
+	slots     []progSlot
+	rangeSets map[uint16][]nvme.MemRange
+	nextRSID  uint16
+	mem       map[uint32][]byte // SLM namespace memory by NSID, allocated on first use
+	log       []string
+}
+
+type progSlot struct {
+	ptype   uint8
+	size    int
+	recv    int
+	buf     []byte
+	exe     *engine.Executable // set when the whole image arrived and verified
+	active  bool
+	runners map[uint16]*runner // per SQ
+}
+
+// runner is one SQ's engine instance of a program.
+type runner struct {
+	inst *engine.Instance
+	emit []uint64
+}
+
+func (c *Controller) compute() *computeState {
+	s := c.bus.computeOf(c)
+	s.once.Do(func() {
+		if c.cfg.Compute != nil {
+			s.cfg = *c.cfg.Compute
+		}
+		s.cfg.fill()
+		s.slots = make([]progSlot, s.cfg.Slots)
+		s.rangeSets = map[uint16][]nvme.MemRange{}
+		s.mem = map[uint32][]byte{}
+	})
+	return s
+}
+
+// ComputeLog returns the compute device's log: why programs were refused or
+// faulted, oldest first.
+func (c *Controller) ComputeLog() []string {
+	s := c.compute()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.log...)
+}
+
+const computeLogEntries = 256
+
+func (s *computeState) logf(format string, args ...any) {
+	s.mu.Lock()
+	s.logLocked(format, args...)
+	s.mu.Unlock()
+}
+
+func (s *computeState) logLocked(format string, args ...any) {
+	s.log = append(s.log, fmt.Sprintf(format, args...))
+	if len(s.log) > computeLogEntries {
+		s.log = s.log[len(s.log)-computeLogEntries:]
+	}
+}
+
+func init() {
+	cs := &CommandSet{CSI: nvme.CSICP, Name: "Computational Programs"}
+	cs.handlers[nvme.OpExecProgram] = cpExecute
+	cs.identifyNS = func(c *Controller, ns *namespace, b []byte) {
+		cfg := c.compute().cfg
+		nvme.PutCPInfo(b, nvme.CPInfo{Slots: uint16(cfg.Slots), MaxActive: uint16(cfg.MaxActive),
+			MaxRangeSets: uint16(cfg.MaxRangeSets), MaxRanges: uint16(cfg.MaxRanges),
+			MaxProgram: uint32(cfg.MaxProgram), ProgTypes: 1})
+	}
+	registerCommandSet(cs)
+}
+
+// cpNamespace returns the compute namespace an admin command names.
+func (c *Controller) cpNamespace(e *nvme.SQE) *namespace {
+	if e.NSID == 0 || int(e.NSID) > len(c.namespaces) {
+		return nil
+	}
+	ns := c.namespaces[e.NSID-1]
+	if ns.csi != nvme.CSICP {
+		return nil
+	}
+	return ns
+}
+
+// computeAdmin executes the CP admin commands. Caller holds ctl.
+func (c *Controller) computeAdmin(e *nvme.SQE) completion {
+	if c.cpNamespace(e) == nil {
+		return failDNR(nvme.ErrInvalidNamespace)
+	}
+	s := c.compute()
+	switch e.OPC {
+	case nvme.AdminLoadProgram:
+		return c.loadProgram(s, e)
+	case nvme.AdminProgActMgmt:
+		return s.activation(e)
+	case nvme.AdminMemRangeSetMg:
+		return c.rangeSetMgmt(s, e)
+	}
+	return failDNR(nvme.ErrInvalidOpcode)
+}
+
+func (c *Controller) loadProgram(s *computeState, e *nvme.SQE) completion {
+	slot := int(e.CDW10 & 0xffff)
+	ptype := uint8(e.CDW10 >> 16)
+	unload := e.CDW10>>24&1 == nvme.LoadSelUnload
+	if slot >= len(s.slots) {
+		return failDNR(nvme.ErrInvalidProgramIndex)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &s.slots[slot]
+	if p.active {
+		return failDNR(nvme.ErrProgramActive)
+	}
+	if unload {
+		*p = progSlot{}
+		return ok()
+	}
+	if ptype != nvme.ProgTypeEBPF {
+		s.logLocked("slot %d: program type %#x is not supported (eBPF is %#x)", slot, ptype, nvme.ProgTypeEBPF)
+		return failDNR(nvme.ErrInvalidField)
+	}
+	psize, numb, loff := int(e.CDW11), int(e.CDW14), int(e.CDW15)
+	if psize == 0 || psize > s.cfg.MaxProgram {
+		s.logLocked("slot %d: program of %d bytes exceeds the %d-byte limit", slot, psize, s.cfg.MaxProgram)
+		return failDNR(nvme.ErrCommandSizeLimit)
+	}
+	if loff == 0 {
+		*p = progSlot{ptype: ptype, size: psize, buf: make([]byte, psize)}
+	}
+	if p.buf == nil || p.size != psize || loff != p.recv || numb <= 0 || numb > psize-loff {
+		*p = progSlot{}
+		return failDNR(nvme.ErrInvalidField) // chunks must arrive in order and add up
+	}
+	if st := c.readHost(e, p.buf[loff:loff+numb]); st != stOK {
+		*p = progSlot{}
+		return completion{status: st}
+	}
+	p.recv += numb
+	if p.recv < p.size {
+		return ok()
+	}
+	prog, err := image.Decode(p.buf)
+	if err == nil {
+		p.exe, err = engine.Compile(prog, nil)
+	}
+	if err != nil {
+		*p = progSlot{}
+		s.logLocked("slot %d: program refused: %v", slot, err)
+		return failDNR(nvme.ErrInvalidProgram)
+	}
+	p.buf = nil
+	p.runners = map[uint16]*runner{}
+	return ok()
+}
+
+func (s *computeState) activation(e *nvme.SQE) completion {
+	slot := int(e.CDW10 & 0xffff)
+	sel := e.CDW10 >> 16 & 0xf
+	if slot >= len(s.slots) {
+		return failDNR(nvme.ErrInvalidProgramIndex)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := &s.slots[slot]
+	switch sel {
+	case nvme.ProgSelActivate:
+		if p.exe == nil {
+			return failDNR(nvme.ErrInvalidProgramIndex)
+		}
+		if p.active {
+			return ok()
+		}
+		n := 0
+		for i := range s.slots {
+			if s.slots[i].active {
+				n++
+			}
+		}
+		if n >= s.cfg.MaxActive {
+			return failDNR(nvme.ErrActiveLimit)
+		}
+		p.active = true
+	case nvme.ProgSelDeactivate:
+		p.active = false
+	default:
+		return failDNR(nvme.ErrInvalidField)
+	}
+	return ok()
+}
+
+func (c *Controller) rangeSetMgmt(s *computeState, e *nvme.SQE) completion {
+	sel := e.CDW10 & 0xf
+	rsid := uint16(e.CDW10 >> 16)
+	switch sel {
+	case nvme.RangeSetSelDelete:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.rangeSets[rsid]; !ok {
+			return failDNR(nvme.ErrInvalidRangeSet)
+		}
+		delete(s.rangeSets, rsid)
+		return ok()
+	case nvme.RangeSetSelCreate:
+	default:
+		return failDNR(nvme.ErrInvalidField)
+	}
+	n := int(e.CDW11&0xff) + 1
+	if n > s.cfg.MaxRanges {
+		return failDNR(nvme.ErrCommandSizeLimit)
+	}
+	desc := make([]byte, n*nvme.MemRangeSize)
+	if st := c.readHost(e, desc); st != stOK {
+		return completion{status: st}
+	}
+	ranges := make([]nvme.MemRange, n)
+	for i := range ranges {
+		r := nvme.ParseMemRange(desc[i*nvme.MemRangeSize:])
+		// Reachability: a compute namespace reaches the memory namespaces of
+		// its own controller, nothing else.
+		mns := c.slmNamespace(r.NSID)
+		if mns == nil {
+			s.logf("range set: range %d names namespace %d, which is not a memory namespace this compute namespace reaches", i, r.NSID)
+			return failDNR(nvme.ErrMemoryUnreachable)
+		}
+		if r.Length == 0 || r.Offset > mns.slmSize() || uint64(r.Length) > mns.slmSize()-r.Offset {
+			return failDNR(nvme.ErrInvalidField)
+		}
+		ranges[i] = r
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.rangeSets) >= s.cfg.MaxRangeSets {
+		return failDNR(nvme.ErrRangeSetLimit)
+	}
+	for {
+		s.nextRSID++
+		if s.nextRSID == 0 {
+			s.nextRSID = 1
+		}
+		if _, used := s.rangeSets[s.nextRSID]; !used {
+			break
+		}
+	}
+	s.rangeSets[s.nextRSID] = ranges
+	return completion{dw0: uint32(s.nextRSID)}
+}
+
+// slmNamespace returns this controller's memory namespace nsid, or nil.
+func (c *Controller) slmNamespace(nsid uint32) *namespace {
+	if nsid == 0 || int(nsid) > len(c.namespaces) {
+		return nil
+	}
+	ns := c.namespaces[nsid-1]
+	if ns.csi != nvme.CSISLM {
+		return nil
+	}
+	return ns
+}
+
+// cpExecute runs an active program over a memory range set: range 0 is the
+// data, range 1 receives the ExecResult header and the emitted values.
+func cpExecute(c *Controller, sq *sq, ns *namespace, e *nvme.SQE) completion {
+	s := c.compute()
+	slot := int(e.CDW2 & 0xffff)
+	rsid := uint16(e.CDW2 >> 16)
+	if slot >= len(s.slots) {
+		return failDNR(nvme.ErrInvalidProgramIndex)
+	}
+	s.mu.Lock()
+	p := &s.slots[slot]
+	if !p.active || p.exe == nil {
+		s.mu.Unlock()
+		return failDNR(nvme.ErrProgramNotActive)
+	}
+	ranges, okSet := s.rangeSets[rsid]
+	if !okSet || len(ranges) < 2 {
+		s.mu.Unlock()
+		return failDNR(nvme.ErrInvalidRangeSet)
+	}
+	in, out := ranges[0], ranges[1]
+	run := p.runners[sq.id]
+	if run == nil {
+		run = &runner{inst: p.exe.NewInstance()}
+		run.inst.SetBudget(s.cfg.Budget)
+		p.runners[sq.id] = run
+	}
+	var state []engine.MapData
+	if e.CDW15&nvme.ExecFlagState != 0 {
+		insts := make([]*engine.Instance, 0, len(p.runners))
+		for _, r := range p.runners {
+			insts = append(insts, r.inst)
+		}
+		state = engine.MergeMaps(insts...)
+	}
+	s.mu.Unlock()
+	inMem, outMem := c.slmBytes(in), c.slmBytes(out)
+	if inMem == nil || outMem == nil || len(outMem) < nvme.ExecResultSize {
+		return failDNR(nvme.ErrInvalidRangeSet)
+	}
+	if e.CDW15&nvme.ExecFlagState != 0 {
+		enc := image.EncodeMaps(state)
+		r := nvme.ExecResult{Count: uint32(len(enc))}
+		if len(enc) > len(outMem)-nvme.ExecResultSize {
+			r.Flags |= nvme.ExecOverflow
+		} else {
+			copy(outMem[nvme.ExecResultSize:], enc)
+		}
+		nvme.PutExecResult(outMem, r)
+		return ok()
+	}
+	dlen := uint64(e.CDW14)
+	if dlen == 0 {
+		dlen = uint64(in.Length)
+	}
+	if dlen > uint64(in.Length) {
+		return failDNR(nvme.ErrInvalidField)
+	}
+	p1 := uint64(e.CDW10) | uint64(e.CDW11)<<32
+	p2 := uint64(e.CDW12) | uint64(e.CDW13)<<32
+	ctx := engine.Context{Data: inMem[:dlen], LBA: p1, NSID: uint32(p2), BlockSize: uint32(p2 >> 32)}
+	if bs := uint64(ctx.BlockSize); bs != 0 {
+		if dlen%bs != 0 {
+			return failDNR(nvme.ErrInvalidField)
+		}
+		ctx.BlockCount = uint32(dlen / bs)
+	}
+	capVals := (len(outMem) - nvme.ExecResultSize) / 8
+	if cap(run.emit) < capVals {
+		run.emit = make([]uint64, capVals)
+	}
+	emit := run.emit[:capVals]
+	res, err := run.inst.Run(&ctx, emit)
+	if err != nil {
+		s.logf("slot %d: program fault over nsid %d LBA %d (%d bytes): %v", slot, ctx.NSID, ctx.LBA, dlen, err)
+		return fail(nvme.ErrProgramFault)
+	}
+	r := nvme.ExecResult{Count: uint32(res.Emitted), R0: res.R0}
+	if res.Overflow {
+		r.Flags |= nvme.ExecOverflow
+	}
+	nvme.PutExecResult(outMem, r)
+	vals := outMem[nvme.ExecResultSize:]
+	for i, v := range emit[:res.Emitted] {
+		le.PutUint64(vals[8*i:], v)
+	}
+	return completion{dw0: uint32(res.R0), dw1: uint32(res.R0 >> 32)}
+}

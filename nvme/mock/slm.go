@@ -1,0 +1,172 @@
+package mock
+
+import (
+	"github.com/bpfblk/bpfblk/nvme"
+)
+
+// Subsystem Local Memory namespaces: byte-addressed device memory. The host
+// reaches it dword-granular through Memory Read, Write and Fill; Memory Copy
+// fills it with LBAs of NVM namespaces of this controller or of another
+// controller on the same bus, without the data touching host memory.
+
+func init() {
+	cs := &CommandSet{CSI: nvme.CSISLM, Name: "Subsystem Local Memory"}
+	cs.handlers[nvme.OpMemCopy] = slmCopy
+	cs.handlers[nvme.OpMemRead] = slmRead
+	cs.handlers[nvme.OpMemWrite] = slmWrite
+	cs.handlers[nvme.OpMemFill] = slmFill
+	cs.identifyNS = func(c *Controller, ns *namespace, b []byte) {
+		nvme.PutSLMInfo(b, nvme.SLMInfo{Size: ns.slmSize()})
+	}
+	registerCommandSet(cs)
+}
+
+// slmSize is a memory namespace's size in bytes.
+func (ns *namespace) slmSize() uint64 { return ns.blocks << ns.shift }
+
+// slmMem returns the memory of SLM namespace ns, allocating it on first use.
+func (c *Controller) slmMem(ns *namespace) []byte {
+	s := c.compute()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.mem[ns.id]
+	if m == nil {
+		m = alignedAlloc(int(ns.slmSize()))
+		s.mem[ns.id] = m
+	}
+	return m
+}
+
+// slmBytes returns the memory of a range (validated when its set was
+// created), or nil.
+func (c *Controller) slmBytes(r nvme.MemRange) []byte {
+	ns := c.slmNamespace(r.NSID)
+	if ns == nil {
+		return nil
+	}
+	m := c.slmMem(ns)
+	if r.Offset > uint64(len(m)) || uint64(r.Length) > uint64(len(m))-r.Offset {
+		return nil
+	}
+	return m[r.Offset : r.Offset+uint64(r.Length)]
+}
+
+// slmSpan decodes the starting byte (CDW10-11) and length (CDW12) of Memory
+// Read, Write and Fill and checks them.
+func slmSpan(c *Controller, ns *namespace, e *nvme.SQE) ([]byte, completion, bool) {
+	off := uint64(e.CDW10) | uint64(e.CDW11)<<32
+	n := uint64(e.CDW12)
+	if n == 0 || n&3 != 0 || off&3 != 0 {
+		return nil, failDNR(nvme.ErrInvalidField), false
+	}
+	size := ns.slmSize()
+	if off > size || n > size-off {
+		return nil, failDNR(nvme.ErrLBAOutOfRange), false
+	}
+	return c.slmMem(ns)[off : off+n], ok(), true
+}
+
+func slmRead(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
+	m, st, good := slmSpan(c, ns, e)
+	if !good {
+		return st
+	}
+	if !c.checkMDTS(uint64(len(m))) {
+		return failDNR(nvme.ErrInvalidField)
+	}
+	return completion{status: c.writeHost(e, m)}
+}
+
+func slmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
+	m, st, good := slmSpan(c, ns, e)
+	if !good {
+		return st
+	}
+	if !c.checkMDTS(uint64(len(m))) {
+		return failDNR(nvme.ErrInvalidField)
+	}
+	return completion{status: c.readHost(e, m)}
+}
+
+func slmFill(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
+	m, st, good := slmSpan(c, ns, e)
+	if !good {
+		return st
+	}
+	for i := 0; i < len(m); i += 4 {
+		le.PutUint32(m[i:], e.CDW13)
+	}
+	return ok()
+}
+
+// slmCopy is Memory Copy with descriptor format 2h: LBA ranges of NVM
+// namespaces, in order, to consecutive SLM bytes from CDW10-11.
+func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
+	dst := uint64(e.CDW10) | uint64(e.CDW11)<<32
+	nr := int(e.CDW12&0xff) + 1
+	if e.CDW12>>8&0xf != nvme.MemCopyFormatLBA {
+		return failDNR(nvme.ErrInvalidField)
+	}
+	desc := s.scratch[:nr*nvme.MemCopySourceSize]
+	if st := c.readHost(e, desc); st != stOK {
+		return completion{status: st}
+	}
+	type src struct {
+		c   *Controller
+		ns  *namespace
+		d   nvme.MemCopySource
+		len uint64
+	}
+	var srcs [256]src
+	var total uint64
+	for i := 0; i < nr; i++ {
+		d := nvme.ParseMemCopySource(desc[i*nvme.MemCopySourceSize:])
+		sc := c
+		if d.Controller != 0 {
+			if sc = c.bus.controller(d.Controller); sc == nil {
+				return failDNR(nvme.ErrMemoryUnreachable)
+			}
+		}
+		if d.NSID == 0 || int(d.NSID) > len(sc.namespaces) || sc.namespaces[d.NSID-1].csi != nvme.CSINVM {
+			return failDNR(nvme.ErrInvalidNamespace)
+		}
+		sns := sc.namespaces[d.NSID-1]
+		if d.LBA >= sns.blocks || uint64(d.Blocks) > sns.blocks-d.LBA {
+			return failDNR(nvme.ErrLBAOutOfRange)
+		}
+		n := uint64(d.Blocks) << sns.shift
+		srcs[i] = src{sc, sns, d, n}
+		total += n
+	}
+	size := ns.slmSize()
+	if dst > size || total > size-dst {
+		return failDNR(nvme.ErrCapacityExceeded)
+	}
+	mem := c.slmMem(ns)
+	off := dst
+	for i := 0; i < nr; i++ {
+		x := &srcs[i]
+		// The source controller's fault rules apply to the device-internal
+		// read as they would to a host Read of the same blocks.
+		if rules := x.c.faults.Load(); rules != nil && len(*rules) > 0 {
+			rd := nvme.SQE{OPC: nvme.OpRead, CID: e.CID, NSID: x.d.NSID, CDW10: uint32(x.d.LBA), CDW11: uint32(x.d.LBA >> 32), CDW12: x.d.Blocks - 1}
+			if r, done := x.c.applyFaults(*rules, s, &rd); done {
+				return r
+			}
+		}
+		if x.c.closed.Load() {
+			return fail(nvme.ErrMemoryUnreachable)
+		}
+		if !x.ns.null {
+			if x.ns.store.readAt(mem[off:off+x.len], int64(x.d.LBA<<x.ns.shift)) != nil {
+				return fail(nvme.ErrUnrecoveredRead)
+			}
+		}
+		if x.c != c {
+			c.bus.bytes[PeerMemory][1].Add(x.len) // peer-to-peer into device memory
+		}
+		x.c.smart.unitsRead.Add(x.len)
+		off += x.len
+	}
+	return ok()
+}
