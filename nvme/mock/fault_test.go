@@ -521,3 +521,43 @@ func TestBusAccounting(t *testing.T) {
 		t.Errorf("CMB holds %q", cmb.Buf[:8])
 	}
 }
+
+// TestDelay: added latency delays the completion, in both modes; a delay
+// beyond the I/O timeout counts as a timeout.
+func TestDelay(t *testing.T) {
+	for _, mode := range []mock.Mode{mock.Inline, mock.DeviceCore} {
+		r := newRig(t, mock.Config{Mode: mode}, nvme.Options{IOTimeout: 2 * time.Second})
+		h := r.dev.InjectFault(mock.Fault{Opcodes: []uint8{nvme.OpWrite}, Delay: 30 * time.Millisecond})
+		qp, _ := r.ctrl.NewQueuePair(8)
+		rc := newRec()
+		start := time.Now()
+		qp.Write(r.ns, 0, 1, r.buf, 0, rc, 1)
+		drain(t, qp)
+		if d := time.Since(start); d < 30*time.Millisecond || rc.err[1] != nil {
+			t.Errorf("mode %d: delayed write took %v (%v)", mode, d, rc.err[1])
+		}
+		if h.Hits() != 1 {
+			t.Errorf("mode %d: %d hits", mode, h.Hits())
+		}
+	}
+	r := newRig(t, mock.Config{Mode: mock.DeviceCore}, nvme.Options{IOTimeout: 20 * time.Millisecond})
+	r.dev.InjectFault(mock.Fault{Opcodes: []uint8{nvme.OpRead}, Delay: 300 * time.Millisecond, Count: 1})
+	qp, _ := r.ctrl.NewQueuePair(8)
+	rc := newRec()
+	qp.Read(r.ns, 0, 1, r.buf, 0, rc, 1)
+	drain(t, qp)
+	rc.once(t, 1)
+	// The device core was asleep in the delay, so the Abort found nothing
+	// to abort; the command then completed late, successfully.
+	if err := rc.err[1]; err != nil && !errors.Is(err, nvme.ErrTimeout) {
+		t.Errorf("read delayed past the timeout: %v, want success or ErrTimeout", err)
+	}
+	if st := qp.Stats(); st.Timeouts != 1 || st.Aborts != 0 {
+		t.Errorf("stats %+v: want 1 timeout and no abort", st)
+	}
+	qp.Read(r.ns, 0, 1, r.buf, 0, rc, 2)
+	drain(t, qp)
+	if rc.err[2] != nil {
+		t.Errorf("next read: %v", rc.err[2])
+	}
+}
