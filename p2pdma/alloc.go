@@ -112,7 +112,7 @@ func (a *Allocator) Alloc(size int) (uint64, error) {
 	off, ok := a.allocLocked(order)
 	if !ok {
 		a.stats.Failures++
-		return 0, errors.Wrapf(ErrFull, "%d of %d bytes in use, largest free block %d bytes, want %d", a.inUse, a.size, a.largestLocked(), MinBlock<<order)
+		return 0, kindf(ErrFull, "full: %d of %d bytes in use, largest free block %d bytes, want %d", a.inUse, a.size, a.largestLocked(), MinBlock<<order)
 	}
 	return off, nil
 }
@@ -199,7 +199,7 @@ func (a *Allocator) AllocWait(ctx context.Context, size int) (uint64, error) {
 		select {
 		case <-wake:
 		case <-ctx.Done():
-			return 0, errors.Wrapf(err, "p2pdma: no space freed before %v", ctx.Err())
+			return 0, kindf(ErrFull, "%v; no space was freed before %v", err, ctx.Err())
 		}
 	}
 }

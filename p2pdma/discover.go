@@ -121,9 +121,9 @@ func Discover(t nvme.Transport) (CMB, error) {
 	c, err := DecodeCMB(loc, sz)
 	if errors.Is(err, ErrNoCMB) {
 		if modern {
-			return CMB{}, errors.Wrapf(ErrNoCMB, "%s: CAP.CMBS is set but CMBSZ reads 0 after CMBMSC.CRE", t.Name())
+			return CMB{}, kindf(ErrNoCMB, "%s: CAP.CMBS is set but CMBSZ reads 0 after CMBMSC.CRE", t.Name())
 		}
-		return CMB{}, errors.Wrapf(ErrNoCMB, "%s has no controller memory buffer", t.Name())
+		return CMB{}, kindf(ErrNoCMB, "%s has no controller memory buffer", t.Name())
 	}
 	if err != nil {
 		return CMB{}, errors.Wrap(err, t.Name())

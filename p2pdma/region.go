@@ -56,19 +56,19 @@ func Open(c *nvme.Controller) (*Region, error) {
 	}
 	name := c.Name()
 	if _, ok := c.CMBInfo(); !ok { // sets CMBMSC.CRE under the driver's lock
-		return nil, errors.Wrapf(ErrNoCMB, "%s has no controller memory buffer", name)
+		return nil, kindf(ErrNoCMB, "%s has no controller memory buffer", name)
 	}
 	cmb, err := Discover(c.Transport())
 	if err != nil {
 		return nil, err
 	}
 	if !cmb.ReadData && !cmb.WriteData {
-		return nil, errors.Wrapf(ErrNoCMB, "the CMB of %s may hold neither read nor write data (CMBSZ %#08x: RDS and WDS clear)", name, cmb.SZ)
+		return nil, kindf(ErrNoCMB, "the CMB of %s may hold neither read nor write data (CMBSZ %#08x: RDS and WDS clear)", name, cmb.SZ)
 	}
 	dma, _, err := c.MapCMB()
 	if err != nil {
 		if errors.Is(err, nvme.ErrNotSupported) {
-			return nil, errors.Wrapf(ErrNoCMB, "map the CMB of %s: %v", name, err)
+			return nil, kindf(ErrNoCMB, "map the CMB of %s: %v", name, err)
 		}
 		return nil, errors.Wrapf(err, "p2pdma: map the CMB of %s", name)
 	}
@@ -110,9 +110,9 @@ func OpenAny(cs []*nvme.Controller) (*Region, error) {
 		why = append(why, err.Error())
 	}
 	if len(why) == 0 {
-		return nil, errors.Wrap(ErrNoCMB, "no controllers")
+		return nil, kindf(ErrNoCMB, "no controllers")
 	}
-	return nil, errors.Wrapf(ErrNoCMB, "%s", strings.Join(why, "; "))
+	return nil, kindf(ErrNoCMB, "%s", strings.Join(why, "; "))
 }
 
 // Close drops one reference; the last one removes the peers' IOMMU
@@ -193,7 +193,7 @@ func (r *Region) Peer(c *nvme.Controller) (*nvme.DMA, error) {
 	case *mock.Controller:
 		pt, ok := c.Transport().(*mock.Controller)
 		if !ok || pt.Bus() != ot.Bus() {
-			return nil, errors.Wrapf(ErrNoPeerPath, "%s is not on the bus of %s", c.Name(), r.owner.Name())
+			return nil, kindf(ErrNoPeerPath, "%s is not on the bus of %s", c.Name(), r.owner.Name())
 		}
 		if _, kind, ok := ot.Bus().Translate(r.dma.IOVA, len(r.dma.Buf)); !ok || kind != mock.PeerMemory {
 			return nil, errors.Errorf("p2pdma: the CMB of %s is not mapped on its bus at %#x", r.owner.Name(), r.dma.IOVA)
@@ -203,7 +203,7 @@ func (r *Region) Peer(c *nvme.Controller) (*nvme.DMA, error) {
 	case *vfio.Device:
 		pt, ok := c.Transport().(*vfio.Device)
 		if !ok {
-			return nil, errors.Wrapf(ErrNoPeerPath, "%s is not a VFIO device like %s", c.Name(), r.owner.Name())
+			return nil, kindf(ErrNoPeerPath, "%s is not a VFIO device like %s", c.Name(), r.owner.Name())
 		}
 		if r.vcmb == nil {
 			vc, err := ot.CMB()
@@ -214,14 +214,14 @@ func (r *Region) Peer(c *nvme.Controller) (*nvme.DMA, error) {
 		}
 		v, err := pt.MapPeer(r.vcmb)
 		if err != nil {
-			return nil, errors.Wrapf(ErrNoPeerPath, "%v", err)
+			return nil, kindf(ErrNoPeerPath, "%v", err)
 		}
 		vc := r.vcmb
 		r.undo = append(r.undo, func() error { return pt.UnmapPeer(vc) })
 		r.peers[c] = v
 		return v, nil
 	}
-	return nil, errors.Wrapf(ErrNoPeerPath, "transport %T of %s cannot share its CMB", r.owner.Transport(), r.owner.Name())
+	return nil, kindf(ErrNoPeerPath, "transport %T of %s cannot share its CMB", r.owner.Transport(), r.owner.Name())
 }
 
 // Block is an allocated part of a region.
@@ -235,16 +235,24 @@ type Block struct {
 func (r *Region) Alloc(size int) (Block, error) {
 	off, err := r.alloc.Alloc(size)
 	if err != nil {
-		return Block{}, errors.Wrap(err, r.Name())
+		return Block{}, r.wrap(err)
 	}
 	return Block{Off: off, Size: size}, nil
+}
+
+// wrap prefixes err with the region's name, keeping its kind.
+func (r *Region) wrap(err error) error {
+	if errors.Is(err, ErrFull) {
+		return kindf(ErrFull, "%s: %v", r.Name(), err)
+	}
+	return errors.Wrap(err, r.Name())
 }
 
 // AllocWait is Alloc that waits for space until ctx ends.
 func (r *Region) AllocWait(ctx context.Context, size int) (Block, error) {
 	off, err := r.alloc.AllocWait(ctx, size)
 	if err != nil {
-		return Block{}, errors.Wrap(err, r.Name())
+		return Block{}, r.wrap(err)
 	}
 	return Block{Off: off, Size: size}, nil
 }
