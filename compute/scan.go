@@ -9,6 +9,8 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/compute/image"
+	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
 )
@@ -132,6 +134,10 @@ type Options struct {
 	// ProgressEvery (default 200 ms), on the goroutine that called Scan.
 	Progress      func(scanned, total uint64)
 	ProgressEvery time.Duration
+	// Devices are controllers the scan may offload to; those whose Identify
+	// data shows the Computational Programs and Subsystem Local Memory
+	// command sets are used (others are ignored).
+	Devices []*nvme.Controller
 }
 
 // Staging is where host engines stage the chunks they read.
@@ -203,12 +209,14 @@ type Stats struct {
 // when every target is done, or, after ctx ends, when the chunks in flight
 // are; then the error is ctx's. Faulty chunks are reported in Stats.Faults
 // and do not stop the scan.
+//
+// Per target the engine is chosen by opts.Engine: EngineAuto offloads to a
+// compute-capable controller of opts.Devices that reaches the target's data
+// and scans on host cores otherwise, EngineDevice fails unless every target
+// can be offloaded, EngineHost never offloads.
 func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executable, targets []Target, opts Options) (*Stats, error) {
 	if cb.descs == nil {
 		return nil, errors.Errorf("compute bdev %s: closed", cb.name)
-	}
-	if opts.Engine == EngineDevice {
-		return nil, errors.Errorf("compute bdev %s: no compute-capable controller can reach the targets (device offload needs a controller with the Computational Programs command set)", cb.name)
 	}
 	if opts.ChunkBytes == 0 {
 		opts.ChunkBytes = 256 << 10
@@ -224,10 +232,22 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	}
 	reactors := g.Reactors()
 	st := &Stats{Engines: []EngineStats{{Name: "host"}}}
-	var jobs []*scanJob
+	var devs []*offDevice
+	if opts.Engine != EngineHost && len(opts.Devices) > 0 {
+		img, err := image.Encode(exe.Program())
+		if err != nil {
+			return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
+		}
+		if devs, err = openOffload(opts.Devices, img); err != nil {
+			return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
+		}
+		defer closeOffload(devs)
+	}
+	var jobs []job
 	var total uint64
 	for ti, t := range targets {
 		if t.Base < 0 || t.Base >= len(cb.bases) {
+			stopScanJobs(jobs)
 			return nil, errors.Errorf("compute bdev %s: target %d names base %d of %d", cb.name, ti, t.Base, len(cb.bases))
 		}
 		b := cb.bases[t.Base]
@@ -236,10 +256,9 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			n = b.NumBlocks() - min(t.Start, b.NumBlocks())
 		}
 		if t.Start >= b.NumBlocks() || n > b.NumBlocks()-t.Start {
+			stopScanJobs(jobs)
 			return nil, errors.Errorf("compute bdev %s: target %d, blocks %d+%d, runs past the end of %s (%d blocks)", cb.name, ti, t.Start, n, b.Name(), b.NumBlocks())
 		}
-		st.Targets = append(st.Targets, TargetStats{Base: b.Name(), NSID: b.Info().NSID, Engine: "host", Blocks: n})
-		st.Engines[0].Targets++
 		total += n * uint64(b.BlockSize())
 		// Split each target over the reactors so one namespace keeps every
 		// core busy; small targets stay whole.
@@ -249,20 +268,64 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			parts = 1
 		}
 		per := (n + parts - 1) / parts
-		for p := uint64(0); p < parts; p++ {
+		dev := cb.offloadFor(devs, b, t.Start, opts.Engine)
+		if dev == nil && opts.Engine == EngineDevice {
+			stopScanJobs(jobs)
+			return nil, errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name())
+		}
+		var planned []job
+		var err error
+		for p := uint64(0); p < parts && err == nil; p++ {
 			lo := t.Start + p*per
 			hi := min(lo+per, t.Start+n)
 			if lo >= hi {
 				break
 			}
 			r := reactors[(ti+int(p))%len(reactors)]
-			j, err := newScanJob(r, cb.descs[t.Base], exe, ti, lo, hi, chunkBlocks, opts)
-			if err != nil {
-				stopScanJobs(jobs)
-				return nil, err
+			var j job
+			if dev != nil {
+				j, err = newOffJob(r, dev, b, exe.Program().Type, ti, lo, hi, chunkBlocks, opts)
+			} else {
+				j, err = newScanJob(r, cb.descs[t.Base], exe, ti, lo, hi, chunkBlocks, opts)
 			}
-			jobs = append(jobs, j)
+			if err == nil {
+				planned = append(planned, j)
+			}
 		}
+		if err != nil && dev != nil && errors.Is(err, errNoDeviceMemory) && opts.Engine == EngineAuto {
+			// The device is full: scan this target on host cores.
+			stopScanJobs(planned)
+			planned, dev, err = nil, nil, nil
+			for p := uint64(0); p < parts && err == nil; p++ {
+				lo := t.Start + p*per
+				hi := min(lo+per, t.Start+n)
+				if lo >= hi {
+					break
+				}
+				var j job
+				if j, err = newScanJob(reactors[(ti+int(p))%len(reactors)], cb.descs[t.Base], exe, ti, lo, hi, chunkBlocks, opts); err == nil {
+					planned = append(planned, j)
+				}
+			}
+		}
+		if err != nil {
+			stopScanJobs(planned)
+			stopScanJobs(jobs)
+			return nil, errors.Wrapf(err, "compute bdev %s: target %d (%s)", cb.name, ti, b.Name())
+		}
+		jobs = append(jobs, planned...)
+		engName := "host"
+		if dev != nil {
+			if dev.stats == 0 {
+				dev.stats = len(st.Engines)
+				st.Engines = append(st.Engines, EngineStats{Name: dev.c.Name()})
+			}
+			engName = dev.c.Name()
+			st.Engines[dev.stats].Targets++
+		} else {
+			st.Engines[0].Targets++
+		}
+		st.Targets = append(st.Targets, TargetStats{Base: b.Name(), NSID: b.Info().NSID, Engine: engName, Blocks: n})
 	}
 	start := time.Now()
 	for _, j := range jobs {
@@ -281,7 +344,8 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	for remaining > 0 {
 		got := 0
 		remaining = 0
-		for _, j := range jobs {
+		for _, jj := range jobs {
+			j := jj.base()
 			n := j.matches.PopBatch(buf[:])
 			got += n
 			for _, m := range buf[:n] {
@@ -298,7 +362,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		if !cancelled && ctx.Err() != nil {
 			cancelled = true
 			for _, j := range jobs {
-				j.cancel.Store(true)
+				j.base().cancel.Store(true)
 			}
 		}
 		select {
@@ -306,7 +370,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			if opts.Progress != nil {
 				var done uint64
 				for _, j := range jobs {
-					done += j.pubScanned.Load()
+					done += j.base().pubScanned.Load()
 				}
 				opts.Progress(done, total)
 			}
@@ -323,40 +387,130 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	}
 	st.Elapsed = time.Since(start)
 	var insts []*engine.Instance
-	for _, j := range jobs {
+	var hostBytes, deviceToHost uint64
+	for _, jj := range jobs {
+		j := jj.base()
 		ts := &st.Targets[j.target]
 		ts.BytesScanned += j.scanned
 		st.BytesScanned += j.scanned
 		st.Overflows += j.overflows
-		st.Engines[0].Chunks += j.chunkCount
-		st.Engines[0].BytesScanned += j.scanned
-		st.Engines[0].RunTime += time.Duration(j.runNS)
 		st.Faults = append(st.Faults, j.faults...)
-		insts = append(insts, j.inst)
+		es := &st.Engines[0]
+		switch x := jj.(type) {
+		case *scanJob:
+			hostBytes += j.scanned
+			insts = append(insts, x.inst)
+		case *offJob:
+			es = &st.Engines[x.dev.stats]
+			deviceToHost += x.toHost
+		}
+		es.Chunks += j.chunkCount
+		es.BytesScanned += j.scanned
+		es.RunTime += time.Duration(j.runNS)
 	}
-	// Host engines bring every byte to the host CPU; staged in a peer's CMB
-	// it never touches host DRAM.
-	st.BytesToHost = st.BytesScanned
+	stopScanJobs(jobs)
+	// Host engines bring every byte to the host CPU (staged in a peer's CMB
+	// it never touches host DRAM); offloaded targets deliver only their
+	// match lists and the program's maps.
+	st.BytesToHost = hostBytes + deviceToHost
 	if opts.Staging == nil || opts.Staging.ThroughHost() {
-		st.BytesThroughHost = st.BytesScanned
+		st.BytesThroughHost = hostBytes
 	}
 	st.Maps = engine.MergeMaps(insts...)
-	stopScanJobs(jobs)
+	if len(insts) == 0 {
+		st.Maps = nil
+	}
+	var stateErr error
+	for _, d := range devs {
+		if d.stats == 0 || !hasWritableMaps(exe.Program()) {
+			continue
+		}
+		maps, moved, err := d.state()
+		st.BytesToHost += moved
+		if err != nil {
+			stateErr = err
+			continue
+		}
+		st.Maps = mergeMapData(st.Maps, maps)
+	}
 	if cancelled {
 		return st, ctx.Err()
 	}
-	return st, nil
+	return st, stateErr
+}
+
+func hasWritableMaps(p *engine.Program) bool {
+	for _, m := range p.Maps {
+		if !m.ReadOnly {
+			return true
+		}
+	}
+	return false
+}
+
+// offloadFor returns the compute device that takes target base b, or nil.
+func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, start uint64, kind EngineKind) *offDevice {
+	if kind == EngineHost {
+		return nil
+	}
+	c, ns := bdev.NVMeNamespace(b)
+	if c == nil {
+		return nil
+	}
+	for _, d := range devs {
+		if d.reaches(c, ns, start) {
+			return d
+		}
+	}
+	return nil
+}
+
+// jobBase is what every scan job (host or offload) shares with Scan: the
+// match ring, the published progress and the counters read after the end.
+type jobBase struct {
+	r        *poller.Reactor
+	target   int
+	baseName string
+
+	scanned, overflows, chunkCount uint64
+	runNS                          int64
+	faults                         []ChunkFault
+
+	matches    *poller.SPSC[Match]
+	finished   atomic.Bool
+	cancel     atomic.Bool
+	pubScanned atomic.Uint64
+	done       chan struct{}
+}
+
+// push moves matches from *out to the ring; false if the ring filled first.
+func (j *jobBase) push(out *[]Match) bool {
+	o := *out
+	k := 0
+	for k < len(o) && j.matches.Push(o[k]) {
+		k++
+	}
+	*out = o[:copy(o, o[k:])]
+	return len(*out) == 0
+}
+
+func (j *jobBase) base() *jobBase { return j }
+
+// job is a host scan job or an offload job.
+type job interface {
+	base() *jobBase
+	start() error
+	stop()
 }
 
 // scanJob scans blocks [next, end) of one base on one reactor. All fields
 // but the published ones are owned by the reactor.
 type scanJob struct {
-	r       *poller.Reactor
+	jobBase
 	desc    *bdev.Desc
 	staging Staging
 	inst    *engine.Instance
 	typ     abi.Type
-	target  int
 	nsid    uint32
 	bs      uint64
 	next    uint64
@@ -366,18 +520,8 @@ type scanJob struct {
 	poll    *poller.Poller
 	chunks  []chunk
 	// pending are chunks whose matches did not fit in the ring yet.
-	pending []*chunk
-
-	scanned, overflows, chunkCount uint64
-	runNS                          int64
-	faults                         []ChunkFault
-	stopping                       bool
-
-	matches    *poller.SPSC[Match]
-	finished   atomic.Bool
-	cancel     atomic.Bool
-	pubScanned atomic.Uint64
-	done       chan struct{}
+	pending  []*chunk
+	stopping bool
 }
 
 type chunk struct {
@@ -396,9 +540,10 @@ func newScanJob(r *poller.Reactor, d *bdev.Desc, exe *engine.Executable, target 
 		return nil, err
 	}
 	j := &scanJob{
-		r: r, desc: d, inst: exe.NewInstance(), typ: exe.Program().Type,
-		target: target, nsid: b.Info().NSID, bs: uint64(b.BlockSize()),
-		next: lo, end: hi, per: per, matches: ring, done: make(chan struct{}),
+		jobBase: jobBase{r: r, target: target, baseName: b.Name(), matches: ring, done: make(chan struct{})},
+		desc:    d, inst: exe.NewInstance(), typ: exe.Program().Type,
+		nsid: b.Info().NSID, bs: uint64(b.BlockSize()),
+		next: lo, end: hi, per: per,
 	}
 	emitCap := opts.EmitCap
 	if emitCap <= 0 {
@@ -491,7 +636,7 @@ func onChunkRead(io *bdev.IO) {
 	} else {
 		j.run(c)
 	}
-	if len(c.out) > 0 && !j.push(c) {
+	if len(c.out) > 0 && !j.push(&c.out) {
 		j.pending = append(j.pending, c)
 		return
 	}
@@ -532,16 +677,6 @@ func (j *scanJob) run(c *chunk) {
 	}
 }
 
-// push moves c's matches to the ring; false if the ring filled first.
-func (j *scanJob) push(c *chunk) bool {
-	k := 0
-	for k < len(c.out) && j.matches.Push(c.out[k]) {
-		k++
-	}
-	c.out = c.out[:copy(c.out, c.out[k:])]
-	return len(c.out) == 0
-}
-
 func (j *scanJob) pollOnce() poller.Status {
 	if j.finished.Load() {
 		return poller.Idle
@@ -551,7 +686,7 @@ func (j *scanJob) pollOnce() poller.Status {
 		j.stopping = true
 	}
 	// Chunks held back by a full ring go out first, then read on.
-	for len(j.pending) > 0 && j.push(j.pending[0]) {
+	for len(j.pending) > 0 && j.push(&j.pending[0].out) {
 		c := j.pending[0]
 		j.pending = j.pending[:copy(j.pending, j.pending[1:])]
 		j.issue(c)
@@ -568,8 +703,14 @@ func (j *scanJob) pollOnce() poller.Status {
 	return poller.Idle
 }
 
-func stopScanJobs(jobs []*scanJob) {
+func stopScanJobs(jobs []job) {
 	for _, j := range jobs {
+		j.stop()
+	}
+}
+
+func (j *scanJob) stop() {
+	{
 		if j.ch != nil {
 			done := make(chan struct{})
 			if j.r.Send(func() {

@@ -23,6 +23,8 @@ var needle = []byte("BPFBLK!!")
 // sizes, filled with random bytes and the needle planted in some blocks.
 type fixture struct {
 	g     *poller.Group
+	bus   *mock.Bus
+	mocks []*mock.Controller
 	bdevs []*bdev.Bdev
 	data  [][]byte
 }
@@ -35,7 +37,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(func() { g.Stop() })
 	bus := mock.NewBus()
-	f := &fixture{g: g}
+	f := &fixture{g: g, bus: bus}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for ci, nss := range [][]mock.NamespaceConfig{
 		{{Kind: mock.Memory, Size: 1 << 20, LBASize: 512}, {Kind: mock.Memory, Size: 2 << 20, LBASize: 4096}},
@@ -50,6 +52,7 @@ func newFixture(t *testing.T) *fixture {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close(); mc.Close() })
+		f.mocks = append(f.mocks, mc)
 		for _, ns := range c.Namespaces() {
 			b, err := bdev.NewNVMe(c.Name()+"n"+string(rune('0'+ns.ID)), c, ns)
 			if err != nil {

@@ -1,0 +1,586 @@
+package compute
+
+import (
+	"bytes"
+	"encoding/binary"
+	"sort"
+	"time"
+
+	"github.com/pkg/errors"
+
+	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/compute/image"
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/poller"
+)
+
+// Offload to a computational storage controller. A controller qualifies
+// because Identify says so (nvme.Controller.ComputeNamespaces: the CP and SLM
+// command sets); a target is offloaded to it when a one-block Memory Copy of
+// the target's namespace into its memory succeeds, i.e. when the device can
+// reach the data. Per chunk the host then submits
+//
+//	Memory Copy (LBAs of the data namespace -> SLM data range)
+//	Execute Program (range set: data range, output range)
+//	Memory Read (ExecResult header + emitted values -> host)
+//
+// so only the match list crosses to the host (nvme/compute.go defines the
+// convention). Several chunks are in flight per job; each has its own SLM
+// ranges and memory range set.
+
+// offloadTimeout bounds every synchronous device command of the setup.
+const offloadTimeout = 10 * time.Second
+
+// firstRead is how many emitted values the first Memory Read fetches with
+// the result header; more take a second read.
+const firstRead = 14
+
+// offDevice is one compute controller prepared for a scan: the program loaded
+// and active, SLM handed out by a bump allocator.
+type offDevice struct {
+	c      *nvme.Controller
+	cn     nvme.ComputeNamespace
+	slm    *nvme.Namespace
+	size   uint64
+	next   uint64 // SLM bump allocator
+	slot   int    // program slot, -1 until loaded
+	rsids  []uint16
+	reach  map[reachKey]bool
+	stats  int // index in Stats.Engines
+	stateR uint16
+	stateO uint64
+}
+
+type reachKey struct {
+	c    *nvme.Controller
+	nsid uint32
+}
+
+// syncCommand submits one command on qp and waits for it.
+func syncCommand(qp *nvme.QueuePair, submit func(nvme.Completer) error) (uint64, error) {
+	var done bool
+	var res uint64
+	var cerr error
+	cb := nvme.CompleterFunc(func(_ uint64, r uint64, err error) { done, res, cerr = true, r, err })
+	if err := submit(cb); err != nil {
+		return 0, err
+	}
+	deadline := time.Now().Add(offloadTimeout)
+	for !done {
+		if qp.Process(0) == 0 {
+			if time.Now().After(deadline) {
+				return 0, errors.New("compute: device command timed out")
+			}
+			time.Sleep(10 * time.Microsecond)
+		}
+	}
+	return res, cerr
+}
+
+// openOffload prepares every compute-capable controller of devs.
+func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
+	var out []*offDevice
+	for _, c := range devs {
+		cns, err := c.ComputeNamespaces()
+		if err != nil {
+			closeOffload(out)
+			return nil, err
+		}
+		if len(cns) == 0 || len(cns[0].Memory) == 0 {
+			continue
+		}
+		d := &offDevice{c: c, cn: cns[0], slm: cns[0].Memory[0], size: cns[0].Sizes[0], slot: -1, reach: map[reachKey]bool{}}
+		if uint64(len(img)) > uint64(d.cn.Info.MaxProgram) || d.cn.Info.ProgTypes&1 == 0 {
+			continue
+		}
+		var lerr error
+		for s := 0; s < int(d.cn.Info.Slots); s++ {
+			if lerr = c.LoadProgram(d.cn.CP, uint16(s), nvme.ProgTypeEBPF, img, 0); lerr == nil {
+				d.slot = s
+				break
+			}
+			if !errors.Is(lerr, nvme.ErrProgramActive) {
+				break
+			}
+		}
+		if d.slot < 0 {
+			closeOffload(out)
+			return nil, errors.Wrapf(lerr, "compute: load the program into %s", c.Name())
+		}
+		if err := c.ActivateProgram(d.cn.CP, uint16(d.slot)); err != nil {
+			c.UnloadProgram(d.cn.CP, uint16(d.slot))
+			closeOffload(out)
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func closeOffload(devs []*offDevice) {
+	for _, d := range devs {
+		for _, rs := range d.rsids {
+			d.c.DeleteRangeSet(d.cn.CP, rs)
+		}
+		d.rsids = nil
+		if d.slot >= 0 {
+			d.c.DeactivateProgram(d.cn.CP, uint16(d.slot))
+			d.c.UnloadProgram(d.cn.CP, uint16(d.slot))
+			d.slot = -1
+		}
+	}
+}
+
+// alloc hands out n bytes of SLM (4 KiB aligned), or false when full.
+func (d *offDevice) alloc(n uint64) (uint64, bool) {
+	n = (n + 4095) &^ 4095
+	if d.next+n > d.size {
+		return 0, false
+	}
+	off := d.next
+	d.next += n
+	return off, true
+}
+
+// reaches reports whether d can copy blocks of ns (of controller c) into its
+// memory: it tries a one-block Memory Copy.
+func (d *offDevice) reaches(c *nvme.Controller, ns *nvme.Namespace, lba uint64) bool {
+	k := reachKey{c, ns.ID}
+	if r, ok := d.reach[k]; ok {
+		return r
+	}
+	ok := false
+	if qp, err := d.c.NewQueuePair(4); err == nil {
+		src := []nvme.MemCopySource{{Controller: cntlid(d.c, c), NSID: ns.ID, LBA: lba, Blocks: 1}}
+		if d.size >= uint64(ns.BlockSize) {
+			_, err = syncCommand(qp, func(cb nvme.Completer) error { return qp.MemoryCopy(d.slm, 0, src, cb, 0) })
+			ok = err == nil
+		}
+		qp.Close()
+	}
+	d.reach[k] = ok
+	return ok
+}
+
+// cntlid names data controller c as a Memory Copy source of device dev.
+func cntlid(dev, c *nvme.Controller) uint16 {
+	if dev == c {
+		return 0
+	}
+	return c.IdentifyData().CNTLID
+}
+
+// state fetches the device's merged map state of the program.
+func (d *offDevice) state() ([]engine.MapData, uint64, error) {
+	const stateBytes = 1 << 20
+	off, ok := d.alloc(stateBytes)
+	if !ok {
+		return nil, 0, errors.Errorf("compute: %s: no device memory left for the program's maps", d.c.Name())
+	}
+	rs, err := d.c.CreateRangeSet(d.cn.CP, []nvme.MemRange{{NSID: d.slm.ID, Offset: off, Length: 4}, {NSID: d.slm.ID, Offset: off, Length: stateBytes}})
+	if err != nil {
+		return nil, 0, err
+	}
+	d.rsids = append(d.rsids, rs)
+	qp, err := d.c.NewQueuePair(4)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer qp.Close()
+	if _, err := syncCommand(qp, func(cb nvme.Completer) error {
+		return qp.ExecuteProgram(d.cn.CP, uint16(d.slot), rs, 0, 0, 0, nvme.ExecFlagState, cb, 0)
+	}); err != nil {
+		return nil, 0, errors.Wrapf(err, "compute: %s: read program maps", d.c.Name())
+	}
+	buf, err := d.c.Transport().AllocDMA(stateBytes)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer d.c.Transport().FreeDMA(buf)
+	moved := uint64(0)
+	read := func(at, n int) error {
+		for n > 0 {
+			k := min(n, d.c.MaxTransfer())
+			if _, err := syncCommand(qp, func(cb nvme.Completer) error { return qp.MemoryRead(d.slm, off+uint64(at), buf, at, k, cb, 0) }); err != nil {
+				return err
+			}
+			moved += uint64(k)
+			at, n = at+k, n-k
+		}
+		return nil
+	}
+	if err := read(0, nvme.ExecResultSize); err != nil {
+		return nil, moved, err
+	}
+	h := nvme.ParseExecResult(buf.Buf)
+	if h.Flags&nvme.ExecOverflow != 0 || int(h.Count) > stateBytes-nvme.ExecResultSize {
+		return nil, moved, errors.Errorf("compute: %s: program maps (%d bytes) exceed the %d-byte state area", d.c.Name(), h.Count, stateBytes)
+	}
+	if err := read(nvme.ExecResultSize, int(h.Count+3)&^3); err != nil {
+		return nil, moved, err
+	}
+	maps, err := image.DecodeMaps(buf.Buf[nvme.ExecResultSize : nvme.ExecResultSize+int(h.Count)])
+	return maps, moved, err
+}
+
+// mergeMapData adds b's entries into a (same rule as engine.MergeMaps:
+// values added word by word).
+func mergeMapData(a, b []engine.MapData) []engine.MapData {
+	for _, mb := range b {
+		i := -1
+		for k := range a {
+			if a[k].Name == mb.Name {
+				i = k
+				break
+			}
+		}
+		if i < 0 {
+			a = append(a, mb)
+			continue
+		}
+		ma := &a[i]
+		for _, e := range mb.Entries {
+			j := sort.Search(len(ma.Entries), func(x int) bool { return bytes.Compare(ma.Entries[x].Key, e.Key) >= 0 })
+			if j < len(ma.Entries) && bytes.Equal(ma.Entries[j].Key, e.Key) {
+				addWords(ma.Entries[j].Value, e.Value)
+				continue
+			}
+			ma.Entries = append(ma.Entries, engine.MapEntry{})
+			copy(ma.Entries[j+1:], ma.Entries[j:])
+			ma.Entries[j] = engine.MapEntry{Key: bytes.Clone(e.Key), Value: bytes.Clone(e.Value)}
+		}
+	}
+	return a
+}
+
+func addWords(dst, src []byte) {
+	n := min(len(dst), len(src))
+	switch {
+	case n%8 == 0:
+		for i := 0; i < n; i += 8 {
+			binary.LittleEndian.PutUint64(dst[i:], binary.LittleEndian.Uint64(dst[i:])+binary.LittleEndian.Uint64(src[i:]))
+		}
+	case n%4 == 0:
+		for i := 0; i < n; i += 4 {
+			binary.LittleEndian.PutUint32(dst[i:], binary.LittleEndian.Uint32(dst[i:])+binary.LittleEndian.Uint32(src[i:]))
+		}
+	default:
+		for i := 0; i < n; i++ {
+			dst[i] += src[i]
+		}
+	}
+}
+
+// offJob scans blocks [next, end) of one base by offload, driven from one
+// reactor through its own queue pair to the compute controller.
+type offJob struct {
+	jobBase
+	dev    *offDevice
+	qp     *nvme.QueuePair
+	ns     *nvme.Namespace // data namespace
+	srcCtl uint16
+	typ    abi.Type
+	nsid   uint32
+	bs     uint64
+	next   uint64
+	end    uint64
+	per    uint64
+	chunks []offChunk
+	// pending are chunks whose matches did not fit in the ring yet.
+	pending  []*offChunk
+	stopping bool
+	poll     *poller.Poller
+	toHost   uint64
+	emitCap  int
+}
+
+// Chunk states: which command is outstanding.
+const (
+	stCopy = iota
+	stExec
+	stRead
+	stReadMore
+)
+
+type offChunk struct {
+	j       *offJob
+	dataOff uint64 // SLM offset of the data range
+	outOff  uint64 // SLM offset of the output range
+	rsid    uint16
+	buf     *nvme.DMA // host buffer for the match list
+	srcs    []nvme.MemCopySource
+	state   int
+	lba     uint64
+	blocks  uint64
+	count   int
+	t0      time.Time
+	out     []Match
+}
+
+func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, target int, lo, hi, per uint64, opts Options) (*offJob, error) {
+	ring, err := poller.NewSPSC[Match](4096)
+	if err != nil {
+		return nil, err
+	}
+	c, ns := bdev.NVMeNamespace(base)
+	j := &offJob{jobBase: jobBase{r: r, target: target, baseName: base.Name(), matches: ring, done: make(chan struct{})},
+		dev: d, ns: ns, srcCtl: cntlid(d.c, c), typ: typ, nsid: ns.ID, bs: uint64(ns.BlockSize),
+		next: lo, end: hi, per: per}
+	emitCap := opts.EmitCap
+	if emitCap <= 0 {
+		emitCap = max(int(per), 1024)
+	}
+	// The rest of a match list is one Memory Read.
+	emitCap = min(emitCap, (d.c.MaxTransfer()-nvme.ExecResultSize)/8)
+	j.emitCap = emitCap
+	outBytes := uint64(nvme.ExecResultSize + 8*emitCap)
+	if outBytes > 1<<32-1 || per*j.bs > 1<<32-1 {
+		return nil, errors.New("compute: chunk too large for offload")
+	}
+	srcs := int((per + 65535) / 65536)
+	if srcs > 128 {
+		return nil, errors.New("compute: chunk too large for one Memory Copy")
+	}
+	j.chunks = make([]offChunk, opts.InFlight)
+	for i := range j.chunks {
+		ch := &j.chunks[i]
+		dataOff, ok1 := d.alloc(per * j.bs)
+		outOff, ok2 := d.alloc(outBytes)
+		if !ok1 || !ok2 {
+			j.free()
+			return nil, errNoDeviceMemory
+		}
+		rs, err := d.c.CreateRangeSet(d.cn.CP, []nvme.MemRange{
+			{NSID: d.slm.ID, Offset: dataOff, Length: uint32(per * j.bs)},
+			{NSID: d.slm.ID, Offset: outOff, Length: uint32(outBytes)},
+		})
+		if err != nil {
+			j.free()
+			return nil, err
+		}
+		d.rsids = append(d.rsids, rs)
+		buf, err := d.c.Transport().AllocDMA(int(outBytes))
+		if err != nil {
+			j.free()
+			return nil, err
+		}
+		*ch = offChunk{j: j, dataOff: dataOff, outOff: outOff, rsid: rs, buf: buf,
+			srcs: make([]nvme.MemCopySource, 0, srcs), out: make([]Match, 0, emitCap)}
+	}
+	j.pending = make([]*offChunk, 0, len(j.chunks))
+	return j, nil
+}
+
+var errNoDeviceMemory = errors.New("compute: the compute device's memory is exhausted")
+
+func (j *offJob) free() {
+	for _, c := range j.chunks {
+		if c.buf != nil {
+			j.dev.c.Transport().FreeDMA(c.buf)
+		}
+	}
+	j.chunks = nil
+}
+
+func (j *offJob) start() error {
+	errc := make(chan error, 1)
+	err := j.r.Send(func() {
+		qp, err := j.dev.c.NewQueuePair(2*len(j.chunks) + 2)
+		if err != nil {
+			errc <- err
+			return
+		}
+		j.qp = qp
+		p, err := j.r.Register("scan-offload", j.pollOnce, 0)
+		if err != nil {
+			qp.Close()
+			j.qp = nil
+			errc <- err
+			return
+		}
+		j.poll = p
+		for i := range j.chunks {
+			j.issue(&j.chunks[i])
+		}
+		errc <- nil
+	})
+	if err != nil {
+		return errors.Wrapf(err, "compute: start offload on core %d", j.r.Core())
+	}
+	return <-errc
+}
+
+func (j *offJob) stop() {
+	if j.qp != nil {
+		done := make(chan struct{})
+		if j.r.Send(func() {
+			if j.poll != nil {
+				j.poll.Unregister()
+			}
+			j.qp.Close()
+			close(done)
+		}) == nil {
+			<-done
+		}
+		j.qp = nil
+	}
+	j.free()
+}
+
+// issue starts the next chunk in c: Memory Copy of its blocks into SLM.
+func (j *offJob) issue(c *offChunk) {
+	if j.next >= j.end || j.stopping {
+		return
+	}
+	c.lba = j.next
+	c.blocks = min(j.per, j.end-j.next)
+	j.next += c.blocks
+	c.srcs = c.srcs[:0]
+	for b := uint64(0); b < c.blocks; b += 65536 {
+		c.srcs = append(c.srcs, nvme.MemCopySource{Controller: j.srcCtl, NSID: j.nsid, LBA: c.lba + b, Blocks: uint32(min(65536, c.blocks-b))})
+	}
+	c.state = stCopy
+	if err := j.qp.MemoryCopy(j.dev.slm, c.dataOff, c.srcs, c, 0); err != nil {
+		// Only a broken queue pair refuses a command here: end the job.
+		j.fault(c, errors.Wrap(err, "memory copy"))
+		j.stopping = true
+	}
+}
+
+func (j *offJob) fault(c *offChunk, err error) {
+	j.faults = append(j.faults, ChunkFault{Target: j.target, Base: j.baseName, LBA: c.lba, Blocks: c.blocks,
+		Err: errors.Wrapf(err, "offloaded to %s", j.dev.c.Name())})
+}
+
+// Complete advances a chunk through copy, execute and read-back. It runs on
+// the job's reactor.
+func (c *offChunk) Complete(tag uint64, _ uint64, err error) {
+	j := c.j
+	if !c.step(tag, err) {
+		return // the next command of the chunk is in flight
+	}
+	if len(c.out) > 0 && !j.push(&c.out) {
+		j.pending = append(j.pending, c)
+		return
+	}
+	j.issue(c)
+}
+
+// step handles the completion of the chunk's current command and submits
+// the next one; it reports whether the chunk is finished.
+func (c *offChunk) step(tag uint64, err error) bool {
+	j := c.j
+	var next error
+	switch c.state {
+	case stCopy:
+		if err != nil {
+			j.fault(c, errors.Wrap(err, "memory copy into device memory"))
+			return true
+		}
+		c.state = stExec
+		c.t0 = time.Now()
+		next = j.qp.ExecuteProgram(j.dev.cn.CP, uint16(j.dev.slot), c.rsid, uint32(c.blocks*j.bs), c.lba, uint64(j.nsid)|j.bs<<32, 0, c, 0)
+	case stExec:
+		j.runNS += int64(time.Since(c.t0))
+		j.chunkCount++
+		j.scanned += c.blocks * j.bs
+		j.pubScanned.Store(j.scanned)
+		if err != nil {
+			j.fault(c, errors.Wrap(err, "program"))
+			return true
+		}
+		c.state = stRead
+		n := nvme.ExecResultSize + 8*min(firstRead, j.emitCap)
+		next = j.qp.MemoryRead(j.dev.slm, c.outOff, c.buf, 0, n, c, uint64(n))
+	case stRead:
+		if err != nil {
+			j.fault(c, errors.Wrap(err, "read back matches"))
+			return true
+		}
+		j.toHost += tag
+		h := nvme.ParseExecResult(c.buf.Buf)
+		if h.Flags&nvme.ExecOverflow != 0 {
+			j.overflows++
+		}
+		c.count = int(h.Count)
+		if c.count > j.emitCap {
+			j.fault(c, errors.Errorf("device reported %d values in a %d-value output range", c.count, j.emitCap))
+			return true
+		}
+		if c.count <= firstRead {
+			j.collect(c)
+			return true
+		}
+		c.state = stReadMore
+		at := nvme.ExecResultSize + 8*firstRead
+		n := 8 * (c.count - firstRead)
+		next = j.qp.MemoryRead(j.dev.slm, c.outOff+uint64(at), c.buf, at, n, c, uint64(n))
+	case stReadMore:
+		if err != nil {
+			j.fault(c, errors.Wrap(err, "read back matches"))
+			return true
+		}
+		j.toHost += tag
+		j.collect(c)
+		return true
+	}
+	if next != nil {
+		j.fault(c, errors.Wrap(next, "submit"))
+		return true
+	}
+	return false
+}
+
+// collect turns the read-back values into matches.
+func (j *offJob) collect(c *offChunk) {
+	n := c.blocks * j.bs
+	vals := c.buf.Buf[nvme.ExecResultSize:]
+	for i := 0; i < c.count; i++ {
+		v := binary.LittleEndian.Uint64(vals[8*i:])
+		m := Match{Target: j.target, NSID: j.nsid}
+		if j.typ == abi.TypeFilter {
+			if v < c.lba || v >= c.lba+c.blocks {
+				c.out = c.out[:0]
+				j.fault(c, errors.Errorf("device reported LBA %d outside its chunk", v))
+				return
+			}
+			m.LBA = v
+		} else {
+			if v >= n {
+				c.out = c.out[:0]
+				j.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
+				return
+			}
+			m.LBA = c.lba + v/j.bs
+			m.Offset = uint32(v % j.bs)
+		}
+		c.out = append(c.out, m)
+	}
+}
+
+func (j *offJob) pollOnce() poller.Status {
+	if j.finished.Load() {
+		return poller.Idle
+	}
+	n := j.qp.Process(0)
+	if j.cancel.Load() {
+		j.stopping = true
+	}
+	for len(j.pending) > 0 && j.push(&j.pending[0].out) {
+		c := j.pending[0]
+		j.pending = j.pending[:copy(j.pending, j.pending[1:])]
+		j.issue(c)
+		n++
+	}
+	if j.qp.Outstanding() == 0 && len(j.pending) == 0 && (j.next >= j.end || j.stopping) {
+		j.poll.Unregister()
+		j.finished.Store(true)
+		close(j.done)
+	}
+	if n > 0 {
+		return poller.Busy
+	}
+	return poller.Idle
+}

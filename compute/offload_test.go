@@ -1,0 +1,164 @@
+package compute_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/nvme/mock"
+)
+
+// addCompute puts a compute-capable controller (CP + 64 MiB SLM) on the
+// fixture's bus and returns its driver.
+func (f *fixture) addCompute(t *testing.T, mode mock.Mode) *nvme.Controller {
+	t.Helper()
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Mode: mode, Namespaces: []mock.NamespaceConfig{
+		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nvme.NewController(mc, nvme.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); mc.Close() })
+	return c
+}
+
+func (f *fixture) scanAll(t *testing.T, cb *compute.Bdev, opts compute.Options) ([][]uint64, *compute.Stats) {
+	t.Helper()
+	got := make([][]uint64, len(f.bdevs))
+	opts.OnMatch = func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) }
+	st, err := cb.Scan(context.Background(), f.g, patternProgram(t), cb.AllTargets(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		slices.Sort(got[i])
+	}
+	return got, st
+}
+
+func TestEnginesMatchReference(t *testing.T) {
+	f := newFixture(t)
+	dev := f.addCompute(t, mock.DeviceCore)
+	cb, err := compute.NewBdev("scan0", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	for _, kind := range []compute.EngineKind{compute.EngineAuto, compute.EngineDevice, compute.EngineHost} {
+		for _, chunk := range []int{4096, 64 << 10, 1 << 20} {
+			got, st := f.scanAll(t, cb, compute.Options{Engine: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}})
+			var total, matches uint64
+			for i := range f.bdevs {
+				want := f.reference(i)
+				if !slices.Equal(got[i], want) {
+					t.Fatalf("engine %d chunk %d %s: %d matches, reference %d", kind, chunk, f.bdevs[i].Name(), len(got[i]), len(want))
+				}
+				total += uint64(len(f.data[i]))
+				matches += uint64(len(want))
+				wantEngine := dev.Name()
+				if kind == compute.EngineHost {
+					wantEngine = "host"
+				}
+				if st.Targets[i].Engine != wantEngine {
+					t.Fatalf("engine %d: target %d ran on %q", kind, i, st.Targets[i].Engine)
+				}
+			}
+			if st.BytesScanned != total || len(st.Faults) != 0 || st.Matches != matches {
+				t.Fatalf("engine %d: stats %+v", kind, st)
+			}
+			if kind == compute.EngineHost {
+				if st.BytesToHost != total || st.BytesThroughHost != total {
+					t.Fatalf("host engine: to host %d, through host %d, want %d", st.BytesToHost, st.BytesThroughHost, total)
+				}
+				continue
+			}
+			// Offloaded: only the match lists (a 16-byte header and 8 bytes
+			// per value, at least 14 values per chunk read at once).
+			chunks := st.Engines[1].Chunks
+			if st.BytesThroughHost != 0 || st.BytesToHost > chunks*(16+8*14)+8*matches || st.BytesToHost == 0 {
+				t.Fatalf("offload: to host %d (chunks %d, matches %d), through host %d", st.BytesToHost, chunks, matches, st.BytesThroughHost)
+			}
+			if st.Engines[1].Name != dev.Name() || st.Engines[1].Targets != len(f.bdevs) || st.Engines[0].Targets != 0 {
+				t.Fatalf("engine lines %+v", st.Engines)
+			}
+		}
+	}
+}
+
+func TestEngineDeviceWithoutComputeFails(t *testing.T) {
+	f := newFixture(t)
+	cb, err := compute.NewBdev("scan0", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	_, err = cb.Scan(context.Background(), f.g, patternProgram(t), cb.AllTargets(), compute.Options{Engine: compute.EngineDevice})
+	if err == nil || !strings.Contains(err.Error(), "no compute-capable controller can reach") {
+		t.Fatalf("device engine without a compute device: %v", err)
+	}
+	// Auto falls back to the host.
+	got, st := f.scanAll(t, cb, compute.Options{})
+	for i := range f.bdevs {
+		if !slices.Equal(got[i], f.reference(i)) || st.Targets[i].Engine != "host" {
+			t.Fatalf("auto without a compute device: target %d on %s", i, st.Targets[i].Engine)
+		}
+	}
+}
+
+// TestOffloadFaults injects media errors on chosen LBAs of the data
+// namespaces: the same chunks fail on every engine, each fault names its LBA
+// range, and every other match arrives.
+func TestOffloadFaults(t *testing.T) {
+	f := newFixture(t)
+	dev := f.addCompute(t, mock.Inline)
+	cb, err := compute.NewBdev("scan0", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	// Base 0: nsid 1 of controller 0 (512-byte blocks), LBA 700. Base 2:
+	// nsid 1 of controller 1 (4 KiB blocks), LBA 5.
+	f.mocks[0].InjectFault(mock.Fault{NSID: 1, LBA: 700, Blocks: 1, Status: nvme.ErrUnrecoveredRead})
+	f.mocks[1].InjectFault(mock.Fault{NSID: 1, LBA: 5, Blocks: 1, Status: nvme.ErrUnrecoveredRead})
+	const chunk = 16 << 10
+	for _, kind := range []compute.EngineKind{compute.EngineDevice, compute.EngineHost} {
+		got, st := f.scanAll(t, cb, compute.Options{Engine: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}})
+		if len(st.Faults) != 2 {
+			t.Fatalf("engine %d: faults %v", kind, st.Faults)
+		}
+		lost := map[int][2]uint64{}
+		for _, fl := range st.Faults {
+			if !errors.Is(fl.Err, nvme.ErrUnrecoveredRead) {
+				t.Fatalf("fault %v is not the injected status", fl)
+			}
+			lost[fl.Target] = [2]uint64{fl.LBA, fl.LBA + fl.Blocks}
+		}
+		if l := lost[0]; !(l[0] <= 700 && 700 < l[1]) || l[1]-l[0] != chunk/512 {
+			t.Fatalf("engine %d: fault of base 0 covers %v", kind, l)
+		}
+		if l := lost[2]; !(l[0] <= 5 && 5 < l[1]) || l[1]-l[0] != chunk/4096 {
+			t.Fatalf("engine %d: fault of base 2 covers %v", kind, l)
+		}
+		for i := range f.bdevs {
+			var want []uint64
+			for _, lba := range f.reference(i) {
+				if l, ok := lost[i]; ok && lba >= l[0] && lba < l[1] {
+					continue
+				}
+				want = append(want, lba)
+			}
+			if !slices.Equal(got[i], want) {
+				t.Fatalf("engine %d base %d: %d matches, want %d", kind, i, len(got[i]), len(want))
+			}
+		}
+	}
+}
