@@ -153,3 +153,15 @@ func mustIs(t testing.TB, err, target error) {
 		t.Fatalf("error %v, want %v", err, target)
 	}
 }
+
+func nsOnly(name string) mock.Config {
+	return mock.Config{Name: name, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20}}}
+}
+
+func (r *rig) sortedCtrls(names ...string) []*nvme.Controller {
+	var out []*nvme.Controller
+	for _, n := range names {
+		out = append(out, r.ctrls[n])
+	}
+	return out
+}
