@@ -107,13 +107,13 @@ func (c *Controller) adminCmd(sqe *SQE) (CQE, error) {
 
 // AdminCommand submits one admin command and waits for its completion (bounded
 // by Options.AdminTimeout). data, if not nil, is the command's data buffer of
-// at most 64 KiB: when toDevice it is sent to the controller, otherwise the
+// at most MaxAdminData bytes: when toDevice it is sent to the controller, otherwise the
 // controller's data is copied into it. The driver fills CID and PRPs. It is
 // the building block for command sets the driver does not wrap (e.g. the
 // Computational Programs admin commands).
 func (c *Controller) AdminCommand(sqe *SQE, data []byte, toDevice bool) (CQE, error) {
-	if len(data) > adminBufSize {
-		return CQE{}, errors.Errorf("%s: admin data of %d bytes exceeds %d", c.t.Name(), len(data), adminBufSize)
+	if len(data) > MaxAdminData {
+		return CQE{}, errors.Errorf("%s: admin data of %d bytes exceeds %d", c.t.Name(), len(data), MaxAdminData)
 	}
 	c.adminMu.Lock()
 	defer c.adminMu.Unlock()
@@ -133,11 +133,22 @@ func (c *Controller) AdminCommand(sqe *SQE, data []byte, toDevice bool) (CQE, er
 	if err == nil && data != nil && !toDevice {
 		copy(data, c.abuf.Buf)
 	}
+	if data != nil && errors.Is(err, ErrTimeout) {
+		// The controller may still DMA into the buffer later: retire it
+		// (until Close) and use a fresh one for the next command.
+		if nb, aerr := c.t.AllocDMA(adminBufSize + PageSize); aerr == nil {
+			c.retired = append(c.retired, c.abuf)
+			c.abuf = nb
+		}
+	}
 	return cqe, err
 }
 
+// MaxAdminData is the largest data buffer of one admin command.
+const MaxAdminData = adminBufSize
+
 // adminPRPs builds PRPs for n bytes at the start of the admin buffer; the PRP
-// list for transfers over two pages sits in the buffer's last page.
+// list for transfers over two pages sits in the page after the data.
 func (c *Controller) adminPRPs(n int) (uint64, uint64) {
 	base := c.abuf.IOVA
 	switch {
@@ -146,7 +157,7 @@ func (c *Controller) adminPRPs(n int) (uint64, uint64) {
 	case n <= 2*PageSize:
 		return base, base + PageSize
 	}
-	listOff := adminBufSize - PageSize
+	listOff := adminBufSize
 	pages := (n + PageSize - 1) / PageSize
 	for i := 1; i < pages; i++ {
 		le.PutUint64(c.abuf.Buf[listOff+8*(i-1):], base+uint64(i*PageSize))
@@ -186,11 +197,11 @@ func (c *Controller) GetFeatures(fid uint8, nsid uint32, cdw11 uint32) (uint32, 
 	return cqe.DW0, err
 }
 
-// GetLogPage reads n bytes (a multiple of 4, at most 64 KiB) of log page lid
+// GetLogPage reads n bytes (a multiple of 4, at most MaxAdminData) of log page lid
 // for nsid starting at byte offset off.
 func (c *Controller) GetLogPage(lid uint8, nsid uint32, off uint64, n int) ([]byte, error) {
-	if n <= 0 || n%4 != 0 || n > adminBufSize {
-		return nil, errors.Errorf("%s: get log page %#x: length %d must be a positive multiple of 4 up to %d", c.t.Name(), lid, n, adminBufSize)
+	if n <= 0 || n%4 != 0 || n > MaxAdminData {
+		return nil, errors.Errorf("%s: get log page %#x: length %d must be a positive multiple of 4 up to %d", c.t.Name(), lid, n, MaxAdminData)
 	}
 	numd := uint32(n/4 - 1)
 	sqe := SQE{OPC: AdminGetLogPage, NSID: nsid,
@@ -213,10 +224,10 @@ func (c *Controller) SMART() (*SMARTLog, error) {
 }
 
 // ErrorLog reads the Error Information log page (all ELPE+1 entries, at most
-// 64 KiB) and returns the used entries.
+// MaxAdminData bytes) and returns the used entries.
 func (c *Controller) ErrorLog() ([]ErrorLogEntry, error) {
 	n := (int(c.ident.ELPE) + 1) * ErrorLogEntrySize
-	n = min(n, adminBufSize)
+	n = min(n, MaxAdminData)
 	b, err := c.GetLogPage(LogErrorInfo, 0, 0, n)
 	if err != nil {
 		return nil, err

@@ -100,7 +100,8 @@ type Controller struct {
 
 	adminMu sync.Mutex // serialises admin commands and resets
 	admin   adminQueue
-	abuf    *DMA // admin data buffer
+	abuf    *DMA   // admin data buffer
+	retired []*DMA // admin buffers of timed-out commands, freed at Close
 
 	qmu    sync.Mutex
 	qpairs map[uint16]*QueuePair
@@ -152,7 +153,7 @@ func NewController(t Transport, opts Options) (*Controller, error) {
 		c.opts.AdminDepth = 4096
 	}
 	var err error
-	if c.abuf, err = t.AllocDMA(adminBufSize); err != nil {
+	if c.abuf, err = t.AllocDMA(adminBufSize + PageSize); err != nil {
 		return nil, errors.Wrapf(err, "%s: admin data buffer", t.Name())
 	}
 	if err := c.admin.alloc(t, c.opts.AdminDepth, c.dstrd); err != nil {
@@ -173,6 +174,10 @@ func NewController(t Transport, opts Options) (*Controller, error) {
 func (c *Controller) freeAdmin() {
 	c.admin.free(c.t)
 	c.t.FreeDMA(c.abuf)
+	for _, d := range c.retired {
+		c.t.FreeDMA(d)
+	}
+	c.retired = nil
 }
 
 // waitReady waits until CSTS.RDY equals want, failing on CSTS.CFS, an

@@ -561,3 +561,58 @@ func TestDelay(t *testing.T) {
 		t.Errorf("next read: %v", rc.err[2])
 	}
 }
+
+// TestSplitError: a transfer split at MDTS completes once, with the error of
+// the failing part.
+func TestSplitError(t *testing.T) {
+	r := newRig(t, mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 4 << 20}}}, nvme.Options{})
+	if r.ctrl.MaxTransfer() != 8192 {
+		t.Fatalf("MaxTransfer %d with MDTS 1", r.ctrl.MaxTransfer())
+	}
+	qp, _ := r.ctrl.NewQueuePair(64)
+	rc := newRec()
+	r.dev.InjectFault(mock.Fault{Opcodes: []uint8{nvme.OpRead}, LBA: 40, Blocks: 1, Status: nvme.ErrUnrecoveredRead})
+	pattern := bytes.Repeat([]byte("0123456789abcdef"), 4096)
+	copy(r.buf.Buf, pattern)
+	qp.Write(r.ns, 0, 128, r.buf, 0, rc, 1) // 64 KiB = 8 commands
+	if qp.Outstanding() != 8 {
+		t.Fatalf("%d commands for a 64 KiB write at MDTS 8 KiB", qp.Outstanding())
+	}
+	drain(t, qp)
+	clear(r.buf.Buf[:64<<10])
+	qp.Read(r.ns, 0, 32, r.buf, 0, rc, 2)      // clean
+	qp.Read(r.ns, 32, 96, r.buf, 16384, rc, 3) // one part fails
+	drain(t, qp)
+	rc.once(t, 1, 2, 3)
+	if rc.err[1] != nil || rc.err[2] != nil || !bytes.Equal(r.buf.Buf[:16384], pattern[:16384]) {
+		t.Fatalf("write %v, clean read %v", rc.err[1], rc.err[2])
+	}
+	if !errors.Is(rc.err[3], nvme.ErrUnrecoveredRead) {
+		t.Errorf("split read with a failing part: %v", rc.err[3])
+	}
+	if qp.Outstanding() != 0 || qp.Free() != 63 {
+		t.Errorf("%d outstanding, %d free after the split commands", qp.Outstanding(), qp.Free())
+	}
+}
+
+// TestAdminLargeData: admin data over two pages uses a PRP list; 64 KiB works.
+func TestAdminLargeData(t *testing.T) {
+	r := newRig(t, mock.Config{}, nvme.Options{})
+	qp, _ := r.ctrl.NewQueuePair(8)
+	rc := newRec()
+	qp.Read(r.ns, 1<<40, 1, r.buf, 0, rc, 1)
+	drain(t, qp)
+	for _, n := range []int{4096, 8192, 12288, nvme.MaxAdminData} {
+		b, err := r.ctrl.GetLogPage(nvme.LogErrorInfo, 0, 0, n)
+		if err != nil {
+			t.Fatalf("%d bytes: %+v", n, err)
+		}
+		ents, err := nvme.ParseErrorLog(b)
+		if err != nil || len(ents) != 1 || ents[0].ErrorCount != 1 {
+			t.Fatalf("%d bytes: %+v %v", n, ents, err)
+		}
+	}
+	if _, err := r.ctrl.GetLogPage(nvme.LogErrorInfo, 0, 0, nvme.MaxAdminData+4); err == nil {
+		t.Error("oversized log page read accepted")
+	}
+}
