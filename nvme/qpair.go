@@ -607,6 +607,7 @@ func completionErr(status uint16, timedOut bool) error {
 // aborted: it matches both ErrTimeout and ErrAborted.
 type abortedTimeout struct{}
 
+// Error describes the outcome.
 func (abortedTimeout) Error() string { return "nvme: command timed out and was aborted" }
 
 // Is matches ErrTimeout and ErrAborted.

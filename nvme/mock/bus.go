@@ -30,6 +30,7 @@ const (
 	numKinds
 )
 
+// String returns "host" or "peer".
 func (k MemKind) String() string {
 	if k == PeerMemory {
 		return "peer"

@@ -73,6 +73,7 @@ func newRecorder() *recorder {
 	return &recorder{count: map[uint64]int{}, err: map[uint64]error{}, result: map[uint64]uint64{}}
 }
 
+// Complete implements nvme.Completer.
 func (r *recorder) Complete(tag, result uint64, err error) {
 	r.count[tag]++
 	r.err[tag] = err
