@@ -2,6 +2,9 @@ package qemu
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
@@ -160,5 +163,26 @@ func TestResolveKernelDependency(t *testing.T) {
 	}
 	if imageDep.FindStringSubmatch("linux-image-amd64\n  Depends: linux-base\n") != nil {
 		t.Fatal("matched a non-image dependency")
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	panicked := newGuestResult()
+	panicked.add("[    0.036000] Kernel panic - not syncing: timer doesn't work through Interrupt-remapped IO-APIC")
+	if !retryable(panicked, errors.New("QEMU exited before the guest finished")) {
+		t.Error("a guest lost at boot is not retried")
+	}
+	failed := newGuestResult()
+	failed.add("--- FAIL: TestDeviceIO (0.10s)")
+	if retryable(failed, nil) {
+		t.Error("a failed guest test is retried")
+	}
+	if retryable(newGuestResult(), fmt.Errorf("killed: %w", context.DeadlineExceeded)) {
+		t.Error("a guest that hit the time limit is retried")
+	}
+	done := newGuestResult()
+	done.add(markDone)
+	if retryable(done, nil) {
+		t.Error("a finished guest is retried")
 	}
 }
