@@ -53,8 +53,12 @@ func TestEnginesMatchReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	for _, kind := range []compute.EngineKind{compute.EngineAuto, compute.EngineDevice, compute.EngineHost} {
-		for _, chunk := range []int{4096, 64 << 10, 1 << 20} {
+	for _, run := range []struct {
+		kind  compute.EngineKind
+		chunk int
+	}{{compute.EngineAuto, 64 << 10}, {compute.EngineDevice, 4096}, {compute.EngineHost, 1 << 20}} {
+		kind, chunk := run.kind, run.chunk
+		{
 			got, st := f.scanAll(t, cb, compute.Options{Engine: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}})
 			var total, matches uint64
 			for i := range f.bdevs {

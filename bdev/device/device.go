@@ -130,7 +130,9 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		case Mock:
 			first := 0
 			for _, cfg := range demoControllers() {
-				cfg.Mode = opts.Mode
+				if cfg.Mode != mock.DeviceCore {
+					cfg.Mode = opts.Mode
+				}
 				if err := set.addMock(bus(), cfg, opts); err != nil {
 					return nil, err
 				}
@@ -176,7 +178,10 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 }
 
 // demoControllers describes the embedded demo subsystem: two data
-// controllers, one with namespaces of both LBA sizes, holding the demo logs.
+// controllers, one with namespaces of both LBA sizes, holding the demo logs,
+// and a computational storage controller (a compute namespace and 64 MiB of
+// subsystem local memory, running programs on its own device core) that can
+// reach them.
 func demoControllers() []mock.Config {
 	return []mock.Config{
 		{
@@ -192,6 +197,14 @@ func demoControllers() []mock.Config {
 				{Kind: mock.Memory, Size: 24 << 20, LBASize: 4096},
 			},
 			CMBSize: 16 << 20,
+		},
+		{
+			Serial: "BPFBLKCSD0", Model: "bpfblk computational storage controller",
+			Namespaces: []mock.NamespaceConfig{
+				{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+				{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
+			},
+			Mode: mock.DeviceCore,
 		},
 	}
 }

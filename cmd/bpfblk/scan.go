@@ -132,7 +132,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var matches []compute.Match
-	opts := compute.Options{Engine: eng, ChunkBytes: *chunk}
+	opts := compute.Options{Engine: eng, ChunkBytes: *chunk, Devices: set.Controllers}
 	if !*count && !*jsonOut {
 		opts.OnMatch = func(m compute.Match) { matches = append(matches, m) }
 	}

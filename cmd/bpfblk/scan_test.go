@@ -42,7 +42,8 @@ func TestScanDefault(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("scan printed %d lines, the reference has %d", len(got), len(want))
 	}
-	for _, s := range []string{"scanned", "bytes to host", "selectivity", "mock0n1", "engine host"} {
+	// With no flags the compute controller of the demo takes every target.
+	for _, s := range []string{"scanned", "bytes to host", "selectivity", "mock0n1", "engine mock2", "through host memory 0 B"} {
 		if !strings.Contains(errOut, s) {
 			t.Fatalf("summary lacks %q:\n%s", s, errOut)
 		}
@@ -65,6 +66,51 @@ func TestScanSetAndJSON(t *testing.T) {
 	code, out, _ = runCLI("scan", "--count", "--set", "pattern=WARN")
 	if code != exitOK || strings.TrimSpace(out) != fmt.Sprint(len(want)) {
 		t.Fatalf("--count printed %q (exit %d), want %d", out, code, len(want))
+	}
+}
+
+// TestScanEngines: --engine host and --engine device print the same matches
+// as the reference; the device run moves only match lists to the host.
+func TestScanEngines(t *testing.T) {
+	want := strings.Join(demoReference(t, device.DemoPattern), "\n")
+	for _, eng := range []string{"host", "device"} {
+		code, out, errOut := runCLI("scan", "--engine", eng)
+		if code != exitOK {
+			t.Fatalf("--engine %s: exit %d: %s", eng, code, errOut)
+		}
+		if got := strings.TrimSpace(out); got != want {
+			t.Fatalf("--engine %s: %d lines, the reference has %d", eng, strings.Count(got, "\n")+1, strings.Count(want, "\n")+1)
+		}
+		code, out, errOut = runCLI("scan", "--engine", eng, "--json")
+		var rep scanReport
+		if err := json.Unmarshal([]byte(out), &rep); code != exitOK || err != nil {
+			t.Fatalf("--engine %s --json: exit %d, %v: %s", eng, code, err, errOut)
+		}
+		wantEngine := "mock2"
+		if eng == "host" {
+			wantEngine = "host"
+		}
+		if len(rep.Engines) == 0 || rep.Engines[len(rep.Engines)-1].Name != wantEngine || rep.Targets[0].Engine != wantEngine {
+			t.Fatalf("--engine %s: engines %+v targets %+v", eng, rep.Engines, rep.Targets)
+		}
+		switch eng {
+		case "host":
+			if rep.BytesToHost != rep.BytesScanned || rep.BytesThroughHost != rep.BytesScanned {
+				t.Fatalf("host: %+v", rep)
+			}
+		case "device":
+			if rep.BytesThroughHost != 0 || rep.BytesToHost == 0 || rep.BytesToHost*100 > rep.BytesScanned {
+				t.Fatalf("device: %d of %d bytes reached the host", rep.BytesToHost, rep.BytesScanned)
+			}
+		}
+	}
+	// A device without compute capability cannot take --engine device.
+	dir := t.TempDir()
+	path := filepath.Join(dir, "data")
+	os.WriteFile(path, bytes.Repeat([]byte("ERROR "), 1000), 0o644)
+	code, _, errOut := runCLI("scan", "--engine", "device", "--dev", "file:"+path)
+	if code != exitFail || !strings.Contains(errOut, "no compute-capable controller") {
+		t.Fatalf("--engine device on a file: exit %d: %s", code, errOut)
 	}
 }
 
