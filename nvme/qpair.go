@@ -212,11 +212,11 @@ var (
 // ready checks the controller generation and the queue state before a
 // submission.
 func (q *QueuePair) ready() error {
-	if q.gen != q.c.gen.Load() {
-		q.recover()
-	}
 	if q.closed {
 		return ErrClosed
+	}
+	if q.gen != q.c.gen.Load() {
+		q.recover()
 	}
 	return q.broken
 }
@@ -510,14 +510,11 @@ func (q *QueuePair) Ring() {
 // timeout it aborts and, if needed, resets the controller (bounded by the
 // admin and ready timeouts).
 func (q *QueuePair) Process(max int) int {
-	if q.inProcess {
+	if q.inProcess || q.closed {
 		return 0
 	}
 	if q.gen != q.c.gen.Load() {
 		q.recover()
-	}
-	if q.closed {
-		return 0
 	}
 	q.inProcess = true
 	q.Ring()

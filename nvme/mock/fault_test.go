@@ -616,3 +616,33 @@ func TestAdminLargeData(t *testing.T) {
 		t.Error("oversized log page read accepted")
 	}
 }
+
+// TestControllerClose: closing the controller completes every queue pair's
+// outstanding commands once and later use fails with ErrClosed.
+func TestControllerClose(t *testing.T) {
+	r := newRig(t, mock.Config{}, nvme.Options{})
+	qp, _ := r.ctrl.NewQueuePair(8)
+	rc := newRec()
+	r.dev.InjectFault(mock.Fault{Opcodes: []uint8{nvme.OpRead}, Drop: true})
+	qp.Read(r.ns, 0, 1, r.buf, 0, rc, 1)
+	qp.Process(0)
+	if err := r.ctrl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rc.once(t, 1)
+	if !errors.Is(rc.err[1], nvme.ErrClosed) {
+		t.Errorf("held read at close: %v, want ErrClosed", rc.err[1])
+	}
+	if err := qp.Read(r.ns, 0, 1, r.buf, 0, rc, 2); !errors.Is(err, nvme.ErrClosed) {
+		t.Errorf("read after close: %v", err)
+	}
+	if qp.Process(0) != 0 || r.ctrl.Close() != nil {
+		t.Error("Process or a second Close after Close")
+	}
+	if _, err := r.ctrl.NewQueuePair(8); err == nil {
+		t.Error("NewQueuePair after Close succeeded")
+	}
+	if _, err := r.ctrl.Identify(nvme.CNSController, 0, 0, 0); !errors.Is(err, nvme.ErrClosed) {
+		t.Errorf("admin after close: %v", err)
+	}
+}
