@@ -7,7 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 )
@@ -162,6 +167,100 @@ func TestOffloadFaults(t *testing.T) {
 			}
 			if !slices.Equal(got[i], want) {
 				t.Fatalf("engine %d base %d: %d matches, want %d", kind, i, len(got[i]), len(want))
+			}
+		}
+	}
+}
+
+// chunkStartScanner emits offset 0 of every chunk (a match at the chunk's
+// first block), except that a chunk whose first byte is 'Z' emits an offset
+// far outside itself: a program fault of that chunk alone.
+func chunkStartScanner(t *testing.T) *engine.Executable {
+	t.Helper()
+	insns := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R2, asm.R6, abi.CtxData, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R6, abi.CtxDataEnd, asm.DWord),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 1),
+		asm.JGT.Reg(asm.R4, asm.R3, "out"),
+		asm.LoadMem(asm.R5, asm.R2, 0, asm.Byte),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.JNE.Imm(asm.R5, 'Z', "emit"),
+		asm.Mov.Imm(asm.R2, 1<<30),
+		asm.Mov.Reg(asm.R1, asm.R6).WithSymbol("emit"),
+		asm.BuiltinFunc(abi.HelperEmit).Call(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return(),
+	}
+	p, err := engine.FromInstructions("chunk_start", abi.TypeScan, insns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := engine.Compile(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// TestProgramFaultInOneChunk: on every engine, a program fault in one chunk
+// is reported with that chunk's LBA range and every other chunk's match
+// arrives.
+func TestProgramFaultInOneChunk(t *testing.T) {
+	f := newFixture(t)
+	dev := f.addCompute(t, mock.Inline)
+	const chunk = 64 << 10
+	// Poison the chunk that starts at byte 3*chunk of base 1 (4 KiB blocks).
+	b := f.bdevs[1]
+	d, _ := bdev.Open(b, true)
+	s, err := bdev.NewSync(d, f.g.Reactors()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := make([]byte, b.BlockSize())
+	copy(blk, f.data[1][3*chunk:])
+	blk[0] = 'Z'
+	if _, err := s.WriteAt(context.Background(), blk, 3*chunk); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	d.Close()
+	cb, err := compute.NewBdev("scan0", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	exe := chunkStartScanner(t)
+	for _, kind := range []compute.EngineKind{compute.EngineDevice, compute.EngineHost} {
+		got := make([][]uint64, len(f.bdevs))
+		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{
+			Engine: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}, InFlight: 3,
+			OnMatch: func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Faults) != 1 {
+			t.Fatalf("engine %d: faults %v", kind, st.Faults)
+		}
+		fl := st.Faults[0]
+		per := uint64(chunk / b.BlockSize())
+		if fl.Target != 1 || fl.LBA != 3*per || fl.Blocks != per || !strings.Contains(fl.Error(), "outside") {
+			t.Fatalf("engine %d: fault %v, want blocks %d-%d of target 1", kind, fl, 3*per, 4*per-1)
+		}
+		for i, bb := range f.bdevs {
+			per := uint64(chunk / bb.BlockSize())
+			var want []uint64
+			for lba := uint64(0); lba < bb.NumBlocks(); lba += per {
+				if i == 1 && lba == 3*per {
+					continue
+				}
+				want = append(want, lba)
+			}
+			slices.Sort(got[i])
+			if !slices.Equal(got[i], want) {
+				t.Fatalf("engine %d base %d: matches %v, want %v", kind, i, got[i], want)
 			}
 		}
 	}

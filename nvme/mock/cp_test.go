@@ -310,3 +310,28 @@ func mustRaw(t *testing.T) *engine.Program {
 	}
 	return p
 }
+
+// TestComputeProgramFault: a run that exhausts the device's instruction
+// budget completes with Program Execution Fault and a logged reason.
+func TestComputeProgramFault(t *testing.T) {
+	r := newCPRig(t, &mock.ComputeConfig{Budget: 100})
+	cp, slm := r.cn.CP, r.cn.Memory[0]
+	if err := r.comp.LoadProgram(cp, 0, nvme.ProgTypeEBPF, patternImage(t, "NEEDLE"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.comp.ActivateProgram(cp, 0); err != nil {
+		t.Fatal(err)
+	}
+	rsid, err := r.comp.CreateRangeSet(cp, []nvme.MemRange{{NSID: slm.ID, Length: 4096}, {NSID: slm.ID, Offset: 8192, Length: 4096}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wait(t, r.qp, func(c nvme.Completer) error {
+		return r.qp.ExecuteProgram(cp, 0, rsid, 0, 0, 1|512<<32, 0, c, 0)
+	}); !errors.Is(err, nvme.ErrProgramFault) {
+		t.Fatalf("over-budget run: %v", err)
+	}
+	if log := strings.Join(r.cm.ComputeLog(), "\n"); !strings.Contains(log, "program fault") || !strings.Contains(log, "budget") {
+		t.Fatalf("no reason logged: %q", log)
+	}
+}
