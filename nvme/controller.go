@@ -50,6 +50,10 @@ func (o *Options) fill() {
 	}
 }
 
+// maxNSListPages bounds namespace discovery against a device that keeps
+// returning full active namespace lists.
+const maxNSListPages = 256
+
 // maxTransferCap keeps every PRP list within one 4 KiB list page.
 const maxTransferCap = 2 << 20
 
@@ -332,7 +336,10 @@ func (c *Controller) setNumQueues() error {
 func (c *Controller) discover() error {
 	var ids []uint32
 	var start uint32
-	for {
+	for pages := 0; ; pages++ {
+		if pages == maxNSListPages {
+			return errors.Errorf("active namespace list longer than %d pages", maxNSListPages)
+		}
 		data, err := c.Identify(CNSActiveNSList, start, 0, 0)
 		if err != nil {
 			return errors.Wrap(err, "active namespace list")
@@ -376,8 +383,9 @@ func (c *Controller) discover() error {
 			if idn.NSZE == 0 {
 				continue
 			}
-			if idn.MSize != 0 && idn.FLBAS&0x10 != 0 {
-				// Extended LBAs interleave metadata with data; not supported.
+			if idn.MSize != 0 {
+				// Metadata (extended LBAs or a separate buffer) is not
+				// supported; such namespaces are not offered.
 				continue
 			}
 			ns.Identify, ns.Blocks, ns.BlockSize = idn, idn.NSZE, idn.LBASize
