@@ -70,8 +70,12 @@ type CopyOptions struct {
 	// InFlight is the number of chunks (or Copy commands) in flight; 0 means 8.
 	InFlight int
 	// Region is the CMB to stage ViaCMB copies in; nil means the
-	// destination controller's CMB, else the source's.
+	// destination controller's CMB, else the source's, else that of the
+	// first of Others that both reach.
 	Region *Region
+	// Others are further controllers (e.g. every controller of the fabric)
+	// whose CMBs may stage the copy when neither end has a usable one.
+	Others []*nvme.Controller
 	// Wait bounds how long a copy waits for CMB space when the CMB is full;
 	// 0 means 10 s.
 	Wait time.Duration
@@ -129,7 +133,7 @@ func Copy(ctx context.Context, dst *bdev.Bdev, dstLBA uint64, src *bdev.Bdev, sr
 			return st, kindf(ErrPath, "NVM Copy offload: %s; use --via cmb or --via host", why)
 		}
 	case ViaCMB:
-		r, owned, err := pickRegion(sc, dc, opts.Region)
+		r, owned, err := pickRegion(sc, dc, opts.Region, opts.Others)
 		if err != nil {
 			return st, kindf(ErrPath, "%s -> %s: %v; use --via host to bounce through host memory", src.Name(), dst.Name(), err)
 		}
@@ -141,7 +145,7 @@ func Copy(ctx context.Context, dst *bdev.Bdev, dstLBA uint64, src *bdev.Bdev, sr
 			st.Via = ViaCopy
 			break
 		}
-		r, owned, err := pickRegion(sc, dc, opts.Region)
+		r, owned, err := pickRegion(sc, dc, opts.Region, opts.Others)
 		if err == nil {
 			st.Via, region, regionOwned = ViaCMB, r, owned
 			break
@@ -235,8 +239,9 @@ func offloadBlocker(src, dst *bdev.Bdev, sc *nvme.Controller, sns *nvme.Namespac
 }
 
 // pickRegion returns the CMB to stage in: given, else the destination's,
-// else the source's. owned says the caller must Close it.
-func pickRegion(sc, dc *nvme.Controller, given *Region) (*Region, bool, error) {
+// else the source's, else one of others'. owned says the caller must Close
+// it.
+func pickRegion(sc, dc *nvme.Controller, given *Region, others []*nvme.Controller) (*Region, bool, error) {
 	if sc == nil || dc == nil {
 		return nil, false, kindf(ErrPath, "staging in a CMB needs NVMe namespaces on both sides")
 	}
@@ -262,10 +267,17 @@ func pickRegion(sc, dc *nvme.Controller, given *Region) (*Region, bool, error) {
 	if sc != dc {
 		cands = append(cands, sc)
 	}
+	for _, c := range others {
+		if c != sc && c != dc {
+			cands = append(cands, c)
+		}
+	}
 	for _, c := range cands {
 		r, err := Open(c)
 		if err != nil {
-			why = append(why, err.Error())
+			if c == sc || c == dc || !errors.Is(err, ErrNoCMB) { // quiet about bystanders without one
+				why = append(why, err.Error())
+			}
 			continue
 		}
 		if err := check(r); err != nil {
