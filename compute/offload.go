@@ -343,21 +343,33 @@ func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, t
 	if srcs > 128 {
 		return nil, errors.New("compute: chunk too large for one Memory Copy")
 	}
-	j.chunks = make([]offChunk, opts.InFlight)
+	// A chunk waits for three commands in turn, so offload keeps twice the
+	// host's chunks in flight; fewer if the device runs out of memory or
+	// range sets.
+	j.chunks = make([]offChunk, 2*opts.InFlight)
 	for i := range j.chunks {
 		ch := &j.chunks[i]
+		mark := d.next
 		dataOff, ok1 := d.alloc(per * j.bs)
 		outOff, ok2 := d.alloc(outBytes)
-		if !ok1 || !ok2 {
-			j.free()
-			return nil, errNoDeviceMemory
+		var rs uint16
+		err := errNoDeviceMemory
+		if ok1 && ok2 {
+			rs, err = d.c.CreateRangeSet(d.cn.CP, []nvme.MemRange{
+				{NSID: d.slm.ID, Offset: dataOff, Length: uint32(per * j.bs)},
+				{NSID: d.slm.ID, Offset: outOff, Length: uint32(outBytes)},
+			})
 		}
-		rs, err := d.c.CreateRangeSet(d.cn.CP, []nvme.MemRange{
-			{NSID: d.slm.ID, Offset: dataOff, Length: uint32(per * j.bs)},
-			{NSID: d.slm.ID, Offset: outOff, Length: uint32(outBytes)},
-		})
 		if err != nil {
+			d.next = mark
+			if i > 0 && (errors.Is(err, errNoDeviceMemory) || errors.Is(err, nvme.ErrRangeSetLimit)) {
+				j.chunks = j.chunks[:i]
+				break
+			}
 			j.free()
+			if errors.Is(err, nvme.ErrRangeSetLimit) {
+				err = errNoDeviceMemory
+			}
 			return nil, err
 		}
 		d.rsids = append(d.rsids, rs)

@@ -10,7 +10,9 @@
 package kernel
 
 import (
+	"os"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -29,26 +31,63 @@ var (
 	availErr  error
 )
 
+// ProbeTimeout bounds the availability probe: a kernel whose BPF JIT is
+// wedged (seen on a 6.18 VM after heavy program load/free churn: the
+// bpf_prog_pack mutex deadlocks against the vmap purge workqueue) never
+// answers, and then the kernel half is skipped instead of hanging.
+const ProbeTimeout = 10 * time.Second
+
 // Available reports whether this process may load and run BPF programs
 // (bpf() is refused without CAP_BPF/CAP_SYS_ADMIN or in some sandboxes).
+// Setting BPFBLK_KERNEL=0 in the environment disables the kernel half.
 func Available() error {
 	availOnce.Do(func() {
+		if os.Getenv("BPFBLK_KERNEL") == "0" {
+			availErr = errors.New("kernel BPF disabled by BPFBLK_KERNEL=0")
+			return
+		}
+		done := make(chan error, 1)
+		go func() { done <- probe() }()
+		select {
+		case availErr = <-done:
+		case <-time.After(ProbeTimeout):
+			availErr = errors.Errorf("kernel BPF did not answer within %v (is the BPF JIT hung?)", ProbeTimeout)
+		}
+	})
+	return availErr
+}
+
+func probe() error {
+	{
 		p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 			Type:         ebpf.XDP,
 			License:      "GPL",
 			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
 		})
 		if err != nil {
-			availErr = errors.Wrap(err, "kernel BPF is not available")
-			return
+			return errors.Wrap(err, "kernel BPF is not available")
 		}
-		defer p.Close()
+		keep(p)
 		buf := make([]byte, MinData)
 		if _, err := p.Run(&ebpf.RunOptions{Data: buf}); err != nil {
-			availErr = errors.Wrap(err, "kernel BPF_PROG_TEST_RUN is not available")
+			return errors.Wrap(err, "kernel BPF_PROG_TEST_RUN is not available")
 		}
-	})
-	return availErr
+	}
+	return nil
+}
+
+// Programs are kept loaded until the process exits: freeing programs while
+// others are being loaded is what wedged the JIT allocator on a test VM, so
+// the harness never frees during a run.
+var (
+	keptMu sync.Mutex
+	kept   []*ebpf.Program
+)
+
+func keep(p *ebpf.Program) {
+	keptMu.Lock()
+	kept = append(kept, p)
+	keptMu.Unlock()
 }
 
 // Program is a program loaded into the kernel.
@@ -65,6 +104,7 @@ func LoadInstructions(insns asm.Instructions) (*Program, error) {
 	if err != nil {
 		return nil, errors.Wrap(err, "kernel verifier")
 	}
+	keep(p)
 	return &Program{prog: p}, nil
 }
 
@@ -99,16 +139,21 @@ func LoadSpec(cs *ebpf.CollectionSpec, name string, vars map[string]any) (*Progr
 	if err != nil {
 		return nil, errors.Wrap(err, "kernel verifier")
 	}
+	for _, p := range coll.Programs {
+		keep(p)
+	}
 	return &Program{coll: coll, prog: coll.Programs[name]}, nil
 }
 
-// Close releases the program.
+// Close releases the program's maps. The program itself stays loaded until
+// the process exits (see keep).
 func (p *Program) Close() error {
 	if p.coll != nil {
-		p.coll.Close()
-		return nil
+		for _, m := range p.coll.Maps {
+			m.Close()
+		}
 	}
-	return p.prog.Close()
+	return nil
 }
 
 // Run runs the program once on data and returns its return value and the
