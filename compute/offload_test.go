@@ -2,6 +2,7 @@ package compute_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 )
@@ -262,6 +264,57 @@ func TestProgramFaultInOneChunk(t *testing.T) {
 			if !slices.Equal(got[i], want) {
 				t.Fatalf("engine %d base %d: matches %v, want %v", kind, i, got[i], want)
 			}
+		}
+	}
+}
+
+// TestOffloadMaps: a scanner's aggregates computed on the device come back
+// into Stats.Maps and equal the host engine's.
+func TestOffloadMaps(t *testing.T) {
+	f := newFixture(t)
+	dev := f.addCompute(t, mock.Inline)
+	cb, err := compute.NewBdev("scan0", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	spec, err := filters.LoadAggregate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.LoadSpec(spec, &engine.LoadOptions{Program: "aggregate"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := engine.Compile(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Plain Go: count and sum of the value field of every 16-byte record.
+	var count, sum uint64
+	for _, d := range f.data {
+		for off := 0; off+16 <= len(d); off += 16 {
+			count++
+			sum += uint64(binary.LittleEndian.Uint32(d[off+4:]))
+		}
+	}
+	for _, kind := range []compute.EngineKind{compute.EngineDevice, compute.EngineHost} {
+		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Engine: kind, Devices: []*nvme.Controller{dev}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var totals *engine.MapData
+		for i := range st.Maps {
+			if st.Maps[i].Name == "totals" {
+				totals = &st.Maps[i]
+			}
+		}
+		if totals == nil || len(totals.Entries) != 2 {
+			t.Fatalf("engine %d: maps %+v", kind, st.Maps)
+		}
+		gc, gs := binary.LittleEndian.Uint64(totals.Entries[0].Value), binary.LittleEndian.Uint64(totals.Entries[1].Value)
+		if gc != count || gs != sum {
+			t.Fatalf("engine %d: totals %d/%d, want %d/%d", kind, gc, gs, count, sum)
 		}
 	}
 }
