@@ -13,14 +13,10 @@ import (
 // cannot hold data.
 var ErrNoCMB = errors.New("p2pdma: no controller memory buffer for data")
 
-// CMBLOC bits beyond BIR and OFST (NVMe 1.4, 3.1.12).
+// CMBLOC bits beyond BIR and OFST (NVMe 1.4, 3.1.12), and CMBSTS.
 const (
-	cmblocCQMMS   = 1 << 3 // CMB queue mixed memory support
-	cmblocCQPDS   = 1 << 4 // CMB queue physically discontiguous support
 	cmblocCDPMLS  = 1 << 5 // CMB data pointer mixed locations support
 	cmblocCDPCILS = 1 << 6 // CMB data pointer and command independent locations support
-	cmblocCDMMMS  = 1 << 7 // CMB data metadata mixed memory support
-	cmblocCQDA    = 1 << 8 // CMB queue dword alignment
 	cmbstsCBAI    = 1 << 0 // CMBSTS: controller base address invalid
 )
 
@@ -39,6 +35,11 @@ type CMB struct {
 	// and WDS: what the CMB may hold. Staged copies need ReadData (the owner
 	// reads into it) or WriteData (the owner writes from it).
 	SQ, CQ, Lists, ReadData, WriteData bool
+	// MixedData (CMBLOC.CDPMLS) says one command's data may lie partly in
+	// the CMB and partly in host memory; IndependentData (CDPCILS) that data
+	// in the CMB may be used by commands whose queues and PRP lists are in
+	// host memory, which is how the stack uses it.
+	MixedData, IndependentData bool
 	// Modern is set for an NVMe 1.4+ CMB (CAP.CMBS): CMBLOC and CMBSZ read 0
 	// until CMBMSC.CRE is set, and the host places the CMB at a bus address
 	// of its choice with CMBMSC.CBA and CMSE.
@@ -85,6 +86,8 @@ func DecodeCMB(loc, sz uint32) (CMB, error) {
 		CQ:       sz&nvme.CMBSZCQS != 0,
 		Lists:    sz&nvme.CMBSZLISTS != 0,
 		ReadData: sz&nvme.CMBSZRDS != 0, WriteData: sz&nvme.CMBSZWDS != 0,
+		MixedData:       loc&cmblocCDPMLS != 0,
+		IndependentData: loc&cmblocCDPCILS != 0,
 	}
 	// BAR1 is the upper half of the 64-bit BAR0 and 6/7 are reserved.
 	if c.BIR == 1 || c.BIR > 5 {
@@ -92,9 +95,6 @@ func DecodeCMB(loc, sz uint32) (CMB, error) {
 	}
 	if c.Size == 0 {
 		return CMB{}, ErrNoCMB
-	}
-	if c.Offset+c.Size < c.Offset {
-		return CMB{}, errors.Errorf("p2pdma: CMB at %#x of %#x bytes wraps the address space", c.Offset, c.Size)
 	}
 	return c, nil
 }
