@@ -190,8 +190,10 @@ func (d *Device) CMB() (*CMB, error) {
 		return d.cmb, nil
 	}
 	modern := d.Read64(regCAP)&capCMBS != 0
-	if modern {
-		d.Write64(regCMBMSC, cmbmscCRE)
+	if msc := d.Read64(regCMBMSC); modern && msc&cmbmscCRE == 0 {
+		// Only set CRE: a driver may have enabled the CMB already, and
+		// clearing CMSE under it would pull memory from running commands.
+		d.Write64(regCMBMSC, msc|cmbmscCRE)
 	}
 	loc, sz := d.Read32(regCMBLOC), d.Read32(regCMBSZ)
 	if sz == 0 || sz == ^uint32(0) {
@@ -247,8 +249,12 @@ func (c *CMB) program() error {
 		return nil
 	}
 	d := c.owner
+	want := c.busAddr | cmbmscCMSE | cmbmscCRE
+	if d.Read64(regCMBMSC) == want {
+		return nil // already enabled at this address (by a driver's MapCMB)
+	}
 	d.Write64(regCMBMSC, cmbmscCRE)
-	d.Write64(regCMBMSC, c.busAddr|cmbmscCMSE|cmbmscCRE)
+	d.Write64(regCMBMSC, want)
 	if st := d.Read32(regCMBSTS); st&cmbstsCBAI != 0 {
 		return errors.Errorf("vfio: %s rejected CMB base address %#x (CMBSTS %#x)", d.addr, c.busAddr, st)
 	}

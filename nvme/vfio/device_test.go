@@ -871,3 +871,52 @@ func TestDeviceContainerReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceCMBAfterDriver asks the transport for the CMB after the driver
+// enabled it (what p2pdma does): the CMB keeps its address and keeps working.
+func TestDeviceCMBAfterDriver(t *testing.T) {
+	var d *vfio.Device
+	for _, x := range openAll(t, false) {
+		if nvme.CAP(x.Read64(nvme.RegCAP)).CMBS() {
+			d = x
+		}
+	}
+	if d == nil {
+		t.Fatal("no controller with a CMB")
+	}
+	c := newController(t, d)
+	defer c.Close()
+	dcmb, _, err := c.MapCMB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msc := d.Read64(nvme.RegCMBMSC)
+	cmb, err := d.CMB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cmb.BusAddr() != dcmb.IOVA || d.Read64(nvme.RegCMBMSC) != msc || msc != dcmb.IOVA|nvme.CMBMSCCMSE|nvme.CMBMSCCRE {
+		t.Fatalf("CMBMSC %#x -> %#x, driver CMB at %#x, transport CMB at %#x", msc, d.Read64(nvme.RegCMBMSC), dcmb.IOVA, cmb.BusAddr())
+	}
+	qp, err := c.NewQueuePair(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qp.Close()
+	ns := c.Namespaces()[0]
+	data := make([]byte, 4*ns.BlockSize)
+	fill(data, 15)
+	cmb.WriteAt(data, 0x4000)
+	if err := do(qp, func(cb nvme.Completer) error { return qp.Write(ns, 1500, 4, dcmb, 0x4000, cb, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	cmb.WriteAt(make([]byte, len(data)), 0x8000)
+	if err := do(qp, func(cb nvme.Completer) error { return qp.Read(ns, 1500, 4, dcmb, 0x8000, cb, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	back := make([]byte, len(data))
+	cmb.ReadAt(back, 0x8000)
+	if i := firstDiff(back, data); i >= 0 {
+		t.Fatalf("CMB data differs at byte %d", i)
+	}
+}

@@ -25,6 +25,7 @@ var requiredGuestTests = []string{
 	"TestDeviceAdminIdentify",
 	"TestDeviceIO",
 	"TestDeviceCMBDataBuffer",
+	"TestDeviceCMBAfterDriver",
 	"TestDevicePeerToPeer",
 	"TestDeviceIOMMUBlocksUnmappedDMA",
 	"TestDeviceMSIX",
