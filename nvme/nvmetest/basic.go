@@ -2,6 +2,7 @@ package nvmetest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -12,7 +13,14 @@ import (
 // pattern fills b with bytes derived from seed.
 func pattern(b []byte, seed uint64) {
 	x := seed*0x9e3779b97f4a7c15 | 1
-	for i := range b {
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(b[i:], x)
+	}
+	for ; i < len(b); i++ {
 		x ^= x << 13
 		x ^= x >> 7
 		x ^= x << 17
