@@ -33,6 +33,8 @@ var requiredGuestTests = []string{
 	"TestDeviceTeardown",
 	"TestDriverOverVFIO",
 	"TestDriverSuiteOverVFIO",
+	"TestP2PCopyOverVFIO",
+	"TestP2PStagedScanOverVFIO",
 }
 
 const installHint = "install with: apt-get install -y --no-install-recommends qemu-system-x86 busybox-static xz-utils; " +
