@@ -106,18 +106,11 @@ func LoadSpec(cs *ebpf.CollectionSpec, opts *LoadOptions) (*Program, error) {
 	if cs.ByteOrder != nil && cs.ByteOrder != binary.LittleEndian {
 		return nil, errors.New("object is big-endian; bpfblk runs little-endian programs")
 	}
-	name := opts.Program
-	names := ProgramNames(cs)
-	if name == "" {
-		if len(names) != 1 {
-			return nil, errors.Errorf("object has %d programs (%s); name one", len(names), strings.Join(names, ", "))
-		}
-		name = names[0]
+	ps, err := SelectProgram(cs, opts.Program)
+	if err != nil {
+		return nil, err
 	}
-	ps, ok := cs.Programs[name]
-	if !ok {
-		return nil, errors.Errorf("no program %q in object (have: %s)", name, strings.Join(names, ", "))
-	}
+	name := ps.Name
 	typ, ok := abi.TypeForSection(ps.SectionName)
 	if !ok {
 		return nil, errors.Errorf("program %s: section %q is not %q, %q or %q",

@@ -10,7 +10,10 @@
 package kernel
 
 import (
+	"bytes"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +47,10 @@ func Available() error {
 	availOnce.Do(func() {
 		if os.Getenv("BPFBLK_KERNEL") == "0" {
 			availErr = errors.New("kernel BPF disabled by BPFBLK_KERNEL=0")
+			return
+		}
+		if pid, ok := jitWedged(); ok {
+			availErr = errors.Errorf("kernel BPF JIT looks hung (task %s is blocked in the BPF program allocator); skipping instead of hanging too", pid)
 			return
 		}
 		done := make(chan error, 1)
@@ -184,4 +191,27 @@ func (p *Program) Map(name string) *ebpf.Map {
 		return nil
 	}
 	return p.coll.Maps[name]
+}
+
+// jitWedged looks for a task blocked inside the kernel's BPF program
+// allocator (readable for root in /proc/PID/task/TID/stack). Loading a
+// program then blocks forever and the process can never exit, so callers
+// must not try.
+func jitWedged() (string, bool) {
+	tasks, _ := filepath.Glob("/proc/[0-9]*/task/[0-9]*/stack")
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil || !bytes.Contains(b, []byte("bpf_prog_pack")) {
+			continue
+		}
+		st, err := os.ReadFile(filepath.Join(filepath.Dir(t), "stat"))
+		if err != nil {
+			continue
+		}
+		// The state follows the command name in parentheses.
+		if i := bytes.LastIndexByte(st, ')'); i >= 0 && i+2 < len(st) && st[i+2] == 'D' {
+			return strings.Split(t, "/")[2], true
+		}
+	}
+	return "", false
 }
