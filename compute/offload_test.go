@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfblk/bpfblk/bdev"
@@ -38,11 +39,31 @@ func (f *fixture) addCompute(t *testing.T, mode mock.Mode) *nvme.Controller {
 	return c
 }
 
+// memmemExe is the needle filter through the bpfblk_memmem helper: the same
+// matches as patternProgram at a fraction of the interpreter time.
+func memmemExe(t *testing.T) *engine.Executable {
+	t.Helper()
+	spec, err := filters.LoadPattern()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem",
+		Vars: map[string]any{"pattern": binary.LittleEndian.Uint64(needle), "pattern_len": uint32(len(needle))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := engine.Compile(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
 func (f *fixture) scanAll(t *testing.T, cb *compute.Bdev, opts compute.Options) ([][]uint64, *compute.Stats) {
 	t.Helper()
 	got := make([][]uint64, len(f.bdevs))
 	opts.OnMatch = func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) }
-	st, err := cb.Scan(context.Background(), f.g, patternProgram(t), cb.AllTargets(), opts)
+	st, err := cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +133,7 @@ func TestEngineDeviceWithoutComputeFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	_, err = cb.Scan(context.Background(), f.g, patternProgram(t), cb.AllTargets(), compute.Options{Engine: compute.EngineDevice})
+	_, err = cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Engine: compute.EngineDevice})
 	if err == nil || !strings.Contains(err.Error(), "no compute-capable controller can reach") {
 		t.Fatalf("device engine without a compute device: %v", err)
 	}
@@ -268,8 +289,52 @@ func TestProgramFaultInOneChunk(t *testing.T) {
 	}
 }
 
-// TestOffloadMaps: a scanner's aggregates computed on the device come back
-// into Stats.Maps and equal the host engine's.
+// countingScanner adds one to totals[0] and the chunk's block count to
+// totals[1] on every run: aggregates in an array map.
+func countingScanner(t *testing.T) *engine.Executable {
+	t.Helper()
+	lookup := func(key int32) asm.Instructions {
+		return asm.Instructions{
+			asm.StoreImm(asm.R10, -4, int64(key), asm.Word),
+			asm.LoadMapPtr(asm.R1, 0).WithReference("totals"),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "out"),
+		}
+	}
+	var insns asm.Instructions
+	insns = append(insns, asm.Mov.Reg(asm.R6, asm.R1))
+	insns = append(insns, lookup(0)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord))
+	insns = append(insns, lookup(1)...)
+	insns = append(insns,
+		asm.LoadMem(asm.R2, asm.R6, abi.CtxBlockCount, asm.Word),
+		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
+		asm.Add.Reg(asm.R1, asm.R2),
+		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("out"),
+		asm.Return())
+	cs := &ebpf.CollectionSpec{
+		Maps:     map[string]*ebpf.MapSpec{"totals": {Name: "totals", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2}},
+		Programs: map[string]*ebpf.ProgramSpec{"count": {Name: "count", SectionName: abi.SectionScan, Instructions: insns}},
+	}
+	p, err := engine.LoadSpec(cs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := engine.Compile(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// TestOffloadMaps: aggregates computed on the device come back into
+// Stats.Maps and equal what the host engine computes and plain Go expects.
 func TestOffloadMaps(t *testing.T) {
 	f := newFixture(t)
 	dev := f.addCompute(t, mock.Inline)
@@ -278,43 +343,26 @@ func TestOffloadMaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	spec, err := filters.LoadAggregate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := engine.LoadSpec(spec, &engine.LoadOptions{Program: "aggregate"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe, err := engine.Compile(p, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Plain Go: count and sum of the value field of every 16-byte record.
-	var count, sum uint64
-	for _, d := range f.data {
-		for off := 0; off+16 <= len(d); off += 16 {
-			count++
-			sum += uint64(binary.LittleEndian.Uint32(d[off+4:]))
-		}
+	exe := countingScanner(t)
+	var blocks uint64
+	for _, b := range f.bdevs {
+		blocks += b.NumBlocks()
 	}
 	for _, kind := range []compute.EngineKind{compute.EngineDevice, compute.EngineHost} {
-		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Engine: kind, Devices: []*nvme.Controller{dev}})
+		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Engine: kind, Devices: []*nvme.Controller{dev}, ChunkBytes: 64 << 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		var totals *engine.MapData
-		for i := range st.Maps {
-			if st.Maps[i].Name == "totals" {
-				totals = &st.Maps[i]
-			}
+		var chunks uint64
+		for _, e := range st.Engines {
+			chunks += e.Chunks
 		}
-		if totals == nil || len(totals.Entries) != 2 {
+		if len(st.Maps) != 1 || st.Maps[0].Name != "totals" || len(st.Maps[0].Entries) != 2 {
 			t.Fatalf("engine %d: maps %+v", kind, st.Maps)
 		}
-		gc, gs := binary.LittleEndian.Uint64(totals.Entries[0].Value), binary.LittleEndian.Uint64(totals.Entries[1].Value)
-		if gc != count || gs != sum {
-			t.Fatalf("engine %d: totals %d/%d, want %d/%d", kind, gc, gs, count, sum)
+		e := st.Maps[0].Entries
+		if gc, gb := binary.LittleEndian.Uint64(e[0].Value), binary.LittleEndian.Uint64(e[1].Value); gc != chunks || gb != blocks {
+			t.Fatalf("engine %d: totals %d runs / %d blocks, want %d / %d", kind, gc, gb, chunks, blocks)
 		}
 	}
 }
