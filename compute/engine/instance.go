@@ -69,6 +69,7 @@ type Instance struct {
 	overflow    bool
 	budget      int64
 	budgetLimit int64
+	depth       int
 	trace       io.Writer
 }
 

@@ -50,8 +50,7 @@ func ld64(p unsafe.Pointer) uint64 { return *(*uint64)(p) }
 func (c *interpCode) Exec(m *Instance) (uint64, error) {
 	code := c.code
 	r := &m.regs
-	budget := m.budget
-	depth := 0
+	m.depth = 0
 	pc := 0
 	var faultAddr uint64
 	var faultSize int
@@ -202,182 +201,542 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 
 		// Jumps. A taken backward jump charges the loop span to the budget.
 		case opJa:
-			pc, budget = jump(pc, int(in.off), budget)
+			if t := int(in.off); t < pc {
+				m.budget -= int64(pc - t)
+				if m.budget < 0 {
+					goto overBudget
+				}
+				pc = t
+			} else {
+				pc = t
+			}
 		case opJeq64I:
 			if r[in.dst&15] == in.imm {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJeq64R:
 			if r[in.dst&15] == r[in.src&15] {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJgt64I:
 			if r[in.dst&15] > in.imm {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJgt64R:
 			if r[in.dst&15] > r[in.src&15] {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJge64I:
 			if r[in.dst&15] >= in.imm {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJge64R:
 			if r[in.dst&15] >= r[in.src&15] {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJset64I:
 			if r[in.dst&15]&in.imm != 0 {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJset64R:
 			if r[in.dst&15]&r[in.src&15] != 0 {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJne64I:
 			if r[in.dst&15] != in.imm {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJne64R:
 			if r[in.dst&15] != r[in.src&15] {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsgt64I:
 			if int64(r[in.dst&15]) > int64(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsgt64R:
 			if int64(r[in.dst&15]) > int64(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsge64I:
 			if int64(r[in.dst&15]) >= int64(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsge64R:
 			if int64(r[in.dst&15]) >= int64(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJlt64I:
 			if r[in.dst&15] < in.imm {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJlt64R:
 			if r[in.dst&15] < r[in.src&15] {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJle64I:
 			if r[in.dst&15] <= in.imm {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJle64R:
 			if r[in.dst&15] <= r[in.src&15] {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJslt64I:
 			if int64(r[in.dst&15]) < int64(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJslt64R:
 			if int64(r[in.dst&15]) < int64(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsle64I:
 			if int64(r[in.dst&15]) <= int64(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsle64R:
 			if int64(r[in.dst&15]) <= int64(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJeq32I:
 			if uint32(r[in.dst&15]) == uint32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJeq32R:
 			if uint32(r[in.dst&15]) == uint32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJgt32I:
 			if uint32(r[in.dst&15]) > uint32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJgt32R:
 			if uint32(r[in.dst&15]) > uint32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJge32I:
 			if uint32(r[in.dst&15]) >= uint32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJge32R:
 			if uint32(r[in.dst&15]) >= uint32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJset32I:
 			if uint32(r[in.dst&15])&uint32(in.imm) != 0 {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJset32R:
 			if uint32(r[in.dst&15])&uint32(r[in.src&15]) != 0 {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJne32I:
 			if uint32(r[in.dst&15]) != uint32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJne32R:
 			if uint32(r[in.dst&15]) != uint32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsgt32I:
 			if int32(r[in.dst&15]) > int32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsgt32R:
 			if int32(r[in.dst&15]) > int32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsge32I:
 			if int32(r[in.dst&15]) >= int32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsge32R:
 			if int32(r[in.dst&15]) >= int32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJlt32I:
 			if uint32(r[in.dst&15]) < uint32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJlt32R:
 			if uint32(r[in.dst&15]) < uint32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJle32I:
 			if uint32(r[in.dst&15]) <= uint32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJle32R:
 			if uint32(r[in.dst&15]) <= uint32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJslt32I:
 			if int32(r[in.dst&15]) < int32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJslt32R:
 			if int32(r[in.dst&15]) < int32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsle32I:
 			if int32(r[in.dst&15]) <= int32(in.imm) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opJsle32R:
 			if int32(r[in.dst&15]) <= int32(r[in.src&15]) {
-				pc, budget = jump(pc, int(in.off), budget)
+				if t := int(in.off); t < pc {
+					m.budget -= int64(pc - t)
+					if m.budget < 0 {
+						goto overBudget
+					}
+					pc = t
+				} else {
+					pc = t
+				}
 			}
 		case opCall:
 			v, err := m.callHelper(pc-1, uint32(in.imm))
@@ -386,27 +745,26 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			}
 			r[0] = v
 		case opCallLocal:
-			if depth+1 >= abi.MaxFrames {
+			if m.depth+1 >= abi.MaxFrames {
 				return 0, errors.Wrapf(ErrCallDepth, "engine: instruction %d", pc-1)
 			}
-			budget--
-			f := &m.frames[depth]
+			m.budget--
+			if m.budget < 0 {
+				goto overBudget
+			}
+			f := &m.frames[m.depth]
 			f.ret = pc
 			f.regs = [4]uint64{r[6], r[7], r[8], r[9]}
 			f.r10 = r[10]
-			depth++
+			m.depth++
 			r[10] -= abi.StackSize
 			pc = int(in.off)
 		case opExit:
-			if depth == 0 {
-				m.budget = budget
-				if budget < 0 {
-					return 0, errors.Wrapf(ErrBudget, "engine: %d instructions", m.budgetLimit)
-				}
+			if m.depth == 0 {
 				return r[0], nil
 			}
-			depth--
-			f := &m.frames[depth]
+			m.depth--
+			f := &m.frames[m.depth]
 			r[6], r[7], r[8], r[9] = f.regs[0], f.regs[1], f.regs[2], f.regs[3]
 			r[10] = f.r10
 			pc = f.ret
@@ -544,7 +902,6 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			if off < 0 || off+n > int64(len(m.data)) {
 				// Legacy semantics: an out-of-bounds packet load ends the
 				// program with return value 0.
-				m.budget = budget
 				return 0, nil
 			}
 			d := m.data[off:]
@@ -563,25 +920,15 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 		default:
 			return 0, errors.Errorf("engine: instruction %d: invalid internal opcode %d", pc-1, in.op)
 		}
-		if budget < 0 {
-			return 0, errors.Wrapf(ErrBudget, "engine: instruction %d: limit %d", pc-1, m.budgetLimit)
-		}
 	}
+overBudget:
+	return 0, errors.Wrapf(ErrBudget, "engine: instruction %d: limit %d", pc-1, m.budgetLimit)
 fault:
-	m.budget = budget
 	what := "load"
 	if faultWrite {
 		what = "store"
 	}
 	return 0, &Fault{PC: pc - 1, Addr: faultAddr, Size: faultSize, Write: faultWrite, What: what}
-}
-
-// jump moves to target, charging a backward jump's span to the budget.
-func jump(pc, target int, budget int64) (int, int64) {
-	if target < pc {
-		budget -= int64(pc - target)
-	}
-	return target, budget
 }
 
 func div64(a, b uint64) uint64 {
