@@ -145,3 +145,20 @@ func TestRegion(t *testing.T) {
 		t.Fatal("Close after the last Close accepted")
 	}
 }
+
+// FuzzDecodeCMB: any register pair decodes or fails cleanly; what decodes
+// is consistent with the raw fields.
+func FuzzDecodeCMB(f *testing.F) {
+	f.Add(uint32(0x62), uint32(0x0004021d))
+	f.Add(uint32(2), uint32(7<<8|1<<12))
+	f.Add(uint32(0xffffffff), uint32(0xffffffff))
+	f.Fuzz(func(t *testing.T, loc, sz uint32) {
+		c, err := DecodeCMB(loc, sz)
+		if err != nil {
+			return
+		}
+		if c.Size == 0 || c.Size%4096 != 0 || c.Offset%c.Unit != 0 || c.BIR == 1 || c.BIR > 5 || c.Size != uint64(sz>>12)*c.Unit {
+			t.Fatalf("DecodeCMB(%#x, %#x) = %+v", loc, sz, c)
+		}
+	})
+}

@@ -143,3 +143,23 @@ func TestCopyUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseEndpoint: any input parses or fails cleanly, and what parses
+// joins back to the input.
+func FuzzParseEndpoint(f *testing.F) {
+	for _, s := range []string{"pci:0000:01:00.0:1:0:8", "mock:null:1:5:6", "mock:mock1n1:7:1", "file:/a:b,lba=4096:1:0:8", "::::", "mock:1:0x10:0b11"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := parseEndpoint("from", s, true)
+		if err != nil {
+			return
+		}
+		if e.count == 0 || e.dev == "" || e.ns == "" || strings.Contains(e.ns, ":") {
+			t.Fatalf("%q parsed as %+v", s, e)
+		}
+		if !strings.HasPrefix(s, e.dev+":"+e.ns+":") {
+			t.Fatalf("%q parsed as %+v", s, e)
+		}
+	})
+}
