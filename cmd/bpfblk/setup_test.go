@@ -191,3 +191,15 @@ func TestParseMemSize(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseMemSize(f *testing.F) {
+	for _, s := range []string{"2G", "512M", "1024", "0", "4GiB", "1.5G", "-1", "99999999999T", "k"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		n, err := parseMemSize(s)
+		if err == nil && n < 0 {
+			t.Fatalf("parseMemSize(%q) = %d", s, n)
+		}
+	})
+}
