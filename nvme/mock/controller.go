@@ -378,8 +378,12 @@ func (c *Controller) Close() error {
 	return nil
 }
 
-// Read32 implements nvme.Transport.
+// Read32 implements nvme.Transport. A closed controller reads as all ones,
+// like a removed PCIe function.
 func (c *Controller) Read32(off uint32) uint32 {
+	if c.closed.Load() {
+		return 0xffffffff
+	}
 	switch off {
 	case nvme.RegCAP:
 		return uint32(c.cap)
@@ -770,6 +774,14 @@ func (c *Controller) kick() {
 
 func (c *Controller) stopDeviceCore() {
 	if c.poll == nil {
+		return
+	}
+	if c.reacto.OnReactor() {
+		// Closed from the device's own reactor: no poll is running now.
+		c.poll.Unregister()
+		if c.group != nil {
+			c.group.Stop()
+		}
 		return
 	}
 	done := make(chan struct{})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
+	"github.com/bpfblk/bpfblk/poller"
 )
 
 type rig struct {
@@ -644,5 +645,44 @@ func TestControllerClose(t *testing.T) {
 	}
 	if _, err := r.ctrl.Identify(nvme.CNSController, 0, 0, 0); !errors.Is(err, nvme.ErrClosed) {
 		t.Errorf("admin after close: %v", err)
+	}
+}
+
+// TestSharedReactor: device-core controllers can share a reactor the caller
+// owns, and closing one from that reactor's goroutine does not wait on itself.
+func TestSharedReactor(t *testing.T) {
+	g, err := poller.Start(poller.Config{NoPin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Stop() }) // after the controllers' cleanups
+	re := g.Reactors()[0]
+	var devs []*mock.Controller
+	for i := 0; i < 2; i++ {
+		r := newRig(t, mock.Config{Mode: mock.DeviceCore, Reactor: re}, nvme.Options{})
+		qp, _ := r.ctrl.NewQueuePair(8)
+		rc := newRec()
+		copy(r.buf.Buf, "shared")
+		qp.Write(r.ns, 1, 1, r.buf, 0, rc, 1)
+		drain(t, qp)
+		clear(r.buf.Buf[:512])
+		qp.Read(r.ns, 1, 1, r.buf, 0, rc, 2)
+		drain(t, qp)
+		if rc.err[1] != nil || rc.err[2] != nil || string(r.buf.Buf[:6]) != "shared" {
+			t.Fatalf("controller %d: %v %v %q", i, rc.err[1], rc.err[2], r.buf.Buf[:6])
+		}
+		devs = append(devs, r.dev)
+	}
+	done := make(chan error, 1)
+	if err := re.Send(func() { done <- devs[0].Close() }); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close from the device reactor waited on itself")
 	}
 }
