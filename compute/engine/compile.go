@@ -178,7 +178,25 @@ func compile(c *verifier.Code, info *verifier.Info) ([]insn, error) {
 		}
 		out[pc] = in
 	}
+	fuse(out)
 	return out, nil
+}
+
+// fuse replaces frequent instruction pairs that clang emits with one
+// superinstruction. The second slot is left intact, so a jump to it still
+// executes just that instruction.
+func fuse(code []insn) {
+	for pc := 0; pc+1 < len(code); pc++ {
+		a, b := code[pc], code[pc+1]
+		switch {
+		case a.op == opMov64R && b.op == opAdd64I && b.dst == a.dst:
+			code[pc] = insn{op: opMovAdd64I, dst: a.dst, src: a.src, imm: b.imm}
+		case a.op == opMov64R && b.op == opAdd64R && b.dst == a.dst && b.src != a.dst:
+			code[pc] = insn{op: opMovAdd64R, dst: a.dst, src: a.src, imm: uint64(b.src)}
+		case a.op == opLsh64I && a.imm == 32 && b.op == opRsh64I && b.imm == 32 && b.dst == a.dst:
+			code[pc] = insn{op: opZext32, dst: a.dst}
+		}
+	}
 }
 
 func sizeIndex(s asm.Size) uint8 {

@@ -771,6 +771,15 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 		case opLoadImm64:
 			r[in.dst&15] = in.imm
 			pc++
+		case opMovAdd64I:
+			r[in.dst&15] = r[in.src&15] + in.imm
+			pc++
+		case opMovAdd64R:
+			r[in.dst&15] = r[in.src&15] + r[in.imm&15]
+			pc++
+		case opZext32:
+			r[in.dst&15] = uint64(uint32(r[in.dst&15]))
+			pc++
 
 		// Memory: every access is checked against its region.
 		case opLdxB:

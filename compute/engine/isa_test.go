@@ -138,3 +138,35 @@ func jmp(cond asm.Instruction, setup ...asm.Instruction) asm.Instructions {
 	}
 	return p
 }
+
+// TestFusedPairs checks the superinstructions, including a jump that lands on
+// the second instruction of a fused pair.
+func TestFusedPairs(t *testing.T) {
+	prog := asm.Instructions{
+		asm.Mov.Imm(asm.R3, 5),
+		asm.Mov.Imm(asm.R4, 100),
+		asm.Mov.Imm(asm.R0, 1),
+		asm.JEq.Imm(asm.R3, 5, "second"), // taken: skips the mov
+		asm.Mov.Reg(asm.R0, asm.R3),
+		asm.Add.Imm(asm.R0, 7).WithSymbol("second"), // r0 = 1 + 7 = 8
+		asm.Mov.Reg(asm.R5, asm.R4),
+		asm.Add.Reg(asm.R5, asm.R3), // r5 = 105
+		asm.Mov.Reg(asm.R6, asm.R3),
+		asm.Add.Reg(asm.R6, asm.R6), // not fused (src == dst): 10
+		ld64imm(asm.R7, 0xdead_beef_0000_0009),
+		asm.LSh.Imm(asm.R7, 32),
+		asm.RSh.Imm(asm.R7, 32), // 9
+		asm.Add.Reg(asm.R0, asm.R5),
+		asm.Add.Reg(asm.R0, asm.R6),
+		asm.Add.Reg(asm.R0, asm.R7),
+		asm.Return(),
+	}
+	if got := runRaw(t, prog, nil); got != 8+105+10+9 {
+		t.Fatalf("r0 = %d, want %d", got, 8+105+10+9)
+	}
+	// The same program without the jump: the mov runs, r0 = 5 + 7.
+	prog[3] = asm.JEq.Imm(asm.R3, 6, "second")
+	if got := runRaw(t, prog, nil); got != 12+105+10+9 {
+		t.Fatalf("r0 = %d, want %d", got, 12+105+10+9)
+	}
+}

@@ -156,5 +156,10 @@ const (
 	opLdCtxData
 	opLdCtxDataEnd
 	opHalf // second slot of an LDDW; never executed
+	// Fused pairs (superinstructions). The fused op replaces the first slot
+	// and skips the second, which keeps its own op for jumps that land on it.
+	opMovAdd64I // dst = src + imm            (mov64 dst, src; add64 dst, imm)
+	opMovAdd64R // dst = src + r[imm]         (mov64 dst, src; add64 dst, rZ)
+	opZext32    // dst = uint32(dst)          (lsh64 dst, 32; rsh64 dst, 32)
 	numOps
 )
