@@ -18,7 +18,12 @@ func init() {
 	register(command{name: "setup", summary: "hand NVMe controllers to vfio-pci and reserve hugepages (like SPDK's setup.sh)", run: runSetup})
 }
 
-const setupSynopsis = "setup [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N] [--hugepage-size 2M|1G] [--node N] [--dry-run]"
+const setupSynopsis = `setup [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N] [--hugepage-size 2M|1G] [--node N] [--dry-run]
+
+  config  (the default) reserve hugepages and hand NVMe controllers to vfio-pci;
+          controllers with a mounted, swapped-on or held namespace are left alone
+  reset   give the controllers back to the kernel's nvme driver
+  status  list NVMe controllers with driver, IOMMU group and block devices, and the hugepages`
 
 // setupHost returns the system the command works on; tests replace it with
 // a fake sysfs tree and kernel.

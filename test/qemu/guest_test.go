@@ -192,7 +192,6 @@ func buildInitramfs(path, busybox string, modules []string, c guestConfig) error
 // machine describes the emulated machine.
 type machine struct {
 	Kernel string
-	PVH    bool
 	Initrd string
 	Work   string // directory for namespace images
 }

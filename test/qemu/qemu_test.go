@@ -121,7 +121,7 @@ func TestQEMUVFIO(t *testing.T) {
 	if err := buildInitramfs(initrd, busybox, k.Modules, cfg); err != nil {
 		t.Fatalf("initramfs: %v", err)
 	}
-	m := machine{Kernel: k.Image, PVH: k.PVH, Initrd: initrd, Work: work}
+	m := machine{Kernel: k.Image, Initrd: initrd, Work: work}
 	var res *guestResult
 	var qerr error
 	for attempt := 1; ; attempt++ {
