@@ -1,7 +1,6 @@
 package vfio
 
 import (
-	"math/bits"
 	"sync"
 	"unsafe"
 
@@ -229,5 +228,3 @@ func (p *dmaPool) close() error {
 	p.chunks, p.allocs = nil, nil
 	return first
 }
-
-func isPow2(v uint64) bool { return v != 0 && bits.OnesCount64(v) == 1 }
