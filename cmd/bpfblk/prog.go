@@ -226,7 +226,12 @@ func progVerify(target string, o *progOpts, stdout, stderr io.Writer) error {
 	if !o.kernel {
 		return nil
 	}
-	if p.Type != abi.TypeXDP {
+	switch p.Type {
+	case abi.TypeXDP:
+	case abi.TypeRaw:
+		fmt.Fprintf(stdout, "kernel: skipped: raw programs (r1 = data, r2 = length) have no Linux program type; only xdp programs can be checked\n")
+		return nil
+	default:
 		fmt.Fprintf(stdout, "kernel: skipped: %s programs use the bpfblk context and helpers, which Linux does not have; only xdp programs can be checked\n", p.Type)
 		return nil
 	}
