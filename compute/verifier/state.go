@@ -175,6 +175,18 @@ func widen(old, nv value) value {
 	return nv
 }
 
+type pair struct {
+	a   *value
+	b   value
+	pos int32
+}
+
+// joinScratch is reused across joins to avoid allocating.
+type joinScratch struct {
+	pairs  []pair
+	groups map[groupKey]int32
+}
+
 // groupKey identifies data pointers that shared their variable part in both
 // joined states and fold the same way, so they may share the joined id.
 type groupKey struct {
@@ -185,13 +197,8 @@ type groupKey struct {
 
 // join merges other into s. It reports whether s changed. Joined data
 // pointers get the id jid*128-position of the first member of their group.
-func (s *state) join(o *state, jid int32, widening bool) bool {
-	type pair struct {
-		a   *value
-		b   value
-		pos int32
-	}
-	var pairs []pair
+func (s *state) join(o *state, jid int32, widening bool, sc *joinScratch) bool {
+	pairs := sc.pairs[:0]
 	for i := range s.regs {
 		pairs = append(pairs, pair{&s.regs[i], o.regs[i], int32(i)})
 	}
@@ -220,7 +227,12 @@ func (s *state) join(o *state, jid int32, widening bool) bool {
 			pairs = append(pairs, pair{&f.saved[i], of.saved[i], int32(600 + fi*11 + i)})
 		}
 	}
-	groups := map[groupKey]int32{}
+	if sc.groups == nil {
+		sc.groups = map[groupKey]int32{}
+	}
+	groups := sc.groups
+	clear(groups)
+	sc.pairs = pairs
 	for _, p := range pairs {
 		a, b := *p.a, p.b
 		id := jid*1024 - p.pos

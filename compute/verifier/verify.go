@@ -48,6 +48,7 @@ type verifier struct {
 	work    []workItem
 	live    []uint16 // registers live on entry, per slot
 	fpBuf   []byte
+	scratch joinScratch
 	ctxSeen []bool
 }
 
@@ -141,7 +142,7 @@ func (v *verifier) merge(k key, s *state) {
 		return
 	}
 	ps.joins++
-	if ps.joined.join(s, int32(-(k.pc + 1)), ps.joins > wideningAfter) {
+	if ps.joined.join(s, int32(-(k.pc + 1)), ps.joins > wideningAfter, &v.scratch) {
 		v.work = append(v.work, workItem{k, ps.joined.clone()})
 	}
 }
