@@ -5,8 +5,8 @@
 // The program side — loading, verification, the interpreter, maps and the C
 // ABI — lives in the sub-packages engine, verifier and abi. This package fans a
 // compiled program out over (namespace, LBA range) targets: per target it
-// picks an engine (a host compute core today; an offload to a compute-capable
-// controller where one can reach the data), keeps several chunks in flight per
+// picks an engine (an offload to a compute-capable controller that can reach
+// the data — see offload.go — or a host compute core), keeps several chunks in flight per
 // namespace, runs namespaces in parallel across reactors, and streams matches
 // back to the caller with statistics on the bytes that moved.
 //

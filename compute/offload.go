@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/pkg/errors"
@@ -44,7 +45,8 @@ type offDevice struct {
 	cn     nvme.ComputeNamespace
 	slm    *nvme.Namespace
 	size   uint64
-	next   uint64 // SLM bump allocator
+	pool   *slmPool
+	held   []span // SLM this scan holds, returned by closeOffload
 	slot   int    // program slot, -1 until loaded
 	rsids  []uint16
 	reach  map[reachKey]bool
@@ -92,6 +94,7 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 			continue
 		}
 		d := &offDevice{c: c, cn: cns[0], slm: cns[0].Memory[0], size: cns[0].Sizes[0], slot: -1, reach: map[reachKey]bool{}}
+		d.pool = poolFor(c, d.slm, d.size)
 		if uint64(len(img)) > uint64(d.cn.Info.MaxProgram) || d.cn.Info.ProgTypes&1 == 0 {
 			continue
 		}
@@ -125,6 +128,7 @@ func closeOffload(devs []*offDevice) {
 			d.c.DeleteRangeSet(d.cn.CP, rs)
 		}
 		d.rsids = nil
+		d.release(0)
 		if d.slot >= 0 {
 			d.c.DeactivateProgram(d.cn.CP, uint16(d.slot))
 			d.c.UnloadProgram(d.cn.CP, uint16(d.slot))
@@ -133,15 +137,77 @@ func closeOffload(devs []*offDevice) {
 	}
 }
 
+// span is a piece of a memory namespace.
+type span struct{ off, n uint64 }
+
+// slmPool hands out the memory of one memory namespace to every scan of the
+// process that uses it, so concurrent scans on one device never share bytes.
+type slmPool struct {
+	mu   sync.Mutex
+	free []span // sorted by offset, coalesced
+}
+
+type poolKey struct {
+	c    *nvme.Controller
+	nsid uint32
+}
+
+var slmPools sync.Map // poolKey -> *slmPool
+
+func poolFor(c *nvme.Controller, ns *nvme.Namespace, size uint64) *slmPool {
+	p, _ := slmPools.LoadOrStore(poolKey{c, ns.ID}, &slmPool{free: []span{{0, size}}})
+	return p.(*slmPool)
+}
+
+func (p *slmPool) get(n uint64) (uint64, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, f := range p.free {
+		if f.n >= n {
+			p.free[i] = span{f.off + n, f.n - n}
+			if p.free[i].n == 0 {
+				p.free = append(p.free[:i], p.free[i+1:]...)
+			}
+			return f.off, true
+		}
+	}
+	return 0, false
+}
+
+func (p *slmPool) put(s span) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := sort.Search(len(p.free), func(i int) bool { return p.free[i].off > s.off })
+	p.free = append(p.free, span{})
+	copy(p.free[i+1:], p.free[i:])
+	p.free[i] = s
+	// Coalesce with the neighbours.
+	if i+1 < len(p.free) && p.free[i].off+p.free[i].n == p.free[i+1].off {
+		p.free[i].n += p.free[i+1].n
+		p.free = append(p.free[:i+1], p.free[i+2:]...)
+	}
+	if i > 0 && p.free[i-1].off+p.free[i-1].n == p.free[i].off {
+		p.free[i-1].n += p.free[i].n
+		p.free = append(p.free[:i], p.free[i+1:]...)
+	}
+}
+
 // alloc hands out n bytes of SLM (4 KiB aligned), or false when full.
 func (d *offDevice) alloc(n uint64) (uint64, bool) {
 	n = (n + 4095) &^ 4095
-	if d.next+n > d.size {
-		return 0, false
+	off, ok := d.pool.get(n)
+	if ok {
+		d.held = append(d.held, span{off, n})
 	}
-	off := d.next
-	d.next += n
-	return off, true
+	return off, ok
+}
+
+// release returns the last allocations, back to a length of mark.
+func (d *offDevice) release(mark int) {
+	for _, s := range d.held[mark:] {
+		d.pool.put(s)
+	}
+	d.held = d.held[:mark]
 }
 
 // reaches reports whether d can copy blocks of ns (of controller c) into its
@@ -152,14 +218,18 @@ func (d *offDevice) reaches(c *nvme.Controller, ns *nvme.Namespace, lba uint64) 
 		return r
 	}
 	ok := false
+	mark := len(d.held)
+	off, got := d.alloc(uint64(ns.BlockSize))
+	if !got {
+		return false // the device is full now; not remembered
+	}
 	if qp, err := d.c.NewQueuePair(4); err == nil {
 		src := []nvme.MemCopySource{{Controller: cntlid(d.c, c), NSID: ns.ID, LBA: lba, Blocks: 1}}
-		if d.size >= uint64(ns.BlockSize) {
-			_, err = syncCommand(qp, func(cb nvme.Completer) error { return qp.MemoryCopy(d.slm, 0, src, cb, 0) })
-			ok = err == nil
-		}
+		_, err = syncCommand(qp, func(cb nvme.Completer) error { return qp.MemoryCopy(d.slm, off, src, cb, 0) })
+		ok = err == nil
 		qp.Close()
 	}
+	d.release(mark)
 	d.reach[k] = ok
 	return ok
 }
@@ -349,7 +419,7 @@ func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, t
 	j.chunks = make([]offChunk, 2*opts.InFlight)
 	for i := range j.chunks {
 		ch := &j.chunks[i]
-		mark := d.next
+		mark := len(d.held)
 		dataOff, ok1 := d.alloc(per * j.bs)
 		outOff, ok2 := d.alloc(outBytes)
 		var rs uint16
@@ -361,7 +431,7 @@ func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, t
 			})
 		}
 		if err != nil {
-			d.next = mark
+			d.release(mark)
 			if i > 0 && (errors.Is(err, errNoDeviceMemory) || errors.Is(err, nvme.ErrRangeSetLimit)) {
 				j.chunks = j.chunks[:i]
 				break

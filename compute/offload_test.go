@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -363,6 +364,54 @@ func TestOffloadMaps(t *testing.T) {
 		e := st.Maps[0].Entries
 		if gc, gb := binary.LittleEndian.Uint64(e[0].Value), binary.LittleEndian.Uint64(e[1].Value); gc != chunks || gb != blocks {
 			t.Fatalf("engine %d: totals %d runs / %d blocks, want %d / %d", kind, gc, gb, chunks, blocks)
+		}
+	}
+}
+
+// TestConcurrentOffloadScans: two scans share one compute device at the same
+// time; each gets its own program slot and device memory.
+func TestConcurrentOffloadScans(t *testing.T) {
+	f := newFixture(t)
+	dev := f.addCompute(t, mock.DeviceCore)
+	cbs := make([]*compute.Bdev, 2)
+	for i, bases := range [][]*bdev.Bdev{f.bdevs[:1], f.bdevs[1:]} {
+		cb, err := compute.NewBdev(fmt.Sprintf("scan%d", i), bases)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cb.Close()
+		cbs[i] = cb
+	}
+	exe := memmemExe(t)
+	errc := make(chan error, 2)
+	got := make([][][]uint64, 2)
+	for i, cb := range cbs {
+		got[i] = make([][]uint64, len(cb.Bases()))
+		go func() {
+			st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{
+				Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 32 << 10,
+				OnMatch: func(m compute.Match) { got[i][m.Target] = append(got[i][m.Target], m.LBA) },
+			})
+			if err == nil && len(st.Faults) > 0 {
+				err = st.Faults[0]
+			}
+			errc <- err
+		}()
+	}
+	for range cbs {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range [][]uint64{f.reference(0), f.reference(1), f.reference(2)} {
+		g := got[0]
+		k := i
+		if i > 0 {
+			g, k = got[1], i-1
+		}
+		slices.Sort(g[k])
+		if !slices.Equal(g[k], want) {
+			t.Fatalf("base %d: %d matches, reference %d", i, len(g[k]), len(want))
 		}
 	}
 }
