@@ -178,9 +178,14 @@ func compile(c *verifier.Code, info *verifier.Info) ([]insn, error) {
 		}
 		out[pc] = in
 	}
-	fuse(out)
+	if fusion {
+		fuse(out)
+	}
 	return out, nil
 }
+
+// fusion enables superinstructions (tests compare runs with and without).
+var fusion = true
 
 // fuse replaces frequent instruction pairs that clang emits with one
 // superinstruction. The second slot is left intact, so a jump to it still
