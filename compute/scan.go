@@ -239,7 +239,10 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
 		}
 		if devs, err = openOffload(opts.Devices, img); err != nil {
-			return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
+			if opts.Engine == EngineDevice {
+				return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
+			}
+			devs = nil // auto: a device that refuses the program leaves the work to the host
 		}
 		defer closeOffload(devs)
 	}

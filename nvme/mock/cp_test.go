@@ -183,6 +183,18 @@ func TestComputeOffloadPath(t *testing.T) {
 	if p2p := st.PeerWrite - before.PeerWrite; p2p != 64*512 {
 		t.Fatalf("peer traffic %d, want %d", p2p, 64*512)
 	}
+	// The compute controller's own NVM namespace (nsid 3, 4 KiB blocks) is a
+	// source too: controller 0 means "this controller".
+	if _, err := wait(t, r.qp, func(c nvme.Completer) error {
+		return r.qp.MemoryCopy(slm, 256<<10, []nvme.MemCopySource{{NSID: 3, LBA: 10, Blocks: 2}}, c, 0)
+	}); err != nil {
+		t.Fatalf("copy from this controller: %v", err)
+	}
+	if _, err := wait(t, r.qp, func(c nvme.Completer) error {
+		return r.qp.MemoryCopy(slm, 0, []nvme.MemCopySource{{NSID: 2, Blocks: 1}}, c, 0)
+	}); !errors.Is(err, nvme.ErrInvalidNamespace) {
+		t.Fatalf("copy from a memory namespace as if it had LBAs: %v", err)
+	}
 	// Memory Write / Fill / Read round trip.
 	for i := range 64 {
 		r.buf.Buf[i] = byte(i)
