@@ -79,6 +79,7 @@ type Fault struct {
 	What  string // what was accessed, e.g. "load", "helper bpfblk_memcmp"
 }
 
+// Error describes the access and what the address points at.
 func (f *Fault) Error() string {
 	return fmt.Sprintf("engine: instruction %d: %s of %d bytes at %#x outside the program's memory (%s)",
 		f.PC, f.What, f.Size, f.Addr, describeAddr(f.Addr))

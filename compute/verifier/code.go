@@ -83,6 +83,7 @@ type Error struct {
 	Reason string
 }
 
+// Error formats the rejection on one line.
 func (e *Error) Error() string {
 	if e.Index < 0 {
 		return "verifier: " + e.Reason

@@ -311,12 +311,12 @@ func (v *verifier) exit(k key, s *state) error {
 		return v.rejectf(pc, "function returns a pointer to its own stack")
 	}
 	s.regs = regs
-	chain := k.chain[:strings_LastIndexByte(k.chain, ',')]
+	chain := k.chain[:lastIndexByte(k.chain, ',')]
 	v.merge(key{pc: f.ret, chain: chain}, s)
 	return nil
 }
 
-func strings_LastIndexByte(s string, c byte) int {
+func lastIndexByte(s string, c byte) int {
 	for i := len(s) - 1; i >= 0; i-- {
 		if s[i] == c {
 			return i
