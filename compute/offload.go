@@ -39,20 +39,18 @@ const offloadTimeout = 10 * time.Second
 const firstRead = 14
 
 // offDevice is one compute controller prepared for a scan: the program loaded
-// and active, SLM handed out by a bump allocator.
+// and active, its memory taken from the process-wide pool of the namespace.
 type offDevice struct {
-	c      *nvme.Controller
-	cn     nvme.ComputeNamespace
-	slm    *nvme.Namespace
-	size   uint64
-	pool   *slmPool
-	held   []span // SLM this scan holds, returned by closeOffload
-	slot   int    // program slot, -1 until loaded
-	rsids  []uint16
-	reach  map[reachKey]bool
-	stats  int // index in Stats.Engines
-	stateR uint16
-	stateO uint64
+	c     *nvme.Controller
+	cn    nvme.ComputeNamespace
+	slm   *nvme.Namespace
+	size  uint64
+	pool  *slmPool
+	held  []span // SLM this scan holds, returned by closeOffload
+	slot  int    // program slot, -1 until loaded
+	rsids []uint16
+	reach map[reachKey]bool
+	stats int // index in Stats.Engines
 }
 
 type reachKey struct {
