@@ -171,3 +171,44 @@ func TestVerifierRejectsEncodings(t *testing.T) {
 		t.Fatal("truncated instruction accepted")
 	}
 }
+
+// TestVerifierRejectsContext covers struct bpfblk_ctx: bounds, the whole-
+// __u64 rule for data/data_end, read-only fields, and emit's argument.
+func TestVerifierRejectsContext(t *testing.T) {
+	exit0 := asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+	cases := []struct {
+		name   string
+		prog   asm.Instructions
+		reason string
+	}{
+		{"past the end", cat(asm.Instructions{asm.LoadMem(asm.R2, asm.R1, abi.CtxSize, asm.Word)}, exit0), "invalid context access at offset 40"},
+		{"straddling a field", cat(asm.Instructions{asm.LoadMem(asm.R2, asm.R1, abi.CtxNSID+2, asm.Word)}, exit0), "invalid context access"},
+		{"half of data", cat(asm.Instructions{asm.LoadMem(asm.R2, asm.R1, abi.CtxData, asm.Word)}, exit0), "read as whole __u64"},
+		{"negative offset", cat(asm.Instructions{asm.LoadMem(asm.R2, asm.R1, -8, asm.DWord)}, exit0), "invalid context access"},
+		{"write lba", cat(asm.Instructions{asm.StoreImm(asm.R1, abi.CtxLBA, 1, asm.Word)}, exit0), "read-only context"},
+		{"variable offset", cat(asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, abi.CtxNSID, asm.Word), asm.Add.Reg(asm.R1, asm.R2),
+			asm.LoadMem(asm.R3, asm.R1, 0, asm.Byte)}, exit0), "variable offset added to the context pointer"},
+		{"emit without ctx", cat(asm.Instructions{asm.Mov.Reg(asm.R1, asm.R10), asm.Mov.Imm(asm.R2, 1), asm.BuiltinFunc(abi.HelperEmit).Call()}, exit0), "must be the context pointer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := engine.FromInstructions("t", abi.TypeScan, tc.prog)
+			if err == nil || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("got %v, want %q", err, tc.reason)
+			}
+		})
+	}
+	// The fields a filter may read are accepted.
+	ok := cat(asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, abi.CtxLBA, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R1, abi.CtxNSID, asm.Word),
+		asm.LoadMem(asm.R4, asm.R1, abi.CtxBlockSize, asm.Word),
+		asm.LoadMem(asm.R5, asm.R1, abi.CtxBlockCount, asm.Half),
+		asm.LoadMem(asm.R6, asm.R1, abi.CtxData, asm.DWord),
+		asm.LoadMem(asm.R7, asm.R1, abi.CtxDataEnd, asm.DWord),
+	}, exit0)
+	if _, err := engine.FromInstructions("t", abi.TypeFilter, ok); err != nil {
+		t.Fatal(err)
+	}
+}
