@@ -15,6 +15,7 @@ import (
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
+	"github.com/bpfblk/bpfblk/p2pdma"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
 )
@@ -81,7 +82,6 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	switch *stage {
 	case "host":
 	case "cmb":
-		return failure(stderr, "scan", errors.New("--stage cmb: staging reads in a controller memory buffer is not available in this build; use --stage host"))
 	default:
 		return usageError(stderr, "scan", errors.Errorf("unknown stage %q (want host or cmb)", *stage))
 	}
@@ -133,6 +133,16 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	var matches []compute.Match
 	opts := compute.Options{Engine: eng, ChunkBytes: *chunk, Devices: set.Controllers}
+	if *stage == "cmb" {
+		// Host engines read chunks into a controller memory buffer: the data
+		// goes drive to peer memory and never crosses host DRAM.
+		reg, err := p2pdma.OpenAny(set.Controllers)
+		if err != nil {
+			return failure(stderr, "scan", errors.Wrap(err, "--stage cmb (use --stage host)"))
+		}
+		defer reg.Close()
+		opts.Staging = p2pdma.NewCMBStaging(reg)
+	}
 	if !*count && !*jsonOut {
 		opts.OnMatch = func(m compute.Match) { matches = append(matches, m) }
 	}

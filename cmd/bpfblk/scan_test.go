@@ -160,3 +160,24 @@ char LICENSE[] SEC("license") = "GPL";
 		t.Fatalf("rejection does not name the instruction and reason: %s", errOut)
 	}
 }
+
+func TestScanStagedInCMB(t *testing.T) {
+	code, out, errOut := runCLI("scan", "--engine", "host", "--stage", "cmb", "--json")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep scanReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if want := len(demoReference(t, device.DemoPattern)); rep.Matches != uint64(want) {
+		t.Fatalf("staged scan found %d matches, reference %d", rep.Matches, want)
+	}
+	if rep.BytesThroughHost != 0 || rep.BytesScanned == 0 {
+		t.Fatalf("staged scan: %d bytes scanned, %d through host memory; want 0 through host", rep.BytesScanned, rep.BytesThroughHost)
+	}
+	code, _, errOut = runCLI("scan", "--stage", "cmb", "--dev", "mock:null")
+	if code != exitFail || !strings.Contains(errOut, "no controller memory buffer") {
+		t.Fatalf("staging without a CMB: exit %d, %s", code, errOut)
+	}
+}
