@@ -57,6 +57,7 @@ const splitWindow = 4
 type Channel struct {
 	desc      *Desc
 	backend   BackendChannel
+	nvmeCh    *nvmeChannel // backend when it is an NVMe queue pair: a direct call
 	blockSize int
 	numBlocks uint64
 	maxBlocks uint64 // largest child in blocks; 0 = no split
@@ -81,9 +82,11 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "bdev %s: new channel", info.Name)
 	}
+	nc, _ := bc.(*nvmeChannel)
 	ch := &Channel{
 		desc:      d,
 		backend:   bc,
+		nvmeCh:    nc,
 		blockSize: info.BlockSize,
 		numBlocks: info.NumBlocks,
 		types:     info.IOTypes,
@@ -96,6 +99,7 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 	ch.ios = make([]IO, n)
 	for i := range ch.ios {
 		ch.ios[i].ch = ch
+		ch.ios[i].nvme.io = &ch.ios[i]
 		ch.ios[i].next = ch.free
 		ch.free = &ch.ios[i]
 	}
@@ -195,7 +199,12 @@ func (ch *Channel) submit(t IOType, buf Buffer, lba, count, src uint64, cb func(
 // is full, or completing it with the error the backend gave.
 func (ch *Channel) start(io *IO) {
 	ch.outstanding++
-	err := ch.backend.Submit(io)
+	var err error
+	if ch.nvmeCh != nil {
+		err = ch.nvmeCh.Submit(io)
+	} else {
+		err = ch.backend.Submit(io)
+	}
 	if err == nil {
 		return
 	}

@@ -89,8 +89,7 @@ type nvmeCompletion struct{ io *IO }
 func (c *nvmeCompletion) Complete(_ uint64, _ uint64, err error) { c.io.Done(err) }
 
 func (ch *nvmeChannel) Submit(io *IO) error {
-	cb := &io.nvme
-	cb.io = io
+	cb := &io.nvme // its io pointer is set once, when the channel is made
 	var err error
 	switch io.Type {
 	case Read, Write:
@@ -115,7 +114,7 @@ func (ch *nvmeChannel) Submit(io *IO) error {
 	default:
 		return errors.Wrapf(ErrUnsupported, "nvme namespace %d: %v", ch.ns.ID, io.Type)
 	}
-	if errors.Is(err, nvme.ErrQueueFull) {
+	if err != nil && errors.Is(err, nvme.ErrQueueFull) {
 		return ErrBusy
 	}
 	return err
