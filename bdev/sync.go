@@ -46,12 +46,10 @@ func NewSync(desc *Desc, r *poller.Reactor) (*Sync, error) {
 		s.all = append(s.all, b)
 		s.free <- b
 	}
-	errc := make(chan error, 1)
-	setup := func() {
+	err := r.Call(func() error {
 		ch, err := desc.NewChannel(syncBuffers)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
 		p, err := r.Register("bdev-sync:"+info.Name, func() poller.Status {
 			if ch.Poll() > 0 {
@@ -61,19 +59,14 @@ func NewSync(desc *Desc, r *poller.Reactor) (*Sync, error) {
 		}, 0)
 		if err != nil {
 			ch.Close()
-			errc <- err
-			return
+			return err
 		}
 		s.ch, s.poll = ch, p
-		errc <- nil
-	}
-	if err := r.Send(setup); err != nil {
+		return nil
+	})
+	if err != nil {
 		s.freeBuffers()
 		return nil, errors.Wrapf(err, "bdev %s: sync channel", info.Name)
-	}
-	if err := <-errc; err != nil {
-		s.freeBuffers()
-		return nil, err
 	}
 	return s, nil
 }
@@ -199,14 +192,13 @@ func (s *Sync) Close() error {
 	for i := 0; i < syncBuffers; i++ {
 		<-s.free
 	}
-	errc := make(chan error, 1)
-	if err := s.r.Send(func() {
+	err := s.r.Call(func() error {
 		s.poll.Unregister()
-		errc <- s.ch.Close()
-	}); err != nil {
+		return s.ch.Close()
+	})
+	if err != nil {
 		return errors.Wrapf(err, "bdev %s: close sync channel", s.desc.bdev.info.Name)
 	}
-	err := <-errc
 	s.freeBuffers()
-	return err
+	return nil
 }

@@ -188,34 +188,26 @@ func (j *job) freeBuffers() {
 
 // start creates the channel and poller on the reactor and fills the queue.
 func (j *job) start() error {
-	errc := make(chan error, 1)
-	err := j.r.Send(func() {
+	err := j.r.Call(func() error {
 		ch, err := j.desc.NewChannel(j.w.QueueDepth)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
-		j.ch = ch
 		p, err := j.r.Register("perf:"+j.desc.Bdev().Name(), j.pollOnce, 0)
 		if err != nil {
 			ch.Close()
-			j.ch = nil
-			errc <- err
-			return
+			return err
 		}
-		j.poll = p
+		j.ch, j.poll = ch, p
 		j.now = nanotime()
 		j.startNS = j.now
 		j.deadline = j.now + int64(j.w.Duration)
 		for i := range j.slots {
 			j.submit(&j.slots[i])
 		}
-		errc <- nil
+		return nil
 	})
-	if err != nil {
-		return errors.Wrapf(err, "bench: start job on core %d", j.r.Core())
-	}
-	return <-errc
+	return errors.Wrapf(err, "bench: start job on core %d", j.r.Core())
 }
 
 func (j *job) submit(s *slot) {
@@ -288,16 +280,10 @@ func (j *job) pollOnce() poller.Status {
 func stopJobs(jobs []*job) {
 	for _, j := range jobs {
 		if j.ch != nil {
-			done := make(chan struct{})
-			if j.r.Send(func() {
-				if j.poll != nil {
-					j.poll.Unregister()
-				}
-				j.ch.Close()
-				close(done)
-			}) == nil {
-				<-done
-			}
+			j.r.Call(func() error {
+				j.poll.Unregister()
+				return j.ch.Close()
+			})
 			j.ch = nil
 		}
 		j.freeBuffers()

@@ -587,31 +587,23 @@ func (j *scanJob) free() {
 }
 
 func (j *scanJob) start() error {
-	errc := make(chan error, 1)
-	err := j.r.Send(func() {
+	err := j.r.Call(func() error {
 		ch, err := j.desc.NewChannel(len(j.chunks))
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
-		j.ch = ch
 		p, err := j.r.Register("scan", j.pollOnce, 0)
 		if err != nil {
 			ch.Close()
-			j.ch = nil
-			errc <- err
-			return
+			return err
 		}
-		j.poll = p
+		j.ch, j.poll = ch, p
 		for i := range j.chunks {
 			j.issue(&j.chunks[i])
 		}
-		errc <- nil
+		return nil
 	})
-	if err != nil {
-		return errors.Wrapf(err, "compute: start scan on core %d", j.r.Core())
-	}
-	return <-errc
+	return errors.Wrapf(err, "compute: start scan on core %d", j.r.Core())
 }
 
 // issue reads the next chunk into c, if any is left.
@@ -713,20 +705,12 @@ func stopScanJobs(jobs []job) {
 }
 
 func (j *scanJob) stop() {
-	{
-		if j.ch != nil {
-			done := make(chan struct{})
-			if j.r.Send(func() {
-				if j.poll != nil {
-					j.poll.Unregister()
-				}
-				j.ch.Close()
-				close(done)
-			}) == nil {
-				<-done
-			}
-			j.ch = nil
-		}
-		j.free()
+	if j.ch != nil {
+		j.r.Call(func() error {
+			j.poll.Unregister()
+			return j.ch.Close()
+		})
+		j.ch = nil
 	}
+	j.free()
 }

@@ -226,6 +226,31 @@ func (r *Reactor) Send(fn func()) error { return r.SendMsg(callFunc, fn) }
 
 func callFunc(arg any) { arg.(func())() }
 
+// Call runs fn on the reactor and waits for it, returning fn's error. It is
+// for setup and teardown — creating or closing what the reactor owns — not for
+// the I/O path: it allocates, and it waits. On the reactor itself fn runs at
+// once. A full ring is waited out; a stopped reactor returns ErrStopped
+// without running fn.
+func (r *Reactor) Call(fn func() error) error {
+	if r.OnReactor() {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	wrapped := func() { errc <- fn() }
+	for {
+		err := r.Send(wrapped)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, ErrRingFull) {
+			return err
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+	// Stop delivers every accepted message, so the answer always comes.
+	return <-errc
+}
+
 func (r *Reactor) signal() {
 	select {
 	case r.wake <- struct{}{}:

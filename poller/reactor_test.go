@@ -480,3 +480,34 @@ func pong(arg any) {
 		close(p.done)
 	}
 }
+
+func TestCall(t *testing.T) {
+	g, err := Start(Config{Cores: "0", NoPin: true, MsgRing: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := g.Reactors()[0]
+	want := errors.New("from the reactor")
+	if err := r.Call(func() error {
+		if !r.OnReactor() {
+			t.Error("Call ran fn off the reactor")
+		}
+		// Nested: runs inline instead of waiting for itself.
+		return r.Call(func() error { return want })
+	}); err != want {
+		t.Fatalf("Call = %v, want %v", err, want)
+	}
+	// A full ring is waited out, not refused.
+	release := blockReactor(t, r)
+	for r.Send(func() {}) == nil {
+	}
+	go func() { time.Sleep(20 * time.Millisecond); release() }()
+	ran := false
+	if err := r.Call(func() error { ran = true; return nil }); err != nil || !ran {
+		t.Fatalf("Call on a full ring = %v, ran %v", err, ran)
+	}
+	g.Stop()
+	if err := r.Call(func() error { t.Error("ran on a stopped reactor"); return nil }); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Call on a stopped reactor = %v", err)
+	}
+}
