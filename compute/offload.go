@@ -96,6 +96,9 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 		if uint64(len(img)) > uint64(d.cn.Info.MaxProgram) || d.cn.Info.ProgTypes&1 == 0 {
 			continue
 		}
+		// Loading and activating are two commands, so two scans of this
+		// process could otherwise pick the same free slot in between.
+		slotMu.Lock()
 		var lerr error
 		for s := 0; s < int(d.cn.Info.Slots); s++ {
 			if lerr = c.LoadProgram(d.cn.CP, uint16(s), nvme.ProgTypeEBPF, img, 0); lerr == nil {
@@ -107,11 +110,16 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 			}
 		}
 		if d.slot < 0 {
+			slotMu.Unlock()
 			closeOffload(out)
 			return nil, errors.Wrapf(lerr, "compute: load the program into %s", c.Name())
 		}
-		if err := c.ActivateProgram(d.cn.CP, uint16(d.slot)); err != nil {
+		err = c.ActivateProgram(d.cn.CP, uint16(d.slot))
+		if err != nil {
 			c.UnloadProgram(d.cn.CP, uint16(d.slot))
+		}
+		slotMu.Unlock()
+		if err != nil {
 			closeOffload(out)
 			return nil, err
 		}
@@ -119,6 +127,10 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 	}
 	return out, nil
 }
+
+// slotMu serialises program-slot claims (Load Program then Activate) of
+// this process; it is taken at scan setup only.
+var slotMu sync.Mutex
 
 func closeOffload(devs []*offDevice) {
 	for _, d := range devs {
@@ -465,45 +477,31 @@ func (j *offJob) free() {
 }
 
 func (j *offJob) start() error {
-	errc := make(chan error, 1)
-	err := j.r.Send(func() {
+	err := j.r.Call(func() error {
 		qp, err := j.dev.c.NewQueuePair(2*len(j.chunks) + 2)
 		if err != nil {
-			errc <- err
-			return
+			return err
 		}
-		j.qp = qp
 		p, err := j.r.Register("scan-offload", j.pollOnce, 0)
 		if err != nil {
 			qp.Close()
-			j.qp = nil
-			errc <- err
-			return
+			return err
 		}
-		j.poll = p
+		j.qp, j.poll = qp, p
 		for i := range j.chunks {
 			j.issue(&j.chunks[i])
 		}
-		errc <- nil
+		return nil
 	})
-	if err != nil {
-		return errors.Wrapf(err, "compute: start offload on core %d", j.r.Core())
-	}
-	return <-errc
+	return errors.Wrapf(err, "compute: start offload on core %d", j.r.Core())
 }
 
 func (j *offJob) stop() {
 	if j.qp != nil {
-		done := make(chan struct{})
-		if j.r.Send(func() {
-			if j.poll != nil {
-				j.poll.Unregister()
-			}
-			j.qp.Close()
-			close(done)
-		}) == nil {
-			<-done
-		}
+		j.r.Call(func() error {
+			j.poll.Unregister()
+			return j.qp.Close()
+		})
 		j.qp = nil
 	}
 	j.free()
