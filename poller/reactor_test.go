@@ -511,3 +511,28 @@ func TestCall(t *testing.T) {
 		t.Fatalf("Call on a stopped reactor = %v", err)
 	}
 }
+
+func FuzzParseCoreMask(f *testing.F) {
+	for _, s := range []string{"0x3", "0-1", "0,2", "[0,2-3]", "0x", "1-0", "0,,1", "5000"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		cores, err := ParseCoreMask(s)
+		if err != nil {
+			return
+		}
+		if len(cores) == 0 {
+			t.Fatalf("%q parsed to no cores without an error", s)
+		}
+		for i, c := range cores {
+			if c < 0 || c >= MaxCores || (i > 0 && c <= cores[i-1]) {
+				t.Fatalf("%q parsed to %v", s, cores)
+			}
+		}
+		// The list form round-trips.
+		again, err := ParseCoreMask(FormatCores(cores))
+		if err != nil || !reflect.DeepEqual(again, cores) {
+			t.Fatalf("%q: %v formats as %q, which parses to %v, %v", s, cores, FormatCores(cores), again, err)
+		}
+	})
+}

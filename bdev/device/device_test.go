@@ -117,3 +117,25 @@ func TestDemoData(t *testing.T) {
 		c.Transport().FreeDMA(buf)
 	}
 }
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"mock", "mock:null", "file:/x,lba=4096", "pci:0000:01:00.0", "pci:zz", "file:,lba=1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		spec, err := Parse(s)
+		if err != nil {
+			return
+		}
+		switch spec.Kind {
+		case File:
+			if spec.Path == "" || (spec.LBASize != 512 && spec.LBASize != 4096) {
+				t.Fatalf("%q parsed to %+v", s, spec)
+			}
+		case PCI:
+			if _, err := Parse("pci:" + spec.Addr); err != nil {
+				t.Fatalf("%q: canonical address %q does not parse: %v", s, spec.Addr, err)
+			}
+		}
+	})
+}
