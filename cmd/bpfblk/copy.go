@@ -120,12 +120,9 @@ func runCopy(args []string, stdout, stderr io.Writer) int {
 	if dst.dev != src.dev {
 		addrs = append(addrs, dst.dev)
 	}
-	set, err := device.Open(addrs, device.Options{})
-	if err != nil {
-		if os.IsNotExist(errors.Cause(err)) {
-			return usageError(stderr, "copy", err)
-		}
-		return failure(stderr, "copy", err)
+	set, code := openDevices("copy", addrs, stderr)
+	if set == nil {
+		return code
 	}
 	defer set.Close()
 	nss := deviceNamespaces(set, addrs)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
-	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/bench"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
@@ -59,18 +58,10 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 	if _, err := poller.ParseCoreMask(*cores); err != nil {
 		return usageError(stderr, "perf", err)
 	}
-	for _, d := range devs {
-		if _, err := device.Parse(d); err != nil {
-			return usageError(stderr, "perf", err)
-		}
-	}
 
-	set, err := device.Open(devs, device.Options{})
-	if err != nil {
-		if os.IsNotExist(errors.Cause(err)) {
-			return usageError(stderr, "perf", err)
-		}
-		return failure(stderr, "perf", err)
+	set, code := openDevices("perf", devs, stderr)
+	if set == nil {
+		return code
 	}
 	defer set.Close()
 	var descs []*bdev.Desc

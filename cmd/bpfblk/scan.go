@@ -107,12 +107,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		return failure(stderr, "scan", err)
 	}
 
-	set, err := device.Open(devs, device.Options{})
-	if err != nil {
-		if os.IsNotExist(errors.Cause(err)) {
-			return usageError(stderr, "scan", err)
-		}
-		return failure(stderr, "scan", err)
+	set, code := openDevices("scan", devs, stderr)
+	if set == nil {
+		return code
 	}
 	defer set.Close()
 	if len(set.Bdevs) == 0 {

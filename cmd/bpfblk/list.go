@@ -1,0 +1,209 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/pkg/errors"
+)
+
+func init() {
+	register(command{name: "list", summary: "list controllers and namespaces of devices", run: runList})
+	register(command{name: "identify", summary: "print a controller's Identify data", run: runIdentify})
+}
+
+// nsJSON is one namespace in `bpfblk list --json`.
+type nsJSON struct {
+	NSID       uint32 `json:"nsid"`
+	CommandSet string `json:"command_set"`
+	Blocks     uint64 `json:"blocks,omitempty"`
+	BlockSize  uint32 `json:"block_size,omitempty"`
+	Bytes      uint64 `json:"bytes,omitempty"`
+}
+
+// ctrlJSON is one controller in `bpfblk list --json`.
+type ctrlJSON struct {
+	Name       string   `json:"name"`
+	Model      string   `json:"model"`
+	Serial     string   `json:"serial"`
+	Firmware   string   `json:"firmware"`
+	Version    string   `json:"version"`
+	MaxXfer    int      `json:"max_transfer"`
+	IOQueues   int      `json:"io_queues"`
+	Optional   []string `json:"optional_commands"`
+	CMBBytes   uint64   `json:"cmb_bytes"`
+	Compute    bool     `json:"compute"`
+	Namespaces []nsJSON `json:"namespaces"`
+}
+
+var csiNames = map[uint8]string{nvme.CSINVM: "NVM", 1: "KV", 2: "ZNS", nvme.CSISLM: "SLM", nvme.CSICP: "CP"}
+
+func describe(c *nvme.Controller) ctrlJSON {
+	id := c.IdentifyData()
+	v := c.Version()
+	out := ctrlJSON{
+		Name: c.Name(), Model: id.Model, Serial: id.Serial, Firmware: id.Firmware,
+		Version:  fmt.Sprintf("%d.%d.%d", v>>16, v>>8&0xff, v&0xff),
+		MaxXfer:  c.MaxTransfer(),
+		IOQueues: c.IOQueues(),
+		Optional: []string{},
+	}
+	for _, op := range []struct {
+		op   uint8
+		name string
+	}{{nvme.OpWriteZeroes, "write-zeroes"}, {nvme.OpDSM, "deallocate"}, {nvme.OpCopy, "copy"}, {nvme.OpCompare, "compare"}} {
+		if c.Supports(op.op) {
+			out.Optional = append(out.Optional, op.name)
+		}
+	}
+	if info, ok := c.CMBInfo(); ok {
+		out.CMBBytes = info.Size
+	}
+	if cns, err := c.ComputeNamespaces(); err == nil && len(cns) > 0 {
+		out.Compute = true
+	}
+	for _, ns := range c.Namespaces() {
+		n := nsJSON{NSID: ns.ID, CommandSet: csiNames[ns.CSI]}
+		if n.CommandSet == "" {
+			n.CommandSet = fmt.Sprintf("CSI %d", ns.CSI)
+		}
+		if ns.CSI == nvme.CSINVM {
+			n.Blocks, n.BlockSize, n.Bytes = ns.Blocks, ns.BlockSize, ns.Blocks*uint64(ns.BlockSize)
+		}
+		out.Namespaces = append(out.Namespaces, n)
+	}
+	return out
+}
+
+func runList(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("list", "list [--dev DEV]... [--json]", stderr)
+	var devs multiFlag
+	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) > 0 {
+		return usageError(stderr, "list", errors.Errorf("unexpected argument %q", pos[0]))
+	}
+	set, code := openDevices("list", devs, stderr)
+	if set == nil {
+		return code
+	}
+	defer set.Close()
+	var ctrls []ctrlJSON
+	for _, c := range set.Controllers {
+		ctrls = append(ctrls, describe(c))
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(ctrls); err != nil {
+			return failure(stderr, "list", err)
+		}
+		return exitOK
+	}
+	for _, c := range ctrls {
+		extra := ""
+		if c.CMBBytes > 0 {
+			extra += ", CMB " + humanBytes(c.CMBBytes)
+		}
+		if c.Compute {
+			extra += ", computational storage (CP+SLM)"
+		}
+		fmt.Fprintf(stdout, "%s  %s  serial %s  fw %s  NVMe %s  max transfer %s  optional: %s%s\n",
+			c.Name, c.Model, c.Serial, c.Firmware, c.Version, humanBytes(uint64(c.MaxXfer)), strings.Join(c.Optional, ","), extra)
+		for _, n := range c.Namespaces {
+			if n.BlockSize > 0 {
+				fmt.Fprintf(stdout, "  %sn%d  %-4s %10d blocks of %4d B  %s\n", c.Name, n.NSID, n.CommandSet, n.Blocks, n.BlockSize, humanBytes(n.Bytes))
+			} else {
+				fmt.Fprintf(stdout, "  %sn%d  %s\n", c.Name, n.NSID, n.CommandSet)
+			}
+		}
+	}
+	return exitOK
+}
+
+func runIdentify(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("identify", "identify [--dev DEV]... [--json]", stderr)
+	var devs multiFlag
+	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	jsonOut := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitUsage
+	}
+	if len(pos) > 0 {
+		return usageError(stderr, "identify", errors.Errorf("unexpected argument %q", pos[0]))
+	}
+	set, code := openDevices("identify", devs, stderr)
+	if set == nil {
+		return code
+	}
+	defer set.Close()
+	if *jsonOut {
+		all := map[string]map[string]string{}
+		for _, c := range set.Controllers {
+			m := map[string]string{}
+			for _, kv := range identifyFields(c.IdentifyData()) {
+				m[kv[0]] = kv[1]
+			}
+			all[c.Name()] = m
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(all); err != nil {
+			return failure(stderr, "identify", err)
+		}
+		return exitOK
+	}
+	for _, c := range set.Controllers {
+		fmt.Fprintf(stdout, "%s:\n", c.Name())
+		for _, kv := range identifyFields(c.IdentifyData()) {
+			fmt.Fprintf(stdout, "  %-10s %s\n", kv[0], kv[1])
+		}
+	}
+	return exitOK
+}
+
+// identifyFields lists the parsed Identify Controller fields in spec order.
+func identifyFields(id *nvme.IdentifyController) [][2]string {
+	return [][2]string{
+		{"vid", fmt.Sprintf("%#04x", id.VID)}, {"ssvid", fmt.Sprintf("%#04x", id.SSVID)},
+		{"sn", id.Serial}, {"mn", id.Model}, {"fr", id.Firmware},
+		{"rab", fmt.Sprint(id.RAB)}, {"ieee", fmt.Sprintf("%02x%02x%02x", id.IEEE[2], id.IEEE[1], id.IEEE[0])},
+		{"cmic", fmt.Sprintf("%#x", id.CMIC)}, {"mdts", fmt.Sprint(id.MDTS)}, {"cntlid", fmt.Sprintf("%#x", id.CNTLID)},
+		{"ver", fmt.Sprintf("%#x", id.Version)}, {"oaes", fmt.Sprintf("%#x", id.OAES)}, {"ctratt", fmt.Sprintf("%#x", id.CTRATT)},
+		{"cntrltype", fmt.Sprint(id.CNTRLTYPE)}, {"oacs", fmt.Sprintf("%#x", id.OACS)}, {"acl", fmt.Sprint(id.ACL)},
+		{"aerl", fmt.Sprint(id.AERL)}, {"lpa", fmt.Sprintf("%#x", id.LPA)}, {"elpe", fmt.Sprint(id.ELPE)},
+		{"sqes", fmt.Sprintf("%#x", id.SQES)}, {"cqes", fmt.Sprintf("%#x", id.CQES)}, {"maxcmd", fmt.Sprint(id.MAXCMD)},
+		{"nn", fmt.Sprint(id.NN)}, {"oncs", fmt.Sprintf("%#x", id.ONCS)}, {"fuses", fmt.Sprintf("%#x", id.FUSES)},
+		{"fna", fmt.Sprintf("%#x", id.FNA)}, {"vwc", fmt.Sprintf("%#x", id.VWC)}, {"awun", fmt.Sprint(id.AWUN)},
+		{"awupf", fmt.Sprint(id.AWUPF)}, {"ocfs", fmt.Sprintf("%#x", id.OCFS)}, {"sgls", fmt.Sprintf("%#x", id.SGLS)},
+		{"subnqn", id.SubNQN},
+	}
+}
+
+// openDevices opens --dev addresses for a command, mapping errors to exit
+// statuses: a malformed address or a missing file is a usage error.
+func openDevices(cmd string, devs []string, stderr io.Writer) (*device.Set, int) {
+	for _, d := range devs {
+		if _, err := device.Parse(d); err != nil {
+			return nil, usageError(stderr, cmd, err)
+		}
+	}
+	set, err := device.Open(devs, device.Options{})
+	if err != nil {
+		if os.IsNotExist(errors.Cause(err)) {
+			return nil, usageError(stderr, cmd, err)
+		}
+		return nil, failure(stderr, cmd, err)
+	}
+	return set, exitOK
+}
