@@ -121,8 +121,12 @@ func TestNVMeBdev(t *testing.T) {
 // inline device runs on the same core):
 //
 //	go test -run '^$' -bench NullQD128 -benchmem ./bdev/
-func BenchmarkNullQD128(b *testing.B) {
-	const qd = 128
+func BenchmarkNullQD128(b *testing.B) { benchNull(b, 128) }
+
+// BenchmarkNullQD32 is BenchmarkNullQD128 at queue depth 32.
+func BenchmarkNullQD32(b *testing.B) { benchNull(b, 32) }
+
+func benchNull(b *testing.B, qd int) {
 	cfg := mock.Config{Namespaces: []mock.NamespaceConfig{{Kind: mock.Null, Size: 1 << 40, LBASize: 512}}}
 	b.Run("queuepair", func(b *testing.B) {
 		c, closeAll := newMockNVMe(b, cfg)
