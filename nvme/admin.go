@@ -274,7 +274,7 @@ func (c *Controller) resetLocked() error {
 		sqe := SQE{OPC: AdminSetFeatures, CDW10: FeatNumQueues, CDW11: n<<16 | n}
 		_, err = c.adminCmd(&sqe)
 	}
-	if err == nil && c.cmb != nil {
+	if err == nil && c.cmb != nil && c.cap.CMBS() {
 		c.t.Write64(RegCMBMSC, CMBMSCCRE)
 		c.t.Write64(RegCMBMSC, c.cmb.IOVA&^0xfff|CMBMSCCMSE|CMBMSCCRE)
 	}

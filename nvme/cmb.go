@@ -78,7 +78,12 @@ func (c *Controller) MapCMB() (*DMA, CMBInfo, error) {
 	if d.IOVA&0xfff != 0 {
 		return nil, info, errors.Errorf("%s: CMB bus address %#x is not 4 KiB aligned", c.t.Name(), d.IOVA)
 	}
-	c.t.Write64(RegCMBMSC, d.IOVA|CMBMSCCMSE|CMBMSCCRE)
+	// CMBMSC exists from NVMe 1.4 on (CAP.CMBS); an older controller decodes
+	// its CMB at the BAR address without being told, and the register is
+	// reserved there.
+	if c.cap.CMBS() {
+		c.t.Write64(RegCMBMSC, d.IOVA|CMBMSCCMSE|CMBMSCCRE)
+	}
 	c.cmb = d
 	return d, info, nil
 }
