@@ -1,8 +1,9 @@
 package device
 
 import (
-	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bpfblk/bpfblk/nvme"
@@ -51,14 +52,42 @@ var (
 
 // demoGen produces the demo lines of one namespace, block after block.
 type demoGen struct {
-	rng  *rand.Rand
-	now  time.Time
-	line []byte
+	rng   *rand.Rand
+	now   time.Time
+	line  []byte
+	sec   int64  // the second stamp holds
+	stamp []byte // "2006-01-02T15:04:05" of sec
 }
 
 func newDemoGen(nsIndex int) *demoGen {
-	return &demoGen{rng: rand.New(rand.NewPCG(uint64(nsIndex)+1, 0xb9f0)), now: demoEpoch.Add(time.Duration(nsIndex) * time.Hour)}
+	return &demoGen{rng: rand.New(rand.NewPCG(uint64(nsIndex)+1, 0xb9f0)), now: demoEpoch.Add(time.Duration(nsIndex) * time.Hour), sec: -1}
 }
+
+// template is a message with one integer verb (%d or %#x) cut out, so lines
+// are built by appending instead of formatting: a demo subsystem is about a
+// million lines.
+type template struct {
+	before, after string
+	hex           bool
+}
+
+var demoTemplates = func() map[string]map[string][]template {
+	out := map[string]map[string][]template{}
+	for _, svc := range demoServices {
+		out[svc.name] = map[string][]template{}
+		for level, msgs := range svc.msgs {
+			for _, m := range msgs {
+				i := strings.IndexByte(m, '%')
+				verb := "%d"
+				if strings.HasPrefix(m[i:], "%#x") {
+					verb = "%#x"
+				}
+				out[svc.name][level] = append(out[svc.name][level], template{before: m[:i], after: m[i+len(verb):], hex: verb == "%#x"})
+			}
+		}
+	}
+	return out
+}()
 
 func (g *demoGen) nextLine() []byte {
 	r := g.rng
@@ -71,10 +100,37 @@ func (g *demoGen) nextLine() []byte {
 		level = "WARN"
 	}
 	svc := demoServices[r.IntN(len(demoServices))]
-	msgs := svc.msgs[level]
-	msg := fmt.Sprintf(msgs[r.IntN(len(msgs))], 1+r.IntN(4000))
-	g.line = fmt.Appendf(g.line[:0], "%s %s %s[%d]: %s %s\n", g.now.Format("2006-01-02T15:04:05.000Z"), demoHosts[r.IntN(len(demoHosts))], svc.name, 100+r.IntN(9000), level, msg)
-	return g.line
+	tmpls := demoTemplates[svc.name][level]
+	t := tmpls[r.IntN(len(tmpls))]
+	arg := int64(1 + r.IntN(4000))
+	host := demoHosts[r.IntN(len(demoHosts))]
+	pid := int64(100 + r.IntN(9000))
+
+	if sec := g.now.Unix(); sec != g.sec {
+		g.sec, g.stamp = sec, g.now.AppendFormat(g.stamp[:0], "2006-01-02T15:04:05")
+	}
+	ms := g.now.Nanosecond() / int(time.Millisecond)
+	b := append(g.line[:0], g.stamp...)
+	b = append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z', ' ')
+	b = append(b, host...)
+	b = append(b, ' ')
+	b = append(b, svc.name...)
+	b = append(b, '[')
+	b = strconv.AppendInt(b, pid, 10)
+	b = append(b, "]: "...)
+	b = append(b, level...)
+	b = append(b, ' ')
+	b = append(b, t.before...)
+	if t.hex {
+		b = append(b, "0x"...)
+		b = strconv.AppendInt(b, arg, 16)
+	} else {
+		b = strconv.AppendInt(b, arg, 10)
+	}
+	b = append(b, t.after...)
+	b = append(b, '\n')
+	g.line = b
+	return b
 }
 
 // fill writes the next block into b: whole lines, then spaces.
