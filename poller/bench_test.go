@@ -76,6 +76,50 @@ func BenchmarkSPSCStream(b *testing.B) {
 	})
 }
 
+// BenchmarkSPSCStreamBatch is BenchmarkSPSCStream with the producer pushing
+// 32 elements per index update (PushBatch); a channel has no such operation,
+// so its side sends one at a time as before.
+func BenchmarkSPSCStreamBatch(b *testing.B) {
+	b.Run("ring", func(b *testing.B) {
+		r, _ := NewSPSC[uint64](benchCap)
+		b.ReportAllocs()
+		go func() {
+			var batch [32]uint64
+			for i := 0; i < b.N; {
+				k := min(len(batch), b.N-i)
+				for j := range k {
+					batch[j] = uint64(i + j)
+				}
+				n := r.PushBatch(batch[:k])
+				if n == 0 {
+					runtime.Gosched()
+				}
+				i += n
+			}
+		}()
+		var buf [64]uint64
+		for got := 0; got < b.N; {
+			n := r.PopBatch(buf[:])
+			if n == 0 {
+				runtime.Gosched()
+			}
+			got += n
+		}
+	})
+	b.Run("chan", func(b *testing.B) {
+		c := make(chan uint64, benchCap)
+		b.ReportAllocs()
+		go func() {
+			for i := 0; i < b.N; i++ {
+				c <- uint64(i)
+			}
+		}()
+		for got := 0; got < b.N; got++ {
+			<-c
+		}
+	})
+}
+
 // BenchmarkMPSC pushes and pops one element per op on one goroutine.
 func BenchmarkMPSC(b *testing.B) {
 	b.Run("ring", func(b *testing.B) {

@@ -70,6 +70,24 @@ func (r *SPSC[T]) Push(v T) bool {
 	return true
 }
 
+// PushBatch appends as many elements of vs as fit, oldest first, publishing
+// them with one index update, and returns how many it appended. Only the
+// producer goroutine may call PushBatch.
+func (r *SPSC[T]) PushBatch(vs []T) int {
+	t := r.tail.Load()
+	room := uint64(len(r.buf)) - (t - r.headCache)
+	if room < uint64(len(vs)) {
+		r.headCache = r.head.Load()
+		room = uint64(len(r.buf)) - (t - r.headCache)
+	}
+	n := min(room, uint64(len(vs)))
+	for i := uint64(0); i < n; i++ {
+		r.buf[(t+i)&r.mask] = vs[i]
+	}
+	r.tail.Store(t + n)
+	return int(n)
+}
+
 // Pop removes and returns the oldest element; ok is false when the ring is empty.
 // Only the consumer goroutine may call Pop.
 func (r *SPSC[T]) Pop() (v T, ok bool) {

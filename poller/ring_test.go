@@ -55,6 +55,34 @@ func TestSPSCFillDrainWrap(t *testing.T) {
 	}
 }
 
+func TestSPSCPushBatch(t *testing.T) {
+	r, _ := NewSPSC[int](8)
+	if n := r.PushBatch([]int{0, 1, 2, 3, 4}); n != 5 {
+		t.Fatalf("PushBatch into an empty ring of 8 = %d, want 5", n)
+	}
+	if n := r.PushBatch([]int{5, 6, 7, 8, 9}); n != 3 {
+		t.Fatalf("PushBatch with room for 3 = %d", n)
+	}
+	if n := r.PushBatch([]int{8}); n != 0 {
+		t.Fatalf("PushBatch into a full ring = %d", n)
+	}
+	buf := make([]int, 6)
+	if n := r.PopBatch(buf); n != 6 || buf[0] != 0 || buf[5] != 5 {
+		t.Fatalf("PopBatch = %d %v", n, buf)
+	}
+	if n := r.PushBatch([]int{8, 9, 10, 11, 12, 13, 14}); n != 6 {
+		t.Fatalf("PushBatch across the wrap = %d, want 6", n)
+	}
+	for want := 6; want <= 13; want++ {
+		if v, ok := r.Pop(); !ok || v != want {
+			t.Fatalf("Pop = %d,%v want %d", v, ok, want)
+		}
+	}
+	if _, ok := r.Pop(); ok {
+		t.Fatal("ring not empty")
+	}
+}
+
 func TestSPSCReleasesReferences(t *testing.T) {
 	r, _ := NewSPSC[*int](4)
 	v := 7
@@ -75,7 +103,21 @@ func TestSPSCConcurrent(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		// Single pushes and batches of varying size, interleaved.
+		var batch [13]uint64
 		for i := uint64(1); i <= n; {
+			if i%3 == 0 {
+				k := min(uint64(1+i%13), n-i+1)
+				for j := range k {
+					batch[j] = i + j
+				}
+				m := uint64(r.PushBatch(batch[:k]))
+				if m == 0 {
+					runtime.Gosched()
+				}
+				i += m
+				continue
+			}
 			if r.Push(i) {
 				i++
 			} else {
