@@ -85,12 +85,8 @@ func runCopy(args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.Bool("json", false, "print a JSON report")
 	chunk := fs.Int("chunk", 128<<10, "bytes per Read/Write pair")
 	qd := fs.Int("q", 8, "chunks in flight")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return exitUsage
-	}
-	if len(pos) > 0 {
-		return usageError(stderr, "copy", errors.Errorf("unexpected argument %q", pos[0]))
+	if code, ok := parseNoArgs("copy", fs, args, stderr); !ok {
+		return code
 	}
 	if *from == "" || *to == "" {
 		return usageError(stderr, "copy", errors.New("--from and --to are required"))

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,6 +36,26 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// devFlag adds the repeatable --dev flag of the CLI contract to fs.
+func devFlag(fs *flag.FlagSet) *multiFlag {
+	var devs multiFlag
+	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	return &devs
+}
+
+// parseNoArgs parses the flags of a command that takes no positional
+// arguments. When it returns false, the command exits with code.
+func parseNoArgs(cmd string, fs *flag.FlagSet, args []string, stderr io.Writer) (code int, ok bool) {
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return exitUsage, false
+	}
+	if len(pos) > 0 {
+		return usageError(stderr, cmd, errors.Errorf("unexpected argument %q", pos[0])), false
+	}
+	return exitOK, true
 }
 
 // newFlagSet makes a flag set that reports errors on stderr without exiting.
@@ -67,4 +89,22 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// openDevices opens --dev addresses for a command, mapping errors to exit
+// statuses: a malformed address or a missing file is a usage error.
+func openDevices(cmd string, devs []string, stderr io.Writer) (*device.Set, int) {
+	for _, d := range devs {
+		if _, err := device.Parse(d); err != nil {
+			return nil, usageError(stderr, cmd, err)
+		}
+	}
+	set, err := device.Open(devs, device.Options{})
+	if err != nil {
+		if os.IsNotExist(errors.Cause(err)) {
+			return nil, usageError(stderr, cmd, err)
+		}
+		return nil, failure(stderr, cmd, err)
+	}
+	return set, exitOK
 }

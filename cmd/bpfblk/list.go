@@ -4,12 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
-	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/nvme"
-	"github.com/pkg/errors"
 )
 
 func init() {
@@ -82,17 +79,12 @@ func describe(c *nvme.Controller) ctrlJSON {
 
 func runList(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("list", "list [--dev DEV]... [--json]", stderr)
-	var devs multiFlag
-	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	devs := devFlag(fs)
 	jsonOut := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs("list", fs, args, stderr); !ok {
+		return code
 	}
-	if len(pos) > 0 {
-		return usageError(stderr, "list", errors.Errorf("unexpected argument %q", pos[0]))
-	}
-	set, code := openDevices("list", devs, stderr)
+	set, code := openDevices("list", *devs, stderr)
 	if set == nil {
 		return code
 	}
@@ -132,17 +124,12 @@ func runList(args []string, stdout, stderr io.Writer) int {
 
 func runIdentify(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("identify", "identify [--dev DEV]... [--json]", stderr)
-	var devs multiFlag
-	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	devs := devFlag(fs)
 	jsonOut := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return exitUsage
+	if code, ok := parseNoArgs("identify", fs, args, stderr); !ok {
+		return code
 	}
-	if len(pos) > 0 {
-		return usageError(stderr, "identify", errors.Errorf("unexpected argument %q", pos[0]))
-	}
-	set, code := openDevices("identify", devs, stderr)
+	set, code := openDevices("identify", *devs, stderr)
 	if set == nil {
 		return code
 	}
@@ -188,22 +175,4 @@ func identifyFields(id *nvme.IdentifyController) [][2]string {
 		{"awupf", fmt.Sprint(id.AWUPF)}, {"ocfs", fmt.Sprintf("%#x", id.OCFS)}, {"sgls", fmt.Sprintf("%#x", id.SGLS)},
 		{"subnqn", id.SubNQN},
 	}
-}
-
-// openDevices opens --dev addresses for a command, mapping errors to exit
-// statuses: a malformed address or a missing file is a usage error.
-func openDevices(cmd string, devs []string, stderr io.Writer) (*device.Set, int) {
-	for _, d := range devs {
-		if _, err := device.Parse(d); err != nil {
-			return nil, usageError(stderr, cmd, err)
-		}
-	}
-	set, err := device.Open(devs, device.Options{})
-	if err != nil {
-		if os.IsNotExist(errors.Cause(err)) {
-			return nil, usageError(stderr, cmd, err)
-		}
-		return nil, failure(stderr, cmd, err)
-	}
-	return set, exitOK
 }

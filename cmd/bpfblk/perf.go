@@ -29,18 +29,13 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 	size := fs.Int("o", 4096, "I/O size in bytes")
 	secs := fs.Float64("t", 5, "run time in seconds")
 	cores := fs.String("c", "0", "core mask: 0x3, 0-1 or 0,2")
-	var devs multiFlag
-	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	devs := devFlag(fs)
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	hist := fs.Bool("histogram", false, "print the latency histogram buckets")
 	plot := fs.String("plot", "", "write a latency percentile plot to this SVG file")
 	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return exitUsage
-	}
-	if len(pos) > 0 {
-		return usageError(stderr, "perf", errors.Errorf("unexpected argument %q", pos[0]))
+	if code, ok := parseNoArgs("perf", fs, args, stderr); !ok {
+		return code
 	}
 	w := bench.Workload{
 		Pattern:     bench.Pattern(*workload),
@@ -59,7 +54,7 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "perf", err)
 	}
 
-	set, code := openDevices("perf", devs, stderr)
+	set, code := openDevices("perf", *devs, stderr)
 	if set == nil {
 		return code
 	}

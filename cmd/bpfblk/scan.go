@@ -59,21 +59,17 @@ type scanTargetJSON struct {
 func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("scan", scanSynopsis, stderr)
 	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
-	var sets, devs multiFlag
+	var sets multiFlag
 	fs.Var(&sets, "set", "set a program parameter NAME=VALUE (repeatable); VALUE is a number or text")
-	fs.Var(&devs, "dev", "device (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F")
+	devs := devFlag(fs)
 	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
 	count := fs.Bool("count", false, "print only the number of matches")
 	jsonOut := fs.Bool("json", false, "print a JSON report instead of match lines")
 	cores := fs.String("c", "0-1", "core mask of the host compute reactors")
 	chunk := fs.Int("chunk", 256<<10, "bytes per program run")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return exitUsage
-	}
-	if len(pos) > 0 {
-		return usageError(stderr, "scan", errors.Errorf("unexpected argument %q", pos[0]))
+	if code, ok := parseNoArgs("scan", fs, args, stderr); !ok {
+		return code
 	}
 	eng, err := compute.ParseEngine(*engineFlag)
 	if err != nil {
@@ -93,11 +89,6 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		}
 		vars[k] = v
 	}
-	for _, d := range devs {
-		if _, err := device.Parse(d); err != nil {
-			return usageError(stderr, "scan", err)
-		}
-	}
 	if _, err := poller.ParseCoreMask(*cores); err != nil {
 		return usageError(stderr, "scan", err)
 	}
@@ -107,7 +98,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		return failure(stderr, "scan", err)
 	}
 
-	set, code := openDevices("scan", devs, stderr)
+	set, code := openDevices("scan", *devs, stderr)
 	if set == nil {
 		return code
 	}
