@@ -40,30 +40,16 @@ func (c *Controller) checkMDTS(n uint64) bool {
 }
 
 func nvmRead(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
-	slba, nlb, st, good := lbaRange(ns, e)
-	if !good {
-		return st
-	}
-	n := nlb << ns.shift
-	if !c.checkMDTS(n) {
-		return failDNR(nvme.ErrInvalidField)
-	}
-	c.smart.reads.Add(1)
-	if ns.null {
-		return ok()
-	}
-	base := int64(slba << ns.shift)
-	status := c.walkPRP(e.PRP1, e.PRP2, int(n), true, func(seg []byte, off int) uint16 {
-		if ns.store.readAt(seg, base+int64(off)) != nil {
-			return nvme.ErrUnrecoveredRead.Field()
-		}
-		return stOK
-	})
-	c.smart.unitsRead.Add(n)
-	return completion{status: status}
+	return nvmTransfer(c, ns, e, true)
 }
 
 func nvmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
+	return nvmTransfer(c, ns, e, false)
+}
+
+// nvmTransfer moves a Read's data to the host (toHost) or a Write's data
+// from it, through the command's PRPs.
+func nvmTransfer(c *Controller, ns *namespace, e *nvme.SQE, toHost bool) completion {
 	slba, nlb, st, good := lbaRange(ns, e)
 	if !good {
 		return st
@@ -72,18 +58,30 @@ func nvmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	if !c.checkMDTS(n) {
 		return failDNR(nvme.ErrInvalidField)
 	}
-	c.smart.writes.Add(1)
+	if toHost {
+		c.smart.reads.Add(1)
+	} else {
+		c.smart.writes.Add(1)
+	}
 	if ns.null {
 		return ok()
 	}
 	base := int64(slba << ns.shift)
-	status := c.walkPRP(e.PRP1, e.PRP2, int(n), false, func(seg []byte, off int) uint16 {
-		if ns.store.writeAt(seg, base+int64(off)) != nil {
+	status := c.walkPRP(e.PRP1, e.PRP2, int(n), toHost, func(seg []byte, off int) uint16 {
+		if toHost {
+			if ns.store.readAt(seg, base+int64(off)) != nil {
+				return nvme.ErrUnrecoveredRead.Field()
+			}
+		} else if ns.store.writeAt(seg, base+int64(off)) != nil {
 			return nvme.ErrWriteFault.Field()
 		}
 		return stOK
 	})
-	c.smart.unitsWritten.Add(n)
+	if toHost {
+		c.smart.unitsRead.Add(n)
+	} else {
+		c.smart.unitsWritten.Add(n)
+	}
 	return completion{status: status}
 }
 
