@@ -124,6 +124,12 @@ func (h *Host) Functions() ([]*Function, error) {
 	if err != nil {
 		return nil, errors.Wrap(err, "pci: list functions")
 	}
+	return h.functionsIn(ents)
+}
+
+// functionsIn reads the functions named by directory entries (PCI
+// addresses; other names are skipped), sorted by address.
+func (h *Host) functionsIn(ents []os.DirEntry) ([]*Function, error) {
 	var out []*Function
 	for _, e := range ents {
 		a, err := ParseAddr(e.Name())
@@ -176,20 +182,7 @@ func (h *Host) GroupMembers(g int) ([]*Function, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "pci: IOMMU group %d", g)
 	}
-	var out []*Function
-	for _, e := range ents {
-		a, err := ParseAddr(e.Name())
-		if err != nil {
-			continue
-		}
-		f, err := h.Function(a)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Addr.less(out[j].Addr) })
-	return out, nil
+	return h.functionsIn(ents)
 }
 
 // IOMMUGroups returns the number of IOMMU groups; 0 means the kernel runs
