@@ -41,9 +41,11 @@ var jmpOps = map[asm.JumpOp]uint8{
 // jmp32Delta is the distance from a 64-bit jump op to its 32-bit twin.
 const jmp32Delta = opJeq32I - opJeq64I
 
-// compile translates verified code into the interpreter's form. Only code the
-// verifier accepted reaches it, but it still refuses anything it does not know.
-func compile(c *verifier.Code, info *verifier.Info) ([]insn, error) {
+// compile translates verified code into the pre-decoded form that the
+// interpreter runs and the JIT translates; fuse adds superinstructions (the
+// interpreter's, which the JIT does not need). Only code the verifier
+// accepted reaches it, but it still refuses anything it does not know.
+func compile(c *verifier.Code, info *verifier.Info, fuse bool) ([]insn, error) {
 	out := make([]insn, len(c.Insns))
 	for pc := range c.Insns {
 		if c.Half[pc] {
@@ -178,8 +180,8 @@ func compile(c *verifier.Code, info *verifier.Info) ([]insn, error) {
 		}
 		out[pc] = in
 	}
-	if fusion {
-		fuse(out)
+	if fuse {
+		fusePairs(out)
 	}
 	return out, nil
 }
@@ -187,10 +189,10 @@ func compile(c *verifier.Code, info *verifier.Info) ([]insn, error) {
 // fusion enables superinstructions (tests compare runs with and without).
 var fusion = true
 
-// fuse replaces frequent instruction pairs that clang emits with one
+// fusePairs replaces frequent instruction pairs that clang emits with one
 // superinstruction. The second slot is left intact, so a jump to it still
 // executes just that instruction.
-func fuse(code []insn) {
+func fusePairs(code []insn) {
 	for pc := 0; pc+1 < len(code); pc++ {
 		a, b := code[pc], code[pc+1]
 		switch {

@@ -35,10 +35,10 @@ type Executable struct {
 	code Code
 }
 
-// Compile compiles a verified program with e (nil means Interpreter).
+// Compile compiles a verified program with e (nil means Default()).
 func Compile(p *Program, e Engine) (*Executable, error) {
 	if e == nil {
-		e = Interpreter
+		e = Default()
 	}
 	c, err := e.Compile(p)
 	if err != nil {
@@ -71,6 +71,15 @@ type Instance struct {
 	budgetLimit int64
 	depth       int
 	trace       io.Writer
+	jit         jitExit
+}
+
+// jitExit is how JIT code tells Exec why it returned.
+type jitExit struct {
+	info   uint64  // exit kind | fault size<<8 | fault write<<16 | slot<<32
+	addr   uint64  // fault address, or helper id
+	resume uintptr // code address to continue at
+	spill  [2]uint64
 }
 
 // NewInstance creates a fresh instance with its own maps.

@@ -18,7 +18,7 @@ type interpEngine struct{}
 func (interpEngine) Name() string { return "interpreter" }
 
 func (interpEngine) Compile(p *Program) (Code, error) {
-	code, err := compile(p.code, p.info)
+	code, err := compile(p.code, p.info, fusion)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,15 @@
+//go:build linux && amd64
+
+#include "textflag.h"
+
+// func jitCall(entry uintptr, m *Instance, resume uintptr)
+//
+// The generated code uses no stack of its own beyond the return address of
+// this CALL, keeps rsp and rbp, and may clobber every other register (this
+// is an ABI0 function: Go's wrapper restores R14 and X15 after it returns).
+TEXT ·jitCall(SB), NOSPLIT, $0-24
+	MOVQ entry+0(FP), AX
+	MOVQ m+8(FP), R10
+	MOVQ resume+16(FP), R11
+	CALL AX
+	RET
