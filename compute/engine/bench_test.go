@@ -35,24 +35,34 @@ func aluLoop() asm.Instructions {
 	}
 }
 
-// BenchmarkALULoop reports the interpreter's cost per executed instruction.
+// benchEngines are the engines every engine benchmark runs, side by side.
+var benchEngines = []engine.Engine{engine.JIT, engine.Interpreter}
+
+// BenchmarkALULoop reports each engine's cost per executed instruction.
 func BenchmarkALULoop(b *testing.B) {
 	p, err := engine.FromInstructions("alu", abi.TypeRaw, aluLoop())
 	if err != nil {
 		b.Fatal(err)
 	}
-	x, _ := engine.Compile(p, nil)
-	inst := x.NewInstance()
-	ctx := &engine.Context{Data: make([]byte, 8)}
-	const insns = 3 + 10*benchLoopIters + 1
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := inst.Run(ctx, nil); err != nil {
-			b.Fatal(err)
-		}
+	for _, e := range benchEngines {
+		b.Run(e.Name(), func(b *testing.B) {
+			x, err := engine.Compile(p, e)
+			if err != nil {
+				b.Skip(err)
+			}
+			inst := x.NewInstance()
+			ctx := &engine.Context{Data: make([]byte, 8)}
+			const insns = 3 + 10*benchLoopIters + 1
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := inst.Run(ctx, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/insns, "ns/insn")
+		})
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/insns, "ns/insn")
 }
 
 func benchBlocks(n, bs int) []byte {
@@ -92,30 +102,32 @@ func goContains(block []byte, pat uint64, n int) bool {
 }
 
 // BenchmarkPatternFilter compares the byte-pattern filter over 4 KiB blocks:
-// the engine running pattern_filter (plain loads) and pattern_memmem (the
-// helper), the same algorithm in Go, bytes.Contains, and the kernel running
-// pattern_xdp on 3,520-byte buffers (the most XDP test runs can address)
-// next to the engine on the same buffers.
+// each engine running pattern_filter (plain loads) and pattern_memmem (the
+// helper), the same algorithm in Go, bytes.Contains, and the kernel's JIT
+// running pattern_xdp on 3,520-byte buffers (the most XDP test runs can
+// address) next to each engine on the same buffers.
 func BenchmarkPatternFilter(b *testing.B) {
 	const bs, blocks = 4096, 64
 	data := benchBlocks(blocks, bs)
 	var p8 [8]byte
 	copy(p8[:], benchPattern)
 	pat := binary.LittleEndian.Uint64(p8[:])
-	for _, prog := range []string{"pattern_filter", "pattern_memmem"} {
-		b.Run("engine/"+prog, func(b *testing.B) {
-			inst := loadPattern(b, prog, benchPattern)
-			ctx := &engine.Context{Data: data, BlockSize: bs}
-			emit := make([]uint64, blocks)
-			b.SetBytes(int64(len(data)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				if res, err := inst.Run(ctx, emit); err != nil || res.R0 != 0 {
-					b.Fatal(res, err)
+	for _, e := range benchEngines {
+		for _, prog := range []string{"pattern_filter", "pattern_memmem"} {
+			b.Run(e.Name()+"/"+prog, func(b *testing.B) {
+				inst := loadPatternWith(b, e, prog, benchPattern)
+				ctx := &engine.Context{Data: data, BlockSize: bs}
+				emit := make([]uint64, blocks)
+				b.SetBytes(int64(len(data)))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if res, err := inst.Run(ctx, emit); err != nil || res.R0 != 0 {
+						b.Fatal(res, err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 	b.Run("go/window", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
@@ -140,18 +152,20 @@ func BenchmarkPatternFilter(b *testing.B) {
 		}
 	})
 	buf := data[:kernel.MaxData]
-	b.Run("engine/pattern_xdp-3520", func(b *testing.B) {
-		inst := loadPattern(b, "pattern_xdp", benchPattern)
-		ctx := &engine.Context{Data: buf}
-		b.SetBytes(int64(len(buf)))
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if res, err := inst.Run(ctx, nil); err != nil || res.R0 != 0 {
-				b.Fatal(res, err)
+	for _, e := range benchEngines {
+		b.Run(e.Name()+"/pattern_xdp-3520", func(b *testing.B) {
+			inst := loadPatternWith(b, e, "pattern_xdp", benchPattern)
+			ctx := &engine.Context{Data: buf}
+			b.SetBytes(int64(len(buf)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if res, err := inst.Run(ctx, nil); err != nil || res.R0 != 0 {
+					b.Fatal(res, err)
+				}
 			}
-		}
-	})
+		})
+	}
 	b.Run("kernel/pattern_xdp-3520", func(b *testing.B) {
 		needKernel(b)
 		cs, err := patternSpec()

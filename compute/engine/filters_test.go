@@ -11,6 +11,13 @@ import (
 
 func loadPattern(t testing.TB, prog string, pat string) *engine.Instance {
 	t.Helper()
+	return loadPatternWith(t, nil, prog, pat)
+}
+
+// loadPatternWith compiles a program of pattern.c with engine e (nil: the
+// default).
+func loadPatternWith(t testing.TB, e engine.Engine, prog string, pat string) *engine.Instance {
+	t.Helper()
 	cs, err := filters.LoadPattern()
 	if err != nil {
 		t.Fatal(err)
@@ -24,7 +31,7 @@ func loadPattern(t testing.TB, prog string, pat string) *engine.Instance {
 	if err != nil {
 		t.Fatal(err)
 	}
-	x, err := engine.Compile(p, nil)
+	x, err := engine.Compile(p, e)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,9 +4,10 @@
 // through cilium/ebpf's LoadCollectionSpec) or from raw instructions
 // (FromInstructions, FromBytes). Loading always runs the verifier; a rejected
 // program yields a *verifier.Error naming the instruction. A verified Program
-// is compiled by an Engine (the Interpreter today, a JIT later) into an
-// Executable, from which each core creates its own Instance: own stack, own
-// context buffer, own copy of every map. Instance.Run allocates nothing; the
+// is compiled by an Engine (JIT, x86-64 machine code on linux/amd64, or the
+// portable Interpreter; Default picks) into an Executable, from which each
+// core creates its own Instance: own stack, own context buffer, own copy of
+// every map. Instance.Run allocates nothing; the
 // per-core maps are merged on the host with MergeMaps.
 //
 // Supported RFC 9669 conformance groups: base32, base64, atomic32, atomic64,

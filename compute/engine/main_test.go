@@ -1,0 +1,37 @@
+package engine
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+)
+
+// TestMain runs the package's tests once per engine: every test that
+// compiles with Compile(p, nil) checks the JIT and the interpreter alike.
+// Benchmarks and fuzzing name their engines themselves and run once.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	engines := []Engine{Default()}
+	if jitAvailable && flagValue("test.bench") == "" && flagValue("test.fuzz") == "" {
+		engines = []Engine{JIT, Interpreter}
+	}
+	code := 0
+	for _, e := range engines {
+		defaultEngine = e
+		if testing.Verbose() || len(engines) > 1 {
+			fmt.Printf("== engine: %s\n", e.Name())
+		}
+		if c := m.Run(); c != 0 {
+			code = c
+		}
+	}
+	os.Exit(code)
+}
+
+func flagValue(name string) string {
+	if f := flag.Lookup(name); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
