@@ -1,6 +1,9 @@
 package bdev
 
 import (
+	"math/bits"
+
+	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/pkg/errors"
 )
 
@@ -8,27 +11,27 @@ import (
 // may read it, but must not keep it after returning.
 type IO struct {
 	// Type, LBA and Count describe the I/O; SrcLBA is the source of a Copy.
-	Type   IOType
-	LBA    uint64
-	Count  uint64
-	SrcLBA uint64
+	Type  IOType
+	LBA   uint64
+	Count uint64
 	// Buf is the data of a read or write.
 	Buf Buffer
 	// Arg is the caller's argument, handed back in the callback.
 	Arg any
 
-	cb  func(*IO)
-	err error
-	ch  *Channel
+	// The fields a read or write touches come first, so that they share as
+	// few cache lines as they can.
+	cb     func(*IO)
+	ch     *Channel
+	next   *IO // free list, retry queue or backend completion list link
+	parent *IO // the I/O this one is a piece of, if it was split
+	err    error
+
+	SrcLBA uint64
 
 	// Splitting: a parent issues children of at most maxBlocks each.
-	parent    *IO
 	splitNext uint64 // next LBA a child will cover
 	inFlight  int    // children in flight
-	next      *IO    // free list / retry queue link
-	refused   bool   // the backend refused it; complete with err on Poll
-	mnext     *IO    // link for in-package backends' completion lists
-	nvme      nvmeCompletion
 }
 
 // Err returns the I/O's result: nil on success.
@@ -55,13 +58,16 @@ const splitWindow = 4
 // one goroutine only — normally a reactor, from its pollers and messages.
 // Nothing on its I/O path allocates or locks.
 type Channel struct {
-	desc      *Desc
-	backend   BackendChannel
-	nvmeCh    *nvmeChannel // backend when it is an NVMe queue pair: a direct call
-	blockSize int
-	numBlocks uint64
-	maxBlocks uint64 // largest child in blocks; 0 = no split
-	types     IOTypes
+	desc       *Desc
+	backend    BackendChannel
+	nvmeCh     *nvmeChannel    // backend when it is an NVMe queue pair: a direct call
+	qp         *nvme.QueuePair // nvmeCh's queue pair and namespace, for the
+	ns         *nvme.Namespace // read/write path that calls the driver itself
+	blockSize  int
+	blockShift uint8 // log2(blockSize)
+	numBlocks  uint64
+	maxBlocks  uint64 // largest child in blocks; 0 = no split
+	types      IOTypes
 
 	ios         []IO
 	free        *IO
@@ -83,13 +89,21 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 		return nil, errors.Wrapf(err, "bdev %s: new channel", info.Name)
 	}
 	nc, _ := bc.(*nvmeChannel)
+	var qp *nvme.QueuePair
+	var ns *nvme.Namespace
+	if nc != nil {
+		qp, ns = nc.qp, nc.ns
+	}
 	ch := &Channel{
-		desc:      d,
-		backend:   bc,
-		nvmeCh:    nc,
-		blockSize: info.BlockSize,
-		numBlocks: info.NumBlocks,
-		types:     info.IOTypes,
+		desc:       d,
+		backend:    bc,
+		nvmeCh:     nc,
+		qp:         qp,
+		ns:         ns,
+		blockSize:  info.BlockSize,
+		blockShift: uint8(bits.TrailingZeros(uint(info.BlockSize))),
+		numBlocks:  info.NumBlocks,
+		types:      info.IOTypes,
 	}
 	n := depth
 	if info.MaxTransfer > 0 {
@@ -99,7 +113,6 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 	ch.ios = make([]IO, n)
 	for i := range ch.ios {
 		ch.ios[i].ch = ch
-		ch.ios[i].nvme.io = &ch.ios[i]
 		ch.ios[i].next = ch.free
 		ch.free = &ch.ios[i]
 	}
@@ -124,46 +137,86 @@ func (ch *Channel) get() *IO {
 // put returns io to the pool. Fields are overwritten by the next submission;
 // only the links that the pool and the splitter test are reset here.
 func (ch *Channel) put(io *IO) {
-	io.parent = nil
-	io.err = nil
+	if io.parent != nil {
+		io.parent = nil
+	}
+	if io.err != nil {
+		io.err = nil
+	}
 	io.next = ch.free
 	ch.free = io
 }
 
 // Read reads count blocks at lba into buf; cb(io) runs from Poll when done.
 func (ch *Channel) Read(buf Buffer, lba, count uint64, cb func(*IO), arg any) error {
-	return ch.submit(Read, buf, lba, count, 0, cb, arg)
+	io := ch.getRW(Read, lba, count, len(buf.Bytes))
+	if io == nil {
+		return ch.rwErr(Read, lba, count, len(buf.Bytes))
+	}
+	// Field by field: a whole-struct copy goes through memory and stalls.
+	io.Buf.Bytes, io.Buf.DMA, io.Buf.Off = buf.Bytes, buf.DMA, buf.Off
+	io.cb, io.Arg = cb, arg
+	if ch.qp != nil && buf.DMA != nil && count <= ch.maxBlocks {
+		// An NVMe namespace: one command, straight to the queue pair.
+		ch.outstanding++
+		err := ch.qp.Read(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io), 0)
+		if err != nil {
+			ch.nvmeRefused(io, err)
+		}
+		return nil
+	}
+	return ch.issue(io)
 }
 
 // Write writes count blocks from buf at lba.
 func (ch *Channel) Write(buf Buffer, lba, count uint64, cb func(*IO), arg any) error {
-	return ch.submit(Write, buf, lba, count, 0, cb, arg)
-}
-
-// Flush makes previously completed writes durable.
-func (ch *Channel) Flush(cb func(*IO), arg any) error {
-	return ch.submit(Flush, Buffer{}, 0, 0, 0, cb, arg)
-}
-
-// WriteZeroes zeroes count blocks at lba without moving data.
-func (ch *Channel) WriteZeroes(lba, count uint64, cb func(*IO), arg any) error {
-	return ch.submit(WriteZeroes, Buffer{}, lba, count, 0, cb, arg)
-}
-
-// Unmap deallocates count blocks at lba (NVMe Dataset Management).
-func (ch *Channel) Unmap(lba, count uint64, cb func(*IO), arg any) error {
-	return ch.submit(Unmap, Buffer{}, lba, count, 0, cb, arg)
-}
-
-// Copy copies count blocks from src to dst within the bdev.
-func (ch *Channel) Copy(dst, src, count uint64, cb func(*IO), arg any) error {
-	if src >= ch.numBlocks || count > ch.numBlocks-src {
-		return errors.Wrapf(ErrOutOfRange, "%s: copy source %d+%d of %d blocks", ch.desc.bdev.info.Name, src, count, ch.numBlocks)
+	io := ch.getRW(Write, lba, count, len(buf.Bytes))
+	if io == nil {
+		return ch.rwErr(Write, lba, count, len(buf.Bytes))
 	}
-	return ch.submit(Copy, Buffer{}, dst, count, src, cb, arg)
+	io.Buf.Bytes, io.Buf.DMA, io.Buf.Off = buf.Bytes, buf.DMA, buf.Off
+	io.cb, io.Arg = cb, arg
+	if ch.qp != nil && buf.DMA != nil && count <= ch.maxBlocks {
+		ch.outstanding++
+		err := ch.qp.Write(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io), 0)
+		if err != nil {
+			ch.nvmeRefused(io, err)
+		}
+		return nil
+	}
+	return ch.issue(io)
 }
 
-func (ch *Channel) submit(t IOType, buf Buffer, lba, count, src uint64, cb func(*IO), arg any) error {
+// getRW checks a read or write of count blocks at lba from a buffer of n
+// bytes and takes an I/O object for it, with Type, LBA and Count set. It
+// returns nil when the I/O cannot start; rwErr then says why.
+func (ch *Channel) getRW(t IOType, lba, count uint64, n int) *IO {
+	if ch.closed || (t != Read && !ch.desc.write) ||
+		count == 0 || lba >= ch.numBlocks || count > ch.numBlocks-lba ||
+		count > uint64(n)>>(ch.blockShift&63) {
+		return nil
+	}
+	io := ch.free
+	if io != nil {
+		ch.free = io.next
+		io.Type, io.LBA, io.Count = t, lba, count
+	}
+	return io
+}
+
+// rwErr is the error of a read or write that getRW refused.
+func (ch *Channel) rwErr(t IOType, lba, count uint64, n int) error {
+	if err := ch.check(t, lba, count); err != nil {
+		return err
+	}
+	if need := count * uint64(ch.blockSize); uint64(n) < need {
+		return errors.Errorf("%s: %v of %d blocks needs %d bytes, buffer has %d", ch.desc.bdev.info.Name, t, count, need, n)
+	}
+	return ErrNoIO
+}
+
+// check validates an I/O of any type against the channel and the bdev.
+func (ch *Channel) check(t IOType, lba, count uint64) error {
 	if ch.closed {
 		return ErrClosed
 	}
@@ -178,18 +231,52 @@ func (ch *Channel) submit(t IOType, buf Buffer, lba, count, src uint64, cb func(
 			return errors.Wrapf(ErrOutOfRange, "%s: %v of blocks %d+%d on a bdev of %d blocks", ch.desc.bdev.info.Name, t, lba, count, ch.numBlocks)
 		}
 	}
-	if t == Read || t == Write {
-		if need := count * uint64(ch.blockSize); uint64(len(buf.Bytes)) < need {
-			return errors.Errorf("%s: %v of %d blocks needs %d bytes, buffer has %d", ch.desc.bdev.info.Name, t, count, need, len(buf.Bytes))
-		}
+	return nil
+}
+
+// issue starts io, splitting it if it is larger than the backend takes.
+func (ch *Channel) issue(io *IO) error {
+	if io.Count > ch.maxBlocks && ch.maxBlocks > 0 {
+		return ch.split(io)
+	}
+	ch.start(io)
+	return nil
+}
+
+// Flush makes previously completed writes durable.
+func (ch *Channel) Flush(cb func(*IO), arg any) error {
+	return ch.submit(Flush, 0, 0, 0, cb, arg)
+}
+
+// WriteZeroes zeroes count blocks at lba without moving data.
+func (ch *Channel) WriteZeroes(lba, count uint64, cb func(*IO), arg any) error {
+	return ch.submit(WriteZeroes, lba, count, 0, cb, arg)
+}
+
+// Unmap deallocates count blocks at lba (NVMe Dataset Management).
+func (ch *Channel) Unmap(lba, count uint64, cb func(*IO), arg any) error {
+	return ch.submit(Unmap, lba, count, 0, cb, arg)
+}
+
+// Copy copies count blocks from src to dst within the bdev.
+func (ch *Channel) Copy(dst, src, count uint64, cb func(*IO), arg any) error {
+	if src >= ch.numBlocks || count > ch.numBlocks-src {
+		return errors.Wrapf(ErrOutOfRange, "%s: copy source %d+%d of %d blocks", ch.desc.bdev.info.Name, src, count, ch.numBlocks)
+	}
+	return ch.submit(Copy, dst, count, src, cb, arg)
+}
+
+func (ch *Channel) submit(t IOType, lba, count, src uint64, cb func(*IO), arg any) error {
+	if err := ch.check(t, lba, count); err != nil {
+		return err
 	}
 	io := ch.get()
 	if io == nil {
 		return ErrNoIO
 	}
-	io.Type, io.Buf, io.LBA, io.Count, io.SrcLBA, io.cb, io.Arg = t, buf, lba, count, src, cb, arg
-	if ch.maxBlocks > 0 && count > ch.maxBlocks && (t == Read || t == Write || t == Copy) {
-		return ch.split(io)
+	io.Type, io.Buf, io.LBA, io.Count, io.SrcLBA, io.cb, io.Arg = t, Buffer{}, lba, count, src, cb, arg
+	if t == Copy {
+		return ch.issue(io)
 	}
 	ch.start(io)
 	return nil
@@ -205,17 +292,25 @@ func (ch *Channel) start(io *IO) {
 	} else {
 		err = ch.backend.Submit(io)
 	}
-	if err == nil {
-		return
+	if err != nil {
+		ch.refused(io, err)
 	}
-	if errors.Is(err, ErrBusy) {
-		ch.enqueueRetry(io)
-		return
+}
+
+// nvmeRefused handles an NVMe queue pair's refusal of io.
+func (ch *Channel) nvmeRefused(io *IO, err error) {
+	if errors.Is(err, nvme.ErrQueueFull) {
+		err = ErrBusy
 	}
-	// Refused outright: complete it on the next Poll like any other I/O, so
-	// callbacks never run inside Submit.
-	io.err = err
-	io.refused = true
+	ch.refused(io, err)
+}
+
+// refused queues io for a retry if the backend said ErrBusy, or to complete
+// with err on the next Poll, so callbacks never run inside Submit.
+func (ch *Channel) refused(io *IO, err error) {
+	if !errors.Is(err, ErrBusy) {
+		io.err = err // Poll completes it: see there
+	}
 	ch.enqueueRetry(io)
 }
 
@@ -300,8 +395,10 @@ func (ch *Channel) Poll() int {
 			ch.retryTail = nil
 		}
 		io.next = nil
-		if io.refused {
-			io.refused = false
+		if io.err != nil {
+			// Refused outright. Queued I/Os otherwise have no error: a
+			// pooled I/O starts without one, and a split child is reused
+			// only after its error is cleared.
 			n++
 			io.Done(io.err)
 			continue

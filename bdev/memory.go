@@ -14,11 +14,11 @@ type completions struct {
 }
 
 func (c *completions) push(io *IO) {
-	io.mnext = nil
+	io.next = nil
 	if c.tail == nil {
 		c.head = io
 	} else {
-		c.tail.mnext = io
+		c.tail.next = io
 	}
 	c.tail = io
 }
@@ -30,8 +30,8 @@ func (c *completions) drain() int {
 	c.head, c.tail = nil, nil
 	for head != nil {
 		io := head
-		head = io.mnext
-		io.mnext = nil
+		head = io.next
+		io.next = nil
 		io.Done(nil)
 		n++
 	}

@@ -82,14 +82,30 @@ type nvmeChannel struct {
 	ranges [1]nvme.Range // scratch for Unmap and Copy; the driver copies it
 }
 
-// nvmeCompletion is the nvme.Completer of an IO: a field of the IO, so that
-// passing its address allocates nothing.
-type nvmeCompletion struct{ io *IO }
+// nvmeIO is an IO as the nvme.Completer of its command: converting the
+// pointer costs nothing and allocates nothing.
+type nvmeIO IO
 
-func (c *nvmeCompletion) Complete(_ uint64, _ uint64, err error) { c.io.Done(err) }
+// Complete finishes the I/O on the queue pair's goroutine.
+func (c *nvmeIO) Complete(_ uint64, _ uint64, err error) {
+	io := (*IO)(c)
+	ch := io.ch
+	ch.outstanding--
+	if p := io.parent; p != nil {
+		ch.childDone(p, io, err)
+		return
+	}
+	if err != nil {
+		io.err = err // a pooled I/O has none until here
+	}
+	if cb := io.cb; cb != nil {
+		cb(io)
+	}
+	ch.put(io)
+}
 
 func (ch *nvmeChannel) Submit(io *IO) error {
-	cb := &io.nvme // its io pointer is set once, when the channel is made
+	cb := (*nvmeIO)(io)
 	var err error
 	switch io.Type {
 	case Read, Write:
