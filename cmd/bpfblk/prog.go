@@ -28,14 +28,17 @@ const progUsage = `usage:
   bpfblk prog dis    FILE.o[:PROGRAM] | --raw FILE
   bpfblk prog run    FILE.o[:PROGRAM] [--data FILE] [--set NAME=VALUE]...
                      [--lba N] [--nsid N] [--block-size N] [--budget N]
-  bpfblk prog run    --raw FILE [--data FILE]
+                     [--engine jit|interpreter]
+  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter]
 
 verify runs bpfblk's verifier (exit 1 with the instruction and the reason on
 rejection); --kernel also asks the Linux verifier (xdp programs only).
 run prints "r0 = N" (unsigned decimal), the emitted values, then the maps.
 --raw reads FILE as raw little-endian instructions and runs them with
 r1 = data and r2 = data length. A filter's data is split into --block-size
-blocks (default: one block of the whole data).
+blocks (default: one block of the whole data). --engine picks how the
+program runs: jit (x86-64 machine code, the default on linux/amd64) or
+interpreter; both give the same results.
 `
 
 // setFlags collects repeated --set NAME=VALUE.
@@ -53,6 +56,7 @@ type progOpts struct {
 	nsid      uint
 	blockSize uint
 	budget    int64
+	engine    string
 }
 
 func runProg(args []string, stdout, stderr io.Writer) int {
@@ -84,6 +88,7 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 		fs.UintVar(&o.nsid, "nsid", 1, "namespace id")
 		fs.UintVar(&o.blockSize, "block-size", 0, "block size in bytes (0: the whole data is one block)")
 		fs.Int64Var(&o.budget, "budget", engine.DefaultBudget, "instruction budget per run")
+		fs.StringVar(&o.engine, "engine", engine.Default().Name(), "jit or interpreter")
 	}
 	// Flags may come before or after the positional argument.
 	var pos []string
@@ -113,6 +118,10 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.budget <= 0 && sub == "run" {
 		fmt.Fprintf(stderr, "bpfblk prog run: --budget must be positive\n")
+		return exitUsage
+	}
+	if sub == "run" && engine.EngineByName(o.engine) == nil {
+		fmt.Fprintf(stderr, "bpfblk prog run: --engine %q: want jit or interpreter\n", o.engine)
 		return exitUsage
 	}
 	var err error
@@ -291,7 +300,7 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 	if o.blockSize > 0 && len(data)%int(o.blockSize) != 0 {
 		return progUsageError{fmt.Sprintf("%d bytes of data is not a whole number of %d-byte blocks", len(data), o.blockSize)}
 	}
-	x, err := engine.Compile(p, nil)
+	x, err := engine.Compile(p, engine.EngineByName(o.engine))
 	if err != nil {
 		return err
 	}

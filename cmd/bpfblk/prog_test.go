@@ -70,9 +70,11 @@ func TestProgRunRaw(t *testing.T) {
 		asm.Return(),
 	})
 	data := writeFile(t, []byte("AB"))
-	code, out, errOut := runCLI("prog", "run", "--raw", prog, "--data", data)
-	if code != exitOK || out != "r0 = 75\n" {
-		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	for _, e := range []string{"jit", "interpreter"} {
+		code, out, errOut := runCLI("prog", "run", "--raw", prog, "--data", data, "--engine", e)
+		if code != exitOK || out != "r0 = 75\n" {
+			t.Fatalf("--engine %s: exit %d, stdout %q, stderr %q", e, code, out, errOut)
+		}
 	}
 	// Unsigned decimal.
 	neg := writeRaw(t, asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()})
@@ -80,7 +82,7 @@ func TestProgRunRaw(t *testing.T) {
 		t.Fatalf("stdout %q", out)
 	}
 	// Out of bounds: a fault, exit 1, one line.
-	code, _, errOut = runCLI("prog", "run", "--raw", prog)
+	code, _, errOut := runCLI("prog", "run", "--raw", prog)
 	if code != exitFail || !strings.Contains(errOut, "outside the program's memory") || strings.Count(errOut, "\n") != 1 {
 		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
@@ -139,6 +141,7 @@ func TestProgBadInput(t *testing.T) {
 		{[]string{"prog", "run", patternObj + ":pattern_filter", "--set", "pattern"}, exitUsage, "want NAME=VALUE"},
 		{[]string{"prog", "run", "--raw", raw, "--set", "a=1"}, exitUsage, "--set needs an ELF object"},
 		{[]string{"prog", "run", "--raw", raw, "--budget", "0"}, exitUsage, "--budget must be positive"},
+		{[]string{"prog", "run", "--raw", raw, "--engine", "fast"}, exitUsage, "want jit or interpreter"},
 		{[]string{"prog", "verify", "/nonexistent.o"}, exitFail, "no such file"},
 		{[]string{"prog", "verify", raw}, exitFail, "not a BPF ELF object"},
 		{[]string{"prog", "run", "--raw", writeFile(t, []byte{1, 2, 3})}, exitFail, "not a whole number of 8-byte instructions"},
