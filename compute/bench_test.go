@@ -140,7 +140,7 @@ func rawRate(b *testing.B, s *benchSet, exe *engine.Executable) float64 {
 
 // benchPrograms are the filters the benchmarks run: the default filter of
 // `bpfblk scan` (bpfblk_memmem helper per block: I/O bound) and the same
-// search as an interpreted byte loop (compute bound).
+// search as a plain byte loop (compute bound).
 var benchPrograms = []struct {
 	name string
 	load func(b *testing.B) *engine.Executable
