@@ -229,10 +229,11 @@ func genData(seed []byte) []byte {
 	return d
 }
 
-// FuzzInterpreterVsKernel generates random valid programs and compares the
+// FuzzEngineVsKernel generates random valid programs and compares the
 // engine with the Linux kernel: return value and all data bytes (which hold
-// the final registers).
-func FuzzInterpreterVsKernel(f *testing.F) {
+// the final registers). The seed corpus runs on both engines (TestMain);
+// fuzzing runs the default engine, the JIT on linux/amd64.
+func FuzzEngineVsKernel(f *testing.F) {
 	for _, s := range seedInputs(30) {
 		f.Add(s)
 	}
