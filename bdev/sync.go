@@ -113,6 +113,11 @@ func (req *syncReq) submit() {
 // returns ctx's error at once; the bounce buffer goes back to the pool when
 // the device is done with it, so nothing the device still writes is reused.
 func (s *Sync) do(ctx context.Context, t IOType, p []byte, lba uint64) error {
+	// A context that has already ended fails at once: below, a ready buffer
+	// or completion could otherwise win the select against ctx.Done.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	var buf Buffer
 	select {
 	case buf = <-s.free:
