@@ -31,21 +31,36 @@ const DefaultBudget = 1 << 30
 
 // Executable is a program compiled by an engine, ready to instantiate.
 type Executable struct {
-	prog *Program
-	code Code
+	prog   *Program
+	code   Code
+	engine string
 }
 
-// Compile compiles a verified program with e (nil means Default()).
+// Compile compiles a verified program with e. A nil e means Default(); if
+// that is the JIT and this process may not map executable memory (a
+// hardened kernel, a sandbox), the interpreter takes its place.
 func Compile(p *Program, e Engine) (*Executable, error) {
+	fallback := e == nil
 	if e == nil {
 		e = Default()
 	}
 	c, err := e.Compile(p)
+	if err != nil && fallback && e != Interpreter && errors.Is(err, ErrNoExecMemory) {
+		e = Interpreter
+		c, err = e.Compile(p)
+	}
 	if err != nil {
 		return nil, errors.Wrapf(err, "compile %s with %s", p.Name, e.Name())
 	}
-	return &Executable{prog: p, code: c}, nil
+	return &Executable{prog: p, code: c, engine: e.Name()}, nil
 }
+
+// ErrNoExecMemory is returned (wrapped) by the JIT when the process cannot
+// map memory for machine code or make it executable.
+var ErrNoExecMemory = errors.New("no executable memory for JIT code")
+
+// Engine returns the name of the engine the executable was compiled with.
+func (x *Executable) Engine() string { return x.engine }
 
 // Program returns the program this was compiled from.
 func (x *Executable) Program() *Program { return x.prog }

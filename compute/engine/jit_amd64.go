@@ -90,6 +90,14 @@ var _ = [1]struct{}{}[unsafe.Offsetof(frame{}.r10)-40]
 //go:noescape
 func jitCall(entry uintptr, m *Instance, resume uintptr)
 
+// The system calls that provide code memory (replaced in tests).
+var (
+	jitMmap = func(size int) ([]byte, error) {
+		return unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	}
+	jitProtect = func(mem []byte) error { return unix.Mprotect(mem, unix.PROT_READ|unix.PROT_EXEC) }
+)
+
 type jitCode struct {
 	mem   []byte // the mapping, read+exec
 	entry uintptr
@@ -128,17 +136,17 @@ func (jitEngine) Compile(p *Program) (Code, error) {
 		return nil, err
 	}
 	size := (len(mc) + unix.Getpagesize() - 1) &^ (unix.Getpagesize() - 1)
-	mem, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	mem, err := jitMmap(size)
 	if err != nil {
-		return nil, errors.Wrap(err, "jit: map code memory")
+		return nil, errors.Wrapf(ErrNoExecMemory, "jit: map code memory: %v", err)
 	}
 	copy(mem, mc)
 	for i := len(mc); i < len(mem); i++ {
 		mem[i] = 0xcc // int3
 	}
-	if err := unix.Mprotect(mem, unix.PROT_READ|unix.PROT_EXEC); err != nil {
+	if err := jitProtect(mem); err != nil {
 		_ = unix.Munmap(mem)
-		return nil, errors.Wrap(err, "jit: make code executable")
+		return nil, errors.Wrapf(ErrNoExecMemory, "jit: make code executable: %v", err)
 	}
 	base := uintptr(unsafe.Pointer(unsafe.SliceData(mem)))
 	c := &jitCode{mem: mem, entry: base, start: base + uintptr(start)}
