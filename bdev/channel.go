@@ -159,7 +159,7 @@ func (ch *Channel) Read(buf Buffer, lba, count uint64, cb func(*IO), arg any) er
 	if ch.qp != nil && buf.DMA != nil && count <= ch.maxBlocks {
 		// An NVMe namespace: one command, straight to the queue pair.
 		ch.outstanding++
-		err := ch.qp.Read(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io), 0)
+		err := ch.qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io))
 		if err != nil {
 			ch.nvmeRefused(io, err)
 		}
@@ -178,7 +178,7 @@ func (ch *Channel) Write(buf Buffer, lba, count uint64, cb func(*IO), arg any) e
 	io.cb, io.Arg = cb, arg
 	if ch.qp != nil && buf.DMA != nil && count <= ch.maxBlocks {
 		ch.outstanding++
-		err := ch.qp.Write(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io), 0)
+		err := ch.qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io))
 		if err != nil {
 			ch.nvmeRefused(io, err)
 		}

@@ -292,6 +292,55 @@ func (q *QueuePair) rw(opc uint8, ns *Namespace, lba uint64, blocks uint32, buf 
 	return nil
 }
 
+// ReadOne is Read for a caller that has already cut its transfers to
+// MaxTransfer bytes and 65536 blocks, as the bdev layer does: it issues
+// exactly one command, never splits, refuses a larger transfer, and passes
+// tag 0 to cb. It takes its arguments in registers and skips the split
+// arithmetic, which makes it the cheaper call on a hot path.
+func (q *QueuePair) ReadOne(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer) error {
+	return q.one(ns, lba, blocks, buf, off, cb, OpRead)
+}
+
+// WriteOne is Write under the rules of ReadOne.
+func (q *QueuePair) WriteOne(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer) error {
+	return q.one(ns, lba, blocks, buf, off, cb, OpWrite)
+}
+
+var errOneTooBig = errors.New("nvme: transfer over MaxTransfer or 65536 blocks for a single command")
+
+// one issues a single Read or Write command. Its arguments fit the
+// registers of the calling convention (opc last for that reason).
+func (q *QueuePair) one(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer, opc uint8) error {
+	if q.gen != q.c.gen.Load() || q.broken != nil || q.closed {
+		if err := q.ready(); err != nil {
+			return err
+		}
+	}
+	if ns == nil || ns.BlockSize == 0 {
+		return errNilNS
+	}
+	if blocks == 0 {
+		return errZeroBlocks
+	}
+	n := int(blocks) << ns.shift
+	if blocks > 65536 || n > q.maxXfer {
+		return errOneTooBig
+	}
+	if buf == nil || off < 0 || off&3 != 0 || n > len(buf.Buf)-off {
+		return errBuffer
+	}
+	if len(q.free) == 0 || (n > PageSize && len(q.freePages) == 0) {
+		return ErrQueueFull
+	}
+	cid := q.pop()
+	s := &q.slots[cid]
+	s.parent, s.pending, s.cb, s.tag, s.err, s.result = cid, 1, cb, 0, nil, 0
+	e := q.nextSQE()
+	*e = SQE{OPC: opc, CID: cid, NSID: ns.ID, CDW10: uint32(lba), CDW11: uint32(lba >> 32), CDW12: blocks - 1}
+	e.PRP1, e.PRP2 = q.prps(s, buf.IOVA+uint64(off), n)
+	return nil
+}
+
 // pop takes a free CID and marks its slot busy with a fresh deadline.
 func (q *QueuePair) pop() uint16 {
 	if len(q.free) == len(q.slots) {
