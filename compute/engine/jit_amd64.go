@@ -116,14 +116,13 @@ type jitStub struct {
 }
 
 type jitCompiler struct {
-	a      x86.Asm
-	code   []insn
-	slot   []x86.Label
-	stubs  []jitStub
-	exit   x86.Label // store the registers and return to Go
-	ret    x86.Label // return r0 from the program
-	ret0   x86.Label // return 0 (legacy packet load out of bounds)
-	noJump x86.Label
+	a     x86.Asm
+	code  []insn
+	slot  []x86.Label
+	stubs []jitStub
+	exit  x86.Label // store the registers and return to Go
+	ret   x86.Label // return r0 from the program
+	ret0  x86.Label // return 0 (legacy packet load out of bounds)
 }
 
 func (jitEngine) Compile(p *Program) (Code, error) {
