@@ -256,13 +256,7 @@ func (a *Asm) ALURR(op ALU, w Width, dst, src Reg) {
 
 // ALURI is dst op= imm (sign-extended to 64 bits for W64).
 func (a *Asm) ALURI(op ALU, w Width, dst Reg, imm int32) {
-	if imm >= -128 && imm <= 127 {
-		a.rr(wpfx(w), []byte{0x83}, Reg(op), dst)
-		a.b(byte(int8(imm)))
-		return
-	}
-	a.rr(wpfx(w), []byte{0x81}, Reg(op), dst)
-	a.u32(uint32(imm))
+	a.aluImm(imm, func(opc byte) { a.rr(wpfx(w), []byte{opc}, Reg(op), dst) })
 }
 
 // ALURM is dst op= [m].
@@ -272,12 +266,19 @@ func (a *Asm) ALURM(op ALU, w Width, dst Reg, m Mem) {
 
 // ALUMI is [m] op= imm (W32 or W64).
 func (a *Asm) ALUMI(op ALU, w Width, m Mem, imm int32) {
+	a.aluImm(imm, func(opc byte) { a.rm(wpfx(w), []byte{opc}, Reg(op), m) })
+}
+
+// aluImm emits the immediate form of an ALU operation through emit (which
+// writes the prefixes, the given opcode and the ModRM): 0x83 with an imm8
+// when the value fits, else 0x81 with an imm32.
+func (a *Asm) aluImm(imm int32, emit func(opc byte)) {
 	if imm >= -128 && imm <= 127 {
-		a.rm(wpfx(w), []byte{0x83}, Reg(op), m)
+		emit(0x83)
 		a.b(byte(int8(imm)))
 		return
 	}
-	a.rm(wpfx(w), []byte{0x81}, Reg(op), m)
+	emit(0x81)
 	a.u32(uint32(imm))
 }
 
