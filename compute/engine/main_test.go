@@ -9,11 +9,18 @@ import (
 
 // TestMain runs the package's tests once per engine: every test that
 // compiles with Compile(p, nil) checks the JIT and the interpreter alike.
-// Benchmarks and fuzzing name their engines themselves and run once.
+// Benchmarks and fuzzing name their engines themselves and run once, and so
+// does a run that writes a profile, a trace or coverage (a second pass would
+// overwrite it); BPFBLK_ENGINE then picks the engine.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	engines := []Engine{Default()}
-	if jitAvailable && flagValue("test.bench") == "" && flagValue("test.fuzz") == "" {
+	single := false
+	for _, f := range []string{"test.bench", "test.fuzz", "test.cpuprofile", "test.memprofile",
+		"test.blockprofile", "test.mutexprofile", "test.trace", "test.coverprofile", "test.gocoverdir"} {
+		single = single || flagValue(f) != ""
+	}
+	if jitAvailable && !single {
 		engines = []Engine{JIT, Interpreter}
 	}
 	code := 0
