@@ -262,6 +262,7 @@ func newProgram(name string, typ abi.Type, insns asm.Instructions, maps []MapSpe
 	for i := range maps {
 		vm[i] = maps[i].Map
 	}
+	insns = verifier.CanonicalAtomics(insns)
 	code := verifier.NewCode(insns, vm, ref)
 	info, err := verifier.Verify(code, typ)
 	if err != nil {

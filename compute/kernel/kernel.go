@@ -20,6 +20,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/pkg/errors"
+
+	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
 // MaxData is the largest XDP test input whose bytes are all reachable through
@@ -106,7 +108,7 @@ type Program struct {
 // LoadInstructions loads raw instructions as an XDP program.
 func LoadInstructions(insns asm.Instructions) (*Program, error) {
 	p, err := ebpf.NewProgramWithOptions(&ebpf.ProgramSpec{
-		Type: ebpf.XDP, License: "GPL", Instructions: insns,
+		Type: ebpf.XDP, License: "GPL", Instructions: verifier.CanonicalAtomics(insns),
 	}, ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 16})
 	if err != nil {
 		return nil, errors.Wrap(err, "kernel verifier")
@@ -131,6 +133,7 @@ func LoadSpec(cs *ebpf.CollectionSpec, name string, vars map[string]any) (*Progr
 			delete(cs.Programs, n)
 		}
 	}
+	cs.Programs[name].Instructions = verifier.CanonicalAtomics(cs.Programs[name].Instructions)
 	for n, v := range vars {
 		vs, ok := cs.Variables[n]
 		if !ok {

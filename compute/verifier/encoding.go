@@ -1,6 +1,8 @@
 package verifier
 
 import (
+	"slices"
+
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
@@ -344,4 +346,30 @@ func sortInts(a []int) {
 			a[j], a[j-1] = a[j-1], a[j]
 		}
 	}
+}
+
+// CanonicalAtomics returns insns with the operation of every atomic
+// instruction in its immediate, where the RFC encodes it and where this
+// package and the engine read it. Instructions built with cilium/ebpf/asm
+// (e.g. asm.Xchg.Mem) carry the operation only in the upper bits of their
+// OpCode, and cilium/ebpf v0.22's Marshal writes the immediate before it
+// moves those bits there, so without this step such an instruction would be
+// verified, run and handed to the kernel as an atomic add. Only an
+// immediate of 0 is filled in: a decoded instruction's immediate is what was
+// encoded, reserved bits included, and stays as it is. insns is copied only
+// when something changes.
+func CanonicalAtomics(insns asm.Instructions) asm.Instructions {
+	copied := false
+	for i, ins := range insns {
+		op := ins.OpCode.AtomicOp()
+		if op == asm.InvalidAtomic || op == asm.AddAtomic || ins.Constant != 0 {
+			continue
+		}
+		if !copied {
+			insns = slices.Clone(insns)
+			copied = true
+		}
+		insns[i].Constant = int64(op >> 8)
+	}
+	return insns
 }

@@ -1,6 +1,8 @@
 package verifier
 
 import (
+	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
@@ -61,5 +63,32 @@ func TestLiveness(t *testing.T) {
 	live := c.liveness()
 	if live[1]&(1<<3) != 0 || live[2]&(1<<3) == 0 || live[3] != 1 {
 		t.Fatalf("liveness %v", live)
+	}
+}
+
+// TestCanonicalAtomics: an atomic built with cilium/ebpf/asm gets its
+// operation in the immediate; a decoded one keeps the immediate it had,
+// reserved bits and all; the input is not modified.
+func TestCanonicalAtomics(t *testing.T) {
+	in := asm.Instructions{
+		asm.Xchg.Mem(asm.RFP, asm.R1, asm.DWord, -8),
+		asm.AddAtomic.Mem(asm.RFP, asm.R1, asm.Word, -8),
+		asm.Mov.Imm(asm.R0, 0),
+	}
+	var raw bytes.Buffer
+	bad := asm.Instructions{{OpCode: asm.OpCode(asm.StXClass).SetMode(asm.AtomicMode).SetSize(asm.DWord), Dst: asm.RFP, Src: asm.R1, Offset: -8, Constant: 0x10e1}}
+	if err := bad.Marshal(&raw, binary.LittleEndian); err != nil {
+		t.Fatal(err)
+	}
+	decoded, err := asm.AppendInstructions(nil, &raw, binary.LittleEndian, "linux")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := CanonicalAtomics(append(in, decoded...))
+	if out[0].Constant != 0xe1 || out[1].Constant != 0 || out[2].Constant != 0 || out[3].Constant != 0x10e1 {
+		t.Fatalf("immediates %#x %#x %#x %#x", out[0].Constant, out[1].Constant, out[2].Constant, out[3].Constant)
+	}
+	if in[0].Constant != 0 {
+		t.Fatal("input modified")
 	}
 }
