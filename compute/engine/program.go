@@ -7,8 +7,8 @@
 // is compiled by an Engine (JIT, x86-64 machine code on linux/amd64, or the
 // portable Interpreter; Default picks) into an Executable, from which each
 // core creates its own Instance: own stack, own context buffer, own copy of
-// every map. Instance.Run allocates nothing; the
-// per-core maps are merged on the host with MergeMaps.
+// every map. Instance.Run allocates nothing; the per-core maps are merged on
+// the host with MergeMaps.
 //
 // Supported RFC 9669 conformance groups: base32, base64, atomic32, atomic64,
 // divmul32, divmul64 and packet (legacy BPF_ABS/BPF_IND loads over the data),
