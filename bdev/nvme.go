@@ -86,7 +86,10 @@ type nvmeChannel struct {
 // pointer costs nothing and allocates nothing.
 type nvmeIO IO
 
-// Complete finishes the I/O on the queue pair's goroutine.
+// Complete finishes the I/O on the queue pair's goroutine. It is IO.Done
+// written out, without the store of a nil error and the call to complete:
+// calling Done instead costs ~1 ns per I/O (BenchmarkNullQD32). Keep the two
+// in step.
 func (c *nvmeIO) Complete(_ uint64, _ uint64, err error) {
 	io := (*IO)(c)
 	ch := io.ch
