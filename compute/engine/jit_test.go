@@ -221,10 +221,10 @@ func TestJITConcurrentWithGC(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for g := 0; g < 4; g++ {
+		inst := loadPatternWith(t, engine.JIT, "pattern_filter", benchPattern) // t.Fatal only here, on the test's goroutine
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			inst := loadPatternWith(t, engine.JIT, "pattern_filter", benchPattern)
 			emit := make([]uint64, 16)
 			for i := 0; i < 50; i++ {
 				res, err := inst.Run(&engine.Context{Data: data, BlockSize: 4096, LBA: 10}, emit)
