@@ -106,9 +106,6 @@ type Asm struct {
 	fixups []fixup
 }
 
-// Len is the current code size in bytes.
-func (a *Asm) Len() int { return len(a.buf) }
-
 // NewLabel returns a fresh unbound label.
 func (a *Asm) NewLabel() Label {
 	a.labels = append(a.labels, -1)
