@@ -54,10 +54,10 @@ func TestMallocReadWrite(t *testing.T) {
 	for i := range wbuf.Bytes {
 		wbuf.Bytes[i] = byte(rng.Uint32())
 	}
-	if err := run(t, ch, func(cb func(*IO), a any) error { return ch.Write(wbuf, 100, 8, cb, a) }); err != nil {
+	if err := run(t, ch, func(cb func(*IO), a any) error { return ch.Write(&wbuf, 100, 8, cb, a) }); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(t, ch, func(cb func(*IO), a any) error { return ch.Read(rbuf, 100, 8, cb, a) }); err != nil {
+	if err := run(t, ch, func(cb func(*IO), a any) error { return ch.Read(&rbuf, 100, 8, cb, a) }); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(wbuf.Bytes, rbuf.Bytes) {
@@ -67,14 +67,14 @@ func TestMallocReadWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	clear(rbuf.Bytes)
-	run(t, ch, func(cb func(*IO), a any) error { return ch.Read(rbuf, 500, 8, cb, a) })
+	run(t, ch, func(cb func(*IO), a any) error { return ch.Read(&rbuf, 500, 8, cb, a) })
 	if !bytes.Equal(wbuf.Bytes, rbuf.Bytes) {
 		t.Fatal("copy target differs from the source")
 	}
 	if err := run(t, ch, func(cb func(*IO), a any) error { return ch.WriteZeroes(102, 2, cb, a) }); err != nil {
 		t.Fatal(err)
 	}
-	run(t, ch, func(cb func(*IO), a any) error { return ch.Read(rbuf, 100, 8, cb, a) })
+	run(t, ch, func(cb func(*IO), a any) error { return ch.Read(&rbuf, 100, 8, cb, a) })
 	if !bytes.Equal(rbuf.Bytes[:1024], wbuf.Bytes[:1024]) || !bytes.Equal(rbuf.Bytes[1024:2048], make([]byte, 1024)) || !bytes.Equal(rbuf.Bytes[2048:], wbuf.Bytes[2048:]) {
 		t.Fatal("write zeroes touched the wrong blocks")
 	}
@@ -82,9 +82,9 @@ func TestMallocReadWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, bad := range []func(cb func(*IO), a any) error{
-		func(cb func(*IO), a any) error { return ch.Read(rbuf, 1020, 8, cb, a) },
-		func(cb func(*IO), a any) error { return ch.Read(rbuf, 0, 0, cb, a) },
-		func(cb func(*IO), a any) error { return ch.Read(rbuf, 0, 9, cb, a) }, // buffer too small
+		func(cb func(*IO), a any) error { return ch.Read(&rbuf, 1020, 8, cb, a) },
+		func(cb func(*IO), a any) error { return ch.Read(&rbuf, 0, 0, cb, a) },
+		func(cb func(*IO), a any) error { return ch.Read(&rbuf, 0, 9, cb, a) }, // buffer too small
 		func(cb func(*IO), a any) error { return ch.Copy(0, 1023, 2, cb, a) },
 	} {
 		if err := bad(func(*IO) { t.Error("callback of a refused I/O ran") }, nil); err == nil {
@@ -108,7 +108,7 @@ func TestDescriptorsAndClaims(t *testing.T) {
 	ro := mustOpen(t, b, false)
 	ch, _ := ro.NewChannel(1)
 	buf, _ := ro.AllocBuffer(4096)
-	if err := ch.Write(buf, 0, 1, nil, nil); !errors.Is(err, ErrReadOnly) {
+	if err := ch.Write(&buf, 0, 1, nil, nil); !errors.Is(err, ErrReadOnly) {
 		t.Fatalf("write through a read-only descriptor: %v", err)
 	}
 	if err := ch.Copy(0, 1, 1, nil, nil); !errors.Is(err, ErrUnsupported) {
@@ -186,7 +186,7 @@ func TestSplitAndRetry(t *testing.T) {
 	ch, _ := d.NewChannel(2)
 	buf, _ := d.AllocBuffer(100 * 512)
 	// 100 blocks split into 8-block children, only 3 in flight at a time.
-	if err := run(t, ch, func(cb func(*IO), a any) error { return ch.Read(buf, 10, 100, cb, a) }); err != nil {
+	if err := run(t, ch, func(cb func(*IO), a any) error { return ch.Read(&buf, 10, 100, cb, a) }); err != nil {
 		t.Fatal(err)
 	}
 	var total uint64
@@ -206,7 +206,7 @@ func TestSplitAndRetry(t *testing.T) {
 	tb.failLBA = 50
 	calls := 0
 	var got error
-	if err := ch.Read(buf, 10, 100, func(io *IO) { calls++; got = io.Err() }, nil); err != nil {
+	if err := ch.Read(&buf, 10, 100, func(io *IO) { calls++; got = io.Err() }, nil); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 100 && ch.Outstanding() > 0; i++ {
@@ -219,7 +219,7 @@ func TestSplitAndRetry(t *testing.T) {
 	tb.failLBA = 1 << 62
 	tb.room = 100
 	for i := 0; ; i++ {
-		err := ch.Write(buf, 0, 1, nil, nil)
+		err := ch.Write(&buf, 0, 1, nil, nil)
 		if errors.Is(err, ErrNoIO) {
 			if i != 2+2*splitWindow {
 				t.Fatalf("pool ran out after %d I/Os, want %d", i, 2+2*splitWindow)
@@ -246,7 +246,7 @@ func BenchmarkNullChannel(b *testing.B) {
 	cb := func(*IO) {}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if err := ch.Read(buf, uint64(i)&0xffff, 1, cb, nil); err != nil {
+		if err := ch.Read(&buf, uint64(i)&0xffff, 1, cb, nil); err != nil {
 			b.Fatal(err)
 		}
 		ch.Poll()
@@ -260,7 +260,7 @@ func TestChannelDoesNotAllocate(t *testing.T) {
 	buf, _ := d.AllocBuffer(512)
 	cb := func(*IO) {}
 	if n := testing.AllocsPerRun(1000, func() {
-		ch.Write(buf, 3, 1, cb, buf.DMA)
+		ch.Write(&buf, 3, 1, cb, buf.DMA)
 		ch.Poll()
 	}); n != 0 {
 		t.Fatalf("submit+poll allocates %v times", n)

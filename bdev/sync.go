@@ -98,9 +98,9 @@ func (req *syncReq) submit() {
 	var err error
 	switch req.t {
 	case Read:
-		err = ch.Read(req.buf, req.lba, req.count, syncDone, req)
+		err = ch.Read(&req.buf, req.lba, req.count, syncDone, req)
 	case Write:
-		err = ch.Write(req.buf, req.lba, req.count, syncDone, req)
+		err = ch.Write(&req.buf, req.lba, req.count, syncDone, req)
 	case Flush:
 		err = ch.Flush(syncDone, req)
 	}

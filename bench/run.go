@@ -215,9 +215,9 @@ func (j *job) submit(s *slot) {
 	s.start = j.now
 	var err error
 	if read {
-		err = j.ch.Read(s.buf, lba, n, onDone, s)
+		err = j.ch.Read(&s.buf, lba, n, onDone, s)
 	} else {
-		err = j.ch.Write(s.buf, lba, n, onDone, s)
+		err = j.ch.Write(&s.buf, lba, n, onDone, s)
 	}
 	if err != nil {
 		if j.firstErr == nil && !errors.Is(err, bdev.ErrNoIO) {

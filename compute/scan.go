@@ -614,7 +614,7 @@ func (j *scanJob) issue(c *chunk) {
 	c.lba = j.next
 	c.blocks = min(j.per, j.end-j.next)
 	j.next += c.blocks
-	if err := j.ch.Read(c.buf, c.lba, c.blocks, onChunkRead, c); err != nil {
+	if err := j.ch.Read(&c.buf, c.lba, c.blocks, onChunkRead, c); err != nil {
 		j.fault(c, err)
 	}
 }

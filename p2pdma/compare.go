@@ -62,6 +62,7 @@ type reader struct {
 	d   *bdev.Desc
 	ch  *bdev.Channel
 	buf bdev.Buffer
+	cur bdev.Buffer // the part of buf the read in flight fills
 }
 
 func newReader(b *bdev.Bdev) (*reader, error) {
@@ -86,8 +87,8 @@ func (r *reader) read(lba, n uint64) ([]byte, error) {
 	bs := uint64(r.d.Bdev().BlockSize())
 	var done bool
 	var ioErr error
-	buf := r.buf.Slice(0, int(n*bs))
-	if err := r.ch.Read(buf, lba, n, func(io *bdev.IO) { done, ioErr = true, io.Err() }, nil); err != nil {
+	r.cur = r.buf.Slice(0, int(n*bs))
+	if err := r.ch.Read(&r.cur, lba, n, func(io *bdev.IO) { done, ioErr = true, io.Err() }, nil); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(time.Minute)
@@ -99,7 +100,7 @@ func (r *reader) read(lba, n uint64) ([]byte, error) {
 	if ioErr != nil {
 		return nil, errors.Wrapf(ioErr, "read %s blocks %d+%d", r.d.Bdev().Name(), lba, n)
 	}
-	return buf.Bytes, nil
+	return r.cur.Bytes, nil
 }
 
 func (r *reader) close() {

@@ -334,6 +334,7 @@ type pipe struct {
 
 type slot struct {
 	rbuf, wbuf bdev.Buffer
+	rio, wio   bdev.Buffer // the parts of rbuf and wbuf the I/O in flight moves
 	bounce     bool
 	blk        Block
 	idx, n     uint64
@@ -521,7 +522,8 @@ func (p *pipe) issue() {
 	for len(p.ready) > 0 && p.err == nil {
 		s := p.ready[0]
 		n := s.n * p.bs
-		err := p.dch.Write(s.wbuf.Slice(0, int(n)), p.dstLBA+s.idx, s.n, p.writeCB, s)
+		s.wio = s.wbuf.Slice(0, int(n))
+		err := p.dch.Write(&s.wio, p.dstLBA+s.idx, s.n, p.writeCB, s)
 		if errors.Is(err, bdev.ErrNoIO) {
 			break
 		}
@@ -540,7 +542,8 @@ func (p *pipe) issue() {
 		if p.offload {
 			err = p.dch.Copy(p.dstLBA+s.idx, p.srcLBA+s.idx, s.n, p.copyCB, s)
 		} else {
-			err = p.sch.Read(s.rbuf.Slice(0, int(s.n*p.bs)), p.srcLBA+s.idx, s.n, p.readCB, s)
+			s.rio = s.rbuf.Slice(0, int(s.n*p.bs))
+			err = p.sch.Read(&s.rio, p.srcLBA+s.idx, s.n, p.readCB, s)
 		}
 		if errors.Is(err, bdev.ErrNoIO) {
 			break

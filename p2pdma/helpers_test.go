@@ -87,11 +87,12 @@ func blockIO(t testing.TB, b *bdev.Bdev, write bool, lba uint64, data []byte) {
 		done, ioErr := false, error(nil)
 		cb := func(io *bdev.IO) { done, ioErr = true, io.Err() }
 		blk := lba + uint64(off/bs)
+		part := buf.Slice(0, n)
 		if write {
 			copy(buf.Bytes, data[off:off+n])
-			err = ch.Write(buf.Slice(0, n), blk, uint64(n/bs), cb, nil)
+			err = ch.Write(&part, blk, uint64(n/bs), cb, nil)
 		} else {
-			err = ch.Read(buf.Slice(0, n), blk, uint64(n/bs), cb, nil)
+			err = ch.Read(&part, blk, uint64(n/bs), cb, nil)
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -89,9 +89,9 @@ func p2pBlockIO(t *testing.T, b *bdev.Bdev, write bool, lba uint64, data []byte)
 	n := uint64(len(data) / b.BlockSize())
 	if write {
 		copy(buf.Bytes, data)
-		err = ch.Write(buf, lba, n, cb, nil)
+		err = ch.Write(&buf, lba, n, cb, nil)
 	} else {
-		err = ch.Read(buf, lba, n, cb, nil)
+		err = ch.Read(&buf, lba, n, cb, nil)
 	}
 	if err != nil {
 		t.Fatal(err)
