@@ -87,7 +87,8 @@ func (b Buffer) Slice(off, n int) Buffer {
 // virtual bdev.
 type Backend interface {
 	// NewChannel returns an I/O channel for one goroutine (normally one
-	// reactor) with room for depth I/Os in flight.
+	// reactor) with room for depth I/Os in flight; past that, its Submit
+	// may return ErrBusy.
 	NewChannel(depth int) (BackendChannel, error)
 	// AllocBuffer returns size bytes of memory the backend can transfer.
 	AllocBuffer(size int) (Buffer, error)

@@ -37,6 +37,7 @@ type IO struct {
 	splitNext uint64 // next LBA a child will cover
 	inFlight  int    // children in flight
 	part      Buffer // a child's piece of its parent's buffer
+	child     bool   // from the pool of split pieces
 
 	_ [ioPad]byte
 }
@@ -44,7 +45,7 @@ type IO struct {
 // ioPad rounds IO up to 192 bytes, three cache lines on 64-bit platforms,
 // so that each IO of the pool, allocated on its own, starts on a line and
 // its fast-path fields share that line. TestIOLayout checks both.
-const ioPad = 32
+const ioPad = 24
 
 // Err returns the I/O's result: nil on success.
 func (io *IO) Err() error { return io.err }
@@ -82,6 +83,7 @@ type Channel struct {
 	types      IOTypes
 
 	free      []*IO // stack of idle IOs; the last one is the most recently used
+	freeChild []*IO // stack of idle IOs for split pieces
 	retryHead *IO   // I/Os the backend refused with ErrBusy, oldest first
 	retryTail *IO
 	splitting int  // split parents in flight: out of the pool, not submitted
@@ -89,14 +91,26 @@ type Channel struct {
 	closed    bool
 }
 
-// NewChannel makes an I/O channel with room for depth I/Os in flight (split
-// children come from an extra pool of splitWindow per I/O).
+// NewChannel makes an I/O channel for depth I/Os in flight. Its pool holds
+// depth+1 I/O objects, so that a completion callback can start the next
+// I/O while its own object is still in use; past that, Read, Write and the
+// rest return ErrNoIO until an I/O completes. An I/O larger than the
+// bdev's MaxTransfer is split into pieces, up to splitWindow of them in
+// flight, from a pool of their own.
 func (d *Desc) NewChannel(depth int) (*Channel, error) {
 	if depth < 1 {
 		return nil, errors.Errorf("bdev %s: channel depth %d", d.bdev.info.Name, depth)
 	}
 	info := d.bdev.info
-	bc, err := d.bdev.backend.NewChannel(depth)
+	// The backend's queue has room for a full pool plus the pieces of one
+	// split I/O; pieces of more wait their turn (ErrBusy, then a retry
+	// from Poll). A larger device queue would only spread the same I/Os
+	// over more memory.
+	backendDepth := depth + 1
+	if info.MaxTransfer > 0 {
+		backendDepth += splitWindow
+	}
+	bc, err := d.bdev.backend.NewChannel(backendDepth)
 	if err != nil {
 		return nil, errors.Wrapf(err, "bdev %s: new channel", info.Name)
 	}
@@ -118,17 +132,21 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 		types:      info.IOTypes,
 		writable:   d.write,
 	}
-	n := depth
+	children := 0
 	if info.MaxTransfer > 0 {
 		ch.maxBlocks = uint64(info.MaxTransfer / info.BlockSize)
-		n += depth * splitWindow
+		children = depth * splitWindow
 	}
 	// One allocation per IO: a small object of a size class that is a
 	// multiple of 64 starts on a cache line, where an element of a larger
 	// array would not (the runtime puts a header in front of it).
-	ch.free = make([]*IO, n)
+	ch.free = make([]*IO, depth+1)
 	for i := range ch.free {
 		ch.free[i] = &IO{ch: ch}
+	}
+	ch.freeChild = make([]*IO, children)
+	for i := range ch.freeChild {
+		ch.freeChild[i] = &IO{ch: ch, child: true}
 	}
 	return ch, nil
 }
@@ -143,9 +161,10 @@ func (ch *Channel) Outstanding() int {
 	// Every IO out of the pool is in flight, waits for a retry or runs its
 	// callback, but for the split parents themselves. Counting this way
 	// keeps a counter off the fast path.
-	return cap(ch.free) - len(ch.free) - ch.splitting
+	return cap(ch.free) - len(ch.free) + cap(ch.freeChild) - len(ch.freeChild) - ch.splitting
 }
 
+// get takes an IO for a new I/O from the pool, or returns nil.
 func (ch *Channel) get() *IO {
 	n := len(ch.free) - 1
 	if n < 0 {
@@ -153,6 +172,17 @@ func (ch *Channel) get() *IO {
 	}
 	io := ch.free[n]
 	ch.free = ch.free[:n]
+	return io
+}
+
+// getChild takes an IO for a split piece, or returns nil.
+func (ch *Channel) getChild() *IO {
+	n := len(ch.freeChild) - 1
+	if n < 0 {
+		return nil
+	}
+	io := ch.freeChild[n]
+	ch.freeChild = ch.freeChild[:n]
 	return io
 }
 
@@ -165,18 +195,24 @@ func (ch *Channel) put(io *IO) {
 	if io.err != nil {
 		io.err = nil
 	}
-	ch.free = append(ch.free, io) // never grows: it has room for every IO
+	// Neither stack grows: each has room for every IO of its pool.
+	if io.child {
+		ch.freeChild = append(ch.freeChild, io)
+	} else {
+		ch.free = append(ch.free, io)
+	}
 }
 
 // Read reads count blocks at lba into buf; cb(io) runs from Poll when done.
 // The channel keeps buf (the pointer, not a copy) until the callback
 // returns: neither the Buffer nor its memory may change before that.
 func (ch *Channel) Read(buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
-	// The fast path: an NVMe namespace, DMA memory, one command. qp is nil
-	// once the channel is closed; count-1 wraps for a count of 0.
+	// The fast path: an NVMe namespace, DMA memory, one command, no I/O
+	// waiting for a retry (which goes first). qp is nil once the channel
+	// is closed; count-1 wraps for a count of 0.
 	if qp := ch.qp; qp != nil && buf != nil && buf.DMA != nil && count-1 < ch.maxBlocks &&
 		lba < ch.numBlocks && count <= ch.numBlocks-lba &&
-		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 {
+		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 && ch.retryHead == nil {
 		io := ch.free[len(ch.free)-1]
 		ch.free = ch.free[:len(ch.free)-1]
 		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = Read, lba, count, buf, cb, arg
@@ -192,7 +228,7 @@ func (ch *Channel) Read(buf *Buffer, lba, count uint64, cb func(*IO), arg any) e
 func (ch *Channel) Write(buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
 	if qp := ch.qp; qp != nil && ch.writable && buf != nil && buf.DMA != nil && count-1 < ch.maxBlocks &&
 		lba < ch.numBlocks && count <= ch.numBlocks-lba &&
-		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 {
+		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 && ch.retryHead == nil {
 		io := ch.free[len(ch.free)-1]
 		ch.free = ch.free[:len(ch.free)-1]
 		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = Write, lba, count, buf, cb, arg
@@ -294,6 +330,11 @@ func (ch *Channel) submit(t IOType, lba, count, src uint64, cb func(*IO), arg an
 // start hands io to the backend, queueing it for a retry if the device queue
 // is full, or completing it with the error the backend gave.
 func (ch *Channel) start(io *IO) {
+	if ch.retryHead != nil {
+		// Behind the I/Os that wait, so that none waits forever.
+		ch.enqueueRetry(io)
+		return
+	}
 	var err error
 	if ch.nvmeCh != nil {
 		err = ch.nvmeCh.Submit(io)
@@ -328,7 +369,7 @@ func (ch *Channel) split(p *IO) error {
 	ch.splitting++
 	p.splitNext = p.LBA
 	for p.inFlight < splitWindow && p.splitNext < p.LBA+p.Count {
-		c := ch.get()
+		c := ch.getChild()
 		if c == nil {
 			break
 		}

@@ -50,9 +50,8 @@ type nvmeBackend struct {
 }
 
 func (b *nvmeBackend) NewChannel(depth int) (BackendChannel, error) {
-	// Room for every I/O of the bdev channel, split children included, plus
-	// the slot a full NVMe queue always keeps empty.
-	qp, err := b.c.NewQueuePair(depth*(1+splitWindow) + 1)
+	// Plus the slot a full NVMe queue always keeps empty.
+	qp, err := b.c.NewQueuePair(depth + 1)
 	if err != nil {
 		return nil, err
 	}

@@ -428,3 +428,70 @@ func TestNVMeBdevFastPath(t *testing.T) {
 		t.Fatalf("read on a closed channel: %v", err)
 	}
 }
+
+// TestNVMeBdevQueueFull fills the queue pair with split pieces, so that
+// pieces and a whole read wait for room and go out from Poll, in order.
+func TestNVMeBdevQueueFull(t *testing.T) {
+	c, closeAll := newMockNVMe(t, mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 8 << 20, LBASize: 512}}})
+	defer closeAll()
+	b, err := bdev.NewNVMe("mock0n1", c, c.Namespaces()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := bdev.Open(b, true)
+	defer d.Close()
+	// Depth 2: a pool of 3, and a queue pair for 3 + 4 pieces.
+	ch, err := d.NewChannel(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 64 << 10 // 8 pieces of 8 KiB
+	wbuf, _ := d.AllocBuffer(size)
+	for i := range wbuf.Bytes {
+		wbuf.Bytes[i] = byte(i*7 + i>>9)
+	}
+	done := 0
+	var firstErr error
+	cb := func(io *bdev.IO) {
+		done++
+		if io.Err() != nil && firstErr == nil {
+			firstErr = io.Err()
+		}
+	}
+	if err := ch.Write(&wbuf, 0, size/512, cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, ch, &done, 1)
+	var r [3]bdev.Buffer
+	for i := range r {
+		r[i], _ = d.AllocBuffer(size)
+	}
+	// Two split reads want 8 pieces in flight; the queue pair takes 7.
+	if err := ch.Read(&r[0], 0, size/512, cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Read(&r[1], 0, size/512, cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A whole read waits behind the piece that found no room.
+	if err := ch.Read(&r[2], 16, 16, cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, ch, &done, 4)
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+	if !bytes.Equal(r[0].Bytes, wbuf.Bytes) || !bytes.Equal(r[1].Bytes, wbuf.Bytes) || !bytes.Equal(r[2].Bytes[:16*512], wbuf.Bytes[16*512:32*512]) {
+		t.Fatal("read back differs")
+	}
+	if n := ch.Outstanding(); n != 0 {
+		t.Fatalf("%d I/Os outstanding", n)
+	}
+	if err := ch.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d.FreeBuffer(wbuf)
+	for _, x := range r {
+		d.FreeBuffer(x)
+	}
+}
