@@ -165,24 +165,19 @@ func (ch *Channel) Outstanding() int {
 }
 
 // get takes an IO for a new I/O from the pool, or returns nil.
-func (ch *Channel) get() *IO {
-	n := len(ch.free) - 1
-	if n < 0 {
-		return nil
-	}
-	io := ch.free[n]
-	ch.free = ch.free[:n]
-	return io
-}
+func (ch *Channel) get() *IO { return pop(&ch.free) }
 
 // getChild takes an IO for a split piece, or returns nil.
-func (ch *Channel) getChild() *IO {
-	n := len(ch.freeChild) - 1
+func (ch *Channel) getChild() *IO { return pop(&ch.freeChild) }
+
+// pop takes the IO on top of stack, or returns nil.
+func pop(stack *[]*IO) *IO {
+	n := len(*stack) - 1
 	if n < 0 {
 		return nil
 	}
-	io := ch.freeChild[n]
-	ch.freeChild = ch.freeChild[:n]
+	io := (*stack)[n]
+	*stack = (*stack)[:n]
 	return io
 }
 
@@ -207,37 +202,38 @@ func (ch *Channel) put(io *IO) {
 // The channel keeps buf (the pointer, not a copy) until the callback
 // returns: neither the Buffer nor its memory may change before that.
 func (ch *Channel) Read(buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
-	// The fast path: an NVMe namespace, DMA memory, one command, no I/O
-	// waiting for a retry (which goes first). qp is nil once the channel
-	// is closed; count-1 wraps for a count of 0.
-	if qp := ch.qp; qp != nil && buf != nil && buf.DMA != nil && count-1 < ch.maxBlocks &&
-		lba < ch.numBlocks && count <= ch.numBlocks-lba &&
-		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 && ch.retryHead == nil {
-		io := ch.free[len(ch.free)-1]
-		ch.free = ch.free[:len(ch.free)-1]
-		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = Read, lba, count, buf, cb, arg
-		if err := qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io)); err != nil {
-			ch.nvmeRefused(io, err)
-		}
-		return nil
-	}
-	return ch.rw(Read, buf, lba, count, cb, arg)
+	return ch.readWrite(Read, buf, lba, count, cb, arg)
 }
 
 // Write writes count blocks from buf at lba, under the rules of Read.
 func (ch *Channel) Write(buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
-	if qp := ch.qp; qp != nil && ch.writable && buf != nil && buf.DMA != nil && count-1 < ch.maxBlocks &&
-		lba < ch.numBlocks && count <= ch.numBlocks-lba &&
+	return ch.readWrite(Write, buf, lba, count, cb, arg)
+}
+
+// readWrite is Read and Write. They inline to a call of it, so the fast
+// path costs one call frame.
+func (ch *Channel) readWrite(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
+	// The fast path: an NVMe namespace, DMA memory, one command, no I/O
+	// waiting for a retry (which goes first). qp is nil once the channel
+	// is closed; count-1 wraps for a count of 0.
+	if qp := ch.qp; qp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
+		count-1 < ch.maxBlocks && lba < ch.numBlocks && count <= ch.numBlocks-lba &&
 		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 && ch.retryHead == nil {
 		io := ch.free[len(ch.free)-1]
 		ch.free = ch.free[:len(ch.free)-1]
-		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = Write, lba, count, buf, cb, arg
-		if err := qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io)); err != nil {
+		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = t, lba, count, buf, cb, arg
+		var err error
+		if t == Read {
+			err = qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io))
+		} else {
+			err = qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io))
+		}
+		if err != nil {
 			ch.nvmeRefused(io, err)
 		}
 		return nil
 	}
-	return ch.rw(Write, buf, lba, count, cb, arg)
+	return ch.rw(t, buf, lba, count, cb, arg)
 }
 
 // rw is Read and Write for everything but their fast path: other modules,

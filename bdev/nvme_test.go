@@ -24,6 +24,19 @@ func newMockNVMe(t testing.TB, cfg mock.Config) (*nvme.Controller, func()) {
 	return c, func() { c.Close(); mc.Close() }
 }
 
+// completions counts callbacks and keeps the first error.
+type completions struct {
+	n   int
+	err error
+}
+
+func (c *completions) cb(io *bdev.IO) {
+	c.n++
+	if io.Err() != nil && c.err == nil {
+		c.err = io.Err()
+	}
+}
+
 // pollUntil polls ch until n callbacks ran.
 func pollUntil(t testing.TB, ch *bdev.Channel, done *int, n int) {
 	t.Helper()
@@ -65,23 +78,17 @@ func TestNVMeBdev(t *testing.T) {
 	for i := range wbuf.Bytes {
 		wbuf.Bytes[i] = byte(i*13 + i>>9)
 	}
-	done := 0
-	var firstErr error
-	cb := func(io *bdev.IO) {
-		done++
-		if io.Err() != nil && firstErr == nil {
-			firstErr = io.Err()
-		}
-	}
+	var got completions
+	cb := got.cb
 	step := func(f func() error) {
 		t.Helper()
-		want := done + 1
+		want := got.n + 1
 		if err := f(); err != nil {
 			t.Fatal(err)
 		}
-		pollUntil(t, ch, &done, want)
-		if firstErr != nil {
-			t.Fatal(firstErr)
+		pollUntil(t, ch, &got.n, want)
+		if got.err != nil {
+			t.Fatal(got.err)
 		}
 	}
 	step(func() error { return ch.Write(&wbuf, 1000, 128, cb, nil) })
@@ -107,8 +114,8 @@ func TestNVMeBdev(t *testing.T) {
 	if err := ch.Read(&plain, 0, 1, cb, nil); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, ch, &done, done+1)
-	if firstErr == nil {
+	pollUntil(t, ch, &got.n, got.n+1)
+	if got.err == nil {
 		t.Fatal("plain-memory buffer accepted by an NVMe bdev")
 	}
 	if err := ch.Close(); err != nil {
@@ -450,18 +457,12 @@ func TestNVMeBdevQueueFull(t *testing.T) {
 	for i := range wbuf.Bytes {
 		wbuf.Bytes[i] = byte(i*7 + i>>9)
 	}
-	done := 0
-	var firstErr error
-	cb := func(io *bdev.IO) {
-		done++
-		if io.Err() != nil && firstErr == nil {
-			firstErr = io.Err()
-		}
-	}
+	var got completions
+	cb := got.cb
 	if err := ch.Write(&wbuf, 0, size/512, cb, nil); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, ch, &done, 1)
+	pollUntil(t, ch, &got.n, 1)
 	var r [3]bdev.Buffer
 	for i := range r {
 		r[i], _ = d.AllocBuffer(size)
@@ -477,9 +478,9 @@ func TestNVMeBdevQueueFull(t *testing.T) {
 	if err := ch.Read(&r[2], 16, 16, cb, nil); err != nil {
 		t.Fatal(err)
 	}
-	pollUntil(t, ch, &done, 4)
-	if firstErr != nil {
-		t.Fatal(firstErr)
+	pollUntil(t, ch, &got.n, 4)
+	if got.err != nil {
+		t.Fatal(got.err)
 	}
 	if !bytes.Equal(r[0].Bytes, wbuf.Bytes) || !bytes.Equal(r[1].Bytes, wbuf.Bytes) || !bytes.Equal(r[2].Bytes[:16*512], wbuf.Bytes[16*512:32*512]) {
 		t.Fatal("read back differs")
