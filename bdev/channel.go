@@ -50,6 +50,10 @@ const ioPad = 24
 // Err returns the I/O's result: nil on success.
 func (io *IO) Err() error { return io.err }
 
+// Channel returns the channel the I/O was submitted on: a callback that
+// starts the next I/O can use it without a lookup of its own.
+func (io *IO) Channel() *Channel { return io.ch }
+
 // Done completes the I/O with err. Backends call it from Poll, exactly once
 // per submitted I/O. (The NVMe module's nvmeIO.Complete does the common case,
 // a whole I/O that succeeded, itself.)

@@ -300,7 +300,7 @@ func (r *bdevResubmit) run(n int) {
 	if !r.started {
 		r.started = true
 		for i := range r.slots {
-			r.submit(&r.slots[i])
+			r.submit(r.ch, &r.slots[i])
 		}
 	}
 	for end := r.done + n; r.done < end; {
@@ -315,9 +315,9 @@ type bdevSlot struct {
 	buf bdev.Buffer
 }
 
-func (r *bdevResubmit) submit(s *bdevSlot) {
+func (r *bdevResubmit) submit(ch *bdev.Channel, s *bdevSlot) {
 	r.lba = r.lba*6364136223846793005 + 1442695040888963407
-	if err := r.ch.Read(&s.buf, (r.lba>>20)&(1<<28-1)*8, 8, bdevDone, s); err != nil {
+	if err := ch.Read(&s.buf, (r.lba>>20)&(1<<28-1)*8, 8, bdevDone, s); err != nil {
 		panic(err)
 	}
 }
@@ -326,7 +326,7 @@ func bdevDone(io *bdev.IO) {
 	s := io.Arg.(*bdevSlot)
 	s.r.done++
 	if !s.r.stop {
-		s.r.submit(s)
+		s.r.submit(io.Channel(), s)
 	}
 }
 
@@ -373,7 +373,12 @@ func TestNVMeBdevFastPath(t *testing.T) {
 	}
 	done := 0
 	var got error
-	cb := func(io *bdev.IO) { done, got = done+1, io.Err() }
+	cb := func(io *bdev.IO) {
+		done, got = done+1, io.Err()
+		if io.Channel() != ch {
+			t.Error("io.Channel() is not the channel the I/O was submitted on")
+		}
+	}
 	for _, bad := range []struct {
 		name string
 		f    func() error

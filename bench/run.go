@@ -203,21 +203,23 @@ func (j *job) start() error {
 		j.startNS = j.now
 		j.deadline = j.now + int64(j.w.Duration)
 		for i := range j.slots {
-			j.submit(&j.slots[i])
+			j.submit(ch, &j.slots[i])
 		}
 		return nil
 	})
 	return errors.Wrapf(err, "bench: start job on core %d", j.r.Core())
 }
 
-func (j *job) submit(s *slot) {
+// submit starts the next I/O of slot s on ch, the job's channel (which a
+// completion callback has at hand as io.Channel()).
+func (j *job) submit(ch *bdev.Channel, s *slot) {
 	lba, n, read := j.off.Next()
 	s.start = j.now
 	var err error
 	if read {
-		err = j.ch.Read(&s.buf, lba, n, onDone, s)
+		err = ch.Read(&s.buf, lba, n, onDone, s)
 	} else {
-		err = j.ch.Write(&s.buf, lba, n, onDone, s)
+		err = ch.Write(&s.buf, lba, n, onDone, s)
 	}
 	if err != nil {
 		if j.firstErr == nil && !errors.Is(err, bdev.ErrNoIO) {
@@ -241,7 +243,7 @@ func onDone(io *bdev.IO) {
 	}
 	j.hist.Record(time.Duration(j.now - s.start))
 	if !j.stopping {
-		j.submit(s)
+		j.submit(io.Channel(), s)
 	}
 }
 
@@ -259,7 +261,7 @@ func (j *job) pollOnce() poller.Status {
 		retry := j.idle
 		j.idle, j.spare = j.spare[:0], retry
 		for _, s := range retry {
-			j.submit(s)
+			j.submit(j.ch, s)
 		}
 	}
 	j.pubIOs.Store(j.ios)
