@@ -78,8 +78,8 @@ type Channel struct {
 	desc       *Desc
 	backend    BackendChannel
 	nvmeCh     *nvmeChannel    // backend when it is an NVMe queue pair: a direct call
-	qp         *nvme.QueuePair // nvmeCh's queue pair and namespace, for the
-	ns         *nvme.Namespace // read/write path that calls the driver itself
+	qp         *nvme.QueuePair // nvmeCh's queue pair while the fast path is on, else nil
+	ns         *nvme.Namespace // nvmeCh's namespace
 	blockSize  int
 	blockShift uint8 // log2(blockSize)
 	numBlocks  uint64
@@ -217,12 +217,12 @@ func (ch *Channel) Write(buf *Buffer, lba, count uint64, cb func(*IO), arg any) 
 // readWrite is Read and Write. They inline to a call of it, so the fast
 // path costs one call frame.
 func (ch *Channel) readWrite(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
-	// The fast path: an NVMe namespace, DMA memory, one command, no I/O
-	// waiting for a retry (which goes first). qp is nil once the channel
-	// is closed; count-1 wraps for a count of 0.
+	// The fast path: an NVMe namespace, DMA memory, one command. qp is nil
+	// while I/Os wait for a retry (they go first) and once the channel is
+	// closed; count-1 wraps for a count of 0.
 	if qp := ch.qp; qp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
 		count-1 < ch.maxBlocks && lba < ch.numBlocks && count <= ch.numBlocks-lba &&
-		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 && ch.retryHead == nil {
+		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 {
 		io := ch.free[len(ch.free)-1]
 		ch.free = ch.free[:len(ch.free)-1]
 		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = t, lba, count, buf, cb, arg
@@ -426,6 +426,7 @@ func (ch *Channel) complete(io *IO) {
 // enqueueRetry appends io to the queue that Poll works through: I/Os to
 // resubmit, and refused ones to complete.
 func (ch *Channel) enqueueRetry(io *IO) {
+	ch.qp = nil // the fast path is off until the queue is empty
 	io.next = nil
 	if ch.retryTail == nil {
 		ch.retryHead = io
@@ -470,6 +471,9 @@ func (ch *Channel) Poll() int {
 		}
 		n++
 		io.Done(err)
+	}
+	if ch.retryHead == nil && ch.nvmeCh != nil && !ch.closed {
+		ch.qp = ch.nvmeCh.qp // the fast path is on again
 	}
 	return n
 }
