@@ -141,6 +141,10 @@ func BenchmarkNullQD128(b *testing.B) { benchNull(b, 128) }
 // BenchmarkNullQD32 is BenchmarkNullQD128 at queue depth 32.
 func BenchmarkNullQD32(b *testing.B) { benchNull(b, 32) }
 
+// BenchmarkNullQD1 is BenchmarkNullQD128 at queue depth 1, where each I/O
+// pays for a whole poll.
+func BenchmarkNullQD1(b *testing.B) { benchNull(b, 1) }
+
 func benchNull(b *testing.B, qd int) {
 	b.Run("queuepair", func(b *testing.B) {
 		r := newRawResubmit(b, qd)
