@@ -96,11 +96,13 @@ func (c *nvmeIO) Complete(_ uint64, _ uint64, err error) {
 		io.Done(err)
 		return
 	}
-	ch := io.ch
 	if cb := io.cb; cb != nil {
 		cb(io)
 	}
-	ch.free = append(ch.free, io) // as put, for an I/O without a parent or an error
+	// Back to the pool as put does for an I/O without a parent or an error.
+	// ch is loaded after the call: one register less to keep across it.
+	ch := io.ch
+	ch.free = append(ch.free, io)
 }
 
 // nvmeChildIO is a split child as the nvme.Completer of its command.
