@@ -45,7 +45,8 @@ type slot struct {
 	tag      uint64
 	err      error
 	result   uint64
-	deadline int64
+	scan     uint64 // q.scans when the command was submitted
+	deadline int64  // once timed out: when the abort must have ended it
 	parent   uint16
 	pending  uint16
 	page     int16 // PRP/data page index or -1
@@ -81,8 +82,10 @@ type QueuePair struct {
 	inProcess   bool
 	timeout     int64
 	scanEvery   int64
-	now         int64
+	now         int64 // the coarse clock: read by Process, not per command
 	nextScan    int64
+	scans       uint64          // timeout scans so far
+	scanAt      [scanRing]int64 // scanAt[i%scanRing]: the time of scan i
 	polls       uint32
 	maxXfer     int
 	stats       QueueStats
@@ -98,6 +101,11 @@ type failed struct {
 var epoch = time.Now()
 
 func nanotime() int64 { return int64(time.Since(epoch)) }
+
+// scanRing is the number of timeout scans whose times a queue pair keeps:
+// scans are at least scanEvery apart, and 15 of those span more than a
+// timeout, so older scans are not needed to tell that a command expired.
+const scanRing = 16
 
 // maxPRPPages caps the PRP list pages preallocated per queue pair.
 const maxPRPPages = 256
@@ -161,6 +169,7 @@ func (c *Controller) NewQueuePair(depth int) (*QueuePair, error) {
 	q.timeout = int64(c.opts.IOTimeout)
 	q.scanEvery = max(q.timeout/8, int64(time.Millisecond))
 	q.now = nanotime()
+	q.scanAt[0] = q.now // scan 0: no command is older
 
 	c.adminMu.Lock()
 	if s := c.state.Load(); s != stateOK {
@@ -341,17 +350,16 @@ func (q *QueuePair) one(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off 
 	return nil
 }
 
-// pop takes a free CID and marks its slot busy with a fresh deadline.
+// pop takes a free CID and marks its slot busy. It stamps the command with
+// the number of timeout scans so far rather than a time: reading the clock
+// per command would cost more than the rest of a submission (see
+// checkTimeouts).
 func (q *QueuePair) pop() uint16 {
-	if len(q.free) == len(q.slots) {
-		// The queue was idle: the coarse clock may be stale.
-		q.now = nanotime()
-	}
 	cid := q.free[len(q.free)-1]
 	q.free = q.free[:len(q.free)-1]
 	s := &q.slots[cid]
 	s.busy, s.timedOut, s.aborting = true, false, false
-	s.deadline = q.now + q.timeout
+	s.scan = q.scans
 	s.page = -1
 	q.stats.Submitted++
 	return cid

@@ -8,11 +8,20 @@ import (
 )
 
 // checkTimeouts runs from Process at most every scanEvery: it checks the
-// controller status and the deadline of every outstanding command. A command
-// past its deadline is aborted; one that is still outstanding a timeout after
-// the abort (or whose abort fails) makes the driver reset the controller.
+// controller status and the age of every outstanding command. A command
+// that has been outstanding for the I/O timeout is aborted; one that is
+// still outstanding a timeout after the abort (or whose abort fails) makes
+// the driver reset the controller.
+//
+// A command's age counts from the first scan after its submission, whose
+// time the queue pair keeps: the command was submitted before it, so a
+// command never times out early, however stale the coarse clock was when
+// it was submitted, and at most two scan intervals late (a quarter of the
+// timeout) while Process runs.
 func (q *QueuePair) checkTimeouts() {
 	q.nextScan = q.now + q.scanEvery
+	q.scans++
+	q.scanAt[q.scans%scanRing] = q.now
 	if q.Outstanding() == 0 {
 		return
 	}
@@ -27,11 +36,14 @@ func (q *QueuePair) checkTimeouts() {
 	first := len(q.slots)
 	for i := range q.slots {
 		s := &q.slots[i]
-		if !s.busy || q.now < s.deadline {
+		if !s.busy {
 			continue
 		}
 		if s.timedOut {
-			needReset = true
+			needReset = needReset || q.now >= s.deadline
+			continue
+		}
+		if q.now < q.scanTime(s.scan+1)+q.timeout {
 			continue
 		}
 		s.timedOut = true
@@ -58,6 +70,20 @@ func (q *QueuePair) checkTimeouts() {
 	if needReset {
 		q.resetController()
 	}
+}
+
+// scanTime returns the time of scan i, or that of the oldest scan kept if
+// i is older. That is later than scan i, but the oldest kept is 15 scan
+// intervals (more than a timeout) old, so the command is found expired
+// all the same.
+func (q *QueuePair) scanTime(i uint64) int64 {
+	if i > q.scans {
+		return q.now
+	}
+	if q.scans-i >= scanRing {
+		i = q.scans - scanRing + 1
+	}
+	return q.scanAt[i%scanRing]
 }
 
 // resetController resets the controller unless another queue pair already did

@@ -563,6 +563,28 @@ func TestDelay(t *testing.T) {
 	}
 }
 
+// TestNoTimeoutAfterIdle: a command submitted after the queue pair sat
+// unpolled for longer than the I/O timeout gets its whole timeout, though
+// the queue pair's coarse clock is stale when it is submitted.
+func TestNoTimeoutAfterIdle(t *testing.T) {
+	r := newRig(t, mock.Config{Mode: mock.DeviceCore}, nvme.Options{IOTimeout: 100 * time.Millisecond})
+	qp, _ := r.ctrl.NewQueuePair(8)
+	rc := newRec()
+	qp.Read(r.ns, 0, 1, r.buf, 0, rc, 1)
+	drain(t, qp)
+	time.Sleep(250 * time.Millisecond)
+	r.dev.InjectFault(mock.Fault{Opcodes: []uint8{nvme.OpRead}, Delay: 50 * time.Millisecond, Count: 1})
+	qp.Read(r.ns, 0, 1, r.buf, 0, rc, 2)
+	drain(t, qp)
+	rc.once(t, 1, 2)
+	if rc.err[2] != nil {
+		t.Errorf("read within its timeout after an idle queue: %v", rc.err[2])
+	}
+	if st := qp.Stats(); st.Timeouts != 0 {
+		t.Errorf("stats %+v: want no timeout", st)
+	}
+}
+
 // TestSplitError: a transfer split at MDTS completes once, with the error of
 // the failing part.
 func TestSplitError(t *testing.T) {
