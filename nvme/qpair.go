@@ -275,7 +275,7 @@ func (q *QueuePair) rw(opc uint8, ns *Namespace, lba uint64, blocks uint32, buf 
 		s := &q.slots[cid]
 		s.parent, s.pending, s.cb, s.tag, s.err, s.result = cid, 1, cb, tag, nil, 0
 		e := q.nextSQE()
-		*e = SQE{OPC: opc, CID: cid, NSID: ns.ID, CDW10: uint32(lba), CDW11: uint32(lba >> 32), CDW12: cdw12 | (blocks - 1)}
+		e.setIO(opc, cid, ns.ID, lba, cdw12|(blocks-1), 0, 0)
 		e.PRP1, e.PRP2 = q.prps(s, iova, n)
 		return nil
 	}
@@ -289,9 +289,8 @@ func (q *QueuePair) rw(opc uint8, ns *Namespace, lba uint64, blocks uint32, buf 
 		nb := min(left, maxb)
 		s := &q.slots[cid]
 		s.parent = parent
-		e := q.nextSQE()
-		*e = SQE{OPC: opc, CID: cid, NSID: ns.ID, CDW10: uint32(lba), CDW11: uint32(lba >> 32), CDW12: cdw12 | uint32(nb-1)}
-		e.PRP1, e.PRP2 = q.prps(s, iova, nb<<ns.shift)
+		prp1, prp2 := q.prps(s, iova, nb<<ns.shift)
+		q.nextSQE().setIO(opc, cid, ns.ID, lba, cdw12|uint32(nb-1), prp1, prp2)
 		lba += uint64(nb)
 		iova += uint64(nb) << ns.shift
 		left -= nb
@@ -345,7 +344,7 @@ func (q *QueuePair) one(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off 
 	s := &q.slots[cid]
 	s.parent, s.pending, s.cb, s.tag, s.err, s.result = cid, 1, cb, 0, nil, 0
 	e := q.nextSQE()
-	*e = SQE{OPC: opc, CID: cid, NSID: ns.ID, CDW10: uint32(lba), CDW11: uint32(lba >> 32), CDW12: blocks - 1}
+	e.setIO(opc, cid, ns.ID, lba, blocks-1, 0, 0)
 	e.PRP1, e.PRP2 = q.prps(s, buf.IOVA+uint64(off), n)
 	return nil
 }
@@ -363,6 +362,17 @@ func (q *QueuePair) pop() uint16 {
 	s.page = -1
 	q.stats.Submitted++
 	return cid
+}
+
+// setIO fills e for an NVM Read or Write where it lies, in the SQ: building
+// the entry elsewhere and copying it costs twice the stores. (The single
+// command paths pass zero data pointers and set them after the call, which
+// keeps fewer values live across prps.)
+func (e *SQE) setIO(opc uint8, cid uint16, nsid uint32, lba uint64, cdw12 uint32, prp1, prp2 uint64) {
+	*e = SQE{}
+	e.OPC, e.CID, e.NSID = opc, cid, nsid
+	e.PRP1, e.PRP2 = prp1, prp2
+	e.CDW10, e.CDW11, e.CDW12 = uint32(lba), uint32(lba>>32), cdw12
 }
 
 // nextSQE returns the SQ slot at the tail and advances the tail.
