@@ -138,7 +138,9 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 	}
 	children := 0
 	if info.MaxTransfer > 0 {
-		ch.maxBlocks = uint64(info.MaxTransfer / info.BlockSize)
+		// No larger than the bdev, which lets the fast path test the range
+		// with one subtraction.
+		ch.maxBlocks = min(uint64(info.MaxTransfer/info.BlockSize), info.NumBlocks)
 		children = depth * splitWindow
 	}
 	// One allocation per IO: a small object of a size class that is a
@@ -219,9 +221,10 @@ func (ch *Channel) Write(buf *Buffer, lba, count uint64, cb func(*IO), arg any) 
 func (ch *Channel) readWrite(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
 	// The fast path: an NVMe namespace, DMA memory, one command. qp is nil
 	// while I/Os wait for a retry (they go first) and once the channel is
-	// closed; count-1 wraps for a count of 0.
+	// closed; count-1 wraps for a count of 0, and count <= maxBlocks <=
+	// numBlocks.
 	if qp := ch.qp; qp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
-		count-1 < ch.maxBlocks && lba < ch.numBlocks && count <= ch.numBlocks-lba &&
+		count-1 < ch.maxBlocks && lba <= ch.numBlocks-count &&
 		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 {
 		io := ch.free[len(ch.free)-1]
 		ch.free = ch.free[:len(ch.free)-1]

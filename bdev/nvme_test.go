@@ -391,6 +391,8 @@ func TestNVMeBdevFastPath(t *testing.T) {
 		{"nil buffer", func() error { return ch.Read(nil, 0, 1, cb, nil) }, nil},
 		{"zero blocks", func() error { return ch.Read(&buf, 0, 0, cb, nil) }, bdev.ErrOutOfRange},
 		{"past the end", func() error { return ch.Write(&buf, 16383, 2, cb, nil) }, bdev.ErrOutOfRange},
+		{"at the end", func() error { return ch.Read(&buf, 16384, 1, cb, nil) }, bdev.ErrOutOfRange},
+		{"LBA wraps", func() error { return ch.Read(&buf, 1<<64-1, 2, cb, nil) }, bdev.ErrOutOfRange},
 		{"buffer too small", func() error { return ch.Read(&buf, 0, 129, cb, nil) }, nil},
 	} {
 		err := bad.f()
