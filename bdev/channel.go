@@ -443,7 +443,22 @@ func (ch *Channel) enqueueRetry(io *IO) {
 // I/Os that found the device queue full. It returns the number of I/Os
 // completed.
 func (ch *Channel) Poll() int {
-	n := ch.backend.Poll()
+	var n int
+	if nc := ch.nvmeCh; nc != nil {
+		n = nc.qp.Process(0) // nvmeChannel.Poll, without two calls
+	} else {
+		n = ch.backend.Poll()
+	}
+	if ch.retryHead != nil || (ch.qp == nil && ch.nvmeCh != nil && !ch.closed) {
+		n += ch.retry()
+	}
+	return n
+}
+
+// retry works through the retry queue, and turns the fast path on again
+// once it is empty. It returns the number of I/Os it completed.
+func (ch *Channel) retry() int {
+	n := 0
 	// Retry the queued I/Os in order; stop at the first that is still refused.
 	for ch.retryHead != nil {
 		io := ch.retryHead
