@@ -449,14 +449,17 @@ func (ch *Channel) Poll() int {
 	} else {
 		n = ch.backend.Poll()
 	}
-	if ch.retryHead != nil || (ch.qp == nil && ch.nvmeCh != nil && !ch.closed) {
+	if ch.retryHead != nil {
 		n += ch.retry()
 	}
 	return n
 }
 
 // retry works through the retry queue, and turns the fast path on again
-// once it is empty. It returns the number of I/Os it completed.
+// once it is empty. It returns the number of I/Os it completed. The fast
+// path is off only while the queue holds I/Os (enqueueRetry turns it off)
+// and once the channel is closed, so Poll has nothing to do when the queue
+// is empty.
 func (ch *Channel) retry() int {
 	n := 0
 	// Retry the queued I/Os in order; stop at the first that is still refused.
