@@ -334,6 +334,45 @@ func bdevDone(io *bdev.IO) {
 	}
 }
 
+// TestNVMeBdevSmallerThanTransfer: on a bdev smaller than its device's
+// transfer limit, a read of one block more than the bdev holds is refused
+// at once, not sent to the device.
+func TestNVMeBdevSmallerThanTransfer(t *testing.T) {
+	// 128 blocks; MDTS 7 allows 1024 per command.
+	c, closeAll := newMockNVMe(t, mock.Config{MDTS: 7, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 64 << 10, LBASize: 512}}})
+	defer closeAll()
+	b, err := bdev.NewNVMe("mock0n1", c, c.Namespaces()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := bdev.Open(b, false)
+	defer d.Close()
+	ch, err := d.NewChannel(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	buf, err := d.AllocBuffer(129 * 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.FreeBuffer(buf)
+	var got completions
+	if err := ch.Read(&buf, 0, 129, got.cb, nil); !errors.Is(err, bdev.ErrOutOfRange) {
+		t.Fatalf("read of 129 blocks from a 128-block bdev: %v, want ErrOutOfRange", err)
+	}
+	if n := ch.Outstanding(); n != 0 || got.n != 0 {
+		t.Fatalf("refused read: %d outstanding, %d callbacks", n, got.n)
+	}
+	if err := ch.Read(&buf, 0, 128, got.cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, ch, &got.n, 1)
+	if got.err != nil {
+		t.Fatalf("read of the whole bdev: %v", got.err)
+	}
+}
+
 // TestNVMeBdevFastPath covers what the direct read/write path of an NVMe
 // bdev must still do: refuse bad requests with an error, deliver a device
 // error to the callback and recycle the IO, count split pieces in flight,
