@@ -37,15 +37,29 @@ type IO struct {
 	splitNext uint64 // next LBA a child will cover
 	inFlight  int    // children in flight
 	part      Buffer // a child's piece of its parent's buffer
-	child     bool   // from the pool of split pieces
 
-	_ [ioPad]byte
+	// The completion of a tagged I/O (ReadTagged, WriteTagged) that needed
+	// an IO: it was split, waited for a retry or failed. comp is nil in
+	// the pool and for I/Os with a callback.
+	comp Completer
+	tag  uint64
+
+	child bool // from the pool of split pieces
+
+	// IO is 192 bytes, three cache lines on 64-bit platforms, so that each
+	// IO of the pool, allocated on its own, starts on a line and its
+	// fast-path fields share that line. TestIOLayout checks both.
 }
 
-// ioPad rounds IO up to 192 bytes, three cache lines on 64-bit platforms,
-// so that each IO of the pool, allocated on its own, starts on a line and
-// its fast-path fields share that line. TestIOLayout checks both.
-const ioPad = 24
+// Completer receives the completion of an I/O submitted with ReadTagged or
+// WriteTagged: Complete(tag, result, err) runs from Poll on the channel's
+// goroutine, exactly once per I/O. tag is the caller's, result the
+// device's completion dwords (NVMe CQE DW0 | DW1<<32; 0 for other modules
+// and for split I/Os), err nil or the I/O's error. It is nvme.Completer, so
+// that an NVMe bdev hands it to its queue pair as it is and the completion
+// reaches the caller straight from the driver. Implement it on a
+// long-lived object: passing a pointer as a Completer does not allocate.
+type Completer = nvme.Completer
 
 // Err returns the I/O's result: nil on success.
 func (io *IO) Err() error { return io.err }
@@ -90,7 +104,9 @@ type Channel struct {
 	freeChild []*IO // stack of idle IOs for split pieces
 	retryHead *IO   // I/Os the backend refused with ErrBusy, oldest first
 	retryTail *IO
+	retries   int  // I/Os in the retry queue
 	splitting int  // split parents in flight: out of the pool, not submitted
+	callbacks int  // callbacks running from complete
 	writable  bool // the descriptor is read-write
 	closed    bool
 }
@@ -161,13 +177,18 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 func (ch *Channel) Bdev() *Bdev { return ch.desc.bdev }
 
 // Outstanding returns the number of I/Os submitted and not yet completed: an
-// I/O counts until its callback has returned, and a split I/O counts the
-// pieces it has in flight.
+// I/O counts until its callback or Completer starts to run, and a split I/O
+// counts the pieces it has in flight.
 func (ch *Channel) Outstanding() int {
-	// Every IO out of the pool is in flight, waits for a retry or runs its
-	// callback, but for the split parents themselves. Counting this way
-	// keeps a counter off the fast path.
-	return cap(ch.free) - len(ch.free) + cap(ch.freeChild) - len(ch.freeChild) - ch.splitting
+	// Counted without a counter on the fast paths. On an NVMe bdev every
+	// I/O or piece in flight holds a command of the queue pair (a tagged
+	// I/O holds nothing else) or waits in the retry queue.
+	if nc := ch.nvmeCh; nc != nil {
+		return nc.qp.Outstanding() + ch.retries
+	}
+	// Elsewhere every IO out of the pool is in flight, waits for a retry
+	// or runs its callback, but for the split parents themselves.
+	return cap(ch.free) - len(ch.free) + cap(ch.freeChild) - len(ch.freeChild) - ch.splitting - ch.callbacks
 }
 
 // get takes an IO for a new I/O from the pool, or returns nil.
@@ -196,6 +217,9 @@ func (ch *Channel) put(io *IO) {
 	if io.err != nil {
 		io.err = nil
 	}
+	if io.comp != nil {
+		io.comp = nil
+	}
 	// Neither stack grows: each has room for every IO of its pool.
 	if io.child {
 		ch.freeChild = append(ch.freeChild, io)
@@ -216,36 +240,90 @@ func (ch *Channel) Write(buf *Buffer, lba, count uint64, cb func(*IO), arg any) 
 	return ch.readWrite(Write, buf, lba, count, cb, arg)
 }
 
+// ReadTagged reads count blocks at lba into buf under the rules of Read,
+// and calls c.Complete(tag, result, err) from Poll when done (c may be
+// nil). On an NVMe bdev a read or write that needs one command, the common
+// case, takes no IO: the channel checks it and hands it to the queue pair
+// with c as the command's completer, so that neither submission nor
+// completion has anything else to do. It is the form for I/Os that are
+// many and small; Read is the simpler one.
+func (ch *Channel) ReadTagged(buf *Buffer, lba, count uint64, c Completer, tag uint64) error {
+	return ch.readWriteTagged(Read, buf, lba, count, c, tag)
+}
+
+// WriteTagged writes count blocks from buf at lba, under the rules of
+// ReadTagged.
+func (ch *Channel) WriteTagged(buf *Buffer, lba, count uint64, c Completer, tag uint64) error {
+	return ch.readWriteTagged(Write, buf, lba, count, c, tag)
+}
+
+// fast reports whether a read or write can take the fast path: an NVMe
+// namespace, DMA memory, one command. qp is nil while I/Os wait for a
+// retry (they go first) and once the channel is closed; count-1 wraps for
+// a count of 0, and count <= maxBlocks <= numBlocks. It inlines, and a
+// bool keeps the branches of the caller as direct as if the test were
+// written there.
+func (ch *Channel) fast(t IOType, buf *Buffer, lba, count uint64) bool {
+	return ch.qp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
+		count-1 < ch.maxBlocks && lba <= ch.numBlocks-count &&
+		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63)
+}
+
 // readWrite is Read and Write. They inline to a call of it, so the fast
 // path costs one call frame.
 func (ch *Channel) readWrite(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
-	// The fast path: an NVMe namespace, DMA memory, one command. qp is nil
-	// while I/Os wait for a retry (they go first) and once the channel is
-	// closed; count-1 wraps for a count of 0, and count <= maxBlocks <=
-	// numBlocks.
-	if qp := ch.qp; qp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
-		count-1 < ch.maxBlocks && lba <= ch.numBlocks-count &&
-		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) && len(ch.free) > 0 {
+	if ch.fast(t, buf, lba, count) && len(ch.free) > 0 {
+		qp := ch.qp
 		io := ch.free[len(ch.free)-1]
 		ch.free = ch.free[:len(ch.free)-1]
 		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = t, lba, count, buf, cb, arg
 		var err error
 		if t == Read {
-			err = qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io))
+			err = qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io), 0)
 		} else {
-			err = qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io))
+			err = qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, (*nvmeIO)(io), 0)
 		}
 		if err != nil {
 			ch.nvmeRefused(io, err)
 		}
 		return nil
 	}
-	return ch.rw(t, buf, lba, count, cb, arg)
+	return ch.rw(t, buf, lba, count, cb, arg, nil, 0)
 }
 
-// rw is Read and Write for everything but their fast path: other modules,
-// plain memory, transfers to split, and I/Os that fail.
-func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any) error {
+// readWriteTagged is ReadTagged and WriteTagged, as readWrite is Read and
+// Write.
+func (ch *Channel) readWriteTagged(t IOType, buf *Buffer, lba, count uint64, c Completer, tag uint64) error {
+	if ch.fast(t, buf, lba, count) {
+		qp := ch.qp
+		var err error
+		if t == Read {
+			err = qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, c, tag)
+		} else {
+			err = qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, c, tag)
+		}
+		if err == nil {
+			return nil
+		}
+		// Refused (a full queue, a controller in trouble): as an IO, it
+		// waits for a retry or completes with the error from Poll.
+		io := ch.get()
+		if io == nil {
+			return ErrNoIO
+		}
+		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, nil, nil, c, tag
+		ch.nvmeRefused(io, err)
+		return nil
+	}
+	return ch.rw(t, buf, lba, count, nil, nil, c, tag)
+}
+
+// rw is the four of them for everything but their fast path: other
+// modules, plain memory, transfers to split, and I/Os that fail. The I/O
+// completes to cb and arg, or to c and tag if c is not nil. (Its
+// arguments are the callers' own, passed on: none stays live across a
+// call in the callers.)
+func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
 	if err := ch.check(t, lba, count); err != nil {
 		return err
 	}
@@ -259,7 +337,7 @@ func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), ar
 	if io == nil {
 		return ErrNoIO
 	}
-	io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg = t, lba, count, buf, cb, arg
+	io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
 	return ch.issue(io)
 }
 
@@ -418,10 +496,20 @@ func (ch *Channel) childDone(p, c *IO, err error) {
 	}
 }
 
+// complete runs io's callback or Completer and puts io back in the pool.
+// A Completer runs after the put: it has no use for io, and may start the
+// next I/O with it.
 func (ch *Channel) complete(io *IO) {
-	cb := io.cb
-	if cb != nil {
+	if c := io.comp; c != nil {
+		tag, err := io.tag, io.err
+		ch.put(io)
+		c.Complete(tag, 0, err)
+		return
+	}
+	if cb := io.cb; cb != nil {
+		ch.callbacks++
 		cb(io)
+		ch.callbacks--
 	}
 	ch.put(io)
 }
@@ -430,6 +518,7 @@ func (ch *Channel) complete(io *IO) {
 // resubmit, and refused ones to complete.
 func (ch *Channel) enqueueRetry(io *IO) {
 	ch.qp = nil // the fast path is off until the queue is empty
+	ch.retries++
 	io.next = nil
 	if ch.retryTail == nil {
 		ch.retryHead = io
@@ -470,6 +559,7 @@ func (ch *Channel) retry() int {
 			ch.retryTail = nil
 		}
 		io.next = nil
+		ch.retries--
 		if io.err != nil {
 			// Refused outright. Queued I/Os otherwise have no error: a
 			// pooled I/O starts without one, and a split child is reused
@@ -488,6 +578,7 @@ func (ch *Channel) retry() int {
 			if ch.retryTail == nil {
 				ch.retryTail = io
 			}
+			ch.retries++
 			break
 		}
 		n++

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# instructions.sh [QD...]: instructions per I/O of the raw queue pair and of
-# the bdev in BenchmarkNullQD<QD>, counted by callgrind (valgrind), and
-# cost-% as the benchmark defines it (1 - raw/bdev). Counts do
+# instructions.sh [QD...]: instructions per I/O of the raw queue pair, of the
+# bdev's Read (callback) and of its ReadTagged (Completer) in
+# BenchmarkNullQD<QD>, counted by callgrind (valgrind), and cost-% as the
+# benchmark defines it (1 - raw/bdev) for each bdev form. Counts do
 # not depend on the host or on what else runs on it, so they show changes of
 # a few instructions that timing cannot. Default QDs: 128 32 1.
 #
@@ -17,17 +18,20 @@ bin=$(mktemp -d)/bdev.test
 trap 'rm -rf "$(dirname "$bin")"' EXIT
 go test -c -o "$bin" .
 [ $# -gt 0 ] || set -- 128 32 1
-printf '%-5s %10s %10s %8s\n' QD raw bdev cost-%
+printf '%-5s %10s %10s %8s %10s %8s\n' QD raw bdev cost-% tagged cost-%
 for qd in "$@"; do
-	for side in queuepair bdev; do
-		fn='github.com/bpfblk/bpfblk/bdev_test.(*rawResubmit).run'
-		[ "$side" = bdev ] && fn='github.com/bpfblk/bpfblk/bdev_test.(*bdevResubmit).run'
+	for side in queuepair bdev tagged; do
+		case $side in
+		queuepair) fn='github.com/bpfblk/bpfblk/bdev_test.(*rawResubmit).run' ;;
+		bdev) fn='github.com/bpfblk/bpfblk/bdev_test.(*bdevResubmit).run' ;;
+		tagged) fn='github.com/bpfblk/bpfblk/bdev_test.(*taggedResubmit).run' ;;
+		esac
 		refs=$(GOMAXPROCS=1 GODEBUG=asyncpreemptoff=1 valgrind --tool=callgrind \
 			--callgrind-out-file=/dev/null "--toggle-collect=$fn" \
 			"$bin" -test.run '^$' -test.bench "NullQD$qd\$/$side\$" -test.benchtime ${n}x 2>&1 |
 			awk '/refs:/ {gsub(",", "", $4); print $4}')
 		eval "$side=\$refs"
 	done
-	awk -v qd="$qd" -v r="$queuepair" -v b="$bdev" -v n=$n \
-		'BEGIN { printf "%-5s %10.1f %10.1f %8.1f\n", qd, r/n, b/n, 100*(b-r)/b }'
+	awk -v qd="$qd" -v r="$queuepair" -v b="$bdev" -v t="$tagged" -v n=$n \
+		'BEGIN { printf "%-5s %10.1f %10.1f %8.1f %10.1f %8.1f\n", qd, r/n, b/n, 100*(b-r)/b, t/n, 100*(t-r)/t }'
 done

@@ -18,7 +18,7 @@ func TestIOLayout(t *testing.T) {
 		t.Errorf("the fast-path fields end at byte %d, want 64", off)
 	}
 	if n := unsafe.Sizeof(io); n%64 != 0 {
-		t.Errorf("IO is %d bytes, not a whole number of cache lines (adjust ioPad)", n)
+		t.Errorf("IO is %d bytes, not a whole number of cache lines", n)
 	}
 	b, err := NewNull("null0", 512, 1<<20)
 	if err != nil {

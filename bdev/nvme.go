@@ -111,10 +111,25 @@ type nvmeChildIO IO
 // Complete finishes the child.
 func (c *nvmeChildIO) Complete(_ uint64, _ uint64, err error) { (*IO)(c).Done(err) }
 
+// nvmeTaggedIO is a tagged I/O's IO as the nvme.Completer of its command,
+// when the I/O went the slow way: a retry.
+type nvmeTaggedIO IO
+
+// Complete puts the IO back and passes the completion on, result included.
+func (c *nvmeTaggedIO) Complete(_ uint64, result uint64, err error) {
+	io := (*IO)(c)
+	comp, tag := io.comp, io.tag
+	io.ch.put(io)
+	comp.Complete(tag, result, err)
+}
+
 // completer returns io as the nvme.Completer of its command.
 func completer(io *IO) nvme.Completer {
 	if io.parent != nil {
 		return (*nvmeChildIO)(io)
+	}
+	if io.comp != nil {
+		return (*nvmeTaggedIO)(io)
 	}
 	return (*nvmeIO)(io)
 }

@@ -131,11 +131,12 @@ func TestNVMeBdev(t *testing.T) {
 //
 //	go test -run '^$' -bench NullQD128 -benchmem ./bdev/
 //
-// The queuepair and bdev sub-benchmarks measure each side on its own. The
-// interleaved one runs both in the same loop, alternating every 16k I/Os, so
-// that a noisy machine slows both alike; it reports each side's ns per I/O
-// and cost-%, the share of the raw IOPS the bdev layer costs (1 - raw/bdev
-// time per I/O).
+// The queuepair, bdev (Channel.Read with a callback) and tagged
+// (Channel.ReadTagged with a Completer) sub-benchmarks measure each side on
+// its own. The interleaved one runs all three in the same loop, in turn
+// every 16k I/Os, so that a noisy machine slows them alike; it reports
+// each side's ns per I/O, and cost-% and tagged-cost-%, the share of the
+// raw IOPS the bdev layer costs (1 - raw/bdev time per I/O).
 func BenchmarkNullQD128(b *testing.B) { benchNull(b, 128) }
 
 // BenchmarkNullQD32 is BenchmarkNullQD128 at queue depth 32.
@@ -162,10 +163,18 @@ func benchNull(b *testing.B, qd int) {
 		b.StopTimer()
 		r.close()
 	})
+	b.Run("tagged", func(b *testing.B) {
+		r := newTaggedResubmit(b, qd)
+		b.ReportAllocs()
+		b.ResetTimer()
+		r.run(b.N)
+		b.StopTimer()
+		r.close()
+	})
 	b.Run("interleaved", func(b *testing.B) {
-		raw, bd := newRawResubmit(b, qd), newBdevResubmit(b, qd)
+		raw, bd, tg := newRawResubmit(b, qd), newBdevResubmit(b, qd), newTaggedResubmit(b, qd)
 		const chunk = 1 << 14
-		var rawNS, bdevNS time.Duration
+		var rawNS, bdevNS, taggedNS time.Duration
 		b.ReportAllocs()
 		b.ResetTimer()
 		for left := b.N; left > 0; left -= chunk {
@@ -174,15 +183,21 @@ func benchNull(b *testing.B, qd int) {
 			raw.run(n)
 			t1 := time.Now()
 			bd.run(n)
+			t2 := time.Now()
+			tg.run(n)
 			rawNS += t1.Sub(t0)
-			bdevNS += time.Since(t1)
+			bdevNS += t2.Sub(t1)
+			taggedNS += time.Since(t2)
 		}
 		b.StopTimer()
 		raw.close()
 		bd.close()
+		tg.close()
 		b.ReportMetric(float64(rawNS)/float64(b.N), "raw-ns/io")
 		b.ReportMetric(float64(bdevNS)/float64(b.N), "bdev-ns/io")
+		b.ReportMetric(float64(taggedNS)/float64(b.N), "tagged-ns/io")
 		b.ReportMetric(100*(1-float64(rawNS)/float64(bdevNS)), "cost-%")
+		b.ReportMetric(100*(1-float64(rawNS)/float64(taggedNS)), "tagged-cost-%")
 	})
 }
 
@@ -263,7 +278,10 @@ type bdevResubmit struct {
 	close   func()
 }
 
-func newBdevResubmit(b *testing.B, qd int) *bdevResubmit {
+// newNullChannel opens a channel of depth qd on a bdev of the mock null
+// namespace, and one DMA allocation of qd 4 KiB buffers, as the raw side
+// has. close drains and closes both.
+func newNullChannel(b *testing.B, qd int) (ch *bdev.Channel, buf bdev.Buffer, close func()) {
 	c, closeAll := newMockNVMe(b, nullConfig)
 	bd, err := bdev.NewNVMe("n1", c, c.Namespaces()[0])
 	if err != nil {
@@ -273,21 +291,13 @@ func newBdevResubmit(b *testing.B, qd int) *bdevResubmit {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ch, err := d.NewChannel(qd)
-	if err != nil {
+	if ch, err = d.NewChannel(qd); err != nil {
 		b.Fatal(err)
 	}
-	// One DMA allocation cut into a buffer per slot, as the raw side has.
-	buf, err := d.AllocBuffer(qd * 4096)
-	if err != nil {
+	if buf, err = d.AllocBuffer(qd * 4096); err != nil {
 		b.Fatal(err)
 	}
-	r := &bdevResubmit{ch: ch, slots: make([]bdevSlot, qd)}
-	for i := range r.slots {
-		r.slots[i] = bdevSlot{r: r, buf: buf.Slice(i*4096, 4096)}
-	}
-	r.close = func() {
-		r.stop = true
+	return ch, buf, func() {
 		for ch.Outstanding() > 0 {
 			ch.Poll()
 		}
@@ -295,6 +305,18 @@ func newBdevResubmit(b *testing.B, qd int) *bdevResubmit {
 			b.Error(err)
 		}
 		closeAll()
+	}
+}
+
+func newBdevResubmit(b *testing.B, qd int) *bdevResubmit {
+	ch, buf, closeCh := newNullChannel(b, qd)
+	r := &bdevResubmit{ch: ch, slots: make([]bdevSlot, qd)}
+	for i := range r.slots {
+		r.slots[i] = bdevSlot{r: r, buf: buf.Slice(i*4096, 4096)}
+	}
+	r.close = func() {
+		r.stop = true
+		closeCh()
 	}
 	return r
 }
@@ -544,5 +566,57 @@ func TestNVMeBdevQueueFull(t *testing.T) {
 	d.FreeBuffer(wbuf)
 	for _, x := range r {
 		d.FreeBuffer(x)
+	}
+}
+
+// taggedResubmit is rawResubmit through a bdev channel's ReadTagged: the
+// tag is the slot, as on the raw side.
+type taggedResubmit struct {
+	ch      *bdev.Channel
+	bufs    []bdev.Buffer
+	lba     uint64
+	done    int
+	stop    bool
+	started bool
+	close   func()
+}
+
+func newTaggedResubmit(b *testing.B, qd int) *taggedResubmit {
+	ch, buf, closeCh := newNullChannel(b, qd)
+	r := &taggedResubmit{ch: ch, bufs: make([]bdev.Buffer, qd)}
+	for i := range r.bufs {
+		r.bufs[i] = buf.Slice(i*4096, 4096)
+	}
+	r.close = func() {
+		r.stop = true
+		closeCh()
+	}
+	return r
+}
+
+// run polls until n more reads completed.
+func (r *taggedResubmit) run(n int) {
+	if !r.started {
+		r.started = true
+		for i := range r.bufs {
+			r.submit(uint64(i))
+		}
+	}
+	for end := r.done + n; r.done < end; {
+		r.ch.Poll()
+	}
+}
+
+func (r *taggedResubmit) submit(slot uint64) {
+	r.lba = r.lba*6364136223846793005 + 1442695040888963407
+	if err := r.ch.ReadTagged(&r.bufs[slot], (r.lba>>20)&(1<<28-1)*8, 8, r, slot); err != nil {
+		panic(err)
+	}
+}
+
+func (r *taggedResubmit) Complete(tag, _ uint64, err error) {
+	r.done++
+	if !r.stop {
+		r.submit(tag)
 	}
 }

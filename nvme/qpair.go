@@ -302,23 +302,24 @@ func (q *QueuePair) rw(opc uint8, ns *Namespace, lba uint64, blocks uint32, buf 
 
 // ReadOne is Read for a caller that has already cut its transfers to
 // MaxTransfer bytes and 65536 blocks, as the bdev layer does: it issues
-// exactly one command, never splits, refuses a larger transfer, and passes
-// tag 0 to cb. It takes its arguments in registers and skips the split
-// arithmetic, which makes it the cheaper call on a hot path.
-func (q *QueuePair) ReadOne(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer) error {
-	return q.one(ns, lba, blocks, buf, off, cb, OpRead)
+// exactly one command, never splits and refuses a larger transfer. Its
+// arguments fit the registers of Go's calling convention and it skips the
+// split arithmetic, which makes it the cheaper call on a hot path.
+func (q *QueuePair) ReadOne(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer, tag uint64) error {
+	return q.one(ns, lba, uint64(blocks)|OpRead<<32, buf, off, cb, tag)
 }
 
 // WriteOne is Write under the rules of ReadOne.
-func (q *QueuePair) WriteOne(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer) error {
-	return q.one(ns, lba, blocks, buf, off, cb, OpWrite)
+func (q *QueuePair) WriteOne(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer, tag uint64) error {
+	return q.one(ns, lba, uint64(blocks)|OpWrite<<32, buf, off, cb, tag)
 }
 
 var errOneTooBig = errors.New("nvme: transfer over MaxTransfer or 65536 blocks for a single command")
 
-// one issues a single Read or Write command. Its arguments fit the
-// registers of the calling convention (opc last for that reason).
-func (q *QueuePair) one(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off int, cb Completer, opc uint8) error {
+// one issues a single Read or Write command. op is the block count in its
+// low 32 bits and the opcode above them: one word, so that all arguments
+// fit the nine integer registers of the calling convention.
+func (q *QueuePair) one(ns *Namespace, lba uint64, op uint64, buf *DMA, off int, cb Completer, tag uint64) error {
 	if q.gen != q.c.gen.Load() || q.broken != nil || q.closed {
 		if err := q.ready(); err != nil {
 			return err
@@ -327,6 +328,7 @@ func (q *QueuePair) one(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off 
 	if ns == nil || ns.BlockSize == 0 {
 		return errNilNS
 	}
+	blocks := uint32(op)
 	if blocks == 0 {
 		return errZeroBlocks
 	}
@@ -342,9 +344,9 @@ func (q *QueuePair) one(ns *Namespace, lba uint64, blocks uint32, buf *DMA, off 
 	}
 	cid := q.pop()
 	s := &q.slots[cid]
-	s.parent, s.pending, s.cb, s.tag, s.err, s.result = cid, 1, cb, 0, nil, 0
+	s.parent, s.pending, s.cb, s.tag, s.err, s.result = cid, 1, cb, tag, nil, 0
 	e := q.nextSQE()
-	e.setIO(opc, cid, ns.ID, lba, blocks-1, 0, 0)
+	e.setIO(uint8(op>>32), cid, ns.ID, lba, blocks-1, 0, 0)
 	e.PRP1, e.PRP2 = q.prps(s, buf.IOVA+uint64(off), n)
 	return nil
 }

@@ -14,11 +14,13 @@ import (
 // submitting allocates nothing.
 type benchCompleter struct {
 	done int
+	tag  uint64 // of the last completion
 	err  error
 }
 
-func (c *benchCompleter) Complete(_, _ uint64, err error) {
+func (c *benchCompleter) Complete(tag, _ uint64, err error) {
 	c.done++
+	c.tag = tag
 	if err != nil && c.err == nil {
 		c.err = err
 	}

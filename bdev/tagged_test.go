@@ -1,0 +1,353 @@
+package bdev_test
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/nvme/mock"
+)
+
+// tagLog is a Completer that records every completion by tag.
+type tagLog struct {
+	n    int
+	seen map[uint64]int // completions per tag
+	errs map[uint64]error
+	// next, if set, runs inside Complete (to submit from a completion).
+	next func(tag uint64)
+}
+
+func newTagLog() *tagLog {
+	return &tagLog{seen: map[uint64]int{}, errs: map[uint64]error{}}
+}
+
+func (l *tagLog) Complete(tag, _ uint64, err error) {
+	l.n++
+	l.seen[tag]++
+	if err != nil {
+		l.errs[tag] = err
+	}
+	if l.next != nil {
+		l.next(tag)
+	}
+}
+
+// newTaggedBdev makes a read-write descriptor of a mock NVMe namespace of
+// 8 MiB with 8 KiB per command.
+func newTaggedBdev(t *testing.T) (*mock.Controller, *bdev.Bdev, *bdev.Desc) {
+	mc, err := mock.NewController(mock.NewBus(), mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 8 << 20, LBASize: 512}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nvme.NewController(mc, nvme.Options{})
+	if err != nil {
+		mc.Close()
+		t.Fatal(err)
+	}
+	b, err := bdev.NewNVMe("mock0n1", c, c.Namespaces()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := bdev.Open(b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(); c.Close(); mc.Close() })
+	return mc, b, d
+}
+
+// TestTaggedNVMe covers ReadTagged and WriteTagged on an NVMe bdev: data
+// and tags round trip, bad requests are refused before they are queued, a
+// device error and a plain-memory buffer reach the Completer with their
+// tags, a split I/O completes once, and Close waits for tagged I/Os.
+func TestTaggedNVMe(t *testing.T) {
+	mc, b, d := newTaggedBdev(t)
+	ch, err := d.NewChannel(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wbuf, _ := d.AllocBuffer(64 << 10)
+	rbuf, _ := d.AllocBuffer(64 << 10)
+	defer d.FreeBuffer(wbuf)
+	defer d.FreeBuffer(rbuf)
+	for i := range wbuf.Bytes {
+		wbuf.Bytes[i] = byte(i*11 + i>>9)
+	}
+	l := newTagLog()
+	wait := func(n int) {
+		t.Helper()
+		pollUntil(t, ch, &l.n, n)
+	}
+
+	// One command each way.
+	w := wbuf.Slice(0, 8192)
+	if err := ch.WriteTagged(&w, 100, 16, l, 1<<63|1); err != nil {
+		t.Fatal(err)
+	}
+	if l.n != 0 {
+		t.Fatal("Completer ran inside WriteTagged")
+	}
+	if n := ch.Outstanding(); n != 1 {
+		t.Fatalf("a tagged write in flight: Outstanding %d, want 1", n)
+	}
+	wait(1)
+	r := rbuf.Slice(0, 8192)
+	if err := ch.ReadTagged(&r, 100, 16, l, 2); err != nil {
+		t.Fatal(err)
+	}
+	wait(2)
+	if l.seen[1<<63|1] != 1 || l.seen[2] != 1 || len(l.errs) != 0 {
+		t.Fatalf("completions by tag %v, errors %v", l.seen, l.errs)
+	}
+	if !bytes.Equal(rbuf.Bytes[:8192], wbuf.Bytes[:8192]) {
+		t.Fatal("tagged read back differs from tagged write")
+	}
+
+	// Refused at once: no completion, nothing outstanding.
+	for _, bad := range []struct {
+		name string
+		f    func() error
+		want error
+	}{
+		{"nil buffer", func() error { return ch.ReadTagged(nil, 0, 1, l, 9) }, nil},
+		{"zero blocks", func() error { return ch.ReadTagged(&rbuf, 0, 0, l, 9) }, bdev.ErrOutOfRange},
+		{"past the end", func() error { return ch.WriteTagged(&wbuf, 16383, 2, l, 9) }, bdev.ErrOutOfRange},
+		{"LBA wraps", func() error { return ch.ReadTagged(&rbuf, 1<<64-1, 2, l, 9) }, bdev.ErrOutOfRange},
+		{"buffer too small", func() error { return ch.ReadTagged(&r, 0, 17, l, 9) }, nil},
+	} {
+		if err := bad.f(); err == nil || (bad.want != nil && !errors.Is(err, bad.want)) {
+			t.Errorf("%s: %v", bad.name, err)
+		}
+	}
+	if l.n != 2 || ch.Outstanding() != 0 {
+		t.Fatalf("refused I/Os: %d completions, %d outstanding", l.n-2, ch.Outstanding())
+	}
+
+	// A device error reaches the Completer with its tag.
+	mc.InjectFault(mock.Fault{Opcodes: []uint8{nvme.OpRead}, LBA: 7, Blocks: 1, Status: nvme.ErrUnrecoveredRead, Count: 1})
+	if err := ch.ReadTagged(&r, 0, 8, l, 3); err != nil {
+		t.Fatal(err)
+	}
+	wait(3)
+	if !errors.Is(l.errs[3], nvme.ErrUnrecoveredRead) {
+		t.Fatalf("read over a bad block: %v", l.errs[3])
+	}
+
+	// Plain memory fails from Poll, as Read does.
+	plain := bdev.Buffer{Bytes: make([]byte, 512)}
+	if err := ch.ReadTagged(&plain, 0, 1, l, 4); err != nil {
+		t.Fatal(err)
+	}
+	if l.n != 3 {
+		t.Fatal("Completer ran inside ReadTagged")
+	}
+	wait(4)
+	if l.errs[4] == nil {
+		t.Fatal("plain-memory buffer accepted by an NVMe bdev")
+	}
+
+	// 128 blocks at 16 per command: split, 4 pieces in flight, one
+	// completion.
+	clear(rbuf.Bytes)
+	if err := ch.WriteTagged(&wbuf, 2000, 128, l, 5); err != nil {
+		t.Fatal(err)
+	}
+	if n := ch.Outstanding(); n != 4 {
+		t.Errorf("a split tagged write has %d I/Os outstanding, want its 4 pieces", n)
+	}
+	if err := ch.Close(); err == nil {
+		t.Fatal("Close with a tagged I/O in flight succeeded")
+	}
+	wait(5)
+	if err := ch.ReadTagged(&rbuf, 2000, 128, l, 6); err != nil {
+		t.Fatal(err)
+	}
+	wait(6)
+	if l.seen[5] != 1 || l.seen[6] != 1 || l.errs[5] != nil || l.errs[6] != nil {
+		t.Fatalf("split I/Os: completions %v, errors %v", l.seen, l.errs)
+	}
+	if !bytes.Equal(rbuf.Bytes, wbuf.Bytes) {
+		t.Fatal("split tagged read back differs")
+	}
+	// The IOs that carried tagged I/Os serve callback I/Os after them.
+	var got completions
+	if err := ch.Flush(got.cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.WriteZeroes(3000, 1, got.cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, ch, &got.n, 2)
+	if got.err != nil || l.n != 6 {
+		t.Fatalf("callback I/Os after tagged ones: %v, %d tagged completions, want 6", got.err, l.n)
+	}
+	if err := ch.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ReadTagged(&r, 0, 1, l, 7); !errors.Is(err, bdev.ErrClosed) {
+		t.Fatalf("tagged read on a closed channel: %v", err)
+	}
+
+	// Read-only descriptors refuse tagged writes.
+	ro, _ := bdev.Open(b, false)
+	defer ro.Close()
+	roCh, err := ro.NewChannel(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer roCh.Close()
+	if err := roCh.WriteTagged(&w, 0, 1, l, 8); !errors.Is(err, bdev.ErrReadOnly) {
+		t.Fatalf("tagged write on a read-only descriptor: %v", err)
+	}
+}
+
+// TestTaggedQueueFull submits far more tagged reads than the queue pair
+// holds, from the test and from the Completer: past the queue pair they
+// wait in the retry queue, past the pool they are refused with ErrNoIO,
+// and every accepted one completes exactly once, with its data.
+func TestTaggedQueueFull(t *testing.T) {
+	_, _, d := newTaggedBdev(t)
+	const depth = 2
+	ch, err := d.NewChannel(depth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	wbuf, _ := d.AllocBuffer(64 << 10)
+	defer d.FreeBuffer(wbuf)
+	for i := range wbuf.Bytes {
+		wbuf.Bytes[i] = byte(i*5 + i>>9)
+	}
+	l := newTagLog()
+	if err := ch.WriteTagged(&wbuf, 0, 128, l, 1000); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, ch, &l.n, 1)
+
+	// 64 buffers of one block each, read block i into buffer i.
+	const n = 64
+	rbuf, _ := d.AllocBuffer(n * 512)
+	defer d.FreeBuffer(rbuf)
+	bufs := make([]bdev.Buffer, n)
+	for i := range bufs {
+		bufs[i] = rbuf.Slice(i*512, 512)
+	}
+	accepted, noIO := 0, 0
+	next := 0
+	submit := func() {
+		for next < n {
+			err := ch.ReadTagged(&bufs[next], uint64(next), 1, l, uint64(next))
+			if errors.Is(err, bdev.ErrNoIO) {
+				noIO++
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted++
+			next++
+		}
+	}
+	l.next = func(uint64) { submit() }
+	submit()
+	// The queue pair holds depth+1+4 commands (the pool plus a split
+	// I/O's window), the retry queue the pool: depth+1.
+	if accepted != depth+1+4+depth+1 {
+		t.Errorf("%d tagged reads accepted before ErrNoIO, want %d", accepted, depth+1+4+depth+1)
+	}
+	if o := ch.Outstanding(); o != accepted {
+		t.Errorf("Outstanding %d, want %d", o, accepted)
+	}
+	for i := 0; next < n || ch.Outstanding() > 0; i++ {
+		ch.Poll()
+		submit()
+		if i > 100000 {
+			t.Fatalf("%d of %d reads completed", l.n-1, n)
+		}
+	}
+	if noIO == 0 {
+		t.Error("the pool never ran out")
+	}
+	for i := 0; i < n; i++ {
+		if l.seen[uint64(i)] != 1 || l.errs[uint64(i)] != nil {
+			t.Fatalf("read %d: %d completions, error %v", i, l.seen[uint64(i)], l.errs[uint64(i)])
+		}
+	}
+	if !bytes.Equal(rbuf.Bytes, wbuf.Bytes[:n*512]) {
+		t.Fatal("tagged reads through the retry queue read back wrong data")
+	}
+}
+
+// TestTaggedMalloc: other modules complete tagged I/Os through an IO, with
+// the tag and a zero result.
+func TestTaggedMalloc(t *testing.T) {
+	b, err := bdev.NewMalloc("m", 512, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := bdev.Open(b, true)
+	defer d.Close()
+	ch, err := d.NewChannel(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	w, _ := d.AllocBuffer(4 * 512)
+	r, _ := d.AllocBuffer(4 * 512)
+	for i := range w.Bytes {
+		w.Bytes[i] = byte(i * 3)
+	}
+	l := newTagLog()
+	if err := ch.WriteTagged(&w, 10, 4, l, 42); err != nil {
+		t.Fatal(err)
+	}
+	if ch.Outstanding() != 1 {
+		t.Fatalf("Outstanding %d, want 1", ch.Outstanding())
+	}
+	pollUntil(t, ch, &l.n, 1)
+	if err := ch.ReadTagged(&r, 10, 4, l, 43); err != nil {
+		t.Fatal(err)
+	}
+	pollUntil(t, ch, &l.n, 2)
+	if l.seen[42] != 1 || l.seen[43] != 1 || len(l.errs) != 0 || ch.Outstanding() != 0 {
+		t.Fatalf("completions %v, errors %v, %d outstanding", l.seen, l.errs, ch.Outstanding())
+	}
+	if !bytes.Equal(r.Bytes, w.Bytes) {
+		t.Fatal("read back differs")
+	}
+	if err := ch.ReadTagged(&r, 63, 2, l, 44); !errors.Is(err, bdev.ErrOutOfRange) {
+		t.Fatalf("tagged read past the end: %v", err)
+	}
+}
+
+// TestTaggedDoesNotAllocate: a tagged read and its completion allocate
+// nothing, on the NVMe fast path and through an IO.
+func TestTaggedDoesNotAllocate(t *testing.T) {
+	_, _, d := newTaggedBdev(t)
+	ch, err := d.NewChannel(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	buf, _ := d.AllocBuffer(64 << 10)
+	defer d.FreeBuffer(buf)
+	var c countCompleter
+	for _, count := range []uint64{8, 128} { // one command; split
+		if n := testing.AllocsPerRun(200, func() {
+			if err := ch.ReadTagged(&buf, 0, count, &c, 1); err != nil {
+				t.Fatal(err)
+			}
+			for ch.Outstanding() > 0 {
+				ch.Poll()
+			}
+		}); n != 0 {
+			t.Errorf("tagged read of %d blocks and its completion allocate %v times", count, n)
+		}
+	}
+}
+
+type countCompleter struct{ n int }
+
+func (c *countCompleter) Complete(uint64, uint64, error) { c.n++ }
