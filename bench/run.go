@@ -131,8 +131,8 @@ type job struct {
 	ch    *bdev.Channel
 	poll  *poller.Poller
 	slots []slot
-	idle  []*slot // slots whose submission failed, retried next poll
-	spare []*slot
+	idle  []uint64 // slots whose submission failed, retried next poll
+	spare []uint64
 
 	now      int64
 	startNS  int64
@@ -151,7 +151,6 @@ type job struct {
 }
 
 type slot struct {
-	j     *job
 	buf   bdev.Buffer
 	start int64
 }
@@ -170,10 +169,10 @@ func newJob(r *poller.Reactor, d *bdev.Desc, w Workload, seed uint64) (*job, err
 		for k := range buf.Bytes {
 			buf.Bytes[k] = byte(k + i)
 		}
-		j.slots[i] = slot{j: j, buf: buf}
+		j.slots[i] = slot{buf: buf}
 	}
-	j.idle = make([]*slot, 0, w.QueueDepth)
-	j.spare = make([]*slot, 0, w.QueueDepth)
+	j.idle = make([]uint64, 0, w.QueueDepth)
+	j.spare = make([]uint64, 0, w.QueueDepth)
 	return j, nil
 }
 
@@ -203,37 +202,40 @@ func (j *job) start() error {
 		j.startNS = j.now
 		j.deadline = j.now + int64(j.w.Duration)
 		for i := range j.slots {
-			j.submit(ch, &j.slots[i])
+			j.submit(uint64(i))
 		}
 		return nil
 	})
 	return errors.Wrapf(err, "bench: start job on core %d", j.r.Core())
 }
 
-// submit starts the next I/O of slot s on ch, the job's channel (which a
-// completion callback has at hand as io.Channel()).
-func (j *job) submit(ch *bdev.Channel, s *slot) {
+// submit starts the next I/O of slot i. The I/Os are tagged with their
+// slot and complete to the job: on an NVMe bdev, straight from the queue
+// pair.
+func (j *job) submit(i uint64) {
+	s := &j.slots[i]
 	lba, n, read := j.off.Next()
 	s.start = j.now
 	var err error
 	if read {
-		err = ch.Read(&s.buf, lba, n, onDone, s)
+		err = j.ch.ReadTagged(&s.buf, lba, n, j, i)
 	} else {
-		err = ch.Write(&s.buf, lba, n, onDone, s)
+		err = j.ch.WriteTagged(&s.buf, lba, n, j, i)
 	}
 	if err != nil {
 		if j.firstErr == nil && !errors.Is(err, bdev.ErrNoIO) {
 			j.firstErr = err
 		}
-		j.idle = append(j.idle, s)
+		j.idle = append(j.idle, i)
 	}
 }
 
-func onDone(io *bdev.IO) {
-	s := io.Arg.(*slot)
-	j := s.j
+// Complete records the I/O of slot tag and starts the slot's next one
+// (bdev.Completer).
+func (j *job) Complete(tag, _ uint64, err error) {
+	s := &j.slots[tag]
 	j.ios++
-	if err := io.Err(); err != nil {
+	if err != nil {
 		j.errs++
 		if j.firstErr == nil {
 			j.firstErr = err
@@ -243,7 +245,7 @@ func onDone(io *bdev.IO) {
 	}
 	j.hist.Record(time.Duration(j.now - s.start))
 	if !j.stopping {
-		j.submit(io.Channel(), s)
+		j.submit(tag)
 	}
 }
 
@@ -260,8 +262,8 @@ func (j *job) pollOnce() poller.Status {
 		// Double-buffered so that failures of this round queue for the next.
 		retry := j.idle
 		j.idle, j.spare = j.spare[:0], retry
-		for _, s := range retry {
-			j.submit(j.ch, s)
+		for _, i := range retry {
+			j.submit(i)
 		}
 	}
 	j.pubIOs.Store(j.ios)
