@@ -11,7 +11,11 @@
 // submitting, polling and completing take no lock and allocate nothing.
 //
 // Completion: every submitted I/O completes exactly once, through its
-// callback, from Channel.Poll — never from inside the submit call. An I/O
+// callback (Read, Write and the rest: func(*IO) and an argument) or its
+// Completer (ReadTagged, WriteTagged: Complete(tag, result, err)), from
+// Channel.Poll — never from inside the submit call. The tagged form is the
+// cheaper one: on an NVMe bdev a read or write of one command takes no IO,
+// and its completion goes from the queue pair to the Completer. An I/O
 // larger than the backend's transfer limit is split into children, a few in
 // flight at a time; an I/O the device has no room for waits in the channel
 // and is resubmitted as completions free room. ErrNoIO (the pool is empty) is
