@@ -48,9 +48,11 @@ func Types(ts ...IOType) IOTypes {
 
 // Errors of the bdev layer.
 var (
-	// ErrNoIO means the channel's pool of I/O objects is exhausted: wait for
-	// completions (Poll) and submit again. It is back-pressure, not failure.
-	ErrNoIO = errors.New("bdev: no free I/O object on this channel")
+	// ErrNoIO means the channel has no room for another I/O: its pool of
+	// I/O objects is exhausted or, for a tagged I/O, its device queue is
+	// full. Wait for completions (Poll) and submit again. It is
+	// back-pressure, not failure.
+	ErrNoIO = errors.New("bdev: no room for another I/O on this channel")
 	// ErrBusy is returned by a backend channel whose device queue is full;
 	// the bdev layer queues the I/O and retries it after completions.
 	ErrBusy = errors.New("bdev: device queue full")

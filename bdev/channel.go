@@ -245,8 +245,10 @@ func (ch *Channel) Write(buf *Buffer, lba, count uint64, cb func(*IO), arg any) 
 // nil). On an NVMe bdev a read or write that needs one command, the common
 // case, takes no IO: the channel checks it and hands it to the queue pair
 // with c as the command's completer, so that neither submission nor
-// completion has anything else to do. It is the form for I/Os that are
-// many and small; Read is the simpler one.
+// completion has anything else to do. Such an I/O that the queue pair
+// refuses is not queued: a full queue returns ErrNoIO (poll, then submit
+// again), a controller that is closed, resetting or failed its error. It
+// is the form for I/Os that are many and small; Read is the simpler one.
 func (ch *Channel) ReadTagged(buf *Buffer, lba, count uint64, c Completer, tag uint64) error {
 	return ch.readWriteTagged(Read, buf, lba, count, c, tag)
 }
@@ -295,27 +297,30 @@ func (ch *Channel) readWrite(t IOType, buf *Buffer, lba, count uint64, cb func(*
 // Write.
 func (ch *Channel) readWriteTagged(t IOType, buf *Buffer, lba, count uint64, c Completer, tag uint64) error {
 	if ch.fast(t, buf, lba, count) {
-		qp := ch.qp
+		// A refusal is returned, not queued: queueing would need the
+		// arguments after the call, and keeping them costs every I/O
+		// more than the rest of this function.
 		var err error
 		if t == Read {
-			err = qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, c, tag)
+			err = ch.qp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, c, tag)
 		} else {
-			err = qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, c, tag)
+			err = ch.qp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, c, tag)
 		}
-		if err == nil {
-			return nil
+		if err != nil {
+			return refusedTagged(err)
 		}
-		// Refused (a full queue, a controller in trouble): as an IO, it
-		// waits for a retry or completes with the error from Poll.
-		io := ch.get()
-		if io == nil {
-			return ErrNoIO
-		}
-		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, nil, nil, c, tag
-		ch.nvmeRefused(io, err)
 		return nil
 	}
 	return ch.rw(t, buf, lba, count, nil, nil, c, tag)
+}
+
+// refusedTagged is the error of a tagged I/O the queue pair refused: a
+// full queue is ErrNoIO, back-pressure like an empty pool.
+func refusedTagged(err error) error {
+	if errors.Is(err, nvme.ErrQueueFull) {
+		return ErrNoIO
+	}
+	return err
 }
 
 // rw is the four of them for everything but their fast path: other

@@ -105,7 +105,9 @@ func TestTaggedNVMe(t *testing.T) {
 		t.Fatal("tagged read back differs from tagged write")
 	}
 
-	// Refused at once: no completion, nothing outstanding.
+	// Refused at once: no completion, nothing outstanding. (The queue pair
+	// refuses the last one; the channel passes the error on.)
+	outside := bdev.Buffer{Bytes: make([]byte, 512), DMA: wbuf.DMA, Off: len(wbuf.DMA.Buf)}
 	for _, bad := range []struct {
 		name string
 		f    func() error
@@ -116,6 +118,7 @@ func TestTaggedNVMe(t *testing.T) {
 		{"past the end", func() error { return ch.WriteTagged(&wbuf, 16383, 2, l, 9) }, bdev.ErrOutOfRange},
 		{"LBA wraps", func() error { return ch.ReadTagged(&rbuf, 1<<64-1, 2, l, 9) }, bdev.ErrOutOfRange},
 		{"buffer too small", func() error { return ch.ReadTagged(&r, 0, 17, l, 9) }, nil},
+		{"Off past its DMA memory", func() error { return ch.ReadTagged(&outside, 0, 1, l, 9) }, nil},
 	} {
 		if err := bad.f(); err == nil || (bad.want != nil && !errors.Is(err, bad.want)) {
 			t.Errorf("%s: %v", bad.name, err)
@@ -205,8 +208,10 @@ func TestTaggedNVMe(t *testing.T) {
 
 // TestTaggedQueueFull submits far more tagged reads than the queue pair
 // holds, from the test and from the Completer: past the queue pair they
-// wait in the retry queue, past the pool they are refused with ErrNoIO,
-// and every accepted one completes exactly once, with its data.
+// are refused with ErrNoIO, and every accepted one completes exactly
+// once, with its data. A split read's pieces that find the queue full
+// wait in the retry queue, and tagged reads submitted meanwhile queue
+// behind them.
 func TestTaggedQueueFull(t *testing.T) {
 	_, _, d := newTaggedBdev(t)
 	const depth = 2
@@ -252,10 +257,10 @@ func TestTaggedQueueFull(t *testing.T) {
 	}
 	l.next = func(uint64) { submit() }
 	submit()
-	// The queue pair holds depth+1+4 commands (the pool plus a split
-	// I/O's window), the retry queue the pool: depth+1.
-	if accepted != depth+1+4+depth+1 {
-		t.Errorf("%d tagged reads accepted before ErrNoIO, want %d", accepted, depth+1+4+depth+1)
+	// The queue pair holds depth+1+4 commands: the pool plus a split
+	// I/O's window.
+	if accepted != depth+1+4 {
+		t.Errorf("%d tagged reads accepted before ErrNoIO, want %d", accepted, depth+1+4)
 	}
 	if o := ch.Outstanding(); o != accepted {
 		t.Errorf("Outstanding %d, want %d", o, accepted)
@@ -276,7 +281,42 @@ func TestTaggedQueueFull(t *testing.T) {
 		}
 	}
 	if !bytes.Equal(rbuf.Bytes, wbuf.Bytes[:n*512]) {
-		t.Fatal("tagged reads through the retry queue read back wrong data")
+		t.Fatal("tagged reads read back wrong data")
+	}
+
+	// Two split reads want 8 pieces in flight, the queue pair takes 7: a
+	// piece waits for a retry, and a whole tagged read waits behind it.
+	l.next = nil
+	var big [2]bdev.Buffer
+	for i := range big {
+		big[i], _ = d.AllocBuffer(64 << 10)
+		defer d.FreeBuffer(big[i])
+		if err := ch.ReadTagged(&big[i], 0, 128, l, uint64(100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clear(bufs[0].Bytes)
+	if err := ch.ReadTagged(&bufs[0], 16, 1, l, 102); err != nil {
+		t.Fatal(err)
+	}
+	if o := ch.Outstanding(); o != 8+1 {
+		t.Errorf("Outstanding %d, want 8 pieces and a read", o)
+	}
+	// The pool (depth+1 = 3) is empty: two split parents and the read.
+	if err := ch.ReadTagged(&bufs[1], 0, 1, l, 103); !errors.Is(err, bdev.ErrNoIO) {
+		t.Errorf("a fourth read with the pool empty: %v, want ErrNoIO", err)
+	}
+	pollUntil(t, ch, &l.n, 1+n+3)
+	for _, tag := range []uint64{100, 101, 102} {
+		if l.seen[tag] != 1 || l.errs[tag] != nil {
+			t.Fatalf("read %d: %d completions, error %v", tag, l.seen[tag], l.errs[tag])
+		}
+	}
+	if !bytes.Equal(big[0].Bytes, wbuf.Bytes) || !bytes.Equal(big[1].Bytes, wbuf.Bytes) || !bytes.Equal(bufs[0].Bytes, wbuf.Bytes[16*512:17*512]) {
+		t.Fatal("reads through the retry queue read back wrong data")
+	}
+	if o := ch.Outstanding(); o != 0 {
+		t.Fatalf("Outstanding %d after all completed", o)
 	}
 }
 
