@@ -376,28 +376,56 @@ func (ch *Channel) issue(io *IO) error {
 
 // Flush makes previously completed writes durable.
 func (ch *Channel) Flush(cb func(*IO), arg any) error {
-	return ch.submit(Flush, 0, 0, 0, cb, arg)
+	return ch.submit(Flush, 0, 0, 0, cb, arg, nil, 0)
 }
 
 // WriteZeroes zeroes count blocks at lba without moving data.
 func (ch *Channel) WriteZeroes(lba, count uint64, cb func(*IO), arg any) error {
-	return ch.submit(WriteZeroes, lba, count, 0, cb, arg)
+	return ch.submit(WriteZeroes, lba, count, 0, cb, arg, nil, 0)
 }
 
 // Unmap deallocates count blocks at lba (NVMe Dataset Management).
 func (ch *Channel) Unmap(lba, count uint64, cb func(*IO), arg any) error {
-	return ch.submit(Unmap, lba, count, 0, cb, arg)
+	return ch.submit(Unmap, lba, count, 0, cb, arg, nil, 0)
 }
 
 // Copy copies count blocks from src to dst within the bdev.
 func (ch *Channel) Copy(dst, src, count uint64, cb func(*IO), arg any) error {
+	return ch.copy(dst, src, count, cb, arg, nil, 0)
+}
+
+// FlushTagged is Flush, completing to c.Complete(tag, result, err) as
+// ReadTagged does. It takes an IO from the pool like every I/O but tagged
+// reads and writes.
+func (ch *Channel) FlushTagged(c Completer, tag uint64) error {
+	return ch.submit(Flush, 0, 0, 0, nil, nil, c, tag)
+}
+
+// WriteZeroesTagged is WriteZeroes under the rules of FlushTagged.
+func (ch *Channel) WriteZeroesTagged(lba, count uint64, c Completer, tag uint64) error {
+	return ch.submit(WriteZeroes, lba, count, 0, nil, nil, c, tag)
+}
+
+// UnmapTagged is Unmap under the rules of FlushTagged.
+func (ch *Channel) UnmapTagged(lba, count uint64, c Completer, tag uint64) error {
+	return ch.submit(Unmap, lba, count, 0, nil, nil, c, tag)
+}
+
+// CopyTagged is Copy under the rules of FlushTagged.
+func (ch *Channel) CopyTagged(dst, src, count uint64, c Completer, tag uint64) error {
+	return ch.copy(dst, src, count, nil, nil, c, tag)
+}
+
+func (ch *Channel) copy(dst, src, count uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
 	if src >= ch.numBlocks || count > ch.numBlocks-src {
 		return errors.Wrapf(ErrOutOfRange, "%s: copy source %d+%d of %d blocks", ch.desc.bdev.info.Name, src, count, ch.numBlocks)
 	}
-	return ch.submit(Copy, dst, count, src, cb, arg)
+	return ch.submit(Copy, dst, count, src, cb, arg, c, tag)
 }
 
-func (ch *Channel) submit(t IOType, lba, count, src uint64, cb func(*IO), arg any) error {
+// submit starts an I/O of a type without data. It completes to cb and
+// arg, or to c and tag if c is not nil.
+func (ch *Channel) submit(t IOType, lba, count, src uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
 	if err := ch.check(t, lba, count); err != nil {
 		return err
 	}
@@ -405,7 +433,7 @@ func (ch *Channel) submit(t IOType, lba, count, src uint64, cb func(*IO), arg an
 	if io == nil {
 		return ErrNoIO
 	}
-	io.Type, io.Buf, io.LBA, io.Count, io.SrcLBA, io.cb, io.Arg = t, nil, lba, count, src, cb, arg
+	io.Type, io.Buf, io.LBA, io.Count, io.SrcLBA, io.cb, io.Arg, io.comp, io.tag = t, nil, lba, count, src, cb, arg, c, tag
 	if t == Copy {
 		return ch.issue(io)
 	}

@@ -174,6 +174,50 @@ func TestTaggedNVMe(t *testing.T) {
 	if !bytes.Equal(rbuf.Bytes, wbuf.Bytes) {
 		t.Fatal("split tagged read back differs")
 	}
+	// The types without data, tagged: they go through IOs.
+	if err := ch.WriteTagged(&w, 4000, 16, l, 10); err != nil {
+		t.Fatal(err)
+	}
+	wait(7)
+	// The copy first: NVMe does not order commands in flight.
+	if err := ch.CopyTagged(6000, 4000, 16, l, 11); err != nil {
+		t.Fatal(err)
+	}
+	wait(8)
+	for _, f := range []func() error{
+		func() error { return ch.WriteZeroesTagged(4001, 1, l, 12) },
+		func() error { return ch.UnmapTagged(4002, 1, l, 13) },
+		func() error { return ch.FlushTagged(l, 14) },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait(11)
+	if err := ch.CopyTagged(6000, 16383, 2, l, 15); !errors.Is(err, bdev.ErrOutOfRange) {
+		t.Fatalf("tagged copy from past the end: %v", err)
+	}
+	for tag := uint64(10); tag <= 14; tag++ {
+		if l.seen[tag] != 1 || l.errs[tag] != nil {
+			t.Fatalf("I/O %d: %d completions, error %v", tag, l.seen[tag], l.errs[tag])
+		}
+	}
+	clear(rbuf.Bytes)
+	if err := ch.ReadTagged(&r, 4000, 16, l, 16); err != nil {
+		t.Fatal(err)
+	}
+	wait(12)
+	if !bytes.Equal(rbuf.Bytes[:512], wbuf.Bytes[:512]) || !bytes.Equal(rbuf.Bytes[512:1536], make([]byte, 1024)) || !bytes.Equal(rbuf.Bytes[1536:8192], wbuf.Bytes[1536:8192]) {
+		t.Fatal("tagged write zeroes / unmap: wrong data")
+	}
+	if err := ch.ReadTagged(&r, 6000, 16, l, 17); err != nil {
+		t.Fatal(err)
+	}
+	wait(13)
+	if !bytes.Equal(rbuf.Bytes[:8192], wbuf.Bytes[:8192]) {
+		t.Fatal("tagged copy: target differs from the source as written")
+	}
+
 	// The IOs that carried tagged I/Os serve callback I/Os after them.
 	var got completions
 	if err := ch.Flush(got.cb, nil); err != nil {
@@ -183,8 +227,8 @@ func TestTaggedNVMe(t *testing.T) {
 		t.Fatal(err)
 	}
 	pollUntil(t, ch, &got.n, 2)
-	if got.err != nil || l.n != 6 {
-		t.Fatalf("callback I/Os after tagged ones: %v, %d tagged completions, want 6", got.err, l.n)
+	if got.err != nil || l.n != 13 {
+		t.Fatalf("callback I/Os after tagged ones: %v, %d tagged completions, want 13", got.err, l.n)
 	}
 	if err := ch.Close(); err != nil {
 		t.Fatal(err)
