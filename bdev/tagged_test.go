@@ -435,3 +435,44 @@ func TestTaggedDoesNotAllocate(t *testing.T) {
 type countCompleter struct{ n int }
 
 func (c *countCompleter) Complete(uint64, uint64, error) { c.n++ }
+
+// TestCloseFromCompletion: the last I/O's completion may close the
+// channel (it no longer counts as outstanding), in either form, and the
+// channel refuses I/O afterwards.
+func TestCloseFromCompletion(t *testing.T) {
+	_, _, d := newTaggedBdev(t)
+	buf, _ := d.AllocBuffer(4096)
+	defer d.FreeBuffer(buf)
+	for _, tagged := range []bool{true, false} {
+		ch, err := d.NewChannel(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := 0
+		var closeErr error
+		l := newTagLog()
+		l.next = func(uint64) { done, closeErr = done+1, ch.Close() }
+		cb := func(*bdev.IO) { done, closeErr = done+1, ch.Close() }
+		if tagged {
+			err = ch.ReadTagged(&buf, 0, 8, l, 1)
+		} else {
+			err = ch.Read(&buf, 0, 8, cb, nil)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pollUntil(t, ch, &done, 1)
+		if closeErr != nil {
+			t.Fatalf("tagged %v: Close from the last completion: %v", tagged, closeErr)
+		}
+		if n := ch.Poll(); n != 0 {
+			t.Fatalf("tagged %v: Poll after Close completed %d I/Os", tagged, n)
+		}
+		if err := ch.ReadTagged(&buf, 0, 8, l, 2); !errors.Is(err, bdev.ErrClosed) {
+			t.Fatalf("tagged %v: ReadTagged after Close: %v", tagged, err)
+		}
+		if err := ch.Read(&buf, 0, 8, cb, nil); !errors.Is(err, bdev.ErrClosed) {
+			t.Fatalf("tagged %v: Read after Close: %v", tagged, err)
+		}
+	}
+}
