@@ -18,8 +18,10 @@
 // and its completion goes from the queue pair to the Completer. An I/O
 // larger than the backend's transfer limit is split into children, a few in
 // flight at a time; an I/O the device has no room for waits in the channel
-// and is resubmitted as completions free room. ErrNoIO (the pool is empty) is
-// back-pressure: poll, then submit again.
+// and is resubmitted as completions free room, but for a tagged read or
+// write of the NVMe fast path, which is refused with ErrNoIO instead.
+// ErrNoIO (the pool is empty, or that refusal) is back-pressure: poll, then
+// submit again.
 //
 // Sync wraps a Desc and a reactor in blocking ReadAt/WriteAt calls for simple
 // programs.

@@ -111,8 +111,9 @@ type nvmeChildIO IO
 // Complete finishes the child.
 func (c *nvmeChildIO) Complete(_ uint64, _ uint64, err error) { (*IO)(c).Done(err) }
 
-// nvmeTaggedIO is a tagged I/O's IO as the nvme.Completer of its command,
-// when the I/O went the slow way: a retry.
+// nvmeTaggedIO is a tagged I/O's IO as the nvme.Completer of its command:
+// a flush, write zeroes, unmap or copy, or a read or write that waited for
+// a retry. (Split pieces complete through nvmeChildIO.)
 type nvmeTaggedIO IO
 
 // Complete puts the IO back and passes the completion on, result included.
