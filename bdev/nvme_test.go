@@ -13,16 +13,29 @@ import (
 
 func newMockNVMe(t testing.TB, cfg mock.Config) (*nvme.Controller, func()) {
 	t.Helper()
+	_, c, closeAll := newMockDevice(t, cfg)
+	return c, closeAll
+}
+
+// newMockDevice is newMockNVMe for a test that also needs the mock device
+// (to inject faults).
+func newMockDevice(t testing.TB, cfg mock.Config) (*mock.Controller, *nvme.Controller, func()) {
+	t.Helper()
 	mc, err := mock.NewController(mock.NewBus(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := nvme.NewController(mc, nvme.Options{})
 	if err != nil {
+		mc.Close()
 		t.Fatal(err)
 	}
-	return c, func() { c.Close(); mc.Close() }
+	return mc, c, func() { c.Close(); mc.Close() }
 }
+
+// memoryMDTS1 is a mock namespace of 8 MiB in RAM behind a controller that
+// takes 8 KiB per command, so that a bdev of it splits larger I/Os.
+var memoryMDTS1 = mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 8 << 20, LBASize: 512}}}
 
 // completions counts callbacks and keeps the first error.
 type completions struct {
@@ -50,7 +63,7 @@ func pollUntil(t testing.TB, ch *bdev.Channel, done *int, n int) {
 
 func TestNVMeBdev(t *testing.T) {
 	// MDTS 1 = 8 KiB per command, so a 64 KiB I/O is split by the bdev layer.
-	c, closeAll := newMockNVMe(t, mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 8 << 20, LBASize: 512}}})
+	c, closeAll := newMockNVMe(t, memoryMDTS1)
 	defer closeAll()
 	b, err := bdev.NewNVMe("mock0n1", c, c.Namespaces()[0])
 	if err != nil {
@@ -400,16 +413,8 @@ func TestNVMeBdevSmallerThanTransfer(t *testing.T) {
 // error to the callback and recycle the IO, count split pieces in flight,
 // and stop at Close.
 func TestNVMeBdevFastPath(t *testing.T) {
-	mc, err := mock.NewController(mock.NewBus(), mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 8 << 20, LBASize: 512}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mc.Close()
-	c, err := nvme.NewController(mc, nvme.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	mc, c, closeAll := newMockDevice(t, memoryMDTS1)
+	defer closeAll()
 	b, err := bdev.NewNVMe("mock0n1", c, c.Namespaces()[0])
 	if err != nil {
 		t.Fatal(err)
@@ -511,7 +516,7 @@ func TestNVMeBdevFastPath(t *testing.T) {
 // TestNVMeBdevQueueFull fills the queue pair with split pieces, so that
 // pieces and a whole read wait for room and go out from Poll, in order.
 func TestNVMeBdevQueueFull(t *testing.T) {
-	c, closeAll := newMockNVMe(t, mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 8 << 20, LBASize: 512}}})
+	c, closeAll := newMockNVMe(t, memoryMDTS1)
 	defer closeAll()
 	b, err := bdev.NewNVMe("mock0n1", c, c.Namespaces()[0])
 	if err != nil {

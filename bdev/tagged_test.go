@@ -34,27 +34,20 @@ func (l *tagLog) Complete(tag, _ uint64, err error) {
 	}
 }
 
-// newTaggedBdev makes a read-write descriptor of a mock NVMe namespace of
-// 8 MiB with 8 KiB per command.
+// newTaggedBdev makes a read-write descriptor of a bdev of memoryMDTS1.
 func newTaggedBdev(t *testing.T) (*mock.Controller, *bdev.Bdev, *bdev.Desc) {
-	mc, err := mock.NewController(mock.NewBus(), mock.Config{MDTS: 1, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 8 << 20, LBASize: 512}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := nvme.NewController(mc, nvme.Options{})
-	if err != nil {
-		mc.Close()
-		t.Fatal(err)
-	}
+	mc, c, closeAll := newMockDevice(t, memoryMDTS1)
 	b, err := bdev.NewNVMe("mock0n1", c, c.Namespaces()[0])
 	if err != nil {
+		closeAll()
 		t.Fatal(err)
 	}
 	d, err := bdev.Open(b, true)
 	if err != nil {
+		closeAll()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close(); c.Close(); mc.Close() })
+	t.Cleanup(func() { d.Close(); closeAll() })
 	return mc, b, d
 }
 
