@@ -252,8 +252,9 @@ func cntlid(dev, c *nvme.Controller) uint16 {
 	return c.IdentifyData().CNTLID
 }
 
-// state fetches the device's merged map state of the program.
-func (d *offDevice) state() ([]engine.MapData, uint64, error) {
+// state fetches the device's merged map state of program p, checked against
+// p's declared maps.
+func (d *offDevice) state(p *engine.Program) ([]engine.MapData, uint64, error) {
 	const stateBytes = 1 << 20
 	off, ok := d.alloc(stateBytes)
 	if !ok {
@@ -301,8 +302,8 @@ func (d *offDevice) state() ([]engine.MapData, uint64, error) {
 	if err := read(nvme.ExecResultSize, int(h.Count+3)&^3); err != nil {
 		return nil, moved, err
 	}
-	maps, err := image.DecodeMaps(buf.Buf[nvme.ExecResultSize : nvme.ExecResultSize+int(h.Count)])
-	return maps, moved, err
+	maps, err := image.DecodeMapsFor(buf.Buf[nvme.ExecResultSize:nvme.ExecResultSize+int(h.Count)], p)
+	return maps, moved, errors.Wrapf(err, "compute: %s", d.c.Name())
 }
 
 // mergeMapData adds b's entries into a (same rule as engine.MergeMaps:

@@ -248,6 +248,20 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	}
 	var jobs []job
 	var total uint64
+	// Every host job runs its own instance: their maps must fit the
+	// program's map memory limit together.
+	hostInstances := 0
+	newHostJob := func(r *poller.Reactor, d *bdev.Desc, ti int, lo, hi, per uint64) (job, error) {
+		if err := exe.Program().CheckInstances(hostInstances + 1); err != nil {
+			return nil, err
+		}
+		j, err := newScanJob(r, d, exe, ti, lo, hi, per, opts)
+		if err != nil {
+			return nil, err
+		}
+		hostInstances++
+		return j, nil
+	}
 	for ti, t := range targets {
 		if t.Base < 0 || t.Base >= len(cb.bases) {
 			stopScanJobs(jobs)
@@ -289,7 +303,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			if dev != nil {
 				j, err = newOffJob(r, dev, b, exe.Program().Type, ti, lo, hi, chunkBlocks, opts)
 			} else {
-				j, err = newScanJob(r, cb.descs[t.Base], exe, ti, lo, hi, chunkBlocks, opts)
+				j, err = newHostJob(r, cb.descs[t.Base], ti, lo, hi, chunkBlocks)
 			}
 			if err == nil {
 				planned = append(planned, j)
@@ -306,7 +320,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 					break
 				}
 				var j job
-				if j, err = newScanJob(reactors[(ti+int(p))%len(reactors)], cb.descs[t.Base], exe, ti, lo, hi, chunkBlocks, opts); err == nil {
+				if j, err = newHostJob(reactors[(ti+int(p))%len(reactors)], cb.descs[t.Base], ti, lo, hi, chunkBlocks); err == nil {
 					planned = append(planned, j)
 				}
 			}
@@ -428,7 +442,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		if d.stats == 0 || !hasWritableMaps(exe.Program()) {
 			continue
 		}
-		maps, moved, err := d.state()
+		maps, moved, err := d.state(exe.Program())
 		st.BytesToHost += moved
 		if err != nil {
 			stateErr = err

@@ -25,10 +25,11 @@ func init() {
 
 const progUsage = `usage:
   bpfblk prog verify FILE.o[:PROGRAM] [--set NAME=VALUE]... [--kernel]
+                     [--map-memory BYTES]
   bpfblk prog dis    FILE.o[:PROGRAM] | --raw FILE
   bpfblk prog run    FILE.o[:PROGRAM] [--data FILE] [--set NAME=VALUE]...
                      [--lba N] [--nsid N] [--block-size N] [--budget N]
-                     [--engine jit|interpreter]
+                     [--engine jit|interpreter] [--map-memory BYTES]
   bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter]
 
 verify runs bpfblk's verifier (exit 1 with the instruction and the reason on
@@ -39,7 +40,7 @@ r1 = data and r2 = data length. A filter's data is split into --block-size
 blocks (default: one block of the whole data). --engine picks how the
 program runs: jit (x86-64 machine code, the default on linux/amd64) or
 interpreter; both give the same results.
-`
+` + mapMemoryHelp
 
 // setFlags collects repeated --set NAME=VALUE.
 type setFlags []string
@@ -57,6 +58,7 @@ type progOpts struct {
 	blockSize uint
 	budget    int64
 	engine    string
+	mapMemory *byteSize
 }
 
 func runProg(args []string, stdout, stderr io.Writer) int {
@@ -81,6 +83,9 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.raw, "raw", false, "FILE holds raw little-endian instructions")
 	if sub == "verify" {
 		fs.BoolVar(&o.kernel, "kernel", false, "also ask the Linux kernel's verifier")
+	}
+	if sub == "verify" || sub == "run" {
+		o.mapMemory = mapMemoryFlag(fs)
 	}
 	if sub == "run" {
 		fs.StringVar(&o.dataFile, "data", "", "file with the data to run on")
@@ -219,9 +224,13 @@ func loadProgram(target string, o *progOpts) (*engine.Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := engine.LoadSpec(cs, &engine.LoadOptions{Program: ps.Name, Vars: vars})
+	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars}
+	if o.mapMemory != nil {
+		lo.MapMemory = int64(*o.mapMemory)
+	}
+	p, err := engine.LoadSpec(cs, lo)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ps.Name, err)
+		return nil, fmt.Errorf("%s: %w", ps.Name, mapMemoryHint(err))
 	}
 	return p, nil
 }

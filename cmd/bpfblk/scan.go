@@ -24,7 +24,7 @@ func init() {
 	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
 }
 
-const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [--count] [--json]"
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [--map-memory BYTES] [--count] [--json]"
 
 // scanReport is the JSON of `bpfblk scan --json`.
 type scanReport struct {
@@ -68,6 +68,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	jsonOut := fs.Bool("json", false, "print a JSON report instead of match lines")
 	cores := fs.String("c", "0-1", "core mask of the host compute reactors")
 	chunk := fs.Int("chunk", 256<<10, "bytes per program run")
+	mapMemory := mapMemoryFlag(fs)
 	if code, ok := parseNoArgs("scan", fs, args, stderr); !ok {
 		return code
 	}
@@ -93,9 +94,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "scan", err)
 	}
 
-	exe, err := loadScanProgram(*filter, vars)
+	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory))
 	if err != nil {
-		return failure(stderr, "scan", err)
+		return failure(stderr, "scan", mapMemoryHint(err))
 	}
 
 	set, code := openDevices("scan", *devs, stderr)
@@ -143,7 +144,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if st == nil {
-		return failure(stderr, "scan", err)
+		return failure(stderr, "scan", mapMemoryHint(err))
 	}
 	switch {
 	case *jsonOut:
@@ -186,7 +187,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 }
 
 // loadScanProgram loads the user's filter, or the built-in one.
-func loadScanProgram(filter string, vars map[string]any) (*engine.Executable, error) {
+func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engine.Executable, error) {
 	var p *engine.Program
 	if filter == "" {
 		spec, err := filters.LoadPattern()
@@ -205,7 +206,7 @@ func loadScanProgram(filter string, vars map[string]any) (*engine.Executable, er
 		if err != nil {
 			return nil, err
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory}); err != nil {
 			return nil, err
 		}
 	} else {
@@ -218,7 +219,7 @@ func loadScanProgram(filter string, vars map[string]any) (*engine.Executable, er
 		if err != nil {
 			return nil, err
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: prog, Vars: typed}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: prog, Vars: typed, MapMemory: mapMemory}); err != nil {
 			return nil, errors.Wrap(err, path)
 		}
 	}

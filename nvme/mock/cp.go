@@ -32,6 +32,10 @@ type ComputeConfig struct {
 	// Budget is the instruction budget of one program run (default
 	// engine.DefaultBudget).
 	Budget int64
+	// MapMemory is the host memory the maps of one program may take over
+	// all its instances (one per submission queue that runs it), as
+	// engine.LoadOptions.MapMemory (default engine.DefaultMapMemory).
+	MapMemory int64
 }
 
 func (cc *ComputeConfig) fill() {
@@ -206,7 +210,7 @@ func (c *Controller) loadProgram(s *computeState, e *nvme.SQE) completion {
 	if p.recv < p.size {
 		return ok()
 	}
-	prog, err := image.Decode(p.buf)
+	prog, err := image.DecodeWithLimit(p.buf, s.cfg.MapMemory)
 	if err == nil {
 		p.exe, err = engine.Compile(prog, nil)
 	}
@@ -347,6 +351,11 @@ func cpExecute(c *Controller, sq *sq, ns *namespace, e *nvme.SQE) completion {
 	in, out := ranges[0], ranges[1]
 	run := p.runners[sq.id]
 	if run == nil {
+		if err := p.exe.Program().CheckInstances(len(p.runners) + 1); err != nil {
+			s.logLocked("slot %d: queue %d: %v", slot, sq.id, err)
+			s.mu.Unlock()
+			return failDNR(nvme.ErrCapacityExceeded)
+		}
 		run = &runner{inst: p.exe.NewInstance()}
 		run.inst.SetBudget(s.cfg.Budget)
 		p.runners[sq.id] = run
