@@ -76,7 +76,8 @@ func (x *Executable) Engine() string { return x.engine }
 func (x *Executable) Program() *Program { return x.prog }
 
 // Instance is one core's runnable copy of a program: its own stack, context
-// buffer and map instances. An instance is not safe for concurrent use; create
+// buffer and writable maps (read-only maps are shared with the other
+// instances of its Executable). An instance is not safe for concurrent use; create
 // one per core and merge their maps with MergeMaps at the end.
 type Instance struct {
 	regs        [16]uint64

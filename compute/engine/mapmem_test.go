@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -146,5 +147,28 @@ func TestReadOnlyMapsShared(t *testing.T) {
 	}
 	if err := p.CheckInstances(10); err == nil {
 		t.Fatal("10 instances fit in 200 KiB")
+	}
+}
+
+// BenchmarkAggregateHashMap runs the count/sum aggregate (one hash map
+// lookup or insert per 16-byte record, 1000 distinct keys) over 64 KiB.
+func BenchmarkAggregateHashMap(b *testing.B) {
+	p, err := aggregateProg()
+	if err != nil {
+		b.Fatal(err)
+	}
+	x, err := engine.Compile(p, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	inst := x.NewInstance()
+	data := records(rand.New(rand.NewPCG(5, 6)), 4096, 1000)
+	ctx := &engine.Context{Data: data, BlockSize: 512}
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := inst.Run(ctx, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

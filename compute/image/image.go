@@ -169,15 +169,14 @@ func DecodeWithLimit(b []byte, mapMemory int64) (*engine.Program, error) {
 	name := string(r.bytes(nameLen, "name"))
 	code := r.bytes(codeLen, "code")
 	type mapRec struct {
-		name                   string
-		kind                   verifier.MapKind
-		key, value, max, flags uint32
-		init                   []byte
+		name                         string
+		kind, key, value, max, flags uint32
+		init                         []byte
 	}
 	maps := make([]mapRec, 0, min(nmaps, maxMaps))
 	for i := uint32(0); i < nmaps && r.err == nil; i++ {
 		m := mapRec{name: r.name("map name")}
-		m.kind = verifier.MapKind(r.u32("map kind"))
+		m.kind = r.u32("map kind")
 		m.key, m.value, m.max, m.flags = r.u32("key size"), r.u32("value size"), r.u32("max entries"), r.u32("flags")
 		m.init = r.bytes(r.u32("init length"), "map init")
 		maps = append(maps, m)
@@ -215,9 +214,9 @@ func DecodeWithLimit(b []byte, mapMemory int64) (*engine.Program, error) {
 	for _, m := range maps {
 		ms := &ebpf.MapSpec{Name: m.name, KeySize: m.key, ValueSize: m.value, MaxEntries: m.max}
 		switch m.kind {
-		case verifier.MapArray:
+		case uint32(verifier.MapArray):
 			ms.Type = ebpf.Array
-		case verifier.MapHash:
+		case uint32(verifier.MapHash):
 			ms.Type = ebpf.Hash
 		default:
 			return nil, errors.Errorf("image: map %s: unknown kind %d", m.name, m.kind)
@@ -225,7 +224,7 @@ func DecodeWithLimit(b []byte, mapMemory int64) (*engine.Program, error) {
 		if m.flags&1 != 0 {
 			ms.Flags = 1 << 7 // BPF_F_RDONLY_PROG
 		}
-		if m.kind == verifier.MapArray && m.value > 0 {
+		if ms.Type == ebpf.Array && m.value > 0 {
 			if uint64(len(m.init)) > uint64(m.value)*uint64(m.max) {
 				return nil, errors.Errorf("image: map %s: %d init bytes exceed %d entries of %d", m.name, len(m.init), m.max, m.value)
 			}
@@ -320,15 +319,16 @@ func decodeMaps(b []byte, p *engine.Program) ([]engine.MapData, error) {
 	for i := uint32(0); i < n; i++ {
 		at := r.off
 		m := engine.MapData{Name: r.name("map name")}
-		m.Kind = verifier.MapKind(r.u32("map kind"))
+		kind := r.u32("map kind")
 		ks, vs, cnt := r.u32("key size"), r.u32("value size"), r.u32("entries")
 		if r.err != nil {
 			return nil, errors.Wrapf(r.err, "map state: map %d at byte %d", i, at)
 		}
+		m.Kind = verifier.MapKind(kind)
 		where := func() string { return fmt.Sprintf("map state: map %d (%q) at byte %d", i, m.Name, at) }
 		switch {
-		case m.Kind != verifier.MapArray && m.Kind != verifier.MapHash:
-			return nil, errors.Errorf("%s: unknown kind %d", where(), m.Kind)
+		case kind != uint32(verifier.MapArray) && kind != uint32(verifier.MapHash):
+			return nil, errors.Errorf("%s: unknown kind %d", where(), kind)
 		case ks == 0 || ks > engine.MaxKeySize || vs == 0 || vs > engine.MaxValueSize:
 			return nil, errors.Errorf("%s: key size %d, value size %d (want 1-%d and 1-%d)", where(), ks, vs, engine.MaxKeySize, engine.MaxValueSize)
 		case m.Kind == verifier.MapArray && ks != 4:

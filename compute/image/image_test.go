@@ -81,7 +81,8 @@ func TestMapsRoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzDecode: arbitrary images fail cleanly or verify.
+// FuzzDecode: arbitrary images fail cleanly or verify, with maps within
+// the limit.
 func FuzzDecode(f *testing.F) {
 	img, err := image.Encode(loadPattern(f))
 	if err != nil {
@@ -89,8 +90,12 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add(img)
 	f.Add([]byte("BPFBLKP1"))
+	const limit = 16 << 20 // what a decoded program may make Compile allocate
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if p, err := image.Decode(b); err == nil {
+		if p, err := image.DecodeWithLimit(b, limit); err == nil {
+			if shared, per := p.MapMemory(); shared+per > limit {
+				t.Fatalf("program with %d+%d bytes of maps accepted under a %d-byte limit", shared, per, limit)
+			}
 			if _, err := engine.Compile(p, nil); err != nil {
 				t.Fatalf("verified program does not compile: %v", err)
 			}
