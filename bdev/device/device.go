@@ -14,6 +14,7 @@ package device
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -80,6 +81,35 @@ func Parse(s string) (Spec, error) {
 	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] or pci:DDDD:BB:DD.F)", s)
 }
 
+// ErrDuplicate marks an Open that names one device twice: the same address,
+// or two addresses of one device, such as two file: paths of one file. A
+// device opened twice would show its namespaces twice, and a scan would count
+// every match twice.
+var ErrDuplicate = errors.New("device given twice")
+
+// Key identifies the device an address names: two addresses name the same
+// device exactly when their keys are equal. A file: path is made absolute and
+// cleaned, and its symbolic links are resolved when the file exists; its LBA
+// size does not change which file it is.
+func (s Spec) Key() string {
+	switch s.Kind {
+	case Mock:
+		return "mock"
+	case MockNull:
+		return "mock:null"
+	case PCI:
+		return pci.Scheme + s.Addr
+	}
+	p, err := filepath.Abs(s.Path)
+	if err != nil {
+		p = filepath.Clean(s.Path)
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	return "file:" + p
+}
+
 // Options tune Open.
 type Options struct {
 	// Mode runs emulated controllers inline (default) or on device cores.
@@ -105,11 +135,20 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		addrs = []string{Default}
 	}
 	var specs []Spec
+	seen := make(map[string]string, len(addrs))
 	for _, a := range addrs {
 		s, err := Parse(a)
 		if err != nil {
 			return nil, err
 		}
+		k := s.Key()
+		if first, dup := seen[k]; dup {
+			if first == a {
+				return nil, fmt.Errorf("%w: %q", ErrDuplicate, a)
+			}
+			return nil, fmt.Errorf("%w: %q and %q are both %s", ErrDuplicate, first, a, k)
+		}
+		seen[k] = a
 		specs = append(specs, s)
 	}
 	set := &Set{}

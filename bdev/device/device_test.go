@@ -2,6 +2,7 @@ package device
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -138,4 +139,39 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestOpenRefusesDuplicates: one device named twice, by the same address or
+// by two addresses of one file, is refused before anything opens.
+func TestOpenRefusesDuplicates(t *testing.T) {
+	dir := t.TempDir()
+	a := filepath.Join(dir, "a.img")
+	if err := os.WriteFile(a, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.img")
+	if err := os.Symlink(a, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, addrs := range [][]string{
+		{"mock", "mock"},
+		{"mock:null", "mock", "mock:null"},
+		{"file:" + a, "file:" + a + ",lba=4096"},
+		{"file:" + a, "file:" + dir + "/./sub/../a.img"},
+		{"file:" + a, "file:" + link},
+		{"pci:0000:01:00.0", "pci:01:00.0"},
+	} {
+		set, err := Open(addrs, Options{})
+		if !errors.Is(err, ErrDuplicate) {
+			if set != nil {
+				set.Close()
+			}
+			t.Errorf("Open(%q) = %v; want ErrDuplicate", addrs, err)
+		}
+	}
+	set, err := Open([]string{"mock", "mock:null", "file:" + a}, Options{})
+	if err != nil {
+		t.Fatalf("distinct devices refused: %v", err)
+	}
+	set.Close()
 }
