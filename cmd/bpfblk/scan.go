@@ -57,46 +57,43 @@ type scanTargetJSON struct {
 }
 
 func runScan(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("scan", scanSynopsis, stderr)
+	fs := newCmdline("scan", scanSynopsis, stdout, stderr)
 	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
 	var sets multiFlag
-	fs.Var(&sets, "set", "set a program parameter NAME=VALUE (repeatable); VALUE is a number or text")
-	devs := devFlag(fs)
+	fs.Var(&sets, "set", "set a program parameter `NAME=VALUE` (repeatable); VALUE is a number or text")
+	devs := fs.devFlag()
 	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
 	count := fs.Bool("count", false, "print only the number of matches")
 	jsonOut := fs.Bool("json", false, "print a JSON report instead of match lines")
-	cores := fs.String("c", "0-1", "core mask of the host compute reactors")
-	chunk := fs.Int("chunk", 256<<10, "bytes per program run")
-	mapMemory := mapMemoryFlag(fs)
-	if code, ok := parseNoArgs("scan", fs, args, stderr); !ok {
+	cores := fs.cores("c", 2, "`CORES` of the host compute reactors: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
+	chunk := fs.size("chunk", 256<<10, 64<<20, "`BYTES` per program run (a multiple of 512, at most 64 MiB)")
+	mapMemory := mapMemoryFlag(fs.FlagSet)
+	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
 	eng, err := compute.ParseEngine(*engineFlag)
 	if err != nil {
-		return usageError(stderr, "scan", err)
+		return fs.usageError(errors.Wrap(err, "--engine"))
 	}
 	switch *stage {
 	case "host":
 	case "cmb":
 	default:
-		return usageError(stderr, "scan", errors.Errorf("unknown stage %q (want host or cmb)", *stage))
+		return fs.usageError(errors.Errorf("--stage: unknown stage %q (want host or cmb)", *stage))
 	}
 	vars := map[string]any{}
 	for _, s := range sets {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || k == "" {
-			return usageError(stderr, "scan", errors.Errorf("--set %q: want NAME=VALUE", s))
+			return fs.usageError(errors.Errorf("--set %q: want NAME=VALUE", s))
 		}
 		vars[k] = v
-	}
-	if _, err := poller.ParseCoreMask(*cores); err != nil {
-		return usageError(stderr, "scan", err)
 	}
 
 	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory))
 	if err != nil {
-		return failure(stderr, "scan", mapMemoryHint(err))
+		return fs.exit(mapMemoryHint(err))
 	}
 
 	set, code := openDevices("scan", *devs, stderr)
@@ -204,22 +201,26 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engi
 		}
 		typed, err := typeVars(spec.Variables, vars)
 		if err != nil {
-			return nil, err
+			return nil, asUsage(err)
 		}
 		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory}); err != nil {
 			return nil, err
 		}
 	} else {
-		path, prog, _ := strings.Cut(filter, ":")
+		path, prog := splitTarget(filter)
 		spec, err := loadCollection(path)
 		if err != nil {
-			return nil, err
+			return nil, errors.Wrap(err, "--filter")
+		}
+		ps, err := engine.SelectProgram(spec, prog)
+		if err != nil {
+			return nil, asUsage(errors.Wrapf(err, "--filter %s", filter))
 		}
 		typed, err := typeVars(spec.Variables, vars)
 		if err != nil {
-			return nil, err
+			return nil, asUsage(err)
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: prog, Vars: typed, MapMemory: mapMemory}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: ps.Name, Vars: typed, MapMemory: mapMemory}); err != nil {
 			return nil, errors.Wrap(err, path)
 		}
 	}
