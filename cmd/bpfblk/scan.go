@@ -136,7 +136,8 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	if bar {
 		opts.Progress = func(done, total uint64) { progressBar(stderr, done, total) }
 	}
-	st, err := cb.Scan(ctx, g, exe, cb.AllTargets(), opts)
+	targets := cb.AllTargets()
+	st, err := cb.Scan(ctx, g, exe, targets, opts)
 	if bar {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
@@ -166,7 +167,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			if i > 0 && matches[i-1].Target == m.Target && matches[i-1].LBA == m.LBA {
 				continue
 			}
-			w.printf("%d %d\n", m.NSID, m.LBA)
+			// NAME LBA: the bdev name tells namespaces of different
+			// controllers apart, which their NSIDs do not.
+			w.printf("%s %d\n", set.Bdevs[targets[m.Target].Base].Name(), m.LBA)
 		}
 		w.flush()
 		printScanSummary(stderr, st)

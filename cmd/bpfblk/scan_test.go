@@ -25,7 +25,7 @@ func demoReference(t *testing.T, pattern string) (lines []string) {
 		data := device.DemoData(i, b.BlockSize(), b.NumBlocks())
 		for blk := uint64(0); blk < b.NumBlocks(); blk++ {
 			if bytes.Contains(data[blk*uint64(b.BlockSize()):(blk+1)*uint64(b.BlockSize())], []byte(pattern)) {
-				lines = append(lines, fmt.Sprintf("%d %d", b.Info().NSID, blk))
+				lines = append(lines, fmt.Sprintf("%s %d", b.Name(), blk))
 			}
 		}
 	}
