@@ -338,12 +338,16 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 	return nil
 }
 
-func printMap(w io.Writer, m engine.MapData) {
-	kind := "array"
+// mapKind names a map's kind as the outputs write it.
+func mapKind(m engine.MapData) string {
 	if m.Kind == verifier.MapHash {
-		kind = "hash"
+		return "hash"
 	}
-	fmt.Fprintf(w, "map %s (%s, key %d bytes, value %d bytes, %d entries):\n", m.Name, kind, m.KeySize, m.ValueSize, len(m.Entries))
+	return "array"
+}
+
+func printMap(w io.Writer, m engine.MapData) {
+	fmt.Fprintf(w, "map %s (%s, key %d bytes, value %d bytes, %d entries):\n", m.Name, mapKind(m), m.KeySize, m.ValueSize, len(m.Entries))
 	for _, e := range m.Entries {
 		fmt.Fprintf(w, "  %s: %s\n", fmtBytes(e.Key), fmtBytes(e.Value))
 	}

@@ -36,7 +36,35 @@ type scanReport struct {
 	Engines          []scanEngineJSON `json:"engines"`
 	Targets          []scanTargetJSON `json:"targets"`
 	Faults           []string         `json:"faults"`
-	Maps             []engine.MapData `json:"maps,omitempty"`
+	Maps             []mapJSON        `json:"maps,omitempty"`
+}
+
+// mapJSON is one of a program's maps in `bpfblk scan --json`, after the
+// per-core copies were merged. Keys and values are written as prog run
+// prints them (fmtBytes).
+type mapJSON struct {
+	Name      string         `json:"name"`
+	Kind      string         `json:"kind"` // array or hash
+	KeySize   int            `json:"key_size"`
+	ValueSize int            `json:"value_size"`
+	Entries   []mapEntryJSON `json:"entries"`
+}
+
+type mapEntryJSON struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+func mapsJSON(maps []engine.MapData) []mapJSON {
+	var out []mapJSON
+	for _, m := range maps {
+		j := mapJSON{Name: m.Name, Kind: mapKind(m), KeySize: m.KeySize, ValueSize: m.ValueSize, Entries: []mapEntryJSON{}}
+		for _, e := range m.Entries {
+			j.Entries = append(j.Entries, mapEntryJSON{Key: fmtBytes(e.Key), Value: fmtBytes(e.Value)})
+		}
+		out = append(out, j)
+	}
+	return out
 }
 
 type scanEngineJSON struct {
@@ -305,7 +333,7 @@ func writeScanJSON(w io.Writer, st *compute.Stats) error {
 	rep := scanReport{
 		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
-		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: st.Maps,
+		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: mapsJSON(st.Maps),
 	}
 	for _, e := range st.Engines {
 		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})
