@@ -1,5 +1,5 @@
-// Package device opens the devices of the CLI contract by address and makes
-// bdevs of their namespaces:
+// Package device opens the devices of the CLI contract (cmd/bpfblk's package
+// doc) by address and makes bdevs of their namespaces:
 //
 //	mock                      the embedded demo subsystem (emulated controllers)
 //	mock:null                 an emulated controller with one null namespace

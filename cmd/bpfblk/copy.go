@@ -21,7 +21,7 @@ func init() {
 	register(command{name: "copy", summary: "copy blocks between namespaces peer-to-peer (CMB), by NVM Copy, or through host memory", run: runCopy})
 }
 
-const copySynopsis = "copy --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host] [--verify] [--json]"
+const copySynopsis = "copy --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host] [--chunk BYTES] [-q N] [--verify] [--json]"
 
 // copyReport is the JSON of `bpfblk copy --json`.
 type copyReport struct {

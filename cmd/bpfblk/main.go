@@ -1,6 +1,3 @@
-// Command bpfblk is the command-line face of the bpfblk storage stack: scans with
-// eBPF filters, NVMe benchmarks, device setup and program tooling. doc.go
-// writes down its contract: commands, output formats and exit statuses.
 package main
 
 import (
