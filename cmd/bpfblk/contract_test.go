@@ -67,6 +67,8 @@ func badValues(t *testing.T, f *flag.Flag) ([]string, bool) {
 		return bad, true
 	case *secondsFlag:
 		return []string{"x", "NaN", "+Inf", "-Inf", "0", "-1", "1e-12", strconv.FormatFloat(v.max.Seconds()+1, 'g', -1, 64)}, true
+	case *byteSize:
+		return []string{"x", "0", "-1", "1.5G", "1P", "99999999999T"}, true
 	case *coresFlag:
 		have, err := availableCores()
 		if err != nil {
@@ -166,11 +168,12 @@ func TestContract(t *testing.T) {
 
 	// The flags the contract names are among those checked.
 	for cmd, flags := range map[string][]string{
-		"scan":     {"c", "chunk"},
-		"perf":     {"M", "q", "o", "t", "c"},
-		"copy":     {"chunk", "q"},
-		"setup":    {"hugepages", "node"},
-		"prog run": {"lba", "nsid", "block-size", "budget"},
+		"scan":        {"c", "chunk", "map-memory"},
+		"prog verify": {"map-memory"},
+		"perf":        {"M", "q", "o", "t", "c"},
+		"copy":        {"chunk", "q"},
+		"setup":       {"hugepages", "node"},
+		"prog run":    {"lba", "nsid", "block-size", "budget", "map-memory"},
 	} {
 		for _, f := range flags {
 			if !slices.Contains(numeric[cmd], f) {
