@@ -649,7 +649,15 @@ func (ch *Channel) enqueueRetry(io *IO) {
 func (ch *Channel) Poll() int {
 	var n int
 	if sq := ch.sq; sq != nil {
-		n = sq.poll(ch)
+		// sharedQP.poll, written out: a call less per Poll.
+		if p := sq.polls; ch.seen == p {
+			sq.polls = p + 1 // odd: completions are running
+			n = sq.qp.Process(0)
+			sq.polls = p + 2
+			ch.seen = p + 2
+		} else {
+			ch.seen = p
+		}
 	} else {
 		ch.polling = true
 		n = ch.backend.Poll()
@@ -751,7 +759,7 @@ func (ch *Channel) Close() error {
 // channel's backend, where polling it again would not reap.
 func (ch *Channel) inCompletion() bool {
 	if ch.sq != nil {
-		return ch.sq.inPoll
+		return ch.sq.polls&1 != 0
 	}
 	return ch.polling || ch.callbacks > 0
 }
@@ -767,9 +775,10 @@ func (ch *Channel) drain() error {
 		}
 		var done int
 		if sq := ch.sq; sq != nil {
-			sq.inPoll = true
+			p := sq.polls
+			sq.polls = p + 1
 			done = sq.qp.Process(0)
-			sq.inPoll = false
+			sq.polls = p + 2
 		} else {
 			ch.polling = true
 			done = ch.backend.Poll()

@@ -172,8 +172,7 @@ type sharedQP struct {
 
 	chans   []*Channel // the channels, for the primary's count
 	primary *Channel
-	polls   uint64 // polls of the queue pair so far, see poll
-	inPoll  bool   // completions are running from poll or drain
+	polls   uint64 // twice the polls of the queue pair, +1 during one
 }
 
 // add makes ch one of the queue pair's channels, the primary if there is
@@ -198,25 +197,14 @@ func (sq *sharedQP) others(ch *Channel) int {
 	return n
 }
 
-// poll reaps the queue pair's completions for ch's Poll, whichever of the
+// Channel.Poll reaps the queue pair's completions, whichever of the
 // owner's channels they belong to, unless another channel has polled it
-// since ch last did: then that poll served ch too. So when every channel of
-// an owner polls once per reactor iteration, the queue pair is processed
-// once per iteration, not once per channel, and a channel polled alone is
-// processed on every call. The number returned is the queue pair's
-// completions.
-func (sq *sharedQP) poll(ch *Channel) int {
-	if ch.seen != sq.polls {
-		ch.seen = sq.polls
-		return 0
-	}
-	sq.polls++
-	ch.seen = sq.polls
-	sq.inPoll = true
-	n := sq.qp.Process(0)
-	sq.inPoll = false
-	return n
-}
+// since this one last did: then that poll served this channel too. So when
+// every channel of an owner polls once per reactor iteration, the queue
+// pair is processed once per iteration, not once per channel, and a channel
+// polled alone processes it on every call. polls counts up by two per
+// poll; it is odd while completions run (from Poll or from Close), where
+// Close cannot wait for I/Os.
 
 // leave takes ch off the queue pair, makes another channel the primary if
 // ch was, and closes the queue pair with its last channel.

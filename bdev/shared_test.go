@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -273,4 +274,264 @@ func sharedRounds(sides []*sharedSide, ri int) error {
 		}
 	}
 	return nil
+}
+
+// TestFewQueuePairs gives a controller 4 I/O queue pairs and channels of 6
+// owners: the fifth owner's channel fails with an error that names the
+// controller, the queue pairs it has and how many are asked for, and takes
+// nothing; owners that have a queue pair still open channels of other
+// namespaces on it; closing returns all 4.
+func TestFewQueuePairs(t *testing.T) {
+	c, closeAll := newMockNVMe(t, manyNamespaces(2, 4))
+	defer closeAll()
+	if c.IOQueues() != 4 {
+		t.Fatalf("controller grants %d I/O queue pairs, want 4", c.IOQueues())
+	}
+	descs := openAll(t, c)
+	var chans []*bdev.Channel
+	owners := make([]*logicalOwner, 6)
+	for i := range owners {
+		owners[i] = &logicalOwner{id: i}
+	}
+	for i, o := range owners[:4] {
+		ch, err := descs[0].NewChannelOn(o, 4)
+		if err != nil {
+			t.Fatalf("owner %d: %v", i, err)
+		}
+		chans = append(chans, ch)
+	}
+	for _, o := range owners[4:] {
+		ch, err := descs[1].NewChannelOn(o, 4)
+		if err == nil {
+			ch.Close()
+			t.Fatal("a channel of a fifth owner opened on a controller of 4 queue pairs")
+		}
+		t.Log(err)
+		for _, want := range []string{c.Name(), "has 4 I/O queue pairs", "ask for 5"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say %q", err, want)
+			}
+		}
+		if n := bdev.NVMeQueuePairs(c); n != 4 {
+			t.Errorf("after a failed open, channels hold %d queue pairs, want 4", n)
+		}
+	}
+	// Owners with a queue pair open more channels on it.
+	for i, o := range owners[:4] {
+		ch, err := descs[1].NewChannelOn(o, 4)
+		if err != nil {
+			t.Fatalf("owner %d, second namespace: %v", i, err)
+		}
+		chans = append(chans, ch)
+	}
+	for _, ch := range chans {
+		if err := ch.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := bdev.NVMeQueuePairs(c); n != 0 {
+		t.Errorf("closed channels hold %d queue pairs", n)
+	}
+	if n := queuePairsLeft(t, c); n != 4 {
+		t.Errorf("the controller has %d queue pairs left, want 4", n)
+	}
+	// With room again, the fifth owner opens.
+	ch, err := descs[1].NewChannelOn(owners[4], 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch.Close()
+
+	// Owners are checked: one that is not comparable, or not the caller.
+	if _, err := descs[0].NewChannelOn(nil, 4); err == nil {
+		t.Error("a nil owner was taken")
+	}
+	if _, err := descs[0].NewChannelOn(elsewhere{}, 4); err == nil || !strings.Contains(err.Error(), "owner") {
+		t.Errorf("an owner whose goroutine is another: %v", err)
+	}
+	if _, err := descs[0].NewChannelOn(uncomparable{}, 4); err == nil || !strings.Contains(err.Error(), "comparable") {
+		t.Errorf("an uncomparable owner: %v", err)
+	}
+}
+
+type elsewhere struct{}
+
+func (elsewhere) OnReactor() bool { return false }
+
+type uncomparable []int
+
+func (uncomparable) OnReactor() bool { return true }
+
+// TestSharedPoll covers polling one queue pair through several channels of
+// an owner: one channel's Poll completes every channel's I/Os, each to its
+// own callback or Completer; a channel polled right after another skips
+// the queue pair once, then polls it; each channel's Outstanding is its
+// own; and when the primary channel closes another takes its place with
+// its I/Os in flight.
+func TestSharedPoll(t *testing.T) {
+	c, closeAll := newMockNVMe(t, manyNamespaces(2, 4))
+	defer closeAll()
+	descs := openAll(t, c)
+	o := &logicalOwner{}
+	a, err := descs[0].NewChannelOn(o, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := descs[1].NewChannelOn(o, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := descs[1].NewChannelOn(o, 8) // a second channel of one namespace
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bdev.NVMeQueuePairs(c); n != 1 {
+		t.Fatalf("three channels of one owner hold %d queue pairs, want 1", n)
+	}
+	buf, _ := descs[0].AllocBuffer(4096)
+	defer descs[0].FreeBuffer(buf)
+	la, lb, lb2 := newTagLog(), newTagLog(), newTagLog()
+	var cbA, cbB completions
+	for i := uint64(0); i < 3; i++ {
+		if err := a.ReadTagged(&buf, i, 1, la, i); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.ReadTagged(&buf, i, 1, lb, 10+i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Read(&buf, 5, 1, cbA.cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Read(&buf, 5, 1, cbB.cb, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.ReadTagged(&buf, 7, 1, lb2, 20); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []struct {
+		ch   *bdev.Channel
+		want int
+	}{{a, 4}, {b, 4}, {b2, 1}} {
+		if n := x.ch.Outstanding(); n != x.want {
+			t.Errorf("%s: Outstanding %d, want %d", x.ch.Bdev().Name(), n, x.want)
+		}
+	}
+	// One Poll of b completes all nine.
+	for i := 0; la.n+lb.n+lb2.n+cbA.n+cbB.n < 9; i++ {
+		if i > 100_000 {
+			t.Fatalf("completions: a %d+%d, b %d+%d, b2 %d", la.n, cbA.n, lb.n, cbB.n, lb2.n)
+		}
+		b.Poll()
+	}
+	if la.n != 3 || lb.n != 3 || lb2.n != 1 || cbA.n != 1 || cbB.n != 1 || la.seen[0]+la.seen[1]+la.seen[2] != 3 || lb.seen[10]+lb.seen[11]+lb.seen[12] != 3 || lb2.seen[20] != 1 {
+		t.Fatalf("completions went astray: a %v, b %v, b2 %v", la.seen, lb.seen, lb2.seen)
+	}
+	if cbA.err != nil || cbB.err != nil || len(la.errs)+len(lb.errs)+len(lb2.errs) != 0 {
+		t.Fatalf("errors: %v %v %v %v %v", cbA.err, cbB.err, la.errs, lb.errs, lb2.errs)
+	}
+	for _, ch := range []*bdev.Channel{a, b, b2} {
+		if n := ch.Outstanding(); n != 0 {
+			t.Errorf("%s: Outstanding %d after all completed", ch.Bdev().Name(), n)
+		}
+	}
+
+	// a was polled before b: its next Poll skips the queue pair (b's poll
+	// served it), the one after polls it.
+	if err := a.ReadTagged(&buf, 0, 1, la, 3); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Poll(); n != 0 || la.n != 3 {
+		t.Fatalf("a Poll right after another channel's: %d completions, tagged %d", n, la.n)
+	}
+	for i := 0; la.n < 4; i++ {
+		if i > 100_000 {
+			t.Fatal("a's read does not complete")
+		}
+		a.Poll()
+	}
+
+	// The primary, a, closes while b has an I/O in flight; b's count
+	// stays its own.
+	if err := b.ReadTagged(&buf, 1, 1, lb, 13); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.ReadTagged(&buf, 2, 1, lb2, 21); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b.Outstanding() != 1 || b2.Outstanding() != 1 {
+		t.Fatalf("after the primary closed: Outstanding %d and %d, want 1 each", b.Outstanding(), b2.Outstanding())
+	}
+	if err := b.ReadTagged(&buf, 2, 1, lb, 14); err != nil {
+		t.Fatal(err)
+	}
+	if b.Outstanding() != 2 || b2.Outstanding() != 1 {
+		t.Fatalf("one more read on the new primary: Outstanding %d and %d, want 2 and 1", b.Outstanding(), b2.Outstanding())
+	}
+	for i := 0; lb.n < 5 || lb2.n < 2; i++ {
+		if i > 100_000 {
+			t.Fatal("reads after the primary closed do not complete")
+		}
+		b2.Poll()
+	}
+	if b.Outstanding() != 0 || b2.Outstanding() != 0 {
+		t.Fatalf("Outstanding %d and %d at the end", b.Outstanding(), b2.Outstanding())
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := bdev.NVMeQueuePairs(c); n != 1 {
+		t.Fatalf("with one channel left, %d queue pairs held", n)
+	}
+	if err := b2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := bdev.NVMeQueuePairs(c); n != 0 {
+		t.Fatalf("all closed, %d queue pairs held", n)
+	}
+}
+
+// TestCloseInCompletion closes a channel from a callback while another I/O
+// of the channel is in flight: Close cannot wait there, fails, and leaves
+// the channel as it was; from outside a completion it waits.
+func TestCloseInCompletion(t *testing.T) {
+	c, closeAll := newMockNVMe(t, manyNamespaces(1, 4))
+	defer closeAll()
+	d := openAll(t, c)[0]
+	ch, err := d.NewChannelOn(&logicalOwner{}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, _ := d.AllocBuffer(4096)
+	defer d.FreeBuffer(buf)
+	var closeErr error
+	done := 0
+	cb := func(io *bdev.IO) {
+		done++
+		if done == 1 {
+			closeErr = io.Channel().Close()
+		}
+	}
+	for i := uint64(0); i < 2; i++ {
+		if err := ch.Read(&buf, i, 1, cb, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pollUntil(t, ch, &done, 1)
+	if closeErr == nil || !strings.Contains(closeErr.Error(), "in flight") {
+		t.Fatalf("Close from a callback with a read in flight: %v", closeErr)
+	}
+	pollUntil(t, ch, &done, 2)
+	if err := ch.Read(&buf, 0, 1, cb, nil); err != nil {
+		t.Fatalf("a read after the refused Close: %v", err)
+	}
+	if err := ch.Close(); err != nil || done != 3 {
+		t.Fatalf("Close with a read in flight: %v, %d callbacks", err, done)
+	}
+	if bdev.NVMeQueuePairs(c) != 0 {
+		t.Fatal("the queue pair outlived its channel")
+	}
 }

@@ -12,6 +12,7 @@
 package device
 
 import (
+	stderrors "errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -255,14 +256,12 @@ func (set *Set) addController(t nvme.Transport, opts Options) error {
 // that failed to close) in the set, so that it may be called again once
 // the channels are closed.
 func (set *Set) Close() error {
-	var first error
+	var errs []error
 	var bdevs []*bdev.Bdev
 	for _, b := range set.Bdevs {
 		if err := b.Close(); err != nil {
 			bdevs = append(bdevs, b)
-			if first == nil {
-				first = err
-			}
+			errs = append(errs, err)
 		}
 	}
 	var kept []*nvme.Controller
@@ -270,21 +269,16 @@ func (set *Set) Close() error {
 		c := set.Controllers[i]
 		if n := bdev.NVMeQueuePairs(c); n > 0 {
 			kept = append([]*nvme.Controller{c}, kept...)
-			if first == nil {
-				first = errors.Errorf("device %s: not closed: bdev channels still hold %d of its I/O queue pairs", c.Name(), n)
-			}
+			errs = append(errs, errors.Errorf("device %s: not closed: bdev channels still hold %d of its I/O queue pairs", c.Name(), n))
 			continue
 		}
-		if err := c.Close(); err != nil && first == nil {
-			first = err
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
 		}
-		if err := c.Transport().Close(); err != nil && first == nil {
-			first = err
+		if err := c.Transport().Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	set.Bdevs, set.Controllers = bdevs, kept
-	if len(kept) == 0 && len(bdevs) == 0 {
-		set.Bdevs, set.Controllers = nil, nil
-	}
-	return first
+	return stderrors.Join(errs...)
 }
