@@ -130,6 +130,25 @@ type Channel struct {
 	primary   bool // sq's primary channel: fast paths, counted from the queue pair
 	polling   bool // Poll is running the backend's completions
 	seen      uint64
+	ios       int // IOs of both pools
+
+	// Channel is 256 bytes, a size class of its own, so that no object
+	// of another core shares its cache lines. TestChannelLayout checks it.
+	_ [48]byte
+}
+
+// ioStack returns a stack of n IOs (len n) whose array fills cache lines
+// of its own: the pool's push and pop write it on every I/O. Up to 64
+// pointers, a power of two of at least 64 bytes is an allocator size
+// class whose objects start on a line; above 512 bytes every size class is
+// a multiple of 64 bytes (an array of pointers there starts behind the
+// allocator's 8-byte header, in the object's first line).
+func ioStack(n int) []*IO {
+	c := 8
+	for c < n && c < 64 {
+		c *= 2
+	}
+	return make([]*IO, n, max(c, n))
 }
 
 // NewChannel makes an I/O channel for depth I/Os in flight that shares
@@ -225,11 +244,12 @@ func (d *Desc) newChannel(owner Owner, depth int) (*Channel, error) {
 	// One allocation per IO: a small object of a size class that is a
 	// multiple of 64 starts on a cache line, where an element of a larger
 	// array would not (the runtime puts a header in front of it).
-	ch.free = make([]*IO, depth+1)
+	ch.free = ioStack(depth + 1)
 	for i := range ch.free {
 		ch.free[i] = &IO{ch: ch}
 	}
-	ch.freeChild = make([]*IO, children)
+	ch.freeChild = ioStack(children)
+	ch.ios = len(ch.free) + len(ch.freeChild)
 	for i := range ch.freeChild {
 		ch.freeChild[i] = &IO{ch: ch, child: true}
 	}
@@ -258,7 +278,7 @@ func (ch *Channel) Outstanding() int {
 	}
 	// Elsewhere every IO out of the pool is in flight, waits for a retry
 	// or runs its callback, but for the split parents themselves.
-	return cap(ch.free) - len(ch.free) + cap(ch.freeChild) - len(ch.freeChild) - ch.splitting - ch.callbacks
+	return ch.ios - len(ch.free) - len(ch.freeChild) - ch.splitting - ch.callbacks
 }
 
 // cmds returns the commands a channel that is not its queue pair's primary
@@ -267,7 +287,7 @@ func (ch *Channel) Outstanding() int {
 // controller's transfer limit, and a callback runs after its command's
 // slot is free, as callbacks counts.)
 func (ch *Channel) cmds() int {
-	return cap(ch.free) - len(ch.free) + cap(ch.freeChild) - len(ch.freeChild) - ch.splitting - ch.callbacks - ch.retries
+	return ch.ios - len(ch.free) - len(ch.freeChild) - ch.splitting - ch.callbacks - ch.retries
 }
 
 // get takes an IO for a new I/O from the pool, or returns nil.

@@ -173,6 +173,8 @@ type sharedQP struct {
 	chans   []*Channel // the channels, for the primary's count
 	primary *Channel
 	polls   uint64 // twice the polls of the queue pair, +1 during one
+
+	_ [48]byte // 128 bytes: cache lines of its own (TestChannelLayout)
 }
 
 // add makes ch one of the queue pair's channels, the primary if there is
@@ -247,6 +249,7 @@ type nvmeChannel struct {
 	ns      *nvme.Namespace
 	ranges  [1]nvme.Range // scratch for Unmap and Copy; the driver copies it
 	private bool          // made by nvmeBackend.NewChannel: Close closes qp
+	_       [24]byte      // 64 bytes: a cache line of its own (TestChannelLayout)
 }
 
 // nvmeIO is an IO as the nvme.Completer of its command: converting the
