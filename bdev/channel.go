@@ -671,10 +671,9 @@ func (ch *Channel) Poll() int {
 	if sq := ch.sq; sq != nil {
 		// sharedQP.poll, written out: a call less per Poll.
 		if p := sq.polls; ch.seen == p {
-			sq.polls = p + 1 // odd: completions are running
+			sq.polls = p + 1
+			ch.seen = p + 1
 			n = sq.qp.Process(0)
-			sq.polls = p + 2
-			ch.seen = p + 2
 		} else {
 			ch.seen = p
 		}
@@ -779,7 +778,7 @@ func (ch *Channel) Close() error {
 // channel's backend, where polling it again would not reap.
 func (ch *Channel) inCompletion() bool {
 	if ch.sq != nil {
-		return ch.sq.polls&1 != 0
+		return ch.sq.qp.Processing()
 	}
 	return ch.polling || ch.callbacks > 0
 }
@@ -795,10 +794,7 @@ func (ch *Channel) drain() error {
 		}
 		var done int
 		if sq := ch.sq; sq != nil {
-			p := sq.polls
-			sq.polls = p + 1
 			done = sq.qp.Process(0)
-			sq.polls = p + 2
 		} else {
 			ch.polling = true
 			done = ch.backend.Poll()

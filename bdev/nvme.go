@@ -172,7 +172,7 @@ type sharedQP struct {
 
 	chans   []*Channel // the channels, for the primary's count
 	primary *Channel
-	polls   uint64 // twice the polls of the queue pair, +1 during one
+	polls   uint64 // polls of the queue pair through Channel.Poll
 
 	_ [48]byte // 128 bytes: cache lines of its own (TestChannelLayout)
 }
@@ -204,9 +204,7 @@ func (sq *sharedQP) others(ch *Channel) int {
 // since this one last did: then that poll served this channel too. So when
 // every channel of an owner polls once per reactor iteration, the queue
 // pair is processed once per iteration, not once per channel, and a channel
-// polled alone processes it on every call. polls counts up by two per
-// poll; it is odd while completions run (from Poll or from Close), where
-// Close cannot wait for I/Os.
+// polled alone processes it on every call.
 
 // leave takes ch off the queue pair, makes another channel the primary if
 // ch was, and closes the queue pair with its last channel.
