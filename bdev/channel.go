@@ -130,11 +130,12 @@ type Channel struct {
 	primary   bool // sq's primary channel: fast paths, counted from the queue pair
 	polling   bool // Poll is running the backend's completions
 	seen      uint64
-	ios       int // IOs of both pools
+	ios       int             // IOs of both pools
+	cqp       *nvme.QueuePair // sq's queue pair for a channel but the primary, while its counted path is on, else nil
 
 	// Channel is 256 bytes, a size class of its own, so that no object
 	// of another core shares its cache lines. TestChannelLayout checks it.
-	_ [48]byte
+	_ [40]byte
 }
 
 // ioStack returns a stack of n IOs (len n) whose array fills cache lines
@@ -257,6 +258,8 @@ func (d *Desc) newChannel(owner Owner, depth int) (*Channel, error) {
 		sq.add(ch)
 		if ch.primary {
 			ch.qp = sq.qp // the fast path is on
+		} else {
+			ch.cqp = sq.qp // the counted path is on
 		}
 	}
 	return ch, nil
@@ -428,6 +431,11 @@ func refusedTagged(err error) error {
 // arguments are the callers' own, passed on: none stays live across a
 // call in the callers.)
 func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
+	if ch.cqp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
+		count-1 < ch.maxBlocks && lba <= ch.numBlocks-count &&
+		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) {
+		return ch.counted(t, buf, lba, count, cb, arg, c, tag)
+	}
 	if err := ch.check(t, lba, count); err != nil {
 		return err
 	}
@@ -443,6 +451,33 @@ func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), ar
 	}
 	io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
 	return ch.issue(io)
+}
+
+// counted is the read and write path of an NVMe channel that is not its
+// queue pair's primary, under the tests of fast: the I/O takes an IO,
+// which keeps the channel's count of commands (see sharedQP), and goes to
+// the queue pair as one command, completing through IO.Done (callback) or
+// nvmeTaggedIO (Completer). A full queue queues it for a retry.
+func (ch *Channel) counted(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
+	io := ch.get()
+	if io == nil {
+		return ErrNoIO
+	}
+	io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
+	var comp nvme.Completer = (*nvmeDoneIO)(io)
+	if c != nil {
+		comp = (*nvmeTaggedIO)(io)
+	}
+	var err error
+	if t == Read {
+		err = ch.cqp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
+	} else {
+		err = ch.cqp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
+	}
+	if err != nil {
+		ch.nvmeRefused(io, err)
+	}
+	return nil
 }
 
 // check validates an I/O of any type against the channel and the bdev.
@@ -649,7 +684,7 @@ func (ch *Channel) complete(io *IO) {
 // enqueueRetry appends io to the queue that Poll works through: I/Os to
 // resubmit, and refused ones to complete.
 func (ch *Channel) enqueueRetry(io *IO) {
-	ch.qp = nil // the fast path is off until the queue is empty
+	ch.qp, ch.cqp = nil, nil // the fast and counted paths are off until the queue is empty
 	ch.retries++
 	io.next = nil
 	if ch.retryTail == nil {
@@ -728,8 +763,12 @@ func (ch *Channel) retry() int {
 		n++
 		io.Done(err)
 	}
-	if ch.retryHead == nil && ch.primary && !ch.closed {
-		ch.qp = ch.sq.qp // the fast path is on again
+	if ch.retryHead == nil && ch.sq != nil && !ch.closed {
+		if ch.primary {
+			ch.qp = ch.sq.qp // the fast path is on again
+		} else {
+			ch.cqp = ch.sq.qp // the counted path is on again
+		}
 	}
 	return n
 }
@@ -760,7 +799,7 @@ func (ch *Channel) Close() error {
 		return errors.Errorf("bdev %s: close channel from a completion with %d I/Os in flight", name, n)
 	}
 	ch.closed = true
-	ch.qp = nil // off the fast path
+	ch.qp, ch.cqp = nil, nil // off the fast and counted paths
 	if err := ch.drain(); err != nil {
 		return errors.Wrapf(err, "bdev %s: close channel", name)
 	}

@@ -159,7 +159,8 @@ func NVMeQueuePairs(c *nvme.Controller) int {
 //
 // Its channels tell their I/Os apart without a word per I/O. Every channel
 // but one, the primary, counts what it has in the queue pair from its pool
-// of IOs (cmds), and so takes no fast path: each of its I/Os is an IO. The
+// of IOs (cmds), and so takes no fast path: each of its I/Os is an IO (on
+// the counted path, Channel.counted, for a read or write of one command). The
 // primary's commands are the queue pair's less the others' (Outstanding),
 // so it keeps both fast paths, and a channel alone on its queue pair — the
 // usual case, one namespace per controller — runs as if it owned it. When
@@ -221,6 +222,7 @@ func (sq *sharedQP) leave(ch *Channel) error {
 		if len(sq.chans) > 0 {
 			p := sq.chans[0]
 			sq.primary, p.primary = p, true
+			p.cqp = nil
 			if p.retryHead == nil && !p.closed {
 				p.qp = sq.qp // its fast path is on
 			}
