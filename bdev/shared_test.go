@@ -3,6 +3,7 @@ package bdev_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -533,5 +534,70 @@ func TestCloseInCompletion(t *testing.T) {
 	}
 	if bdev.NVMeQueuePairs(c) != 0 {
 		t.Fatal("the queue pair outlived its channel")
+	}
+}
+
+// TestSharedQueueFull fills a shared queue pair of 8 entries (7 commands):
+// a channel that is not the primary queues what does not fit in its own
+// retry queue, counts it as its own, and sends it as completions free
+// room, in order, while the primary's tagged I/Os are refused with
+// ErrNoIO.
+func TestSharedQueueFull(t *testing.T) {
+	cfg := manyNamespaces(2, 4)
+	cfg.MQES = 7
+	c, closeAll := newMockNVMe(t, cfg)
+	defer closeAll()
+	descs := openAll(t, c)
+	o := &logicalOwner{}
+	a, err := descs[0].NewChannelOn(o, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := descs[1].NewChannelOn(o, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	buf, _ := descs[0].AllocBuffer(4096)
+	defer descs[0].FreeBuffer(buf)
+	la := newTagLog()
+	for i := uint64(0); i < 5; i++ {
+		if err := a.ReadTagged(&buf, i, 1, la, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var order []uint64
+	cb := func(io *bdev.IO) {
+		if io.Err() != nil {
+			t.Errorf("read of LBA %d: %v", io.LBA, io.Err())
+		}
+		order = append(order, io.LBA)
+	}
+	for i := uint64(0); i < 4; i++ {
+		if err := b.Read(&buf, 10+i, 1, cb, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.ReadTagged(&buf, 0, 1, la, 9); !errors.Is(err, bdev.ErrNoIO) {
+		t.Fatalf("a tagged read on a full shared queue: %v", err)
+	}
+	if a.Outstanding() != 5 || b.Outstanding() != 4 {
+		t.Fatalf("full queue: Outstanding %d and %d, want 5 and 4", a.Outstanding(), b.Outstanding())
+	}
+	for i := 0; len(order) < 4 || la.n < 5; i++ {
+		if i > 100_000 {
+			t.Fatalf("%d of 4 queued reads and %d of 5 tagged ones completed", len(order), la.n)
+		}
+		a.Poll()
+		b.Poll()
+	}
+	for i, lba := range order {
+		if lba != uint64(10+i) {
+			t.Fatalf("reads completed in the order %v", order)
+		}
+	}
+	if a.Outstanding() != 0 || b.Outstanding() != 0 {
+		t.Fatalf("Outstanding %d and %d at the end", a.Outstanding(), b.Outstanding())
 	}
 }
