@@ -121,15 +121,15 @@ type Channel struct {
 	freeChild []*IO // stack of idle IOs for split pieces
 	retryHead *IO   // I/Os the backend refused with ErrBusy, oldest first
 	retryTail *IO
-	retries   int  // I/Os in the retry queue
-	splitting int  // split parents in flight: out of the pool, not submitted
-	callbacks int  // callbacks running from complete
-	writable  bool // the descriptor is read-write
-	closed    bool // no new I/O
-	released  bool // the backend channel is closed
-	primary   bool // sq's primary channel: fast paths, counted from the queue pair
-	polling   bool // Poll is running the backend's completions
-	seen      uint64
+	retries   int             // I/Os in the retry queue
+	splitting int             // split parents in flight: out of the pool, not submitted
+	callbacks int             // callbacks running from complete
+	writable  bool            // the descriptor is read-write
+	closed    bool            // no new I/O
+	released  bool            // the backend channel is closed
+	primary   bool            // sq's primary channel: fast paths, counted from the queue pair
+	polling   bool            // Poll is running the backend's completions
+	seen      uint64          // sq.polls after this channel's last Poll
 	ios       int             // IOs of both pools
 	cqp       *nvme.QueuePair // sq's queue pair for a channel but the primary, while its counted path is on, else nil
 
@@ -456,8 +456,8 @@ func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), ar
 // counted is the read and write path of an NVMe channel that is not its
 // queue pair's primary, under the tests of fast: the I/O takes an IO,
 // which keeps the channel's count of commands (see sharedQP), and goes to
-// the queue pair as one command, completing through IO.Done (callback) or
-// nvmeTaggedIO (Completer). A full queue queues it for a retry.
+// the queue pair as one command, completing through nvmeDoneIO (callback)
+// or nvmeCountedIO (Completer). A full queue queues it for a retry.
 func (ch *Channel) counted(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
 	io := ch.get()
 	if io == nil {
@@ -466,7 +466,7 @@ func (ch *Channel) counted(t IOType, buf *Buffer, lba, count uint64, cb func(*IO
 	io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
 	var comp nvme.Completer = (*nvmeDoneIO)(io)
 	if c != nil {
-		comp = (*nvmeTaggedIO)(io)
+		comp = (*nvmeCountedIO)(io)
 	}
 	var err error
 	if t == Read {

@@ -296,12 +296,44 @@ func (c *nvmeTaggedIO) Complete(_ uint64, result uint64, err error) {
 }
 
 // nvmeDoneIO is an IO with a callback as the nvme.Completer of its
-// command on a channel that is not its queue pair's primary: IO.Done runs
-// the callback the way that keeps the channel's count of commands exact.
+// command on a channel that is not its queue pair's primary. It runs the
+// callback the way that keeps the channel's count of commands exact (the
+// callback counts in callbacks, not as a command): for an I/O that
+// succeeded, here, as nvmeIO.Complete does; otherwise through IO.Done.
+// (Split pieces complete through nvmeChildIO.)
 type nvmeDoneIO IO
 
 // Complete finishes the I/O.
-func (c *nvmeDoneIO) Complete(_ uint64, _ uint64, err error) { (*IO)(c).Done(err) }
+func (c *nvmeDoneIO) Complete(_ uint64, _ uint64, err error) {
+	io := (*IO)(c)
+	if err != nil {
+		io.Done(err)
+		return
+	}
+	ch := io.ch
+	ch.callbacks++
+	if cb := io.cb; cb != nil {
+		cb(io)
+	}
+	ch = io.ch
+	ch.callbacks--
+	ch.free = append(ch.free, io)
+}
+
+// nvmeCountedIO is a tagged read or write of the counted path
+// (Channel.counted) as the nvme.Completer of its command: the IO goes back
+// to the pool, then the completion on to the caller's Completer. Such an
+// IO has no parent and no error of its own.
+type nvmeCountedIO IO
+
+// Complete puts the IO back and passes the completion on.
+func (c *nvmeCountedIO) Complete(_ uint64, result uint64, err error) {
+	io := (*IO)(c)
+	comp, tag, ch := io.comp, io.tag, io.ch
+	io.comp = nil
+	ch.free = append(ch.free, io)
+	comp.Complete(tag, result, err)
+}
 
 // completer returns io as the nvme.Completer of its command.
 func completer(io *IO) nvme.Completer {
