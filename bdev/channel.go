@@ -426,7 +426,13 @@ func refusedTagged(err error) error {
 }
 
 // rw is the four of them for everything but their fast path: other
-// modules, plain memory, transfers to split, and I/Os that fail. The I/O
+// modules, plain memory, transfers to split, and I/Os that fail. It
+// starts with the counted path, the reads and writes of an NVMe channel
+// that is not its queue pair's primary under the tests of fast: the I/O
+// takes an IO, which keeps the channel's count of commands (see
+// sharedQP), and goes to the queue pair as one command, completing
+// through nvmeDoneIO (callback) or nvmeCountedIO (Completer); a full
+// queue queues it for a retry. The I/O
 // completes to cb and arg, or to c and tag if c is not nil. (Its
 // arguments are the callers' own, passed on: none stays live across a
 // call in the callers.)
@@ -434,7 +440,26 @@ func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), ar
 	if ch.cqp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
 		count-1 < ch.maxBlocks && lba <= ch.numBlocks-count &&
 		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) {
-		return ch.counted(t, buf, lba, count, cb, arg, c, tag)
+		// The counted path, written out here: a call less per I/O.
+		io := ch.get()
+		if io == nil {
+			return ErrNoIO
+		}
+		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
+		var comp nvme.Completer = (*nvmeDoneIO)(io)
+		if c != nil {
+			comp = (*nvmeCountedIO)(io)
+		}
+		var err error
+		if t == Read {
+			err = ch.cqp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
+		} else {
+			err = ch.cqp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
+		}
+		if err != nil {
+			ch.nvmeRefused(io, err)
+		}
+		return nil
 	}
 	if err := ch.check(t, lba, count); err != nil {
 		return err
@@ -451,33 +476,6 @@ func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), ar
 	}
 	io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
 	return ch.issue(io)
-}
-
-// counted is the read and write path of an NVMe channel that is not its
-// queue pair's primary, under the tests of fast: the I/O takes an IO,
-// which keeps the channel's count of commands (see sharedQP), and goes to
-// the queue pair as one command, completing through nvmeDoneIO (callback)
-// or nvmeCountedIO (Completer). A full queue queues it for a retry.
-func (ch *Channel) counted(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
-	io := ch.get()
-	if io == nil {
-		return ErrNoIO
-	}
-	io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
-	var comp nvme.Completer = (*nvmeDoneIO)(io)
-	if c != nil {
-		comp = (*nvmeCountedIO)(io)
-	}
-	var err error
-	if t == Read {
-		err = ch.cqp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
-	} else {
-		err = ch.cqp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
-	}
-	if err != nil {
-		ch.nvmeRefused(io, err)
-	}
-	return nil
 }
 
 // check validates an I/O of any type against the channel and the bdev.

@@ -160,7 +160,7 @@ func NVMeQueuePairs(c *nvme.Controller) int {
 // Its channels tell their I/Os apart without a word per I/O. Every channel
 // but one, the primary, counts what it has in the queue pair from its pool
 // of IOs (cmds), and so takes no fast path: each of its I/Os is an IO (on
-// the counted path, Channel.counted, for a read or write of one command). The
+// the counted path at the start of Channel.rw, for a read or write of one command). The
 // primary's commands are the queue pair's less the others' (Outstanding),
 // so it keeps both fast paths, and a channel alone on its queue pair — the
 // usual case, one namespace per controller — runs as if it owned it. When
@@ -321,7 +321,7 @@ func (c *nvmeDoneIO) Complete(_ uint64, _ uint64, err error) {
 }
 
 // nvmeCountedIO is a tagged read or write of the counted path
-// (Channel.counted) as the nvme.Completer of its command: the IO goes back
+// (Channel.rw) as the nvme.Completer of its command: the IO goes back
 // to the pool, then the completion on to the caller's Completer. Such an
 // IO has no parent and no error of its own.
 type nvmeCountedIO IO
