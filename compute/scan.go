@@ -602,7 +602,7 @@ func (j *scanJob) free() {
 
 func (j *scanJob) start() error {
 	err := j.r.Call(func() error {
-		ch, err := j.desc.NewChannel(len(j.chunks))
+		ch, err := j.desc.NewChannelOn(j.r, len(j.chunks))
 		if err != nil {
 			return err
 		}
