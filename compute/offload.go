@@ -536,9 +536,7 @@ func (j *offJob) finishIfIdle() {
 	if j.finished.Load() || len(j.pending) > 0 || j.qp.Outstanding() > 0 || (!j.stopping && !j.drained) {
 		return
 	}
-	j.poll.Unregister()
-	j.finished.Store(true)
-	close(j.done)
+	j.finish(j.poll)
 }
 
 // issue starts the next chunk in c: Memory Copy of its blocks into SLM.

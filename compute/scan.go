@@ -358,6 +358,14 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
 		}
 	}
+	// The jobs wake the collector when a ring fills and when they finish;
+	// otherwise it looks at the rings at a pace that eases off while they
+	// stay empty. (Waking it per chunk would cost the reactors a channel
+	// operation per chunk; polling them flat out would take a core.)
+	wake := make(chan struct{}, 1)
+	for _, j := range jobs {
+		j.base().wake = wake
+	}
 	start := time.Now()
 	for _, j := range jobs {
 		if err := j.start(); err != nil {
@@ -367,10 +375,23 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	// Drain matches until every job is done.
 	tick := time.NewTicker(opts.ProgressEvery)
 	defer tick.Stop()
+	pause := time.NewTimer(time.Hour)
+	defer pause.Stop()
+	progress := func() {
+		if opts.Progress != nil {
+			var done uint64
+			for _, j := range jobs {
+				done += j.base().pubScanned.Load()
+			}
+			opts.Progress(done, total)
+		}
+	}
+	const minPause, maxPause = 20 * time.Microsecond, time.Millisecond
+	wait := minPause
+	ctxDone := ctx.Done()
 	var buf [256]Match
 	remaining := len(jobs)
 	cancelled := false
-	idle := 0
 	for remaining > 0 {
 		got := 0
 		remaining = 0
@@ -390,30 +411,30 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			}
 		}
 		if !cancelled && ctx.Err() != nil {
-			cancelled = true
+			cancelled, ctxDone = true, nil
 			for _, j := range jobs {
 				j.base().cancel.Store(true)
 			}
 		}
+		if got > 0 || remaining == 0 {
+			wait = minPause
+			select {
+			case <-tick.C:
+				progress()
+			default:
+			}
+			continue
+		}
+		pause.Reset(wait)
 		select {
+		case <-wake:
+		case <-pause.C:
+			wait = min(2*wait, maxPause)
 		case <-tick.C:
-			if opts.Progress != nil {
-				var done uint64
-				for _, j := range jobs {
-					done += j.base().pubScanned.Load()
-				}
-				opts.Progress(done, total)
-			}
-		default:
+			progress()
+		case <-ctxDone:
 		}
-		if got == 0 {
-			idle++
-			if idle > 64 {
-				time.Sleep(50 * time.Microsecond)
-			}
-		} else {
-			idle = 0
-		}
+		pause.Stop()
 	}
 	st.Elapsed = time.Since(start)
 	var insts []*engine.Instance
@@ -572,6 +593,8 @@ type jobBase struct {
 	cancel     atomic.Bool
 	pubScanned atomic.Uint64
 	done       chan struct{}
+	// wake tells the collector that a ring filled or the job finished.
+	wake chan struct{}
 	// running is set once start registered the job's poller, and read by
 	// the teardown after start returned.
 	running bool
@@ -580,7 +603,8 @@ type jobBase struct {
 	abandoned bool
 }
 
-// push moves matches from *out to the ring; false if the ring filled first.
+// push moves matches from *out to the ring; false if the ring filled first
+// (then the collector is woken to empty it).
 func (j *jobBase) push(out *[]Match) bool {
 	o := *out
 	k := 0
@@ -588,7 +612,27 @@ func (j *jobBase) push(out *[]Match) bool {
 		k++
 	}
 	*out = o[:copy(o, o[k:])]
-	return len(*out) == 0
+	if len(*out) == 0 {
+		return true
+	}
+	j.signal()
+	return false
+}
+
+// signal wakes the collector, if it is not woken already.
+func (j *jobBase) signal() {
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+// finish marks the job finished; on its reactor, once nothing is in flight.
+func (j *jobBase) finish(p *poller.Poller) {
+	p.Unregister()
+	j.finished.Store(true)
+	close(j.done)
+	j.signal()
 }
 
 func (j *jobBase) base() *jobBase { return j }
@@ -966,9 +1010,7 @@ func (w *hostWorker) finishIfIdle() {
 	if w.finished.Load() || len(w.pending) > 0 || (!w.stopping && w.visited < len(w.targets)) || w.outstanding() > 0 {
 		return
 	}
-	w.poll.Unregister()
-	w.finished.Store(true)
-	close(w.done)
+	w.finish(w.poll)
 }
 
 func (w *hostWorker) pollOnce() poller.Status {
