@@ -132,19 +132,28 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 // this process; it is taken at scan setup only.
 var slotMu sync.Mutex
 
-func closeOffload(devs []*offDevice) {
+// closeOffload deletes the scan's range sets, returns its device memory and
+// unloads the program; it returns the first error.
+func closeOffload(devs []*offDevice) error {
+	var first error
+	keep := func(err error, what string, d *offDevice) {
+		if err != nil && first == nil {
+			first = errors.Wrapf(err, "compute: %s on %s", what, d.c.Name())
+		}
+	}
 	for _, d := range devs {
 		for _, rs := range d.rsids {
-			d.c.DeleteRangeSet(d.cn.CP, rs)
+			keep(d.c.DeleteRangeSet(d.cn.CP, rs), "delete a memory range set", d)
 		}
 		d.rsids = nil
 		d.release(0)
 		if d.slot >= 0 {
-			d.c.DeactivateProgram(d.cn.CP, uint16(d.slot))
-			d.c.UnloadProgram(d.cn.CP, uint16(d.slot))
+			keep(d.c.DeactivateProgram(d.cn.CP, uint16(d.slot)), "deactivate the program", d)
+			keep(d.c.UnloadProgram(d.cn.CP, uint16(d.slot)), "unload the program", d)
 			d.slot = -1
 		}
 	}
+	return first
 }
 
 // span is a piece of a memory namespace.

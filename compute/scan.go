@@ -242,7 +242,7 @@ type Stats struct {
 // A scan that fails to start, or ends, stops its workers before it frees
 // anything: chunks in flight complete (or time out in the driver) first, and
 // every queue pair it opened is closed. An error closing one is returned.
-func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executable, targets []Target, opts Options) (*Stats, error) {
+func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executable, targets []Target, opts Options) (_ *Stats, err error) {
 	if cb.descs == nil {
 		return nil, errors.Errorf("compute bdev %s: closed", cb.name)
 	}
@@ -275,7 +275,11 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			}
 			devs = nil // auto: a device that refuses the program leaves the work to the host
 		}
-		defer closeOffload(devs)
+		defer func() {
+			if cerr := closeOffload(devs); cerr != nil && err == nil {
+				err = errors.Wrapf(cerr, "compute bdev %s", cb.name)
+			}
+		}()
 	}
 	var jobs []job
 	var hosts []*hostTarget

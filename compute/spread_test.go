@@ -213,3 +213,33 @@ func TestScanStartFailureIsClean(t *testing.T) {
 		t.Fatalf("%d goroutines after the scans, %d before", n, goroutines)
 	}
 }
+
+// TestCancelledScanIsClean cancels scans whose reads are in flight: each
+// returns the context's error once its reads are in, gives back its queue
+// pairs, and a scan after them finds every match.
+func TestCancelledScanIsClean(t *testing.T) {
+	s := newSparseSet(t, 2, 64<<20, 4)
+	cb, err := compute.NewBdev("cancel", s.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	exe := memmemExe(t)
+	for i := range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		if i%2 == 0 {
+			cancel() // before the start: the first reads are in flight when the scan sees it
+		} else {
+			time.AfterFunc(time.Millisecond, cancel)
+		}
+		st, err := cb.Scan(ctx, s.g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineHost, ChunkBytes: 16 << 10})
+		cancel()
+		if err != context.Canceled || st == nil {
+			t.Fatalf("run %d: stats %v, error %v; want the stats so far and %v", i, st != nil, err, context.Canceled)
+		}
+		if st.BytesScanned >= 128<<20 {
+			t.Fatalf("run %d: a cancelled scan scanned everything", i)
+		}
+	}
+	s.scan(t, cb, 64<<10)
+}
