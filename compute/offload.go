@@ -366,6 +366,7 @@ func addWords(dst, src []byte) {
 // through its own queue pair to the compute controller. It takes its chunks
 // from the target's cursor, shared with the target's other offload jobs.
 type offJob struct {
+	_ [64]byte // nothing of another job's on this one's cache lines
 	jobBase
 	dev    *offDevice
 	qp     *nvme.QueuePair
@@ -386,6 +387,7 @@ type offJob struct {
 	poll     *poller.Poller
 	toHost   uint64
 	emitCap  int
+	_        [64]byte
 }
 
 // Chunk states: which command is outstanding.

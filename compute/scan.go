@@ -696,6 +696,7 @@ type hostTarget struct {
 // hostWorker scans host targets on one reactor. Everything but the
 // published fields of jobBase and the targets' cursors is the reactor's.
 type hostWorker struct {
+	_ [64]byte // nothing of another worker's on this one's cache lines
 	jobBase
 	targets []*hostTarget // shared, read-only but for the cursors
 	descs   []*bdev.Desc  // by base
@@ -715,6 +716,7 @@ type hostWorker struct {
 	pending  []*chunk
 	stopping bool
 	poll     *poller.Poller
+	_        [64]byte
 }
 
 // bufDomain is a set of bases whose controllers reach the same memory; each
