@@ -19,6 +19,13 @@ import (
 // in nvme/compute.go. A controller becomes compute-capable by having
 // namespaces with those CSIs (NamespaceConfig.CSI); CAP.CSS bit 6 and Identify
 // CNS 1Ch then advertise the command sets.
+//
+// Programs run on compute cores. An Inline controller runs Execute Program
+// on the goroutine that rang the doorbell, one per queue; a DeviceCore
+// controller's device core hands each one to the compute core of its queue
+// (ComputeConfig.Cores) and goes on fetching commands, so the queues of
+// several host reactors execute in parallel. Each queue has its own engine
+// instance of a program; their maps are merged when read.
 
 // ComputeConfig sets the limits of a controller's compute namespaces.
 type ComputeConfig struct {
