@@ -174,7 +174,7 @@ func TestScanStartFailureIsClean(t *testing.T) {
 		runs = 100
 	}
 	for i := range runs {
-		_, err := both.Scan(context.Background(), s.g, exe, both.AllTargets(), compute.Options{Engine: compute.EngineHost, ChunkBytes: 64 << 10})
+		_, err := both.Scan(context.Background(), s.g, exe, both.AllTargets(), compute.Options{Engine: compute.EngineHost, ChunkBytes: 4 << 10, InFlight: 2})
 		if err == nil {
 			t.Fatalf("run %d: a scan needing 4 queue pairs of 3 started", i)
 		}
