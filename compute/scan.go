@@ -390,7 +390,10 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			opts.Progress(done, total)
 		}
 	}
-	const minPause, maxPause = 20 * time.Microsecond, time.Millisecond
+	// Each wake-up of the collector takes a core from a reactor whose
+	// thread is locked, which costs a hand-off both ways: a ring that
+	// fills and a job that ends wake it at once, so the pause can be long.
+	const minPause, maxPause = 20 * time.Microsecond, 4 * time.Millisecond
 	wait := minPause
 	ctxDone := ctx.Done()
 	var buf [256]Match
