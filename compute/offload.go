@@ -505,10 +505,11 @@ func (j *offJob) start() error {
 		}
 		p, err := j.r.Register("scan-offload", j.pollOnce, 0)
 		if err != nil {
-			if cerr := qp.Close(); cerr != nil {
-				return errors.Wrapf(err, "(and then: %v)", cerr)
+			cerr := qp.Close()
+			if cerr != nil {
+				j.qp = qp // the teardown tries again
 			}
-			return err
+			return andThen(err, cerr)
 		}
 		j.qp, j.poll, j.running = qp, p, true
 		for i := range j.chunks {

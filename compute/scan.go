@@ -286,10 +286,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	// fail tears down what was built so far and returns err with any error
 	// of the teardown.
 	fail := func(err error) (*Stats, error) {
-		if terr := teardownJobs(jobs); terr != nil {
-			err = errors.Wrapf(err, "(and then: %v)", terr)
-		}
-		return nil, err
+		return nil, andThen(err, teardownJobs(jobs))
 	}
 	var total uint64
 	for ti, t := range targets {
@@ -674,6 +671,21 @@ type job interface {
 	teardown() error
 }
 
+// laterError is an error followed by another one that happened while
+// cleaning up after it; it unwraps to the first.
+type laterError struct{ first, later error }
+
+func (e *laterError) Error() string { return e.first.Error() + "; then: " + e.later.Error() }
+func (e *laterError) Unwrap() error { return e.first }
+
+// andThen returns err with later, an error of the cleanup after it, added.
+func andThen(err, later error) error {
+	if later == nil {
+		return err
+	}
+	return &laterError{err, later}
+}
+
 // teardownJobs tears every job down and returns the first error.
 func teardownJobs(jobs []job) error {
 	var first error
@@ -868,19 +880,13 @@ func (w *hostWorker) start() error {
 			}
 			ch, err := w.descs[t.base].NewChannel(len(w.chunks))
 			if err != nil {
-				if cerr := w.closeChannels(); cerr != nil {
-					return errors.Wrapf(err, "(and then: %v)", cerr)
-				}
-				return err
+				return andThen(err, w.closeChannels())
 			}
 			w.chans[t.base] = ch
 		}
 		p, err := w.r.Register("scan", w.pollOnce, 0)
 		if err != nil {
-			if cerr := w.closeChannels(); cerr != nil {
-				return errors.Wrapf(err, "(and then: %v)", cerr)
-			}
-			return err
+			return andThen(err, w.closeChannels())
 		}
 		w.poll, w.running = p, true
 		for i := range w.chunks {
