@@ -243,3 +243,65 @@ func TestCancelledScanIsClean(t *testing.T) {
 	}
 	s.scan(t, cb, 64<<10)
 }
+
+// TestOffloadStartFailureIsClean makes offloaded scans fail to start with
+// commands in flight: the compute controller grants three I/O queue pairs
+// and the scan needs four (the two larger targets are driven from both
+// reactors), so the last job's queue pair cannot open after the others
+// have started. Every failed start must give back the queue pairs, the
+// device memory and the program slot; then a scan that fits succeeds.
+func TestOffloadStartFailureIsClean(t *testing.T) {
+	f := newFixture(t)
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
+		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+		{Kind: mock.Memory, Size: 32 << 20, CSI: nvme.CSISLM},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := nvme.NewController(mc, nvme.Options{MaxIOQueues: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close(); mc.Close() })
+	cb, err := compute.NewBdev("off", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	exe := memmemExe(t)
+	runs := 30
+	if testing.Short() {
+		runs = 10
+	}
+	for i := range runs {
+		_, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineDevice, ChunkBytes: 64 << 10, InFlight: 2, Devices: []*nvme.Controller{dev}})
+		if err == nil || !strings.Contains(err.Error(), "queue pairs are in use") {
+			t.Fatalf("run %d: %v, want a start that runs out of queue pairs", i, err)
+		}
+	}
+	var qps []*nvme.QueuePair
+	for range dev.IOQueues() {
+		qp, err := dev.NewQueuePair(4)
+		if err != nil {
+			t.Fatalf("after %d failed starts: %v", runs, err)
+		}
+		qps = append(qps, qp)
+	}
+	for _, qp := range qps {
+		if err := qp.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One job per target (at most 8 chunks each) fits, if the device
+	// memory, the range sets and the program slot are free again.
+	got, st := f.scanAll(t, cb, compute.Options{Engine: compute.EngineDevice, ChunkBytes: 256 << 10, InFlight: 8, Devices: []*nvme.Controller{dev}})
+	for i := range f.bdevs {
+		if want := f.reference(i); !slices.Equal(got[i], want) {
+			t.Fatalf("%s: %d matches, reference %d", f.bdevs[i].Name(), len(got[i]), len(want))
+		}
+	}
+	if len(st.Faults) != 0 || st.Engines[1].Name != dev.Name() {
+		t.Fatalf("stats %+v", st)
+	}
+}
