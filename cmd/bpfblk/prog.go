@@ -16,7 +16,6 @@ import (
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/compute/kernel"
-	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
 func init() {
@@ -334,42 +333,5 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "  %d\n", v)
 		}
 	}
-	for _, m := range engine.MergeMaps(inst) {
-		printMap(stdout, m)
-	}
-	return nil
-}
-
-func printMap(w io.Writer, m engine.MapData) {
-	kind := "array"
-	if m.Kind == verifier.MapHash {
-		kind = "hash"
-	}
-	fmt.Fprintf(w, "map %s (%s, key %d bytes, value %d bytes, %d entries):\n", m.Name, kind, m.KeySize, m.ValueSize, len(m.Entries))
-	for _, e := range m.Entries {
-		fmt.Fprintf(w, "  %s: %s\n", fmtBytes(e.Key), fmtBytes(e.Value))
-	}
-}
-
-// fmtBytes prints little-endian integers of 1, 2, 4 or 8 bytes as unsigned
-// decimal, multiples of 8 bytes as decimal words, anything else as hex.
-func fmtBytes(b []byte) string {
-	switch len(b) {
-	case 1:
-		return fmt.Sprint(b[0])
-	case 2:
-		return fmt.Sprint(binary.LittleEndian.Uint16(b))
-	case 4:
-		return fmt.Sprint(binary.LittleEndian.Uint32(b))
-	case 8:
-		return fmt.Sprint(binary.LittleEndian.Uint64(b))
-	}
-	if len(b)%8 == 0 {
-		var parts []string
-		for i := 0; i < len(b); i += 8 {
-			parts = append(parts, fmt.Sprint(binary.LittleEndian.Uint64(b[i:])))
-		}
-		return "{" + strings.Join(parts, " ") + "}"
-	}
-	return fmt.Sprintf("%x", b)
+	return printMaps(stdout, p, engine.MergeMaps(inst))
 }

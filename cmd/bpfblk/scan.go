@@ -13,6 +13,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/btfmt"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/p2pdma"
@@ -36,7 +37,7 @@ type scanReport struct {
 	Engines          []scanEngineJSON `json:"engines"`
 	Targets          []scanTargetJSON `json:"targets"`
 	Faults           []string         `json:"faults"`
-	Maps             []engine.MapData `json:"maps,omitempty"`
+	Maps             []btfmt.Map      `json:"maps"`
 }
 
 type scanEngineJSON struct {
@@ -60,7 +61,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("scan", scanSynopsis, stderr)
 	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
 	var sets multiFlag
-	fs.Var(&sets, "set", "set a program parameter NAME=VALUE (repeatable); VALUE is a number or text")
+	fs.Var(&sets, "set", setHelp)
 	devs := devFlag(fs)
 	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
@@ -148,7 +149,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *jsonOut:
-		if werr := writeScanJSON(stdout, st); werr != nil {
+		if werr := writeScanJSON(stdout, st, exe.Program().MapContents(st.Maps)); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
 	case *count:
@@ -173,6 +174,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		}
 		w.flush()
 		printScanSummary(stderr, st)
+		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
+			return failure(stderr, "scan", werr)
+		}
 	}
 	for _, f := range st.Faults {
 		fmt.Fprintf(stderr, "bpfblk scan: fault: %v\n", f)
@@ -194,13 +198,8 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engi
 		if err != nil {
 			return nil, errors.Wrap(err, "built-in filter")
 		}
-		if _, ok := vars["pattern"]; !ok {
-			vars["pattern"] = device.DemoPattern
-		}
-		if s, ok := vars["pattern"].(string); ok {
-			if _, ok := vars["pattern_len"]; !ok {
-				vars["pattern_len"] = fmt.Sprint(len(s))
-			}
+		if err := builtinPattern(vars, device.DemoPattern); err != nil {
+			return nil, err
 		}
 		typed, err := typeVars(spec.Variables, vars)
 		if err != nil {
@@ -297,11 +296,11 @@ func printScanSummary(w io.Writer, st *compute.Stats) {
 	}
 }
 
-func writeScanJSON(w io.Writer, st *compute.Stats) error {
+func writeScanJSON(w io.Writer, st *compute.Stats, maps []btfmt.Map) error {
 	rep := scanReport{
 		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
-		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: st.Maps,
+		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: maps,
 	}
 	for _, e := range st.Engines {
 		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})

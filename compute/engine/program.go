@@ -32,6 +32,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
@@ -44,6 +45,9 @@ type MapSpec struct {
 	// Init is the initial value memory (MaxEntries*ValueSize bytes or less):
 	// the section data of .rodata/.data, zero for everything else.
 	Init []byte
+	// KeyType and ValueType are the map's BTF types as the C source
+	// declares them (nil without BTF); see Program.MapContents.
+	KeyType, ValueType btf.Type
 
 	initLen uint64 // len(Init) before it is allocated
 }
@@ -222,7 +226,7 @@ func mapSpecFrom(name string, ms *ebpf.MapSpec, cs *ebpf.CollectionSpec) (MapSpe
 	s := MapSpec{Map: verifier.Map{
 		Name: name, KeySize: ms.KeySize, ValueSize: ms.ValueSize, MaxEntries: ms.MaxEntries,
 		ReadOnly: ms.Flags&(1<<7) != 0 || strings.HasPrefix(name, ".rodata"),
-	}}
+	}, KeyType: ms.Key, ValueType: ms.Value}
 	switch ms.Type {
 	case ebpf.Array, ebpf.PerCPUArray:
 		s.Kind = verifier.MapArray
