@@ -24,15 +24,17 @@ func init() {
 
 const progUsage = `usage:
   bpfblk prog verify FILE.o[:PROGRAM] [--set NAME=VALUE]... [--kernel]
-                     [--map-memory BYTES]
+                     [--map-memory BYTES] [--log]
   bpfblk prog dis    FILE.o[:PROGRAM] | --raw FILE
   bpfblk prog run    FILE.o[:PROGRAM] [--data FILE] [--set NAME=VALUE]...
                      [--lba N] [--nsid N] [--block-size N] [--budget N]
-                     [--engine jit|interpreter] [--map-memory BYTES]
-  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter]
+                     [--engine jit|interpreter] [--map-memory BYTES] [--log]
+  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter] [--log]
 
-verify runs bpfblk's verifier (exit 1 with the instruction and the reason on
-rejection); --kernel also asks the Linux verifier (xdp programs only).
+verify runs bpfblk's verifier (exit 1 with the instruction, its C source line
+and the reason on rejection); --kernel also asks the Linux verifier (xdp
+programs only). --log prints, on rejection, the verifier's log of the path
+that led there: each instruction with the register state before it.
 run prints "r0 = N" (unsigned decimal), the emitted values, then the maps.
 --raw reads FILE as raw little-endian instructions and runs them with
 r1 = data and r2 = data length. A filter's data is split into --block-size
@@ -58,6 +60,7 @@ type progOpts struct {
 	budget    int64
 	engine    string
 	mapMemory *byteSize
+	log       bool
 }
 
 func runProg(args []string, stdout, stderr io.Writer) int {
@@ -85,6 +88,7 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 	}
 	if sub == "verify" || sub == "run" {
 		o.mapMemory = mapMemoryFlag(fs)
+		logFlag(fs, &o.log)
 	}
 	if sub == "run" {
 		fs.StringVar(&o.dataFile, "data", "", "file with the data to run on")
@@ -138,6 +142,7 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 		err = progRun(pos[0], &o, stdout)
 	}
 	if err != nil {
+		printVerifierLog(stderr, err)
 		fmt.Fprintf(stderr, "bpfblk prog %s: %s\n", sub, oneLine(err))
 		if errors.Is(err, errUsage) {
 			return exitUsage
@@ -217,13 +222,13 @@ func loadProgram(target string, o *progOpts) (*engine.Program, error) {
 		if err != nil {
 			return nil, err
 		}
-		return engine.FromBytes(target, abi.TypeRaw, b)
+		return engine.FromBytesWith(target, abi.TypeRaw, b, &engine.LoadOptions{VerifierLog: o.log})
 	}
 	cs, ps, vars, err := loadTarget(target, o)
 	if err != nil {
 		return nil, err
 	}
-	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars}
+	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars, VerifierLog: o.log}
 	if o.mapMemory != nil {
 		lo.MapMemory = int64(*o.mapMemory)
 	}

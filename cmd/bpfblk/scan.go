@@ -25,7 +25,7 @@ func init() {
 	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
 }
 
-const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [--map-memory BYTES] [--count] [--json]"
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [--map-memory BYTES] [--log] [--count] [--json]"
 
 // scanReport is the JSON of `bpfblk scan --json`.
 type scanReport struct {
@@ -70,6 +70,8 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	cores := fs.String("c", "0-1", "core mask of the host compute reactors")
 	chunk := fs.Int("chunk", 256<<10, "bytes per program run")
 	mapMemory := mapMemoryFlag(fs)
+	var verifierLog bool
+	logFlag(fs, &verifierLog)
 	if code, ok := parseNoArgs("scan", fs, args, stderr); !ok {
 		return code
 	}
@@ -95,8 +97,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		return usageError(stderr, "scan", err)
 	}
 
-	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory))
+	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory), verifierLog)
 	if err != nil {
+		printVerifierLog(stderr, err)
 		return failure(stderr, "scan", mapMemoryHint(err))
 	}
 
@@ -191,7 +194,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 }
 
 // loadScanProgram loads the user's filter, or the built-in one.
-func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engine.Executable, error) {
+func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifierLog bool) (*engine.Executable, error) {
 	var p *engine.Program
 	if filter == "" {
 		spec, err := filters.LoadPattern()
@@ -205,7 +208,7 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engi
 		if err != nil {
 			return nil, err
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, err
 		}
 	} else {
@@ -218,7 +221,7 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engi
 		if err != nil {
 			return nil, err
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: prog, Vars: typed, MapMemory: mapMemory}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: prog, Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, errors.Wrap(err, path)
 		}
 	}

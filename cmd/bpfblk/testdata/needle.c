@@ -2,7 +2,7 @@
 /*
  * needle.c - a filter with a text parameter, for the --set tests: blocks that
  * contain the NUL-terminated text in needle. Built with
- *   clang -O2 -g -target bpf -I../../../filters -c needle.c -o needle.o
+ *   clang -O2 -g -target bpf -fdebug-compilation-dir=. -I../../../filters -c needle.c -o needle.o
  *   llvm-strip -g needle.o
  */
 #include "bpfblk.h"
