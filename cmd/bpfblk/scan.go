@@ -13,7 +13,6 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
-	"github.com/bpfblk/bpfblk/compute/btfmt"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/p2pdma"
@@ -29,15 +28,15 @@ const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--
 
 // scanReport is the JSON of `bpfblk scan --json`.
 type scanReport struct {
-	Matches          uint64           `json:"matches"`
-	BytesScanned     uint64           `json:"bytes_scanned"`
-	BytesToHost      uint64           `json:"bytes_to_host"`
-	BytesThroughHost uint64           `json:"bytes_through_host"`
-	Seconds          float64          `json:"seconds"`
-	Engines          []scanEngineJSON `json:"engines"`
-	Targets          []scanTargetJSON `json:"targets"`
-	Faults           []string         `json:"faults"`
-	Maps             []btfmt.Map      `json:"maps"`
+	Matches          uint64            `json:"matches"`
+	BytesScanned     uint64            `json:"bytes_scanned"`
+	BytesToHost      uint64            `json:"bytes_to_host"`
+	BytesThroughHost uint64            `json:"bytes_through_host"`
+	Seconds          float64           `json:"seconds"`
+	Engines          []scanEngineJSON  `json:"engines"`
+	Targets          []scanTargetJSON  `json:"targets"`
+	Faults           []string          `json:"faults"`
+	Maps             []json.RawMessage `json:"maps"`
 }
 
 type scanEngineJSON struct {
@@ -152,7 +151,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *jsonOut:
-		if werr := writeScanJSON(stdout, st, exe.Program().MapContents(st.Maps)); werr != nil {
+		if werr := writeScanJSON(stdout, st, mapsJSON(exe.Program(), st.Maps)); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
 	case *count:
@@ -299,7 +298,7 @@ func printScanSummary(w io.Writer, st *compute.Stats) {
 	}
 }
 
-func writeScanJSON(w io.Writer, st *compute.Stats, maps []btfmt.Map) error {
+func writeScanJSON(w io.Writer, st *compute.Stats, maps []json.RawMessage) error {
 	rep := scanReport{
 		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
