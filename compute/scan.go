@@ -385,6 +385,11 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
 		}
 	}
+	for _, j := range jobs {
+		if err := j.launch(); err != nil {
+			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
+		}
+	}
 	// Drain matches until every job is done.
 	tick := time.NewTicker(opts.ProgressEvery)
 	defer tick.Stop()
@@ -675,9 +680,15 @@ func (j *jobBase) quiesce(what string, abandon func()) error {
 // job is a host worker or an offload job.
 type job interface {
 	base() *jobBase
-	// start opens the job's queues on its reactor and starts it; on error
-	// nothing of it is left in flight.
+	// start opens the job's queues on its reactor and registers its
+	// poller, but issues nothing; on error nothing of it is left open.
 	start() error
+	// launch has the job's reactor issue its first I/Os. The scan launches
+	// its jobs only once every job has started, so that no reactor begins
+	// while another is still opening its queues (a small scan would be
+	// over before the last reactor joined), and a start that fails leaves
+	// nothing in flight.
+	launch() error
 	// teardown waits for the job's I/Os in flight, closes its queues and
 	// frees its memory. It is called once, on jobs started or not.
 	teardown() error
@@ -901,12 +912,21 @@ func (w *hostWorker) start() error {
 			return andThen(err, w.closeChannels())
 		}
 		w.poll, w.running = p, true
-		for i := range w.chunks {
-			w.issue(&w.chunks[i])
-		}
 		return nil
 	})
 	return errors.Wrapf(err, "compute: start scan on core %d", w.r.Core())
+}
+
+func (w *hostWorker) launch() error {
+	err := w.r.Send(func() {
+		if w.finished.Load() {
+			return // stopped before it began
+		}
+		for i := range w.chunks {
+			w.issue(&w.chunks[i])
+		}
+	})
+	return errors.Wrapf(err, "compute: launch scan on core %d", w.r.Core())
 }
 
 func (w *hostWorker) teardown() error {
