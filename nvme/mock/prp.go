@@ -19,7 +19,7 @@ var (
 // the bus. toHost says the device writes the memory. fn returns a status; the
 // first non-zero status stops the walk. An unmapped address is a bus fault and
 // yields Data Transfer Error.
-func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg []byte, off int) uint16) uint16 {
+func (c *Controller) walkPRP(st *counters, prp1, prp2 uint64, n int, toHost bool, fn func(seg []byte, off int) uint16) uint16 {
 	if n <= 0 {
 		return stOK
 	}
@@ -27,7 +27,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 		return stPRPOffset
 	}
 	first := min(n, pageSize-int(prp1&(pageSize-1)))
-	seg, ok := c.bus.access(prp1, first, toHost, true)
+	seg, ok := c.bus.access(st, prp1, first, toHost, true)
 	if !ok {
 		return stDataXfer
 	}
@@ -42,7 +42,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 		if prp2&(pageSize-1) != 0 {
 			return stPRPOffset
 		}
-		seg, ok := c.bus.access(prp2, rest, toHost, true)
+		seg, ok := c.bus.access(st, prp2, rest, toHost, true)
 		if !ok {
 			return stDataXfer
 		}
@@ -58,7 +58,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 			return stInvField
 		}
 		per := (pageSize - int(list&(pageSize-1))) / 8
-		ents, ok := c.bus.access(list, per*8, false, false)
+		ents, ok := c.bus.access(st, list, per*8, false, false)
 		if !ok {
 			return stDataXfer
 		}
@@ -73,7 +73,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 				return stPRPOffset
 			}
 			k := min(rest, pageSize)
-			seg, ok := c.bus.access(ent, k, toHost, true)
+			seg, ok := c.bus.access(st, ent, k, toHost, true)
 			if !ok {
 				return stDataXfer
 			}
@@ -89,17 +89,31 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 	return stOK
 }
 
-// readHost copies n bytes of host memory described by the PRPs into dst.
+// readHost copies host memory described by the PRPs of admin command e into
+// dst (counted on the admin queue).
 func (c *Controller) readHost(e *nvme.SQE, dst []byte) uint16 {
-	return c.walkPRP(e.PRP1, e.PRP2, len(dst), false, func(seg []byte, off int) uint16 {
+	return c.readHostQ(&c.qc[0].counters, e, dst)
+}
+
+// writeHost copies src into host memory described by the PRPs of admin
+// command e (counted on the admin queue).
+func (c *Controller) writeHost(e *nvme.SQE, src []byte) uint16 {
+	return c.writeHostQ(&c.qc[0].counters, e, src)
+}
+
+// readHostQ copies host memory described by the PRPs of e into dst, counting
+// the DMA in st, the counters of the queue executing e.
+func (c *Controller) readHostQ(st *counters, e *nvme.SQE, dst []byte) uint16 {
+	return c.walkPRP(st, e.PRP1, e.PRP2, len(dst), false, func(seg []byte, off int) uint16 {
 		copy(dst[off:], seg)
 		return stOK
 	})
 }
 
-// writeHost copies src into host memory described by the PRPs.
-func (c *Controller) writeHost(e *nvme.SQE, src []byte) uint16 {
-	return c.walkPRP(e.PRP1, e.PRP2, len(src), true, func(seg []byte, off int) uint16 {
+// writeHostQ copies src into host memory described by the PRPs of e,
+// counting the DMA in st.
+func (c *Controller) writeHostQ(st *counters, e *nvme.SQE, src []byte) uint16 {
+	return c.walkPRP(st, e.PRP1, e.PRP2, len(src), true, func(seg []byte, off int) uint16 {
 		copy(seg, src[off:])
 		return stOK
 	})

@@ -74,7 +74,7 @@ func slmRead(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	if !c.checkMDTS(uint64(len(m))) {
 		return failDNR(nvme.ErrInvalidField)
 	}
-	return completion{status: c.writeHost(e, m)}
+	return completion{status: c.writeHostQ(&s.st.counters, e, m)}
 }
 
 func slmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
@@ -85,7 +85,7 @@ func slmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	if !c.checkMDTS(uint64(len(m))) {
 		return failDNR(nvme.ErrInvalidField)
 	}
-	return completion{status: c.readHost(e, m)}
+	return completion{status: c.readHostQ(&s.st.counters, e, m)}
 }
 
 func slmFill(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
@@ -108,7 +108,7 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 		return failDNR(nvme.ErrInvalidField)
 	}
 	desc := s.scratch[:nr*nvme.MemCopySourceSize]
-	if st := c.readHost(e, desc); st != stOK {
+	if st := c.readHostQ(&s.st.counters, e, desc); st != stOK {
 		return completion{status: st}
 	}
 	type src struct {
@@ -163,9 +163,11 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 			}
 		}
 		if x.c != c {
-			c.bus.bytes[PeerMemory][1].Add(x.len) // peer-to-peer into device memory
+			s.st.bus[PeerMemory][1].Add(x.len) // peer-to-peer into device memory
+			x.c.peer.unitsRead.Add(x.len)
+		} else {
+			s.st.unitsRead.Add(x.len)
 		}
-		x.c.smart.unitsRead.Add(x.len)
 		off += x.len
 	}
 	return ok()
