@@ -29,6 +29,10 @@ type Fault struct {
 	// Lose is Drop, but an Abort does not find the command either: only a
 	// controller reset ends it.
 	Lose bool
+	// Fatal makes the controller fail on the command: it sets CSTS.CFS and
+	// the command is lost, as with Lose, until the host resets the
+	// controller.
+	Fatal bool
 	// Delay executes the command after this added latency.
 	Delay time.Duration
 	// Probability of injecting into a matching command (0 means always).
@@ -237,6 +241,10 @@ func (c *Controller) applyFaults(rules []*faultRule, s *sq, e *nvme.SQE) (r comp
 			time.Sleep(f.Delay)
 		}
 		switch {
+		case f.Fatal:
+			s.held = append(s.held, heldCmd{cid: e.CID, lost: true})
+			c.csts.Or(nvme.CSTSFatal)
+			return completion{noPost: true}, true
 		case f.Drop || f.Lose:
 			s.held = append(s.held, heldCmd{cid: e.CID, lost: f.Lose})
 			return completion{noPost: true}, true
