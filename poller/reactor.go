@@ -321,7 +321,11 @@ func (r *Reactor) run() {
 		case idleRuns <= r.idle.Spin+r.idle.Yield:
 			runtime.Gosched()
 		default:
-			r.park(timer)
+			if r.park(timer) {
+				// The last poll before parking found work: spin again.
+				r.stats.BusyIterations++
+				idleRuns = 0
+			}
 		}
 	}
 }
@@ -413,22 +417,27 @@ func compact(ps []*Poller) []*Poller {
 }
 
 // park sleeps until a message, the next timed poller, or the park limit.
-func (r *Reactor) park(timer *time.Timer) {
+// It reports whether, instead, the last poll before sleeping did work.
+func (r *Reactor) park(timer *time.Timer) bool {
 	d := r.idle.Park
 	if len(r.timed) > 0 {
 		d = min(d, time.Duration(r.nextTimed-nanotime()))
 	}
 	if d <= 0 {
-		return
+		return false
 	}
 	r.parked.Store(true)
 	// A sender that pushed before seeing parked=true is caught here: the ring
 	// is not empty (or the group is stopping), so do not sleep. So is a
 	// store that a poller watches, made before its writer's Wake saw
 	// parked=false: the pollers run once more.
-	if !r.msgs.Empty() || r.msgs.Closed() || r.iterate() {
+	if !r.msgs.Empty() || r.msgs.Closed() {
 		r.parked.Store(false)
-		return
+		return false
+	}
+	if r.iterate() {
+		r.parked.Store(false)
+		return true
 	}
 	start := nanotime()
 	timer.Reset(d)
@@ -440,6 +449,7 @@ func (r *Reactor) park(timer *time.Timer) {
 	r.parked.Store(false)
 	r.stats.Parks++
 	r.stats.ParkedTime += time.Duration(nanotime() - start)
+	return false
 }
 
 // Poller is a function registered on a reactor and called from its loop.
