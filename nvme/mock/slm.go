@@ -25,7 +25,11 @@ func init() {
 func (ns *namespace) slmSize() uint64 { return ns.blocks << ns.shift }
 
 // slmMem returns the memory of SLM namespace ns, allocating it on first use.
+// After that it takes no lock: commands of all queues only load a pointer.
 func (c *Controller) slmMem(ns *namespace) []byte {
+	if m := ns.slm.Load(); m != nil {
+		return *m
+	}
 	s := c.compute()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -34,6 +38,7 @@ func (c *Controller) slmMem(ns *namespace) []byte {
 		m = alignedAlloc(int(ns.slmSize()))
 		s.mem[ns.id] = m
 	}
+	ns.slm.Store(&m)
 	return m
 }
 
