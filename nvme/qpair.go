@@ -106,9 +106,17 @@ const linePad = 128
 // either side, so that writing it never touches a cache line of a
 // neighbouring allocation.
 func padded[T any](n int) []T {
+	_, s := paddedIn[T](n)
+	return s
+}
+
+// paddedIn returns the whole allocation of padded and the slice of it.
+func paddedIn[T any](n int) (all, s []T) {
 	var zero T
-	k := (linePad + int(unsafe.Sizeof(zero)) - 1) / max(int(unsafe.Sizeof(zero)), 1)
-	return make([]T, n+2*k)[k : k+n : k+n]
+	size := max(int(unsafe.Sizeof(zero)), 1)
+	k := (linePad + size - 1) / size
+	all = make([]T, n+2*k)
+	return all, all[k : k+n : k+n]
 }
 
 type failed struct {

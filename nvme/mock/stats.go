@@ -121,5 +121,5 @@ func (c *Controller) errorLog() (ents []nvme.ErrorLogEntry, total uint64) {
 type ruleHits struct {
 	_ [linePad]byte
 	n atomic.Int64
-	_ [linePad - 8]byte
+	_ [linePad]byte
 }
