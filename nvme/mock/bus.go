@@ -9,6 +9,13 @@
 // controller runs inline (commands execute when the doorbell is written, in the
 // writer's goroutine: deterministic) or on its own reactor (device-core mode,
 // in parallel like hardware). Faults are injected deterministically by seed.
+//
+// Like hardware with independent queues, nothing a command does writes a
+// cache line that another queue's commands write: the counters (bus bytes
+// and faults, SMART, fault hits, the error log) are kept per queue and
+// summed when read, and the shared tables (IOMMU map, controllers on the
+// bus, namespaces, fault rules) are read without locks and replaced
+// copy-on-write. See stats.go.
 package mock
 
 import (
