@@ -199,10 +199,12 @@ func (c *Controller) NewQueuePair(depth int) (*QueuePair, error) {
 	q.scanAt[0] = q.now // scan 0: no command is older
 
 	c.adminMu.Lock()
-	if s := c.state.Load(); s != stateOK {
-		err = c.stateErr(s)
-	} else {
-		err = c.createQueues(q)
+	if err = c.recoverLocked(); err == nil {
+		if s := c.state.Load(); s != stateOK {
+			err = c.stateErr(s)
+		} else {
+			err = c.createQueues(q)
+		}
 	}
 	q.gen = c.gen.Load()
 	c.adminMu.Unlock()

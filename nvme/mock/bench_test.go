@@ -9,6 +9,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
+	"golang.org/x/sys/unix"
 )
 
 // benchCompleter counts completions; a pointer to it is the Completer, so
@@ -141,6 +142,7 @@ func benchParallel(b *testing.B, n int, own bool) {
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	var wg sync.WaitGroup
 	for i, w := range ws {
 		ops := b.N / n
@@ -168,9 +170,21 @@ func benchParallel(b *testing.B, n int, own bool) {
 	}
 	wg.Wait()
 	b.StopTimer()
+	// CPU time per I/O does not depend on how many cores a loaded machine
+	// gives the goroutines: it grows only if the queues slow each other down.
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 	for _, w := range ws {
 		if w.cb.err != nil {
 			b.Fatal(w.cb.err)
 		}
 	}
+}
+
+// cpuTime returns the process's user and system CPU time in nanoseconds.
+func cpuTime() int64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -73,6 +73,37 @@ func TestFatalWhileIdle(t *testing.T) {
 	}
 }
 
+// TestFatalBeforeQueuePair: a queue pair created on a controller that
+// reports fatal status finds it reset, not refused.
+func TestFatalBeforeQueuePair(t *testing.T) {
+	r := newRig(t, mock.Config{}, nvme.Options{})
+	r.dev.SetFatal()
+	qp, err := r.ctrl.NewQueuePair(8)
+	if err != nil {
+		t.Fatalf("queue pair on a controller with fatal status: %+v", err)
+	}
+	if r.ctrl.Resets() != 1 || r.ctrl.Failed() {
+		t.Fatalf("resets %d, failed %v", r.ctrl.Resets(), r.ctrl.Failed())
+	}
+	rc := newRec()
+	if err := qp.Read(r.ns, 0, 1, r.buf, 0, rc, 1); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, qp)
+	if rc.err[1] != nil {
+		t.Fatalf("read: %v", rc.err[1])
+	}
+	// Check finds nothing to do on a healthy controller, and resets one
+	// with fatal status.
+	if err := r.ctrl.Check(); err != nil || r.ctrl.Resets() != 1 {
+		t.Fatalf("check of a healthy controller: %v, %d resets", err, r.ctrl.Resets())
+	}
+	r.dev.SetFatal()
+	if err := r.ctrl.Check(); err != nil || r.ctrl.Resets() != 2 || r.dev.Read32(nvme.RegCSTS)&nvme.CSTSFatal != 0 {
+		t.Fatalf("check of a fatal controller: %v, %d resets, CSTS %#x", err, r.ctrl.Resets(), r.dev.Read32(nvme.RegCSTS))
+	}
+}
+
 // TestFatalAdminNoLeak: admin commands that fail because the controller
 // reports fatal status while they are outstanding reset it, and do not fill
 // the admin queue (32 entries) with commands counted as unanswered.
