@@ -124,3 +124,29 @@ func TestFatalAdminNoLeak(t *testing.T) {
 		}
 	}
 }
+
+// TestUnansweredAdminReset: admin commands the controller never answers
+// count as outstanding (it may still answer them); once they would fill the
+// admin queue, the next command resets the controller instead of failing
+// with a full queue, and runs.
+func TestUnansweredAdminReset(t *testing.T) {
+	r := newRig(t, mock.Config{}, nvme.Options{AdminDepth: 4, AdminTimeout: 20 * time.Millisecond})
+	for cycle := 0; cycle < 3; cycle++ {
+		resets := r.ctrl.Resets()
+		r.dev.InjectFault(mock.Fault{Admin: true, Opcodes: []uint8{nvme.AdminGetFeatures}, Drop: true, Count: 2})
+		for i := 0; i < 2; i++ {
+			if _, err := r.ctrl.GetFeatures(nvme.FeatNumQueues, 0, 0); !errors.Is(err, nvme.ErrTimeout) {
+				t.Fatalf("cycle %d: dropped command %d: %v, want ErrTimeout", cycle, i, err)
+			}
+		}
+		if r.ctrl.Resets() != resets {
+			t.Fatalf("cycle %d: reset before the admin queue filled", cycle)
+		}
+		if _, err := r.ctrl.GetFeatures(nvme.FeatNumQueues, 0, 0); err != nil {
+			t.Fatalf("cycle %d: command after %d unanswered ones: %+v", cycle, 2, err)
+		}
+		if r.ctrl.Resets() != resets+1 || r.ctrl.Failed() {
+			t.Fatalf("cycle %d: resets %d (want %d), failed %v", cycle, r.ctrl.Resets(), resets+1, r.ctrl.Failed())
+		}
+	}
+}
