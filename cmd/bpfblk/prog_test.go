@@ -140,7 +140,7 @@ func TestProgBadInput(t *testing.T) {
 		{[]string{"prog", "run", patternObj + ":pattern_filter", "--set", "nosuch=1"}, exitUsage, "no variable"},
 		{[]string{"prog", "run", patternObj + ":pattern_filter", "--set", "pattern"}, exitUsage, "want NAME=VALUE"},
 		{[]string{"prog", "run", "--raw", raw, "--set", "a=1"}, exitUsage, "--set needs an ELF object"},
-		{[]string{"prog", "run", "--raw", raw, "--budget", "0"}, exitUsage, "--budget must be positive"},
+		{[]string{"prog", "run", "--raw", raw, "--budget", "0"}, exitUsage, "flag -budget: want an integer from 1"},
 		{[]string{"prog", "run", "--raw", raw, "--engine", "fast"}, exitUsage, "want jit or interpreter"},
 		{[]string{"prog", "verify", "/nonexistent.o"}, exitFail, "no such file"},
 		{[]string{"prog", "verify", raw}, exitFail, "not a BPF ELF object"},
