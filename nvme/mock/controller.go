@@ -660,7 +660,7 @@ func (c *Controller) run(s *sq) bool {
 		s.headPub.Store(uint32(s.head))
 		busy = true
 		c.execute(s, &s.cur)
-		if s.deleted || c.hung.Load() {
+		if s.deleted || c.hung.Load() || c.csts.Load()&nvme.CSTSFatal != 0 {
 			break
 		}
 	}
