@@ -55,6 +55,7 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 	var faultAddr uint64
 	var faultSize int
 	var faultWrite bool
+top:
 	for {
 		in := &code[pc]
 		pc++
@@ -748,13 +749,12 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 				return 0, err
 			}
 			r[0] = v
+			if m.budget < 0 { // the helper charged for the bytes it read
+				goto overHelper
+			}
 		case opCallLocal:
 			if m.depth+1 >= abi.MaxFrames {
 				return 0, errors.Wrapf(ErrCallDepth, "engine: instruction %d", pc-1)
-			}
-			m.budget--
-			if m.budget < 0 {
-				goto overBudget
 			}
 			f := &m.frames[m.depth]
 			f.ret = pc
@@ -763,6 +763,12 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			m.depth++
 			r[10] -= abi.StackSize
 			pc = int(in.off)
+			// The callee's length bounds what it runs before its own
+			// backward jumps and calls charge.
+			m.budget -= int64(in.imm)
+			if m.budget < 0 {
+				goto overCall
+			}
 		case opExit:
 			if m.depth == 0 {
 				return r[0], nil
@@ -915,6 +921,7 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			if off < 0 || off+n > int64(len(m.data)) {
 				// Legacy semantics: an out-of-bounds packet load ends the
 				// program with return value 0.
+				r[0] = 0
 				return 0, nil
 			}
 			d := m.data[off:]
@@ -934,8 +941,25 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			return 0, errors.Errorf("engine: instruction %d: invalid internal opcode %d", pc-1, in.op)
 		}
 	}
-overBudget:
-	return 0, errors.Wrapf(ErrBudget, "engine: instruction %d: limit %d", pc-1, m.budgetLimit)
+	// The slice's budget is spent: refill ends the run (budget exhausted,
+	// interrupted) or hands out the next slice, and the run resumes where
+	// the charging instruction goes.
+overBudget: // a taken backward jump at pc-1
+	if err := m.refill(pc - 1); err != nil {
+		return 0, err
+	}
+	pc = int(code[pc-1].off)
+	goto top
+overCall: // a local call, whose frame is pushed and pc set to the callee
+	if err := m.refill(m.frames[m.depth-1].ret - 1); err != nil {
+		return 0, err
+	}
+	goto top
+overHelper: // a helper call at pc-1, whose result is in r0
+	if err := m.refill(pc - 1); err != nil {
+		return 0, err
+	}
+	goto top
 fault:
 	what := "load"
 	if faultWrite {
