@@ -103,6 +103,8 @@ type Instance struct {
 	remaining   int64 // budget of this run not yet handed to a slice
 	budgetLimit int64
 	stop        *atomic.Bool
+	sliceAt     int // interpreter: the instruction that spent the slice
+	sliceResume int // interpreter: where the next slice starts
 	depth       int
 	trace       io.Writer
 	jit         jitExit

@@ -46,16 +46,37 @@ func ld16(p unsafe.Pointer) uint64 { return uint64(*(*uint16)(p)) }
 func ld32(p unsafe.Pointer) uint64 { return uint64(*(*uint32)(p)) }
 func ld64(p unsafe.Pointer) uint64 { return *(*uint64)(p) }
 
-// Exec runs the program from slot 0 with the registers in m.regs.
+// errSlice is how run reports that the slice's budget is spent; m.sliceAt
+// and m.sliceResume say where.
+var errSlice = errors.New("engine: budget slice spent")
+
+// Exec runs the program from slot 0 with the registers in m.regs, one budget
+// slice at a time: between two slices m.refill ends the run (budget spent,
+// interrupted) or hands out the next slice.
 func (c *interpCode) Exec(m *Instance) (uint64, error) {
-	code := c.code
-	r := &m.regs
 	m.depth = 0
 	pc := 0
+	for {
+		r0, err := c.run(m, pc)
+		if err != errSlice {
+			return r0, err
+		}
+		if err := m.refill(m.sliceAt); err != nil {
+			return 0, err
+		}
+		pc = m.sliceResume
+	}
+}
+
+// run interprets from pc until the program returns, fails or spends its
+// slice (errSlice). Slice ends leave through labels after the loop, which
+// keeps the dispatch loop a plain loop for the compiler.
+func (c *interpCode) run(m *Instance, pc int) (uint64, error) {
+	code := c.code
+	r := &m.regs
 	var faultAddr uint64
 	var faultSize int
 	var faultWrite bool
-top:
 	for {
 		in := &code[pc]
 		pc++
@@ -941,25 +962,18 @@ top:
 			return 0, errors.Errorf("engine: instruction %d: invalid internal opcode %d", pc-1, in.op)
 		}
 	}
-	// The slice's budget is spent: refill ends the run (budget exhausted,
-	// interrupted) or hands out the next slice, and the run resumes where
-	// the charging instruction goes.
+	// The slice's budget is spent: Exec's refill ends the run (budget
+	// exhausted, interrupted) or resumes it where the charging instruction
+	// goes.
 overBudget: // a taken backward jump at pc-1
-	if err := m.refill(pc - 1); err != nil {
-		return 0, err
-	}
-	pc = int(code[pc-1].off)
-	goto top
+	m.sliceAt, m.sliceResume = pc-1, int(code[pc-1].off)
+	return 0, errSlice
 overCall: // a local call, whose frame is pushed and pc set to the callee
-	if err := m.refill(m.frames[m.depth-1].ret - 1); err != nil {
-		return 0, err
-	}
-	goto top
+	m.sliceAt, m.sliceResume = m.frames[m.depth-1].ret-1, pc
+	return 0, errSlice
 overHelper: // a helper call at pc-1, whose result is in r0
-	if err := m.refill(pc - 1); err != nil {
-		return 0, err
-	}
-	goto top
+	m.sliceAt, m.sliceResume = pc-1, pc
+	return 0, errSlice
 fault:
 	what := "load"
 	if faultWrite {
