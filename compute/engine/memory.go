@@ -72,11 +72,13 @@ func (m *Instance) bytesAt(addr, n uint64) []byte {
 	if addr>>32 >= maxRegions || n > rg.rsize || o > rg.rsize-n {
 		return nil
 	}
-	p := unsafe.Add(rg.ptr, o)
-	if p == nil {
+	if rg.ptr == nil {
 		return nil
 	}
-	return unsafe.Slice((*byte)(p), n)
+	if n == 0 { // o may be the region's end, where no pointer may point
+		return unsafe.Slice((*byte)(rg.ptr), 0)
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(rg.ptr, o)), n)
 }
 
 // Fault is a memory access outside the program's regions, stopping the run.
