@@ -316,6 +316,14 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			stopScanJobs(jobs)
 			return nil, errors.Wrapf(err, "compute bdev %s: target %d (%s)", cb.name, ti, b.Name())
 		}
+		for _, j := range planned {
+			if j, ok := j.(*scanJob); ok {
+				// A cancelled scan stops its programs wherever they are; they
+				// watch ctx themselves, since the goroutine that would tell
+				// them waits for a core while programs occupy every core.
+				j.inst.SetContext(ctx)
+			}
+		}
 		jobs = append(jobs, planned...)
 		engName := "host"
 		if dev != nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
 	"sync/atomic"
@@ -103,6 +104,7 @@ type Instance struct {
 	remaining   int64 // budget of this run not yet handed to a slice
 	budgetLimit int64
 	stop        *atomic.Bool
+	done        <-chan struct{}
 	sliceAt     int // interpreter: the instruction that spent the slice
 	sliceResume int // interpreter: where the next slice starts
 	depth       int
@@ -154,8 +156,25 @@ func (m *Instance) SetBudget(n int64) { m.budgetLimit = n }
 // when a context is cancelled.
 func (m *Instance) SetInterrupt(stop *atomic.Bool) { m.stop = stop }
 
-// interrupted reports whether the interrupt flag is set.
-func (m *Instance) interrupted() bool { return m.stop != nil && m.stop.Load() }
+// SetContext makes runs of this instance stop with ErrInterrupted soon
+// after ctx is done, as SetInterrupt does for a flag (both may be set). Only
+// ctx.Done() is kept: a cancellation reaches a running program without any
+// other goroutine having to run, which matters when programs occupy every
+// core.
+func (m *Instance) SetContext(ctx context.Context) { m.done = ctx.Done() }
+
+// interrupted reports whether the interrupt flag is set or the context done.
+func (m *Instance) interrupted() bool {
+	if m.stop != nil && m.stop.Load() {
+		return true
+	}
+	select {
+	case <-m.done: // a nil channel (no context) is never ready
+		return true
+	default:
+		return false
+	}
+}
 
 // refill is called when the current slice's budget went negative at
 // instruction pc: it ends the run with ErrBudget if the run's budget is
