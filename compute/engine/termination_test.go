@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"math"
@@ -321,4 +322,31 @@ func histQuantileSince(a, b *metrics.Float64Histogram, q float64) time.Duration 
 		}
 	}
 	return 0
+}
+
+// TestContextStopsRun: SetContext does what SetInterrupt does, for a
+// context: a cancelled context stops a run that would not end for hours.
+func TestContextStopsRun(t *testing.T) {
+	x, err := engine.Compile(hostile(t)["amplifier"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := x.NewInstance()
+	inst.SetBudget(1 << 62)
+	ctx, cancel := context.WithCancel(context.Background())
+	inst.SetContext(ctx)
+	time.AfterFunc(20*time.Millisecond, cancel)
+	t0 := time.Now()
+	_, err = inst.Run(&engine.Context{Data: hostileData()}, nil)
+	if !errors.Is(err, engine.ErrInterrupted) {
+		t.Fatalf("want ErrInterrupted, got %v", err)
+	}
+	if took := time.Since(t0); took > time.Second {
+		t.Fatalf("the run took %v to notice its cancelled context", took)
+	}
+	inst.SetContext(context.Background())
+	inst.SetBudget(1000)
+	if _, err := inst.Run(&engine.Context{Data: hostileData()}, nil); !errors.Is(err, engine.ErrBudget) {
+		t.Fatalf("run with a live context: %v", err)
+	}
 }
