@@ -36,7 +36,8 @@ type Code interface {
 const DefaultBudget = 1 << 30
 
 // budgetSlice is how much budget a run spends between two returns of
-// control to Exec's Go loop, where an interruption (SetInterrupt) is noticed
+// control to Exec's Go loop, where an interruption (SetInterrupt,
+// SetContext) is noticed
 // and, for the JIT, the Go scheduler and a stop-the-world get their chance.
 // A unit is at most one instruction plus bounded slack, ~0.3-1 ns in the
 // JIT, so a slice takes tens of microseconds and at worst (loads that miss
@@ -44,7 +45,8 @@ const DefaultBudget = 1 << 30
 const budgetSlice = 1 << 16
 
 // ErrInterrupted is returned (wrapped with the instruction or block) when a
-// run stops because its interrupt flag was set (SetInterrupt).
+// run stops because its interrupt flag was set (SetInterrupt) or its context
+// is done (SetContext).
 var ErrInterrupted = errors.New("run interrupted")
 
 // Executable is a program compiled by an engine, ready to instantiate.
@@ -178,7 +180,7 @@ func (m *Instance) interrupted() bool {
 
 // refill is called when the current slice's budget went negative at
 // instruction pc: it ends the run with ErrBudget if the run's budget is
-// spent too, or with ErrInterrupted if the interrupt flag is set, and
+// spent too, or with ErrInterrupted if the run is interrupted, and
 // otherwise hands out the next slice. It is not inlined and calls other
 // functions, so it has a stack-growth check through which the Go runtime
 // preempts a run of JIT code that it asked to stop (a stop-the-world, a
