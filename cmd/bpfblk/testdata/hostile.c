@@ -3,7 +3,8 @@
  * hostile.c - filters that never finish on their own, for the tests of how
  * the CLI stops them (SIGINT). Built into hostile.o, which is committed:
  *
- *   clang -O2 -g -target bpf -I../../../filters -c hostile.c -o hostile.o
+ *   clang -O2 -g -target bpf -I../../../filters -c hostile.c -o hostile.o &&
+ *   llvm-strip -g hostile.o
  */
 #include "bpfblk.h"
 
