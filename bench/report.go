@@ -92,8 +92,8 @@ func NewReport(targets []*Result) *Report {
 	return &Report{Targets: targets, Total: t}
 }
 
-// JSON writes the report in the CLI contract's form:
-// {"total": {...}, "targets": [{...}, ...]}.
+// JSON writes the report in the CLI contract's form (cmd/bpfblk's package
+// doc): {"total": {...}, "targets": [{...}, ...]}.
 func (rep *Report) JSON(w io.Writer, withBuckets bool) error {
 	out := struct {
 		Total   Summary   `json:"total"`

@@ -205,6 +205,10 @@ func (q *QueuePair) Controller() *Controller { return q.c }
 // Outstanding returns the number of command slots in use.
 func (q *QueuePair) Outstanding() int { return len(q.slots) - len(q.free) }
 
+// Processing reports whether Process is running on the queue pair, that
+// is whether the caller is a Completer that Process called.
+func (q *QueuePair) Processing() bool { return q.inProcess }
+
 // Free returns the number of free command slots.
 func (q *QueuePair) Free() int { return len(q.free) }
 

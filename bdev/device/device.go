@@ -1,5 +1,5 @@
-// Package device opens the devices of the CLI contract by address and makes
-// bdevs of their namespaces:
+// Package device opens the devices of the CLI contract (cmd/bpfblk's package
+// doc) by address and makes bdevs of their namespaces:
 //
 //	mock                      the embedded demo subsystem (emulated controllers)
 //	mock:null                 an emulated controller with one null namespace
@@ -12,8 +12,10 @@
 package device
 
 import (
+	stderrors "errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -80,6 +82,35 @@ func Parse(s string) (Spec, error) {
 	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] or pci:DDDD:BB:DD.F)", s)
 }
 
+// ErrDuplicate marks an Open that names one device twice: the same address,
+// or two addresses of one device, such as two file: paths of one file. A
+// device opened twice would show its namespaces twice, and a scan would count
+// every match twice.
+var ErrDuplicate = errors.New("device given twice")
+
+// Key identifies the device an address names: two addresses name the same
+// device exactly when their keys are equal. A file: path is made absolute and
+// cleaned, and its symbolic links are resolved when the file exists; its LBA
+// size does not change which file it is.
+func (s Spec) Key() string {
+	switch s.Kind {
+	case Mock:
+		return "mock"
+	case MockNull:
+		return "mock:null"
+	case PCI:
+		return pci.Scheme + s.Addr
+	}
+	p, err := filepath.Abs(s.Path)
+	if err != nil {
+		p = filepath.Clean(s.Path)
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	return "file:" + p
+}
+
 // Options tune Open.
 type Options struct {
 	// Mode runs emulated controllers inline (default) or on device cores.
@@ -105,11 +136,20 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		addrs = []string{Default}
 	}
 	var specs []Spec
+	seen := make(map[string]string, len(addrs))
 	for _, a := range addrs {
 		s, err := Parse(a)
 		if err != nil {
 			return nil, err
 		}
+		k := s.Key()
+		if first, dup := seen[k]; dup {
+			if first == a {
+				return nil, fmt.Errorf("%w: %q", ErrDuplicate, a)
+			}
+			return nil, fmt.Errorf("%w: %q and %q are both %s", ErrDuplicate, first, a, k)
+		}
+		seen[k] = a
 		specs = append(specs, s)
 	}
 	set := &Set{}
@@ -247,23 +287,37 @@ func (set *Set) addController(t nvme.Transport, opts Options) error {
 	return nil
 }
 
-// Close closes the bdevs, then the controllers and their transports.
+// Close closes the bdevs, then the controllers and their transports. A
+// controller whose queue pairs channels of its bdevs still hold (a channel
+// not closed, or whose Close failed) stays open: closing it would complete
+// the channels' I/Os on the caller's goroutine, under code that may still
+// use them. Close says so in its error and keeps such controllers (and bdevs
+// that failed to close) in the set, so that it may be called again once
+// the channels are closed.
 func (set *Set) Close() error {
-	var first error
+	var errs []error
+	var bdevs []*bdev.Bdev
 	for _, b := range set.Bdevs {
-		if err := b.Close(); err != nil && first == nil {
-			first = err
+		if err := b.Close(); err != nil {
+			bdevs = append(bdevs, b)
+			errs = append(errs, err)
 		}
 	}
+	var kept []*nvme.Controller
 	for i := len(set.Controllers) - 1; i >= 0; i-- {
 		c := set.Controllers[i]
-		if err := c.Close(); err != nil && first == nil {
-			first = err
+		if n := bdev.NVMeQueuePairs(c); n > 0 {
+			kept = append([]*nvme.Controller{c}, kept...)
+			errs = append(errs, errors.Errorf("device %s: not closed: bdev channels still hold %d of its I/O queue pairs", c.Name(), n))
+			continue
 		}
-		if err := c.Transport().Close(); err != nil && first == nil {
-			first = err
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := c.Transport().Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	set.Bdevs, set.Controllers = nil, nil
-	return first
+	set.Bdevs, set.Controllers = bdevs, kept
+	return stderrors.Join(errs...)
 }

@@ -21,7 +21,7 @@ func init() {
 	register(command{name: "copy", summary: "copy blocks between namespaces peer-to-peer (CMB), by NVM Copy, or through host memory", run: runCopy})
 }
 
-const copySynopsis = "copy --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host] [--verify] [--json]"
+const copySynopsis = "copy --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host] [--chunk BYTES] [-q N] [--verify] [--json]"
 
 // copyReport is the JSON of `bpfblk copy --json`.
 type copyReport struct {
@@ -76,16 +76,16 @@ func parseEndpoint(flagName, s string, withCount bool) (endpoint, error) {
 }
 
 func runCopy(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("copy", copySynopsis, stderr)
+	fs := newCmdline("copy", copySynopsis, stdout, stderr)
 	from := fs.String("from", "", "source DEV:NSID:LBA:COUNT (DEV as in --dev: mock, mock:null, file:PATH[,lba=N], pci:DDDD:BB:DD.F; "+
 		"for mock, NSID counts the demo subsystem's namespaces in order, or names one such as mock1n1)")
 	to := fs.String("to", "", "destination DEV:NSID:LBA")
 	viaFlag := fs.String("via", "auto", "path: auto (NVM Copy, else a CMB, else host memory), cmb, copy or host")
 	verify := fs.Bool("verify", false, "read both ranges back afterwards and compare them (through host memory)")
 	jsonOut := fs.Bool("json", false, "print a JSON report")
-	chunk := fs.Int("chunk", 128<<10, "bytes per Read/Write pair")
-	qd := fs.Int("q", 8, "chunks in flight")
-	if code, ok := parseNoArgs("copy", fs, args, stderr); !ok {
+	chunk := fs.size("chunk", 128<<10, 64<<20, "`BYTES` per Read/Write pair (a multiple of 512, at most 64 MiB)")
+	qd := fs.intRange("q", 8, 1, 1024, "`N` chunks in flight (1-1024)")
+	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
 	if *from == "" || *to == "" {
@@ -103,18 +103,20 @@ func runCopy(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(stderr, "copy", err)
 	}
-	if *chunk <= 0 || *chunk > 64<<20 {
-		return usageError(stderr, "copy", errors.Errorf("--chunk %d: want 1 B to 64 MiB", *chunk))
-	}
-	if *qd <= 0 || *qd > 1024 {
-		return usageError(stderr, "copy", errors.Errorf("-q %d: want 1 to 1024", *qd))
-	}
 
 	// One Open for both sides: emulated controllers then share one bus, as
 	// controllers of one PCIe fabric do.
+	// Both sides on one device (two addresses of one file, say) open it once.
 	addrs := []string{src.dev}
-	if dst.dev != src.dev {
+	ss, _ := device.Parse(src.dev)
+	ds, _ := device.Parse(dst.dev)
+	switch {
+	case ss.Key() != ds.Key():
 		addrs = append(addrs, dst.dev)
+	case ss.LBASize != ds.LBASize:
+		return fs.usageError(errors.Errorf("--from %s and --to %s are one file with two LBA sizes", src.dev, dst.dev))
+	default:
+		dst.dev = src.dev
 	}
 	set, code := openDevices("copy", addrs, stderr)
 	if set == nil {

@@ -78,10 +78,10 @@ func describe(c *nvme.Controller) ctrlJSON {
 }
 
 func runList(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("list", "list [--dev DEV]... [--json]", stderr)
-	devs := devFlag(fs)
+	fs := newCmdline("list", "list [--dev DEV]... [--json]", stdout, stderr)
+	devs := fs.devFlag()
 	jsonOut := fs.Bool("json", false, "print JSON")
-	if code, ok := parseNoArgs("list", fs, args, stderr); !ok {
+	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
 	set, code := openDevices("list", *devs, stderr)
@@ -123,10 +123,10 @@ func runList(args []string, stdout, stderr io.Writer) int {
 }
 
 func runIdentify(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("identify", "identify [--dev DEV]... [--json]", stderr)
-	devs := devFlag(fs)
+	fs := newCmdline("identify", "identify [--dev DEV]... [--json]", stdout, stderr)
+	devs := fs.devFlag()
 	jsonOut := fs.Bool("json", false, "print JSON")
-	if code, ok := parseNoArgs("identify", fs, args, stderr); !ok {
+	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
 	set, code := openDevices("identify", *devs, stderr)

@@ -40,9 +40,11 @@ func TestListAndIdentify(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &ids); err != nil || code != exitOK || ids["mock0"]["sn"] != "BPFBLKNULL" {
 		t.Fatalf("identify --json: exit %d, %v\n%s", code, err, out)
 	}
-	for _, args := range [][]string{{"list", "--dev", "nope"}, {"identify", "--dev", "file:/no/such"}, {"list", "extra"}} {
-		if code, _, errOut := runCLI(args...); code != exitUsage || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
-			t.Errorf("%v: exit %d, %q", args, code, errOut)
-		}
+	for _, args := range [][]string{{"list", "--dev", "nope"}, {"identify", "--dev", "pci:0000:01:00"}, {"list", "extra"}} {
+		code, out, errOut := runCLI(args...)
+		checkUsageError(t, args[0], args, code, out, errOut)
 	}
+	args := []string{"identify", "--dev", "file:/no/such"}
+	code, _, errOut = runCLI(args...)
+	checkFailure(t, "identify", args, code, errOut, "no such file")
 }

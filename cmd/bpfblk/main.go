@@ -1,7 +1,3 @@
-// Command bpfblk is the command-line face of the bpfblk storage stack: scans with
-// eBPF filters, NVMe benchmarks, device setup and program tooling.
-//
-// Exit status: 0 success, 1 failure or rejection, 2 usage error.
 package main
 
 import (
@@ -9,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 )
 
 // command is one subcommand. Each lives in its own file and registers itself
@@ -30,44 +27,62 @@ func register(c command) {
 	commands[c.name] = c
 }
 
-// Exit statuses of the CLI contract.
+// Exit statuses of the CLI contract (doc.go).
 const (
 	exitOK    = 0
 	exitFail  = 1
 	exitUsage = 2
 )
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: bpfblk COMMAND [flags]")
-	fmt.Fprintln(w)
-	fmt.Fprintln(w, "commands:")
+func commandNames() []string {
 	names := make([]string, 0, len(commands))
 	for n := range commands {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
+	return names
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: bpfblk COMMAND [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, n := range commandNames() {
 		fmt.Fprintf(w, "  %-10s %s\n", n, commands[n].summary)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "run 'bpfblk COMMAND -h' for a command's flags")
+	fmt.Fprintln(w, "exit status: 0 success, 1 failure, 2 usage error")
 }
 
+// run runs the command line args (without the program name) and returns
+// the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		usage(stderr)
-		return exitUsage
+		return usageError(stderr, "", fmt.Errorf("missing command (one of %s)", strings.Join(commandNames(), ", ")))
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return exitOK
+	case "help":
+		// help COMMAND is COMMAND -h.
+		if len(args) > 1 {
+			if _, ok := commands[args[1]]; ok {
+				return run([]string{args[1], "-h"}, stdout, stderr)
+			}
+			return usageError(stderr, "", fmt.Errorf("help: unknown command %q (one of %s)", args[1], strings.Join(commandNames(), ", ")))
+		}
 		usage(stdout)
 		return exitOK
 	}
 	c, ok := commands[args[0]]
 	if !ok {
-		fmt.Fprintf(stderr, "bpfblk: unknown command %q\n", args[0])
-		usage(stderr)
-		return exitUsage
+		what := "unknown command"
+		if strings.HasPrefix(args[0], "-") {
+			what = "unknown flag"
+		}
+		return usageError(stderr, "", fmt.Errorf("%s %q (commands: %s)", what, args[0], strings.Join(commandNames(), ", ")))
 	}
 	return c.run(args[1:], stdout, stderr)
 }

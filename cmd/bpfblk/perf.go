@@ -22,19 +22,19 @@ func init() {
 const perfSynopsis = "perf -w read|write|randread|randwrite|rw|randrw [-M PCT] -q QD -o BYTES -t SECONDS [-c CORES] [--dev DEV]... [--json] [--histogram] [--plot FILE.svg]"
 
 func runPerf(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("perf", perfSynopsis, stderr)
+	fs := newCmdline("perf", perfSynopsis, stdout, stderr)
 	workload := fs.String("w", "randread", "workload: read, write, randread, randwrite, rw, randrw")
-	mix := fs.Int("M", 70, "share of reads in percent for rw and randrw")
-	qd := fs.Int("q", 128, "queue depth per core and target")
-	size := fs.Int("o", 4096, "I/O size in bytes")
-	secs := fs.Float64("t", 5, "run time in seconds")
-	cores := fs.String("c", "0", "core mask: 0x3, 0-1 or 0,2")
-	devs := devFlag(fs)
+	mix := fs.intRange("M", 70, 0, 100, "share of reads in `PERCENT` (0-100) for rw and randrw")
+	qd := fs.intRange("q", 128, 1, bench.MaxQueueDepth, fmt.Sprintf("queue depth `QD` per core and target (1-%d)", bench.MaxQueueDepth))
+	size := fs.size("o", 4096, bench.MaxBlockSize, fmt.Sprintf("I/O size in `BYTES` (a multiple of 512, at most %d)", bench.MaxBlockSize))
+	secs := fs.seconds("t", 5*time.Second, maxRunTime, "run time in `SECONDS` (above 0, at most a week)")
+	cores := fs.cores("c", 1, "`CORES` to run reactors on: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
+	devs := fs.devFlag()
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	hist := fs.Bool("histogram", false, "print the latency histogram buckets")
 	plot := fs.String("plot", "", "write a latency percentile plot to this SVG file")
 	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
-	if code, ok := parseNoArgs("perf", fs, args, stderr); !ok {
+	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
 	w := bench.Workload{
@@ -42,16 +42,11 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 		ReadPercent: *mix,
 		BlockSize:   *size,
 		QueueDepth:  *qd,
-		Duration:    time.Duration(*secs * float64(time.Second)),
-	}
-	if *secs > 7*24*3600 {
-		return usageError(stderr, "perf", errors.Errorf("run time %gs is over a week", *secs))
+		Duration:    *secs,
 	}
 	if err := w.Validate(); err != nil {
-		return usageError(stderr, "perf", err)
-	}
-	if _, err := poller.ParseCoreMask(*cores); err != nil {
-		return usageError(stderr, "perf", err)
+		// The numbers were checked as flags: what is left is the pattern.
+		return fs.usageError(errors.Wrap(err, "-w"))
 	}
 
 	set, code := openDevices("perf", *devs, stderr)
@@ -127,6 +122,9 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 	}
 	return exitOK
 }
+
+// maxRunTime bounds perf -t.
+const maxRunTime = 7 * 24 * time.Hour
 
 func names(descs []*bdev.Desc) []string {
 	var out []string

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -54,16 +53,26 @@ func TestPerfBadInput(t *testing.T) {
 		{"-q", "0"},
 		{"-q", "1000000"},
 		{"-o", "1000", "--dev", "mock:null"},
-		{"--dev", "file:/does/not/exist"},
+		{"-o", "4096", "--dev", "file:" + smallFile(t, 2048)}, // larger than the device
 		{"--dev", "floppy"},
 		{"-c", "0-"},
 		{"-t", "-1"},
 		{"stray"},
 	} {
-		code, out, errOut := runCLI(append([]string{"perf"}, args...)...)
-		lines := strings.Split(strings.TrimSpace(errOut), "\n")
-		if code != exitUsage || out != "" || len(lines) != 1 || !strings.HasPrefix(lines[0], "bpfblk perf: ") || strings.Contains(errOut, "goroutine") {
-			t.Errorf("perf %v: exit %d, stdout %q, stderr %q; want exit 2 and one error line", args, code, out, errOut)
-		}
+		args = append([]string{"perf"}, args...)
+		code, out, errOut := runCLI(args...)
+		checkUsageError(t, "perf", args, code, out, errOut)
 	}
+	args := []string{"perf", "--dev", "file:/does/not/exist"}
+	code, _, errOut := runCLI(args...)
+	checkFailure(t, "perf", args, code, errOut, "no such file")
+}
+
+func smallFile(t *testing.T, n int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "small.img")
+	if err := os.WriteFile(p, make([]byte, n), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/compute/kernel"
-	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
 func init() {
@@ -28,26 +26,63 @@ func init() {
 
 const progUsage = `usage:
   bpfblk prog verify FILE.o[:PROGRAM] [--set NAME=VALUE]... [--kernel]
+                     [--map-memory BYTES] [--log]
   bpfblk prog dis    FILE.o[:PROGRAM] | --raw FILE
   bpfblk prog run    FILE.o[:PROGRAM] [--data FILE] [--set NAME=VALUE]...
                      [--lba N] [--nsid N] [--block-size N] [--budget N]
-                     [--engine jit|interpreter]
-  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter]
+                     [--engine jit|interpreter] [--map-memory BYTES] [--log]
+  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter] [--log]
 
-verify runs bpfblk's verifier (exit 1 with the instruction and the reason on
-rejection); --kernel also asks the Linux verifier (xdp programs only).
+verify runs bpfblk's verifier (exit 1 with the instruction, its C source line
+and the reason on rejection); --kernel also asks the Linux verifier (xdp
+programs only). --log prints, on rejection, the verifier's log of the path
+that led there: each instruction with the register state before it.
 run prints "r0 = N" (unsigned decimal), the emitted values, then the maps.
 --raw reads FILE as raw little-endian instructions and runs them with
 r1 = data and r2 = data length. A filter's data is split into --block-size
 blocks (default: one block of the whole data). --engine picks how the
 program runs: jit (x86-64 machine code, the default on linux/amd64) or
 interpreter; both give the same results.
+
+` + mapMemoryHelp + `
+run 'bpfblk prog SUBCOMMAND -h' for a subcommand's flags
 `
+
+// progSynopses are the usage lines of prog's subcommands.
+var progSynopses = map[string]string{
+	"verify": "prog verify FILE.o[:PROGRAM] | --raw FILE [--set NAME=VALUE]... [--kernel] [--map-memory BYTES]",
+	"dis":    "prog dis FILE.o[:PROGRAM] | --raw FILE",
+	"run": "prog run FILE.o[:PROGRAM] | --raw FILE [--data FILE] [--set NAME=VALUE]... [--lba N] [--nsid N]\n" +
+		"                [--block-size N] [--budget N] [--engine jit|interpreter] [--map-memory BYTES]",
+}
+
+// progAbout says what each subcommand prints.
+var progAbout = map[string]string{
+	"verify": "Runs bpfblk's verifier: exit 1 with the instruction and the reason on rejection.\n" +
+		"--kernel also asks the Linux verifier (xdp programs only).\n\n" + mapMemoryHelp,
+	"dis": "Prints the program's instructions.",
+	"run": "Prints \"r0 = N\" (unsigned decimal), the emitted values, then the maps.\n" +
+		"--raw reads FILE as raw little-endian instructions and runs them with r1 = data\n" +
+		"and r2 = data length. A filter's data is split into --block-size blocks.\n\n" + mapMemoryHelp,
+}
+
+// Bounds of prog run's numeric flags.
+const (
+	maxNSID       = 0xfffffffe // NVMe namespace ids are 1 to FFFFFFFEh
+	maxProgBlock  = 64 << 20
+	maxProgBudget = 1 << 62
+)
 
 // setFlags collects repeated --set NAME=VALUE.
 type setFlags []string
 
-func (s *setFlags) String() string     { return strings.Join(*s, ",") }
+func (s *setFlags) String() string {
+	if s == nil {
+		return ""
+	}
+	return strings.Join(*s, ",")
+}
+
 func (s *setFlags) Set(v string) error { *s = append(*s, v); return nil }
 
 type progOpts struct {
@@ -56,16 +91,17 @@ type progOpts struct {
 	raw       bool
 	dataFile  string
 	lba       uint64
-	nsid      uint
-	blockSize uint
+	nsid      uint32
+	blockSize uint32
 	budget    int64
 	engine    string
+	mapMemory *byteSize
+	log       bool
 }
 
 func runProg(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, progUsage)
-		return exitUsage
+		return usageError(stderr, "prog", errors.New("missing subcommand (verify, dis or run)"))
 	}
 	sub := args[0]
 	switch sub {
@@ -74,58 +110,44 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "verify", "dis", "run":
 	default:
-		fmt.Fprintf(stderr, "bpfblk prog: unknown subcommand %q\n%s", sub, progUsage)
-		return exitUsage
+		what := "unknown subcommand"
+		if strings.HasPrefix(sub, "-") {
+			what = "unknown flag"
+		}
+		return usageError(stderr, "prog", fmt.Errorf("%s %q (want verify, dis or run)", what, sub))
 	}
 	var o progOpts
-	fs := flag.NewFlagSet("bpfblk prog "+sub, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Var(&o.sets, "set", "set global variable NAME=VALUE (repeatable)")
+	fs := newCmdline("prog "+sub, progSynopses[sub], stdout, stderr)
+	fs.about = progAbout[sub]
+	fs.Var(&o.sets, "set", "set global variable `NAME=VALUE` (repeatable)")
 	fs.BoolVar(&o.raw, "raw", false, "FILE holds raw little-endian instructions")
 	if sub == "verify" {
 		fs.BoolVar(&o.kernel, "kernel", false, "also ask the Linux kernel's verifier")
 	}
+	if sub == "verify" || sub == "run" {
+		o.mapMemory = mapMemoryFlag(fs.FlagSet)
+		logFlag(fs.FlagSet, &o.log)
+	}
 	if sub == "run" {
 		fs.StringVar(&o.dataFile, "data", "", "file with the data to run on")
 		fs.Uint64Var(&o.lba, "lba", 0, "LBA of the first block")
-		fs.UintVar(&o.nsid, "nsid", 1, "namespace id")
-		fs.UintVar(&o.blockSize, "block-size", 0, "block size in bytes (0: the whole data is one block)")
-		fs.Int64Var(&o.budget, "budget", engine.DefaultBudget, "instruction budget per run")
+		fs.uint32Var(&o.nsid, "nsid", 1, 1, maxNSID, fmt.Sprintf("namespace id `N` (1-%d)", uint32(maxNSID)))
+		fs.uint32Var(&o.blockSize, "block-size", 0, 0, maxProgBlock, "block size in `BYTES`: 0 (the whole data is one block) or a multiple of 512").mult = 512
+		fs.int64Var(&o.budget, "budget", engine.DefaultBudget, 1, maxProgBudget, "instruction budget `N` per run (above 0)")
 		fs.StringVar(&o.engine, "engine", engine.Default().Name(), "jit or interpreter")
 	}
-	// Flags may come before or after the positional argument.
-	var pos []string
-	rest := args[1:]
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stdout, progUsage)
-				return exitOK
-			}
-			fmt.Fprintf(stderr, "bpfblk prog %s: %v\n", sub, err)
-			return exitUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, code, ok := fs.parse(args[1:])
+	if !ok {
+		return code
 	}
 	if len(pos) != 1 {
-		fmt.Fprintf(stderr, "bpfblk prog %s: want exactly one program file, got %d arguments\n", sub, len(pos))
-		return exitUsage
+		return fs.usageError(fmt.Errorf("want exactly one program file, got %d arguments", len(pos)))
 	}
 	if o.raw && len(o.sets) > 0 {
-		fmt.Fprintf(stderr, "bpfblk prog %s: --set needs an ELF object, not --raw instructions\n", sub)
-		return exitUsage
-	}
-	if o.budget <= 0 && sub == "run" {
-		fmt.Fprintf(stderr, "bpfblk prog run: --budget must be positive\n")
-		return exitUsage
+		return fs.usageError(errors.New("--set needs an ELF object, not --raw instructions"))
 	}
 	if sub == "run" && engine.EngineByName(o.engine) == nil {
-		fmt.Fprintf(stderr, "bpfblk prog run: --engine %q: want jit or interpreter\n", o.engine)
-		return exitUsage
+		return fs.usageError(fmt.Errorf("--engine %q: want jit or interpreter", o.engine))
 	}
 	var err error
 	switch sub {
@@ -137,25 +159,10 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 		err = progRun(pos[0], &o, stdout)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "bpfblk prog %s: %s\n", sub, oneLine(err))
-		if errors.Is(err, errUsage) {
-			return exitUsage
-		}
-		return exitFail
+		printVerifierLog(stderr, err)
+		return fs.exit(err)
 	}
 	return exitOK
-}
-
-var errUsage = errors.New("usage")
-
-// progUsageError is bad input from the user (exit status 2).
-type progUsageError struct{ msg string }
-
-func (e progUsageError) Error() string   { return e.msg }
-func (e progUsageError) Is(t error) bool { return t == errUsage }
-
-func oneLine(err error) string {
-	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
 // splitTarget splits FILE.o[:PROGRAM].
@@ -178,19 +185,19 @@ func loadTarget(target string, o *progOpts) (*ebpf.CollectionSpec, *ebpf.Program
 	}
 	ps, err := engine.SelectProgram(cs, name)
 	if err != nil {
-		return nil, nil, nil, progUsageError{fmt.Sprintf("%s: %v", file, err)}
+		return nil, nil, nil, usageErrorf("%s: %v", file, err)
 	}
 	text := map[string]any{}
 	for _, s := range o.sets {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || k == "" {
-			return nil, nil, nil, progUsageError{fmt.Sprintf("--set %q: want NAME=VALUE", s)}
+			return nil, nil, nil, usageErrorf("--set %q: want NAME=VALUE", s)
 		}
 		text[k] = v
 	}
 	vars, err := typeVars(cs.Variables, text)
 	if err != nil {
-		return nil, nil, nil, progUsageError{err.Error()}
+		return nil, nil, nil, asUsage(err)
 	}
 	return cs, ps, vars, nil
 }
@@ -216,15 +223,19 @@ func loadProgram(target string, o *progOpts) (*engine.Program, error) {
 		if err != nil {
 			return nil, err
 		}
-		return engine.FromBytes(target, abi.TypeRaw, b)
+		return engine.FromBytesWith(target, abi.TypeRaw, b, &engine.LoadOptions{VerifierLog: o.log})
 	}
 	cs, ps, vars, err := loadTarget(target, o)
 	if err != nil {
 		return nil, err
 	}
-	p, err := engine.LoadSpec(cs, &engine.LoadOptions{Program: ps.Name, Vars: vars})
+	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars, VerifierLog: o.log}
+	if o.mapMemory != nil {
+		lo.MapMemory = int64(*o.mapMemory)
+	}
+	p, err := engine.LoadSpec(cs, lo)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", ps.Name, err)
+		return nil, fmt.Errorf("%s: %w", ps.Name, mapMemoryHint(err))
 	}
 	return p, nil
 }
@@ -301,7 +312,7 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 		return err
 	}
 	if o.blockSize > 0 && len(data)%int(o.blockSize) != 0 {
-		return progUsageError{fmt.Sprintf("%d bytes of data is not a whole number of %d-byte blocks", len(data), o.blockSize)}
+		return usageErrorf("--block-size %d: %d bytes of data is not a whole number of %d-byte blocks", o.blockSize, len(data), o.blockSize)
 	}
 	x, err := engine.Compile(p, engine.EngineByName(o.engine))
 	if err != nil {
@@ -321,7 +332,7 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 	}()
 	emit := make([]uint64, 1<<16)
 	res, err := inst.Run(&engine.Context{
-		Data: data, LBA: o.lba, NSID: uint32(o.nsid), BlockSize: uint32(o.blockSize),
+		Data: data, LBA: o.lba, NSID: o.nsid, BlockSize: o.blockSize,
 	}, emit)
 	if err != nil {
 		return err
@@ -337,42 +348,5 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "  %d\n", v)
 		}
 	}
-	for _, m := range engine.MergeMaps(inst) {
-		printMap(stdout, m)
-	}
-	return nil
-}
-
-func printMap(w io.Writer, m engine.MapData) {
-	kind := "array"
-	if m.Kind == verifier.MapHash {
-		kind = "hash"
-	}
-	fmt.Fprintf(w, "map %s (%s, key %d bytes, value %d bytes, %d entries):\n", m.Name, kind, m.KeySize, m.ValueSize, len(m.Entries))
-	for _, e := range m.Entries {
-		fmt.Fprintf(w, "  %s: %s\n", fmtBytes(e.Key), fmtBytes(e.Value))
-	}
-}
-
-// fmtBytes prints little-endian integers of 1, 2, 4 or 8 bytes as unsigned
-// decimal, multiples of 8 bytes as decimal words, anything else as hex.
-func fmtBytes(b []byte) string {
-	switch len(b) {
-	case 1:
-		return fmt.Sprint(b[0])
-	case 2:
-		return fmt.Sprint(binary.LittleEndian.Uint16(b))
-	case 4:
-		return fmt.Sprint(binary.LittleEndian.Uint32(b))
-	case 8:
-		return fmt.Sprint(binary.LittleEndian.Uint64(b))
-	}
-	if len(b)%8 == 0 {
-		var parts []string
-		for i := 0; i < len(b); i += 8 {
-			parts = append(parts, fmt.Sprint(binary.LittleEndian.Uint64(b[i:])))
-		}
-		return "{" + strings.Join(parts, " ") + "}"
-	}
-	return fmt.Sprintf("%x", b)
+	return printMaps(stdout, p, engine.MergeMaps(inst))
 }

@@ -24,19 +24,19 @@ func init() {
 	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
 }
 
-const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [--count] [--json]"
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--log] [--count] [--json]"
 
 // scanReport is the JSON of `bpfblk scan --json`.
 type scanReport struct {
-	Matches          uint64           `json:"matches"`
-	BytesScanned     uint64           `json:"bytes_scanned"`
-	BytesToHost      uint64           `json:"bytes_to_host"`
-	BytesThroughHost uint64           `json:"bytes_through_host"`
-	Seconds          float64          `json:"seconds"`
-	Engines          []scanEngineJSON `json:"engines"`
-	Targets          []scanTargetJSON `json:"targets"`
-	Faults           []string         `json:"faults"`
-	Maps             []engine.MapData `json:"maps,omitempty"`
+	Matches          uint64            `json:"matches"`
+	BytesScanned     uint64            `json:"bytes_scanned"`
+	BytesToHost      uint64            `json:"bytes_to_host"`
+	BytesThroughHost uint64            `json:"bytes_through_host"`
+	Seconds          float64           `json:"seconds"`
+	Engines          []scanEngineJSON  `json:"engines"`
+	Targets          []scanTargetJSON  `json:"targets"`
+	Faults           []string          `json:"faults"`
+	Maps             []json.RawMessage `json:"maps"`
 }
 
 type scanEngineJSON struct {
@@ -57,45 +57,46 @@ type scanTargetJSON struct {
 }
 
 func runScan(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("scan", scanSynopsis, stderr)
+	fs := newCmdline("scan", scanSynopsis, stdout, stderr)
 	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
 	var sets multiFlag
-	fs.Var(&sets, "set", "set a program parameter NAME=VALUE (repeatable); VALUE is a number or text")
-	devs := devFlag(fs)
+	fs.Var(&sets, "set", setHelp)
+	devs := fs.devFlag()
 	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
 	count := fs.Bool("count", false, "print only the number of matches")
 	jsonOut := fs.Bool("json", false, "print a JSON report instead of match lines")
-	cores := fs.String("c", "0-1", "core mask of the host compute reactors")
-	chunk := fs.Int("chunk", 256<<10, "bytes per program run")
-	if code, ok := parseNoArgs("scan", fs, args, stderr); !ok {
+	cores := fs.cores("c", 2, "`CORES` of the host compute reactors: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
+	chunk := fs.size("chunk", 256<<10, 64<<20, "`BYTES` per program run (a multiple of 512, at most 64 MiB)")
+	mapMemory := mapMemoryFlag(fs.FlagSet)
+	var verifierLog bool
+	logFlag(fs.FlagSet, &verifierLog)
+	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
 	eng, err := compute.ParseEngine(*engineFlag)
 	if err != nil {
-		return usageError(stderr, "scan", err)
+		return fs.usageError(errors.Wrap(err, "--engine"))
 	}
 	switch *stage {
 	case "host":
 	case "cmb":
 	default:
-		return usageError(stderr, "scan", errors.Errorf("unknown stage %q (want host or cmb)", *stage))
+		return fs.usageError(errors.Errorf("--stage: unknown stage %q (want host or cmb)", *stage))
 	}
 	vars := map[string]any{}
 	for _, s := range sets {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok || k == "" {
-			return usageError(stderr, "scan", errors.Errorf("--set %q: want NAME=VALUE", s))
+			return fs.usageError(errors.Errorf("--set %q: want NAME=VALUE", s))
 		}
 		vars[k] = v
 	}
-	if _, err := poller.ParseCoreMask(*cores); err != nil {
-		return usageError(stderr, "scan", err)
-	}
 
-	exe, err := loadScanProgram(*filter, vars)
+	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory), verifierLog)
 	if err != nil {
-		return failure(stderr, "scan", err)
+		printVerifierLog(stderr, err)
+		return fs.exit(mapMemoryHint(err))
 	}
 
 	set, code := openDevices("scan", *devs, stderr)
@@ -138,16 +139,17 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	if bar {
 		opts.Progress = func(done, total uint64) { progressBar(stderr, done, total) }
 	}
-	st, err := cb.Scan(ctx, g, exe, cb.AllTargets(), opts)
+	targets := cb.AllTargets()
+	st, err := cb.Scan(ctx, g, exe, targets, opts)
 	if bar {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if st == nil {
-		return failure(stderr, "scan", err)
+		return failure(stderr, "scan", mapMemoryHint(err))
 	}
 	switch {
 	case *jsonOut:
-		if werr := writeScanJSON(stdout, st); werr != nil {
+		if werr := writeScanJSON(stdout, st, mapsJSON(exe.Program(), st.Maps)); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
 	case *count:
@@ -168,10 +170,15 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			if i > 0 && matches[i-1].Target == m.Target && matches[i-1].LBA == m.LBA {
 				continue
 			}
-			w.printf("%d %d\n", m.NSID, m.LBA)
+			// NAME LBA: the bdev name tells namespaces of different
+			// controllers apart, which their NSIDs do not.
+			w.printf("%s %d\n", set.Bdevs[targets[m.Target].Base].Name(), m.LBA)
 		}
 		w.flush()
 		printScanSummary(stderr, st)
+		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
+			return failure(stderr, "scan", werr)
+		}
 	}
 	for _, f := range st.Faults {
 		fmt.Fprintf(stderr, "bpfblk scan: fault: %v\n", f)
@@ -186,39 +193,38 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 }
 
 // loadScanProgram loads the user's filter, or the built-in one.
-func loadScanProgram(filter string, vars map[string]any) (*engine.Executable, error) {
+func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifierLog bool) (*engine.Executable, error) {
 	var p *engine.Program
 	if filter == "" {
 		spec, err := filters.LoadPattern()
 		if err != nil {
 			return nil, errors.Wrap(err, "built-in filter")
 		}
-		if _, ok := vars["pattern"]; !ok {
-			vars["pattern"] = device.DemoPattern
-		}
-		if s, ok := vars["pattern"].(string); ok {
-			if _, ok := vars["pattern_len"]; !ok {
-				vars["pattern_len"] = fmt.Sprint(len(s))
-			}
+		if err := builtinPattern(vars, device.DemoPattern); err != nil {
+			return nil, err
 		}
 		typed, err := typeVars(spec.Variables, vars)
 		if err != nil {
-			return nil, err
+			return nil, asUsage(err)
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, err
 		}
 	} else {
-		path, prog, _ := strings.Cut(filter, ":")
+		path, prog := splitTarget(filter)
 		spec, err := loadCollection(path)
 		if err != nil {
-			return nil, err
+			return nil, errors.Wrap(err, "--filter")
+		}
+		ps, err := engine.SelectProgram(spec, prog)
+		if err != nil {
+			return nil, asUsage(errors.Wrapf(err, "--filter %s", filter))
 		}
 		typed, err := typeVars(spec.Variables, vars)
 		if err != nil {
-			return nil, err
+			return nil, asUsage(err)
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: prog, Vars: typed}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: ps.Name, Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, errors.Wrap(err, path)
 		}
 	}
@@ -296,11 +302,11 @@ func printScanSummary(w io.Writer, st *compute.Stats) {
 	}
 }
 
-func writeScanJSON(w io.Writer, st *compute.Stats) error {
+func writeScanJSON(w io.Writer, st *compute.Stats, maps []json.RawMessage) error {
 	rep := scanReport{
 		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
-		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: st.Maps,
+		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: maps,
 	}
 	for _, e := range st.Engines {
 		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})

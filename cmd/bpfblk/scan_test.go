@@ -25,7 +25,7 @@ func demoReference(t *testing.T, pattern string) (lines []string) {
 		data := device.DemoData(i, b.BlockSize(), b.NumBlocks())
 		for blk := uint64(0); blk < b.NumBlocks(); blk++ {
 			if bytes.Contains(data[blk*uint64(b.BlockSize()):(blk+1)*uint64(b.BlockSize())], []byte(pattern)) {
-				lines = append(lines, fmt.Sprintf("%d %d", b.Info().NSID, blk))
+				lines = append(lines, fmt.Sprintf("%s %d", b.Name(), blk))
 			}
 		}
 	}
@@ -118,14 +118,19 @@ func TestScanBadInput(t *testing.T) {
 		{[]string{"--stage", "ssd"}, exitUsage},
 		{[]string{"--set", "novalue"}, exitUsage},
 		{[]string{"--dev", "tape:0"}, exitUsage},
-		{[]string{"--dev", "file:/no/such/file"}, exitUsage},
-		{[]string{"--set", "nosuchvar=1"}, exitFail},
-		{[]string{"--set", "pattern_len=99999999999"}, exitFail},
+		{[]string{"--set", "nosuchvar=1"}, exitUsage},
+		{[]string{"--set", "pattern_len=99999999999"}, exitUsage},
+		{[]string{"--filter", patternObj + ":nosuchprog"}, exitUsage},
+		{[]string{"--filter", patternObj}, exitUsage}, // several programs: name one
+		{[]string{"--dev", "file:/no/such/file"}, exitFail},
 		{[]string{"--filter", "/no/such/filter.o"}, exitFail},
 	} {
-		code, out, errOut := runCLI(append([]string{"scan"}, tc.args...)...)
-		if code != tc.code || out != "" || !strings.HasPrefix(errOut, "bpfblk scan: ") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
-			t.Errorf("scan %v: exit %d, stdout %q, stderr %q; want exit %d and one error line", tc.args, code, out, errOut, tc.code)
+		args := append([]string{"scan"}, tc.args...)
+		code, out, errOut := runCLI(args...)
+		if tc.code == exitUsage {
+			checkUsageError(t, "scan", args, code, out, errOut)
+		} else if checkFailure(t, "scan", args, code, errOut); out != "" {
+			t.Errorf("%v: stdout %q", args, out)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pkg/errors"
 
+	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/nvme/pci"
 )
 
@@ -18,9 +19,9 @@ func init() {
 	register(command{name: "setup", summary: "hand NVMe controllers to vfio-pci and reserve hugepages (like SPDK's setup.sh)", run: runSetup})
 }
 
-const setupSynopsis = `setup [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N] [--hugepage-size 2M|1G] [--node N] [--dry-run]
+const setupSynopsis = `setup [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N] [--hugepage-size 2M|1G] [--node N] [--dry-run]`
 
-  config  (the default) reserve hugepages and hand NVMe controllers to vfio-pci;
+const setupAbout = `  config  (the default) reserve hugepages and hand NVMe controllers to vfio-pci;
           controllers with a mounted, swapped-on or held namespace are left alone
   reset   give the controllers back to the kernel's nvme driver
   status  list NVMe controllers with driver, IOMMU group and block devices, and the hugepages`
@@ -50,20 +51,24 @@ type setupOptions struct {
 }
 
 func runSetup(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("setup", setupSynopsis, stderr)
+	fs := newCmdline("setup", setupSynopsis, stdout, stderr)
+	fs.about = setupAbout
 	var devs multiFlag
 	fs.Var(&devs, "dev", "NVMe function to act on (repeatable; default: every NVMe function)")
 	hugemem := fs.String("hugemem", "2G", "hugepage memory to reserve: a size such as 2G or 512M (a plain number is MiB); 0 frees them")
-	hugepages := fs.Int("hugepages", -1, "number of hugepages to reserve (overrides --hugemem)")
+	var hugepages, node int
+	fs.intVar(&hugepages, "hugepages", -1, -1, maxHugePages, "reserve `N` hugepages (overrides --hugemem; -1: from --hugemem)").want =
+		fmt.Sprintf("a number of pages from 0 to %d (or -1: from --hugemem)", maxHugePages)
 	pageSize := fs.String("hugepage-size", "2M", "hugepage size: 2M or 1G")
-	node := fs.Int("node", -1, "NUMA node for the hugepages (default: spread evenly over the nodes)")
+	fs.intVar(&node, "node", -1, -1, maxNode, "NUMA `NODE` for the hugepages (-1: spread evenly over the nodes)").want =
+		fmt.Sprintf("a NUMA node from 0 to %d (or -1: spread over the nodes)", maxNode)
 	dry := fs.Bool("dry-run", false, "print what would be written to sysfs, change nothing")
 	root := fs.String("root", "/", "system root holding sys/ and proc/ (for testing against a copy)")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return exitUsage
+	pos, code, ok := fs.parse(args)
+	if !ok {
+		return code
 	}
-	o := setupOptions{mode: "config", hugePages: *hugepages, node: *node, dryRun: *dry}
+	o := setupOptions{mode: "config", hugePages: hugepages, node: node, dryRun: *dry}
 	if len(pos) > 0 {
 		o.mode = pos[0]
 		pos = pos[1:]
@@ -71,19 +76,24 @@ func runSetup(args []string, stdout, stderr io.Writer) int {
 	switch o.mode {
 	case "config", "reset", "status":
 	default:
-		return usageError(stderr, "setup", errors.Errorf("unknown action %q (want config, reset or status)", o.mode))
+		return fs.usageError(errors.Errorf("unknown action %q (want config, reset or status)", o.mode))
 	}
 	if len(pos) > 0 {
-		return usageError(stderr, "setup", errors.Errorf("unexpected argument %q", pos[0]))
+		return fs.usageError(errors.Errorf("unexpected argument %q", pos[0]))
 	}
+	seen := map[pci.Addr]string{}
 	for _, d := range devs {
 		if !pci.IsDevString(d) {
-			return usageError(stderr, "setup", errors.Errorf("--dev %q: setup acts on PCI functions (pci:DDDD:BB:DD.F)", d))
+			return fs.usageError(errors.Errorf("--dev %q: setup acts on PCI functions (pci:DDDD:BB:DD.F)", d))
 		}
 		a, err := pci.ParseAddr(d)
 		if err != nil {
-			return usageError(stderr, "setup", err)
+			return fs.usageError(errors.Wrap(err, "--dev"))
 		}
+		if first, dup := seen[a]; dup {
+			return fs.usageError(errors.Errorf("--dev: %q and %q are both %s: %v", first, d, a.DevString(), device.ErrDuplicate))
+		}
+		seen[a] = d
 		o.devs = append(o.devs, a)
 	}
 	switch strings.ToUpper(*pageSize) {
@@ -92,16 +102,11 @@ func runSetup(args []string, stdout, stderr io.Writer) int {
 	case "1G", "1GB", "1048576K", "1048576KB":
 		o.hugeKB = 1 << 20
 	default:
-		return usageError(stderr, "setup", errors.Errorf("--hugepage-size %q: want 2M or 1G", *pageSize))
+		return fs.usageError(errors.Errorf("--hugepage-size %q: want 2M or 1G", *pageSize))
 	}
-	if o.hugePages < -1 {
-		return usageError(stderr, "setup", errors.Errorf("--hugepages %d: must not be negative", o.hugePages))
-	}
+	var err error
 	if o.hugeMem, err = parseMemSize(*hugemem); err != nil {
-		return usageError(stderr, "setup", errors.Wrap(err, "--hugemem"))
-	}
-	if *node < -1 {
-		return usageError(stderr, "setup", errors.Errorf("--node %d: must not be negative", *node))
+		return fs.usageError(errors.Wrap(err, "--hugemem"))
 	}
 	o.realRoot = *root == "/" || *root == ""
 	h := setupHost(*root)
@@ -120,6 +125,13 @@ func runSetup(args []string, stdout, stderr io.Writer) int {
 	}
 	return setupConfig(h, o, stdout, stderr)
 }
+
+// Bounds of setup's numeric flags: 16 Mi pages (32 TiB of 2 MiB pages) and
+// Linux's largest NUMA node number (MAX_NUMNODES is at most 1024).
+const (
+	maxHugePages = 1 << 24
+	maxNode      = 1023
+)
 
 // parseMemSize parses "2G", "512M", "1024" (MiB), "0".
 func parseMemSize(s string) (int64, error) {

@@ -173,9 +173,8 @@ func TestSetupUsage(t *testing.T) {
 		{"setup", "--node", "-2"},
 		{"setup", "--bogus"},
 	} {
-		if code, _, errs := runCmd(args...); code != exitUsage || errs == "" {
-			t.Errorf("%v: exit %d, stderr %q; want a usage error", args, code, errs)
-		}
+		code, out, errs := runCmd(args...)
+		checkUsageError(t, "setup", args, code, out, errs)
 	}
 }
 

@@ -54,6 +54,9 @@ type Executable struct {
 	prog   *Program
 	code   Code
 	engine string
+	// shared holds the read-only maps, which every instance shares (nil
+	// for writable maps): they cannot change after load.
+	shared []*mapInst
 }
 
 // Compile compiles a verified program with e. A nil e means Default(); if
@@ -72,7 +75,14 @@ func Compile(p *Program, e Engine) (*Executable, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "compile %s with %s", p.Name, e.Name())
 	}
-	return &Executable{prog: p, code: c, engine: e.Name()}, nil
+	x := &Executable{prog: p, code: c, engine: e.Name(), shared: make([]*mapInst, len(p.Maps))}
+	for i := range p.Maps {
+		if p.Maps[i].ReadOnly {
+			x.shared[i] = newMapInst(&p.Maps[i], i)
+			x.shared[i].shared = true
+		}
+	}
+	return x, nil
 }
 
 // ErrNoExecMemory is returned (wrapped) by the JIT when the process cannot
@@ -86,7 +96,8 @@ func (x *Executable) Engine() string { return x.engine }
 func (x *Executable) Program() *Program { return x.prog }
 
 // Instance is one core's runnable copy of a program: its own stack, context
-// buffer and map instances. An instance is not safe for concurrent use; create
+// buffer and writable maps (read-only maps are shared with the other
+// instances of its Executable). An instance is not safe for concurrent use; create
 // one per core and merge their maps with MergeMaps at the end.
 type Instance struct {
 	regs        [16]uint64
@@ -122,7 +133,10 @@ type jitExit struct {
 	spill  [2]uint64
 }
 
-// NewInstance creates a fresh instance with its own maps.
+// NewInstance creates a fresh instance with its own copy of every writable
+// map; read-only maps are shared by all instances of x. Loading checked that
+// one instance fits the program's map memory limit; a caller that creates
+// several checks their number first with Program.CheckInstances.
 func (x *Executable) NewInstance() *Instance {
 	p := x.prog
 	m := &Instance{
@@ -140,7 +154,10 @@ func (x *Executable) NewInstance() *Instance {
 	m.regions[regionStack].set(m.stack, true)
 	m.regions[regionCtx].set(m.ctx, false)
 	for i := range p.Maps {
-		mi := newMapInst(&p.Maps[i], i)
+		mi := x.shared[i]
+		if mi == nil {
+			mi = newMapInst(&p.Maps[i], i)
+		}
 		m.maps = append(m.maps, mi)
 		m.regions[regionMap0+i].set(mi.values, !p.Maps[i].ReadOnly)
 	}
@@ -204,10 +221,13 @@ func (m *Instance) refill(pc int) error {
 // SetTrace sets where bpf_trace_printk output goes (nil discards it).
 func (m *Instance) SetTrace(w io.Writer) { m.trace = w }
 
-// ResetMaps restores every map of this instance to its initial contents.
+// ResetMaps restores every writable map of this instance to its initial
+// contents (read-only maps never change).
 func (m *Instance) ResetMaps() {
 	for _, mi := range m.maps {
-		mi.reset()
+		if !mi.shared {
+			mi.reset()
+		}
 	}
 }
 

@@ -9,17 +9,20 @@ import (
 	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
-// mapInst is one core's instance of a map. Values live in one contiguous
-// buffer that is the map's region of the address space, so a value pointer
-// returned by lookup is an ordinary checked address. Nothing allocates after
-// creation: a hash map has a fixed open-addressing table and a free list.
+// mapInst is one core's instance of a map (or, for a read-only map, the one
+// instance every core shares). Values live in one contiguous buffer that is
+// the map's region of the address space, so a value pointer returned by
+// lookup is an ordinary checked address. Nothing allocates after creation: a
+// hash map has a fixed open-addressing table of slots, keys stored by value
+// index next to the values, and a free list of value indexes.
 type mapInst struct {
 	spec   *MapSpec
 	index  int
 	values []byte
+	shared bool // a read-only map shared by every instance: never reset
 
 	// hash maps only
-	keys    []byte  // slot -> key
+	keys    []byte  // value index -> key
 	state   []uint8 // slot -> slotEmpty/slotUsed/slotDeleted
 	slotVal []int32 // slot -> value index
 	free    []int32 // free value indexes (a stack)
@@ -33,15 +36,24 @@ const (
 	slotDeleted = 2
 )
 
+// hashSlots is the size of a hash map's slot table: a power of two, at
+// least twice max_entries (so probes stay short) and at least 8.
+func hashSlots(maxEntries uint32) uint64 {
+	n := uint64(8)
+	for n < 2*uint64(maxEntries) {
+		n <<= 1
+	}
+	return n
+}
+
+// newMapInst allocates a map. The loader has checked the sizes
+// (checkMapSize) and the program's total (Program.CheckInstances).
 func newMapInst(s *MapSpec, index int) *mapInst {
 	m := &mapInst{spec: s, index: index, values: make([]byte, int(s.ValueSize)*int(s.MaxEntries))}
 	if s.Kind == verifier.MapHash {
-		n := uint32(8)
-		for n < 2*s.MaxEntries {
-			n <<= 1
-		}
-		m.mask = n - 1
-		m.keys = make([]byte, int(n)*int(s.KeySize))
+		n := hashSlots(s.MaxEntries)
+		m.mask = uint32(n - 1)
+		m.keys = make([]byte, int(s.KeySize)*int(s.MaxEntries))
 		m.state = make([]uint8, n)
 		m.slotVal = make([]int32, n)
 		m.free = make([]int32, 0, s.MaxEntries)
@@ -82,7 +94,8 @@ func (m *mapInst) find(key []byte) int {
 		case slotEmpty:
 			return -1
 		case slotUsed:
-			if bytes.Equal(m.keys[int(s)*ks:int(s+1)*ks], key) {
+			v := int(m.slotVal[s])
+			if bytes.Equal(m.keys[v*ks:(v+1)*ks], key) {
 				return int(s)
 			}
 		}
@@ -109,7 +122,7 @@ func (m *mapInst) lookup(key []byte) int {
 // update stores value under key and returns 0 or a negative errno.
 func (m *mapInst) update(key, value []byte, flags uint64) int64 {
 	vs := int(m.spec.ValueSize)
-	if flags > abi.UpdateExist {
+	if flags > abi.UpdateExist || m.spec.ReadOnly {
 		return -abi.EINVAL
 	}
 	if m.spec.Kind == verifier.MapArray {
@@ -144,7 +157,7 @@ func (m *mapInst) update(key, value []byte, flags uint64) int64 {
 			m.free = m.free[:len(m.free)-1]
 			m.state[s] = slotUsed
 			m.slotVal[s] = v
-			copy(m.keys[int(s)*ks:], key)
+			copy(m.keys[int(v)*ks:], key)
 			copy(m.values[int(v)*vs:], value[:vs])
 			m.count++
 			return 0
@@ -155,7 +168,7 @@ func (m *mapInst) update(key, value []byte, flags uint64) int64 {
 
 // delete removes key and returns 0 or a negative errno.
 func (m *mapInst) delete(key []byte) int64 {
-	if m.spec.Kind == verifier.MapArray {
+	if m.spec.Kind == verifier.MapArray || m.spec.ReadOnly {
 		return -abi.EINVAL
 	}
 	s := m.find(key)
@@ -204,7 +217,7 @@ func (m *mapInst) snapshot() MapData {
 		}
 		v := int(m.slotVal[slot])
 		d.Entries = append(d.Entries, MapEntry{
-			Key:   bytes.Clone(m.keys[slot*ks : (slot+1)*ks]),
+			Key:   bytes.Clone(m.keys[v*ks : (v+1)*ks]),
 			Value: bytes.Clone(m.values[v*vs : (v+1)*vs]),
 		})
 	}

@@ -7,8 +7,13 @@
 // is compiled by an Engine (JIT, x86-64 machine code on linux/amd64, or the
 // portable Interpreter; Default picks) into an Executable, from which each
 // core creates its own Instance: own stack, own context buffer, own copy of
-// every map. Instance.Run allocates nothing; the per-core maps are merged on
-// the host with MergeMaps.
+// every writable map (read-only maps are shared). Instance.Run allocates
+// nothing; the per-core maps are merged on the host with MergeMaps.
+//
+// Maps are declared up front and allocated whole, so a program's memory is
+// known at load: LoadOptions.MapMemory (default DefaultMapMemory) bounds the
+// maps of all its instances, and Program.CheckInstances applies the bound to
+// the number of instances a caller creates.
 //
 // Supported RFC 9669 conformance groups: base32, base64, atomic32, atomic64,
 // divmul32, divmul64 and packet (legacy BPF_ABS/BPF_IND loads over the data),
@@ -27,6 +32,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
@@ -39,6 +45,11 @@ type MapSpec struct {
 	// Init is the initial value memory (MaxEntries*ValueSize bytes or less):
 	// the section data of .rodata/.data, zero for everything else.
 	Init []byte
+	// KeyType and ValueType are the map's BTF types as the C source
+	// declares them (nil without BTF); see Program.MapContents.
+	KeyType, ValueType btf.Type
+
+	initLen uint64 // len(Init) before it is allocated
 }
 
 // Program is a verified program ready to compile.
@@ -51,8 +62,9 @@ type Program struct {
 	// sections (.rodata, .data, .bss) as one-entry array maps.
 	Maps []MapSpec
 
-	code *verifier.Code
-	info *verifier.Info
+	code     *verifier.Code
+	info     *verifier.Info
+	mapLimit int64
 }
 
 // LoadOptions select and parameterise a program in an ELF object.
@@ -64,6 +76,27 @@ type LoadOptions struct {
 	// by name before loading, as cilium/ebpf VariableSpec.Set does: values are
 	// Go integers, byte slices or fixed-size values of the variable's size.
 	Vars map[string]any
+	// MapMemory limits the host memory, in bytes, that the maps of all
+	// instances of the program may take (see Program.MapMemory); 0 means
+	// DefaultMapMemory. Loading refuses a program whose maps times
+	// Instances exceed it, with a *MapMemoryError naming the maps, and
+	// Program.CheckInstances applies it to the instances a caller creates.
+	MapMemory int64
+	// Instances is how many instances the caller will create (one per
+	// core); 0 means 1.
+	Instances int
+	// VerifierLog asks the verifier for the log of a rejection: the
+	// returned *verifier.Error then carries in Log the instructions and
+	// register states on the path that led to it (see verifier.Options).
+	// Off, verification records nothing.
+	VerifierLog bool
+}
+
+func (o *LoadOptions) verifierOptions() *verifier.Options {
+	if o == nil || !o.VerifierLog {
+		return nil
+	}
+	return &verifier.Options{Log: true}
 }
 
 // LoadFile loads and verifies a program from a clang-built ELF object file.
@@ -160,7 +193,29 @@ func LoadSpec(cs *ebpf.CollectionSpec, opts *LoadOptions) (*Program, error) {
 		refs[i] = len(maps)
 		maps = append(maps, spec)
 	}
-	return newProgram(name, typ, insns, maps, func(i int) int { return refs[i] })
+	// Check the maps' memory before allocating any of it, initial contents
+	// included.
+	limit := opts.MapMemory
+	if limit == 0 {
+		limit = DefaultMapMemory
+	}
+	if limit < 0 {
+		return nil, errors.Errorf("program %s: map memory limit %d is negative", name, limit)
+	}
+	if err := checkMapMemory(name, maps, opts.Instances, limit); err != nil {
+		return nil, err
+	}
+	for i := range maps {
+		if err := fillInit(&maps[i], cs.Maps[maps[i].Name], cs); err != nil {
+			return nil, errors.Wrapf(err, "program %s", name)
+		}
+	}
+	p, err := newProgramWith(name, typ, insns, maps, func(i int) int { return refs[i] }, opts.verifierOptions())
+	if err != nil {
+		return nil, err
+	}
+	p.mapLimit = limit
+	return p, nil
 }
 
 type discard struct{}
@@ -177,11 +232,13 @@ func withVariable(cs *ebpf.CollectionSpec, name string, vs *ebpf.VariableSpec) *
 	return &cpy
 }
 
+// mapSpecFrom describes a map and checks its shape; fillInit adds its
+// initial contents once the program's total has been checked.
 func mapSpecFrom(name string, ms *ebpf.MapSpec, cs *ebpf.CollectionSpec) (MapSpec, error) {
 	s := MapSpec{Map: verifier.Map{
 		Name: name, KeySize: ms.KeySize, ValueSize: ms.ValueSize, MaxEntries: ms.MaxEntries,
 		ReadOnly: ms.Flags&(1<<7) != 0 || strings.HasPrefix(name, ".rodata"),
-	}}
+	}, KeyType: ms.Key, ValueType: ms.Value}
 	switch ms.Type {
 	case ebpf.Array, ebpf.PerCPUArray:
 		s.Kind = verifier.MapArray
@@ -193,37 +250,77 @@ func mapSpecFrom(name string, ms *ebpf.MapSpec, cs *ebpf.CollectionSpec) (MapSpe
 	default:
 		return s, errors.Errorf("map %s: type %v is not supported (array and hash maps are)", name, ms.Type)
 	}
-	if ms.KeySize == 0 || ms.ValueSize == 0 || ms.MaxEntries == 0 {
-		return s, errors.Errorf("map %s: key size, value size and max entries must be non-zero", name)
-	}
-	total := uint64(ms.ValueSize) * uint64(ms.MaxEntries)
-	if total > 1<<28 || ms.KeySize > 512 {
-		return s, errors.Errorf("map %s: %d bytes of values is too large (limit 256 MiB)", name, total)
+	if err := checkMapSize(&s); err != nil {
+		return s, err
 	}
 	if s.Kind == verifier.MapArray {
-		s.Init = make([]byte, total)
-		for _, kv := range ms.Contents {
-			k, ok := kv.Key.(uint32)
-			if !ok || k >= ms.MaxEntries {
-				return s, errors.Errorf("map %s: initial key %v is not an index", name, kv.Key)
-			}
-			v, ok := kv.Value.([]byte)
-			if !ok {
-				return s, errors.Errorf("map %s: initial value of type %T", name, kv.Value)
-			}
-			copy(s.Init[int(k)*int(ms.ValueSize):int(k+1)*int(ms.ValueSize)], v)
+		// Refuse bad initial contents now: the extent decides Init's size,
+		// which counts towards the program's map memory.
+		n, err := initExtent(&s, ms, cs)
+		if err != nil {
+			return s, err
 		}
-		for _, v := range cs.Variables {
-			if v.SectionName != name || v.Value == nil {
-				continue
-			}
-			if uint64(v.Offset)+uint64(len(v.Value)) > uint64(ms.ValueSize) {
-				return s, errors.Errorf("variable %s exceeds section %s", v.Name, name)
-			}
+		s.initLen = n
+	}
+	return s, nil
+}
+
+// initExtent returns how many leading bytes of an array's value memory have
+// initial contents (section data, Contents, variables).
+func initExtent(s *MapSpec, ms *ebpf.MapSpec, cs *ebpf.CollectionSpec) (uint64, error) {
+	vs := uint64(s.ValueSize)
+	var n uint64
+	for _, kv := range ms.Contents {
+		k, ok := kv.Key.(uint32)
+		if !ok || k >= s.MaxEntries {
+			return 0, errors.Errorf("map %s: initial key %v is not an index", s.Name, kv.Key)
+		}
+		v, ok := kv.Value.([]byte)
+		if !ok {
+			return 0, errors.Errorf("map %s: initial value of type %T", s.Name, kv.Value)
+		}
+		if uint64(len(v)) > vs {
+			return 0, errors.Errorf("map %s: initial value %d has %d bytes, more than the value size %d", s.Name, k, len(v), vs)
+		}
+		if len(v) > 0 {
+			n = max(n, uint64(k)*vs+uint64(len(v)))
+		}
+	}
+	for _, v := range cs.Variables {
+		if v.SectionName != s.Name || v.Value == nil {
+			continue
+		}
+		end := uint64(v.Offset) + uint64(len(v.Value))
+		if end > vs {
+			return 0, errors.Errorf("variable %s exceeds section %s", v.Name, s.Name)
+		}
+		n = max(n, end)
+	}
+	return n, nil
+}
+
+// fillInit sets an array's Init: its value memory up to the last
+// initialised byte (MapSpec.Memory bounds it; loading checked the total).
+func fillInit(s *MapSpec, ms *ebpf.MapSpec, cs *ebpf.CollectionSpec) error {
+	if s.Kind != verifier.MapArray {
+		return nil
+	}
+	n, err := initExtent(s, ms, cs)
+	if err != nil || n == 0 {
+		return err
+	}
+	s.Init = make([]byte, n)
+	vs := uint64(s.ValueSize)
+	for _, kv := range ms.Contents {
+		k, v := kv.Key.(uint32), kv.Value.([]byte)
+		copy(s.Init[uint64(k)*vs:], v)
+	}
+	for _, v := range cs.Variables {
+		if v.SectionName == s.Name && v.Value != nil {
 			copy(s.Init[v.Offset:], v.Value)
 		}
 	}
-	return s, nil
+	return nil
 }
 
 // FromInstructions verifies a program given as instructions (built with
@@ -244,6 +341,12 @@ func FromInstructions(name string, typ abi.Type, insns asm.Instructions) (*Progr
 // FromBytes decodes raw little-endian instructions (8 bytes each) with
 // cilium/ebpf/asm and verifies them.
 func FromBytes(name string, typ abi.Type, raw []byte) (*Program, error) {
+	return FromBytesWith(name, typ, raw, nil)
+}
+
+// FromBytesWith is FromBytes with options; of LoadOptions only VerifierLog
+// applies to raw instructions.
+func FromBytesWith(name string, typ abi.Type, raw []byte, opts *LoadOptions) (*Program, error) {
 	if len(raw)%asm.InstructionSize != 0 {
 		return nil, errors.Errorf("program %s: %d bytes is not a whole number of 8-byte instructions", name, len(raw))
 	}
@@ -251,10 +354,14 @@ func FromBytes(name string, typ abi.Type, raw []byte) (*Program, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s: decode", name)
 	}
-	return newProgram(name, typ, insns, nil, nil)
+	return newProgramWith(name, typ, insns, nil, nil, opts.verifierOptions())
 }
 
 func newProgram(name string, typ abi.Type, insns asm.Instructions, maps []MapSpec, ref func(int) int) (*Program, error) {
+	return newProgramWith(name, typ, insns, maps, ref, nil)
+}
+
+func newProgramWith(name string, typ abi.Type, insns asm.Instructions, maps []MapSpec, ref func(int) int, vo *verifier.Options) (*Program, error) {
 	if len(maps) > maxMaps {
 		return nil, errors.Errorf("program %s uses %d maps; at most %d", name, len(maps), maxMaps)
 	}
@@ -264,11 +371,11 @@ func newProgram(name string, typ abi.Type, insns asm.Instructions, maps []MapSpe
 	}
 	insns = verifier.CanonicalAtomics(insns)
 	code := verifier.NewCode(insns, vm, ref)
-	info, err := verifier.Verify(code, typ)
+	info, err := verifier.VerifyWith(code, typ, vo)
 	if err != nil {
 		return nil, err
 	}
-	return &Program{Name: name, Type: typ, Insns: insns, Maps: maps, code: code, info: info}, nil
+	return &Program{Name: name, Type: typ, Insns: insns, Maps: maps, code: code, info: info, mapLimit: DefaultMapMemory}, nil
 }
 
 // Disassemble writes the program's instructions, one per line, with slot

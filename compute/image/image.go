@@ -24,6 +24,8 @@ package image
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -141,8 +143,17 @@ func (r *reader) name(what string) string {
 
 // Decode parses a program image and verifies the program. Errors say what
 // is wrong and where; a verifier rejection is returned as the verifier's
-// error (naming the instruction).
+// error (naming the instruction). The program's maps are bounded by
+// engine.DefaultMapMemory.
 func Decode(b []byte) (*engine.Program, error) {
+	return DecodeWithLimit(b, 0)
+}
+
+// DecodeWithLimit is Decode with a limit on the program's map memory, as
+// engine.LoadOptions.MapMemory (0 means engine.DefaultMapMemory): a device
+// refuses a program whose maps it cannot hold. Decoding allocates no more
+// than a small multiple of len(b) before the limit is checked.
+func DecodeWithLimit(b []byte, mapMemory int64) (*engine.Program, error) {
 	if len(b) < len(magic) || string(b[:len(magic)]) != magic {
 		return nil, errors.New("image: not a bpfblk program image (bad magic)")
 	}
@@ -158,15 +169,14 @@ func Decode(b []byte) (*engine.Program, error) {
 	name := string(r.bytes(nameLen, "name"))
 	code := r.bytes(codeLen, "code")
 	type mapRec struct {
-		name                   string
-		kind                   verifier.MapKind
-		key, value, max, flags uint32
-		init                   []byte
+		name                         string
+		kind, key, value, max, flags uint32
+		init                         []byte
 	}
 	maps := make([]mapRec, 0, min(nmaps, maxMaps))
 	for i := uint32(0); i < nmaps && r.err == nil; i++ {
 		m := mapRec{name: r.name("map name")}
-		m.kind = verifier.MapKind(r.u32("map kind"))
+		m.kind = r.u32("map kind")
 		m.key, m.value, m.max, m.flags = r.u32("key size"), r.u32("value size"), r.u32("max entries"), r.u32("flags")
 		m.init = r.bytes(r.u32("init length"), "map init")
 		maps = append(maps, m)
@@ -204,9 +214,9 @@ func Decode(b []byte) (*engine.Program, error) {
 	for _, m := range maps {
 		ms := &ebpf.MapSpec{Name: m.name, KeySize: m.key, ValueSize: m.value, MaxEntries: m.max}
 		switch m.kind {
-		case verifier.MapArray:
+		case uint32(verifier.MapArray):
 			ms.Type = ebpf.Array
-		case verifier.MapHash:
+		case uint32(verifier.MapHash):
 			ms.Type = ebpf.Hash
 		default:
 			return nil, errors.Errorf("image: map %s: unknown kind %d", m.name, m.kind)
@@ -214,17 +224,17 @@ func Decode(b []byte) (*engine.Program, error) {
 		if m.flags&1 != 0 {
 			ms.Flags = 1 << 7 // BPF_F_RDONLY_PROG
 		}
-		if m.kind == verifier.MapArray && m.value > 0 {
+		if ms.Type == ebpf.Array && m.value > 0 {
 			if uint64(len(m.init)) > uint64(m.value)*uint64(m.max) {
 				return nil, errors.Errorf("image: map %s: %d init bytes exceed %d entries of %d", m.name, len(m.init), m.max, m.value)
 			}
+			// Values are the image's bytes (the last may be short): the
+			// loader checks the map's sizes before it allocates the map.
 			vs := uint64(m.value)
 			for k := uint64(0); k*vs < uint64(len(m.init)); k++ {
 				v := m.init[k*vs : min((k+1)*vs, uint64(len(m.init)))]
 				if !allZero(v) {
-					val := make([]byte, m.value)
-					copy(val, v)
-					ms.Contents = append(ms.Contents, ebpf.MapKV{Key: uint32(k), Value: val})
+					ms.Contents = append(ms.Contents, ebpf.MapKV{Key: uint32(k), Value: v})
 				}
 			}
 		}
@@ -242,7 +252,7 @@ func Decode(b []byte) (*engine.Program, error) {
 		return nil, errors.Errorf("image: unknown program type %d", typ)
 	}
 	cs.Programs[name] = &ebpf.ProgramSpec{Name: name, SectionName: sec, Instructions: insns}
-	return engine.LoadSpec(cs, &engine.LoadOptions{Program: name})
+	return engine.LoadSpec(cs, &engine.LoadOptions{Program: name, MapMemory: mapMemory})
 }
 
 func allZero(b []byte) bool {
@@ -272,31 +282,100 @@ func EncodeMaps(maps []engine.MapData) []byte {
 	return b
 }
 
-// DecodeMaps parses EncodeMaps output.
+// DecodeMaps parses EncodeMaps output, map state that comes from a device.
+// Every count and size is checked against the bytes that are left before
+// anything is allocated or looped over: keys and values are 1-512 and
+// 1-4194304 bytes (engine.MaxKeySize, engine.MaxValueSize), so every entry
+// takes at least two bytes of the reply, and a map's entries must be sorted
+// by key without repeats (as EncodeMaps writes them). The result takes at
+// most about 25 bytes per byte of b (a 48-byte entry header for every two
+// bytes of the smallest entry) and a constant. Errors name the map, the entry and the
+// byte offset.
 func DecodeMaps(b []byte) ([]engine.MapData, error) {
+	return decodeMaps(b, nil)
+}
+
+// DecodeMapsFor is DecodeMaps for the state of program p: every map must be
+// one of p's writable maps, at most once, with its kind, key and value
+// sizes, no more entries than its max entries, and array keys below it.
+func DecodeMapsFor(b []byte, p *engine.Program) ([]engine.MapData, error) {
+	return decodeMaps(b, p)
+}
+
+func decodeMaps(b []byte, p *engine.Program) ([]engine.MapData, error) {
 	r := &reader{b: b}
 	n := r.u32("map count")
-	if r.err == nil && n > maxMaps {
-		return nil, errors.Errorf("map state: %d maps (limit %d)", n, maxMaps)
-	}
-	var out []engine.MapData
-	for i := uint32(0); i < n && r.err == nil; i++ {
-		m := engine.MapData{Name: r.name("map name")}
-		m.Kind = verifier.MapKind(r.u32("map kind"))
-		ks, vs, cnt := r.u32("key size"), r.u32("value size"), r.u32("entries")
-		m.KeySize, m.ValueSize = int(ks), int(vs)
-		if r.err == nil && (uint64(ks)+uint64(vs))*uint64(cnt) > uint64(len(b)-r.off) {
-			r.err = errors.Errorf("map %s: %d entries of %d+%d bytes exceed the data", m.Name, cnt, ks, vs)
-		}
-		for k := uint32(0); k < cnt && r.err == nil; k++ {
-			key := bytes.Clone(r.bytes(ks, "key"))
-			val := bytes.Clone(r.bytes(vs, "value"))
-			m.Entries = append(m.Entries, engine.MapEntry{Key: key, Value: val})
-		}
-		out = append(out, m)
-	}
 	if r.err != nil {
 		return nil, errors.Wrap(r.err, "map state")
+	}
+	if n > maxMaps {
+		return nil, errors.Errorf("map state: %d maps (limit %d) at byte 0", n, maxMaps)
+	}
+	var seen []bool
+	if p != nil {
+		seen = make([]bool, len(p.Maps))
+	}
+	out := make([]engine.MapData, 0, n)
+	for i := uint32(0); i < n; i++ {
+		at := r.off
+		m := engine.MapData{Name: r.name("map name")}
+		kind := r.u32("map kind")
+		ks, vs, cnt := r.u32("key size"), r.u32("value size"), r.u32("entries")
+		if r.err != nil {
+			return nil, errors.Wrapf(r.err, "map state: map %d at byte %d", i, at)
+		}
+		m.Kind = verifier.MapKind(kind)
+		where := func() string { return fmt.Sprintf("map state: map %d (%q) at byte %d", i, m.Name, at) }
+		switch {
+		case kind != uint32(verifier.MapArray) && kind != uint32(verifier.MapHash):
+			return nil, errors.Errorf("%s: unknown kind %d", where(), kind)
+		case ks == 0 || ks > engine.MaxKeySize || vs == 0 || vs > engine.MaxValueSize:
+			return nil, errors.Errorf("%s: key size %d, value size %d (want 1-%d and 1-%d)", where(), ks, vs, engine.MaxKeySize, engine.MaxValueSize)
+		case m.Kind == verifier.MapArray && ks != 4:
+			return nil, errors.Errorf("%s: array key size %d is not 4", where(), ks)
+		}
+		m.KeySize, m.ValueSize = int(ks), int(vs)
+		maxEntries := uint32(1<<32 - 1)
+		if p != nil {
+			j := slices.IndexFunc(p.Maps, func(s engine.MapSpec) bool { return s.Name == m.Name })
+			if j < 0 || p.Maps[j].ReadOnly {
+				return nil, errors.Errorf("%s: program %s has no writable map of that name", where(), p.Name)
+			}
+			s := &p.Maps[j]
+			if seen[j] {
+				return nil, errors.Errorf("%s: map sent twice", where())
+			}
+			seen[j] = true
+			if s.Kind != m.Kind || s.KeySize != ks || s.ValueSize != vs || cnt > s.MaxEntries {
+				return nil, errors.Errorf("%s: kind %d, key %d B, value %d B, %d entries; the program declares kind %d, key %d B, value %d B, at most %d entries",
+					where(), m.Kind, ks, vs, cnt, s.Kind, s.KeySize, s.ValueSize, s.MaxEntries)
+			}
+			maxEntries = s.MaxEntries
+		}
+		entry := uint64(ks) + uint64(vs)
+		if left := uint64(len(b) - r.off); uint64(cnt) > left/entry {
+			return nil, errors.Errorf("%s: %d entries of %d+%d bytes need %d bytes, %d are left at byte %d",
+				where(), cnt, ks, vs, uint64(cnt)*entry, left, r.off)
+		}
+		// One copy of the entries' bytes; keys and values are capped
+		// sub-slices of it, so appending to one cannot overwrite another.
+		data := bytes.Clone(b[r.off : r.off+int(uint64(cnt)*entry)])
+		m.Entries = make([]engine.MapEntry, cnt)
+		for k := range m.Entries {
+			e := data[uint64(k)*entry : uint64(k+1)*entry : uint64(k+1)*entry]
+			m.Entries[k] = engine.MapEntry{Key: e[:ks:ks], Value: e[ks:]}
+			if k > 0 && bytes.Compare(m.Entries[k-1].Key, m.Entries[k].Key) >= 0 {
+				return nil, errors.Errorf("%s: entry %d at byte %d: key %x is not after the previous key", where(), k, r.off+k*int(entry), m.Entries[k].Key)
+			}
+			if m.Kind == verifier.MapArray && le.Uint32(m.Entries[k].Key) >= maxEntries {
+				return nil, errors.Errorf("%s: entry %d at byte %d: array index %d is not below %d", where(), k, r.off+k*int(entry), le.Uint32(m.Entries[k].Key), maxEntries)
+			}
+		}
+		r.off += len(data)
+		out = append(out, m)
+	}
+	if r.off != len(b) {
+		return nil, errors.Errorf("map state: %d trailing bytes at byte %d", len(b)-r.off, r.off)
 	}
 	return out, nil
 }

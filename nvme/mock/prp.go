@@ -1,8 +1,6 @@
 package mock
 
 import (
-	"encoding/binary"
-
 	"github.com/bpfblk/bpfblk/nvme"
 )
 
@@ -14,11 +12,13 @@ var (
 	stInvField  = nvme.ErrInvalidField.Field()
 )
 
-// walkPRP calls fn for every host memory segment of an n-byte transfer
-// described by PRP1/PRP2 (with PRP lists), translating each address through
-// the bus. toHost says the device writes the memory. fn returns a status; the
-// first non-zero status stops the walk. An unmapped address is a bus fault and
-// yields Data Transfer Error.
+// walkPRP calls fn for the host memory of an n-byte transfer described by
+// PRP1/PRP2 (with PRP lists), translating addresses through the bus. toHost
+// says the device writes the memory. Pages at consecutive bus addresses
+// that one mapping covers reach fn as one segment, as a DMA engine bursts
+// over them: a backing file is read with one call per run of pages, not
+// one per page. fn returns a status; the first non-zero status stops the
+// walk. An unmapped address is a bus fault and yields Data Transfer Error.
 func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg []byte, off int) uint16) uint16 {
 	if n <= 0 {
 		return stOK
@@ -27,26 +27,19 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 		return stPRPOffset
 	}
 	first := min(n, pageSize-int(prp1&(pageSize-1)))
-	seg, ok := c.bus.access(prp1, first, toHost, true)
-	if !ok {
-		return stDataXfer
-	}
-	if st := fn(seg, 0); st != stOK {
-		return st
-	}
+	r := prpRun{c: c, toHost: toHost, fn: fn, iova: prp1, n: first}
 	done, rest := first, n-first
 	if rest == 0 {
-		return stOK
+		return r.flush()
 	}
 	if rest <= pageSize {
 		if prp2&(pageSize-1) != 0 {
 			return stPRPOffset
 		}
-		seg, ok := c.bus.access(prp2, rest, toHost, true)
-		if !ok {
-			return stDataXfer
+		if st := r.add(prp2, rest, done); st != stOK {
+			return st
 		}
-		return fn(seg, done)
+		return r.flush()
 	}
 	list := prp2
 	hops, maxHops := 0, rest/pageSize+2
@@ -64,7 +57,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 		}
 		chained := false
 		for i := 0; i < per && rest > 0; i++ {
-			ent := binary.LittleEndian.Uint64(ents[8*i:])
+			ent := le.Uint64(ents[8*i:])
 			if i == per-1 && rest > pageSize {
 				list, chained = ent, true
 				break
@@ -73,11 +66,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 				return stPRPOffset
 			}
 			k := min(rest, pageSize)
-			seg, ok := c.bus.access(ent, k, toHost, true)
-			if !ok {
-				return stDataXfer
-			}
-			if st := fn(seg, done); st != stOK {
+			if st := r.add(ent, k, done); st != stOK {
 				return st
 			}
 			done, rest = done+k, rest-k
@@ -85,6 +74,57 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 		if !chained && rest > 0 {
 			return stInvField
 		}
+	}
+	return r.flush()
+}
+
+// prpRun gathers the pages of a PRP walk at consecutive bus addresses into
+// one segment for fn.
+type prpRun struct {
+	c      *Controller
+	toHost bool
+	fn     func(seg []byte, off int) uint16
+	iova   uint64 // start of the run
+	n      int    // bytes in the run
+	off    int    // transfer offset of the run
+}
+
+// add appends k bytes at iova (transfer offset off) to the run, or hands
+// the run to fn and starts a new one.
+func (r *prpRun) add(iova uint64, k, off int) uint16 {
+	if r.iova+uint64(r.n) == iova {
+		r.n += k
+		return stOK
+	}
+	if st := r.flush(); st != stOK {
+		return st
+	}
+	r.iova, r.n, r.off = iova, k, off
+	return stOK
+}
+
+// flush hands the run to fn: in one piece if one mapping covers it, page
+// by page otherwise (a run may cross from one mapping into the next).
+func (r *prpRun) flush() uint16 {
+	if r.n == 0 {
+		return stOK
+	}
+	iova, n, off := r.iova, r.n, r.off
+	r.n = 0
+	if seg, _, ok := r.c.bus.Translate(iova, n); ok {
+		seg, _ = r.c.bus.access(iova, n, r.toHost, true)
+		return r.fn(seg, off)
+	}
+	for n > 0 {
+		k := min(n, pageSize-int(iova&(pageSize-1)))
+		seg, ok := r.c.bus.access(iova, k, r.toHost, true)
+		if !ok {
+			return stDataXfer
+		}
+		if st := r.fn(seg, off); st != stOK {
+			return st
+		}
+		iova, n, off = iova+uint64(k), n-k, off+k
 	}
 	return stOK
 }

@@ -17,7 +17,7 @@ import (
 )
 
 // Scheme is the prefix of PCI device strings in the CLI contract
-// ("pci:0000:01:00.0").
+// ("pci:0000:01:00.0"; the contract is cmd/bpfblk's package doc).
 const Scheme = "pci:"
 
 // ClassNVMe is the PCI class code of an NVM Express I/O controller
