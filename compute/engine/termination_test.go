@@ -269,7 +269,19 @@ func TestJITServesStopTheWorld(t *testing.T) {
 				}()
 			}
 			time.Sleep(10 * time.Millisecond)
-			call, median, worst := gcWorst()
+			// A loaded machine may leave the thread that must stop
+			// unscheduled for long stretches now and then: measure again
+			// (up to three times) before calling a long worst case a
+			// failure. JIT code that does not return to Go fails every
+			// measurement.
+			var call, median, worst time.Duration
+			for try := 0; try < 3; try++ {
+				call, median, worst = gcWorst()
+				if median <= 20*time.Millisecond && worst <= 500*time.Millisecond {
+					break
+				}
+				t.Logf("measurement %d: longest runtime.GC() %v; stopping the world: median %v, longest %v", try, call, median, worst)
+			}
 			stop.Store(true)
 			for g := 0; g < cap(done); g++ {
 				if err := <-done; !errors.Is(err, engine.ErrInterrupted) {
