@@ -344,3 +344,21 @@ func (r *Ring) Close() error {
 
 // Errno turns a negative CQE result into an error.
 func Errno(res int32) error { return syscall.Errno(-res) }
+
+// Drop withdraws the SQEs written since the last Submit that the kernel
+// has not taken, calling fn with each one's user data. It is for a ring
+// whose io_uring_enter failed for good.
+func (r *Ring) Drop(fn func(userData uint64)) {
+	if r.sqPoll {
+		return // published already: the SQ thread owns them
+	}
+	var uds []uint64
+	for t := r.tail - r.toSubmit; t != r.tail; t++ {
+		uds = append(uds, (*SQE)(unsafe.Add(r.sqes, uintptr(t&r.sqMask)*r.sqeSize)).UserData)
+	}
+	r.tail -= r.toSubmit
+	r.toSubmit = 0
+	for _, ud := range uds {
+		fn(ud) // may write new SQEs
+	}
+}
