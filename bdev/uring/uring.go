@@ -159,7 +159,7 @@ func Open(name string, cfg Config) (*Device, error) {
 		case err != nil:
 			notes = append(notes, fmt.Sprintf("buffered I/O: the file system refuses O_DIRECT (%v)", err))
 		default:
-			offAlign := bs
+			offAlign := max(bs, 512)
 			if !blockDev {
 				var st unix.Statx_t
 				if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &st) == nil && st.Mask&unix.STATX_DIOALIGN != 0 && st.Dio_offset_align > 0 {

@@ -30,8 +30,8 @@ flags. A flag is written -name or --name alike.
 # Devices
 
 --dev is repeatable; without it a command opens mock. Each device may be
-given once: the same address twice (mock twice, say), or two file: paths of
-one file (after making them absolute, cleaning them and resolving symbolic
+given once: the same address twice (mock twice, say), or two file: or uring:
+paths of one file (after making them absolute, cleaning them and resolving symbolic
 links), is a usage error, as is a PCI function given twice to setup.
 
 	mock                      the embedded demo subsystem: emulated controllers holding
@@ -40,6 +40,17 @@ links), is a usage error, as is a PCI function given twice to setup.
 	file:PATH[,lba=512|4096]  a namespace backed by a file; several file: devices are
 	                          namespaces of one emulated controller
 	pci:DDDD:BB:DD.F          a real controller through VFIO (see bpfblk setup)
+	uring:PATH[,sqpoll][,buffered][,lba=512|4096]
+	                          a kernel block device (/dev/nvme0n1) or a regular file
+	                          through io_uring, without unbinding it from its driver:
+	                          one ring per reactor, O_DIRECT where the file allows it;
+	                          sqpoll gives each ring a kernel submission thread,
+	                          buffered skips O_DIRECT, lba= sets a file's block size
+	                          (default 512, or the file system's O_DIRECT alignment)
+
+A device that works but not at its best (a uring: file that refuses O_DIRECT
+and is read through the page cache, one opened read-only) is named in one
+"bpfblk CMD: note: ..." line on stderr, once per device.
 
 # Exit status
 

@@ -188,7 +188,7 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 // devFlag adds the repeatable --dev flag of the CLI contract.
 func (c *cmdline) devFlag() *multiFlag {
 	var devs multiFlag
-	c.Var(&devs, "dev", "device `DEV` (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F; each device at most once")
+	c.Var(&devs, "dev", "device `DEV` (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F, uring:PATH[,sqpoll][,buffered][,lba=512|4096]; each device at most once")
 	return &devs
 }
 
@@ -386,6 +386,9 @@ func openDevices(cmd string, devs []string, stderr io.Writer) (*device.Set, int)
 			return nil, usageError(stderr, cmd, errors.Wrap(err, "--dev"))
 		}
 		return nil, failure(stderr, cmd, err)
+	}
+	for _, n := range set.Notes {
+		fmt.Fprintf(stderr, "bpfblk %s: note: %s\n", cmd, n)
 	}
 	return set, exitOK
 }
