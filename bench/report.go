@@ -203,8 +203,8 @@ func (rep *Report) Table(w io.Writer) error {
 	for _, r := range append(append([]*Result{}, rep.Targets...), rep.Total) {
 		line(r.Name, r)
 		if r.Read != nil && r.Write != nil && r.Read.IOs > 0 && r.Write.IOs > 0 {
-			line("  read", r.Read)
-			line("  write", r.Write)
+			line(r.Name+" read", r.Read)
+			line(r.Name+" write", r.Write)
 		}
 	}
 	fmt.Fprintln(tw, "latency in microseconds\t")

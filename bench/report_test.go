@@ -128,7 +128,7 @@ func TestReportFioFields(t *testing.T) {
 	}
 	buf.Reset()
 	rep.Table(&buf)
-	if !strings.Contains(buf.String(), "  read") || !strings.Contains(buf.String(), "  write") {
+	if !strings.Contains(buf.String(), "total read") || !strings.Contains(buf.String(), "x write") {
 		t.Fatalf("table without direction lines:\n%s", buf.String())
 	}
 }

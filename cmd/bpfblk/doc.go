@@ -11,6 +11,7 @@ for every command.
 	                [--map-memory BYTES] [--count] [--json]
 	bpfblk perf     [-w read|write|randread|randwrite|rw|randrw] [-M PERCENT] [-q QD] [-o BYTES]
 	                [-t SECONDS] [-c CORES] [--dev DEV]... [--json] [--histogram] [--plot FILE.svg] [--no-pin]
+	                (long names: --io-pattern, --rwmixread, --io-depth, --io-size, --time, --core-mask)
 	bpfblk list     [--dev DEV]... [--json]
 	bpfblk identify [--dev DEV]... [--json]
 	bpfblk copy     --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host]
@@ -98,10 +99,16 @@ a usage error naming the flag and the range:
 	scan, prog verify, prog run --map-memory
 	                   bytes, above 0, with an optional suffix k, M, G or T (KiB to TiB)
 
-Core masks (-c of scan and perf) take the forms 0x3, 0-1, 0,2 and [0,2-3]; every
-core must exist and be in this process's affinity mask, else the error names the
-core and the cores there are. scan defaults to the first two such cores, perf to
-the first one.
+Byte counts of perf -o and scan and copy --chunk may carry a binary suffix k, M
+or G (4k is 4096, 1M is 1048576), as in fio and spdk_nvme_perf.
+
+Core masks (-c of scan and perf) are read as SPDK reads them: a bare number is
+a hexadecimal mask, with or without 0x (3 and 0x3 are cores 0 and 1, 1 is core
+0, 0 names no core and is refused); a list in brackets names cores ([0,2-3],
+[3] is core 3), and so do lists and ranges without brackets (0-1, 0,2). Every
+core must exist and be in this process's affinity mask, else the error names
+the core and the cores there are. scan defaults to the first two such cores,
+perf to the first one (shown as [0,1] and [0] in -h).
 
 # Output
 
@@ -127,11 +134,23 @@ written as prog run prints them (below).
 perf prints a header line and a table for people; --json prints
 
 	{"total": {"ios", "errors", "iops", "mib_per_s", "seconds",
-	           "latency_us": {"avg", "min", "max", "p50", "p90", "p99", "p999", "p9999", "p99999"}},
+	           "latency_us": {"avg", "min", "max", "p50", "p90", "p99", "p999", "p9999", "p99999"},
+	           "read": FIO, "write": FIO},
 	 "targets": [{"name", ...the same fields...}]}
 
-with "histogram": [...] buckets in each when --histogram is given. A run in
-which any I/O failed exits 1.
+where FIO is one direction in the names and units of fio's JSON (jobs[].read):
+
+	{"io_bytes", "bw_bytes", "iops", "runtime" (ms), "total_ios", "total_err",
+	 "lat_ns": {"min", "max", "mean", "N", "percentile": {"1.000000", ..., "50.000000",
+	            ..., "99.900000", "99.950000", "99.990000"}}}
+
+Latencies are from the poll that submitted an I/O to the poll that completed it
+(fio's lat_ns, not clat_ns). Both directions are always there (zero for one a
+workload does not do); for rw and randrw the table adds "NAME read" and "NAME
+write" lines under each target and the total. "histogram": [...] buckets come
+in each object when --histogram is given. A run in which any I/O failed exits
+1. On mock devices the numbers measure bpfblk's software round trip through an
+emulated controller (its queues, the bdev layer, the reactor), not a drive.
 
 list prints one line per controller and one indented line per namespace; --json
 prints an array of {"name", "model", "serial", "firmware", "version",
