@@ -337,3 +337,16 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("%.1f allocations per read", allocs)
 	}
 }
+
+// TestPassthruRefusesNonNVMe: a device that is not an NVMe namespace's
+// generic device is refused at open, naming the ioctl that failed.
+func TestPassthruRefusesNonNVMe(t *testing.T) {
+	for _, p := range []string{"/dev/null", filepath.Join(t.TempDir(), "none")} {
+		pt, err := uring.OpenPassthru(p)
+		if err == nil {
+			pt.Close()
+			t.Fatalf("%s opened for NVMe passthrough", p)
+		}
+		t.Log(err)
+	}
+}
