@@ -460,7 +460,11 @@ func (c *channel) lookup(d *nvme.DMA) (uint16, bool) {
 				break
 			}
 			if err := c.ring.UpdateBuffer(uint32(a.idx), a.dma.Buf); err != nil {
-				break // stays unregistered: plain READ/WRITE
+				// Out of lockable memory, say: this ring moves
+				// everything with plain READ/WRITE from now on,
+				// rather than trying again on every miss.
+				c.fixed = false
+				break
 			}
 			c.reg = append(c.reg, &a.dma)
 			if &a.dma == d {
