@@ -6,10 +6,10 @@
 // driver can be read, scanned and benchmarked like any bdev.
 //
 // Each bdev channel (one per reactor) owns one ring. Submissions write an
-// SQE in place and are handed to the kernel with one io_uring_enter per
-// Poll that has new SQEs (none with SQPOLL while its kernel thread is
-// awake); completions are reaped from the mapped CQ ring without a system
-// call. Buffers from AllocBuffer come from page-aligned arenas registered
+// SQE in place; Poll reaps completions from the mapped CQ ring without a
+// system call, then hands every new SQE (the completions' follow-ups
+// included) to the kernel with one io_uring_enter (none with SQPOLL while
+// its kernel thread is awake). Buffers from AllocBuffer come from page-aligned arenas registered
 // with every ring (READ_FIXED/WRITE_FIXED); other memory works through
 // plain READ/WRITE. The file is opened with O_DIRECT where it allows it
 // and buffered otherwise (tmpfs, for one), which Device.Note says. Nothing
@@ -494,11 +494,6 @@ func (c *channel) fallocMode(t bdev.IOType) uint32 {
 var ErrShort = errors.New("uring: short transfer at end of file")
 
 func (c *channel) Poll() int {
-	if c.ring.Pending() > 0 {
-		if _, err := c.ring.Submit(); err != nil {
-			c.failPending(err)
-		}
-	}
 	n := 0
 	for cqe := c.ring.Peek(); cqe != nil; cqe = c.ring.Peek() {
 		i, res := uint32(cqe.UserData), cqe.Res
@@ -533,6 +528,14 @@ func (c *channel) Poll() int {
 		c.free = append(c.free, i)
 		n++
 		io.Done(err)
+	}
+	// One enter for everything submitted since the last Poll, the
+	// callbacks' new I/Os included: they go out now rather than a
+	// reactor round later.
+	if c.ring.Pending() > 0 {
+		if _, err := c.ring.Submit(); err != nil {
+			c.failPending(err)
+		}
 	}
 	return n
 }
