@@ -19,6 +19,7 @@ package uring
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,6 +81,10 @@ func ParseAddr(s string) (Config, error) {
 type Device struct {
 	// Bdev is the device's bdev.
 	Bdev *bdev.Bdev
+	// Path is the block device or file.
+	Path string
+	// BlockDevice reports whether Path is a block device.
+	BlockDevice bool
 	// Direct reports whether I/O bypasses the page cache (O_DIRECT).
 	Direct bool
 	// ReadOnly reports that the path could only be opened for reading:
@@ -88,6 +93,42 @@ type Device struct {
 	// Note says, for a person, what differs from the best case (buffered
 	// I/O, read-only), or is empty.
 	Note string
+}
+
+// devices maps the bdevs of open uring devices to their Device, for
+// Lookup.
+var devices sync.Map
+
+// Lookup returns the uring device behind b, or false for a bdev of another
+// module (or one closed).
+func Lookup(b *bdev.Bdev) (*Device, bool) {
+	d, ok := devices.Load(b)
+	if !ok {
+		return nil, false
+	}
+	return d.(*Device), true
+}
+
+// GenericPath returns the NVMe generic character device (/dev/ngXnY) of a
+// kernel NVMe namespace's block device (/dev/nvmeXnY), the path Passthru
+// opens, or "" when path is not such a block device.
+func GenericPath(path string) string {
+	base := filepath.Base(path)
+	rest, ok := strings.CutPrefix(base, "nvme")
+	c, n, ok2 := strings.Cut(rest, "n")
+	if !ok || !ok2 || !allDigits(c) || !allDigits(n) || filepath.Dir(path) != "/dev" {
+		return ""
+	}
+	return "/dev/ng" + rest
+}
+
+func allDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // maxTransfer is the largest I/O a ring takes in one SQE; the bdev layer
@@ -105,7 +146,7 @@ func Open(name string, cfg Config) (*Device, error) {
 	if !blockDev && !fi.Mode().IsRegular() {
 		return nil, errors.Errorf("device %s: not a block device or regular file", where)
 	}
-	dev := &Device{}
+	dev := &Device{Path: cfg.Path, BlockDevice: blockDev}
 	var notes []string
 	b := &backend{path: cfg.Path, fd: -1, bufFd: -1}
 	defer func() {
@@ -211,6 +252,8 @@ func Open(name string, cfg Config) (*Device, error) {
 		return nil, err
 	}
 	dev.Bdev = bd
+	b.dev = dev
+	devices.Store(bd, dev)
 	if len(notes) > 0 {
 		dev.Note = fmt.Sprintf("%s (%s): %s", name, where, strings.Join(notes, "; "))
 	}
@@ -225,6 +268,7 @@ type backend struct {
 	memAlign int // O_DIRECT's memory alignment; 1 when fd is buffered
 	bs       int
 	sqpoll   bool
+	dev      *Device
 
 	mu     sync.Mutex               // buffer allocation only
 	arenas atomic.Pointer[[]*arena] // copy-on-write, read by channels
@@ -322,6 +366,9 @@ func (b *backend) FreeBuffer(buf bdev.Buffer) error {
 }
 
 func (b *backend) Close() error {
+	if b.dev != nil {
+		devices.Delete(b.dev.Bdev)
+	}
 	var first error
 	if b.fd >= 0 && b.fd != b.bufFd {
 		first = unix.Close(b.fd)

@@ -350,3 +350,27 @@ func TestPassthruRefusesNonNVMe(t *testing.T) {
 		t.Log(err)
 	}
 }
+
+func TestLookupAndGenericPath(t *testing.T) {
+	path := writeFile(t, t.TempDir(), pattern(8192))
+	d, err := uring.Open("uring0", uring.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := uring.Lookup(d.Bdev); !ok || got != d || got.Path != path || got.BlockDevice {
+		t.Fatalf("Lookup = %+v, %v", got, ok)
+	}
+	other, _ := bdev.NewNull("null0", 512, 8)
+	if _, ok := uring.Lookup(other); ok {
+		t.Fatal("a null bdev looked up as a uring device")
+	}
+	d.Bdev.Close()
+	if _, ok := uring.Lookup(d.Bdev); ok {
+		t.Fatal("a closed device is still looked up")
+	}
+	for in, want := range map[string]string{"/dev/nvme0n1": "/dev/ng0n1", "/dev/nvme12n3": "/dev/ng12n3", "/dev/nvme0n1p1": "", "/dev/sda": "", "/tmp/nvme0n1": "", "/dev/nvme0": ""} {
+		if got := uring.GenericPath(in); got != want {
+			t.Errorf("GenericPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -155,11 +155,16 @@ emulated controller (its queues, the bdev layer, the reactor), not a drive.
 list prints one line per controller and one indented line per namespace; --json
 prints an array of {"name", "model", "serial", "firmware", "version",
 "max_transfer", "io_queues", "optional_commands", "cmb_bytes", "compute",
-"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}]}.
+"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}]}; a
+uring: device is one such entry named after its bdev (uring0), its model saying
+what it is, with one namespace of nsid 0 and command set "block".
 
 identify prints "NAME:" and then one "  field value" line per Identify
 Controller field (the spec's lower-case field names: vid, sn, mn, ...); --json
-prints {"NAME": {"field": "value", ...}, ...}.
+prints {"NAME": {"field": "value", ...}, ...}. A uring: device on a kernel NVMe
+namespace (/dev/nvmeXnY) is identified through io_uring NVMe passthrough on its
+generic device (/dev/ngXnY), under its bdev name; other uring: devices get a
+note on stderr instead.
 
 copy prints one line saying what was copied, the path taken and the bytes that
 crossed host memory; --json prints {"bytes", "bytes_through_host", "seconds",

@@ -79,6 +79,24 @@ func TestUringScanPerfCopy(t *testing.T) {
 		t.Fatal("copy did not land")
 	}
 
+	// list shows the device; identify has nothing to ask a file.
+	code, out, errOut = runCLI("list", "--dev", "uring:"+p, "--json")
+	var list []struct {
+		Name       string
+		Namespaces []struct {
+			CommandSet string `json:"command_set"`
+			Blocks     uint64
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &list); code != exitOK || err != nil || len(list) != 1 || list[0].Name != "uring0" ||
+		len(list[0].Namespaces) != 1 || list[0].Namespaces[0].Blocks != 4096 || list[0].Namespaces[0].CommandSet != "block" {
+		t.Fatalf("list: exit %d, %v: %s %s", code, err, out, errOut)
+	}
+	code, out, errOut = runCLI("identify", "--dev", "uring:"+p)
+	if code != exitOK || out != "" || !strings.Contains(errOut, "not an NVMe namespace") {
+		t.Fatalf("identify of a file: exit %d: %q %q", code, out, errOut)
+	}
+
 	// One file as file: and uring: is one device given twice.
 	args := []string{"scan", "--dev", "file:" + p, "--dev", "uring:" + p}
 	code, out, errOut = runCLI(args...)

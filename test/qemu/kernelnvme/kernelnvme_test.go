@@ -182,6 +182,10 @@ func TestKernelNVMe(t *testing.T) {
 		t.Log("the controller has no Copy: passthrough Copy not tried")
 	}
 	pt.Close()
+	// The CLI's identify takes the same path.
+	if out := cli(t, "identify", "--dev", "uring:"+blk); !strings.Contains(out, "sn         BPFBLKA") {
+		t.Fatalf("bpfblk identify --dev uring:%s:\n%s", blk, out)
+	}
 	want := matches(data, 0)
 	if id.ONCS&nvme.ONCSCopy != 0 {
 		want = append(want, matches(data[:copyCount*blockSize], copyDst)...)
