@@ -580,12 +580,18 @@ func (c *channel) Poll() int {
 	// callbacks' new I/Os included: they go out now rather than a
 	// reactor round later.
 	if c.ring.Pending() > 0 {
+		if onSubmit != nil {
+			onSubmit(c.ring.Pending())
+		}
 		if _, err := c.ring.Submit(); err != nil {
 			c.failPending(err)
 		}
 	}
 	return n
 }
+
+// onSubmit, when set (by tests), sees each batch Poll hands the kernel.
+var onSubmit func(sqes uint32)
 
 // failPending completes the I/Os whose SQEs the kernel refused to take.
 func (c *channel) failPending(err error) {

@@ -374,3 +374,40 @@ func TestLookupAndGenericPath(t *testing.T) {
 		}
 	}
 }
+
+// TestOneEnterPerPoll: I/Os submitted between two polls go to the kernel
+// in one batch, from Poll, and a Poll with nothing new submits nothing.
+func TestOneEnterPerPoll(t *testing.T) {
+	path := writeFile(t, t.TempDir(), pattern(1<<20))
+	d := open(t, uring.Config{Path: path})
+	desc, ch := channel(t, d, 16)
+	var batches []uint32
+	uring.SetOnSubmit(func(n uint32) { batches = append(batches, n) })
+	defer uring.SetOnSubmit(nil)
+	bufs := make([]bdev.Buffer, 8)
+	var r result
+	for i := range bufs {
+		bufs[i], _ = desc.AllocBuffer(4096)
+		defer desc.FreeBuffer(bufs[i])
+		if err := ch.ReadTagged(&bufs[i], uint64(i*8), 8, &r, uint64(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(batches) != 0 {
+		t.Fatalf("submitted before Poll: %v", batches)
+	}
+	ch.Poll()
+	if len(batches) != 1 || batches[0] != 8 {
+		t.Fatalf("first Poll submitted %v, want one batch of 8", batches)
+	}
+	wait(t, ch, &r, 8)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for range 10 {
+		ch.Poll()
+	}
+	if len(batches) != 1 {
+		t.Fatalf("polls with nothing new submitted %v", batches[1:])
+	}
+}
