@@ -309,7 +309,29 @@ func (b *backend) NewChannel(depth int) (bdev.BackendChannel, error) {
 	// Without a registered-buffer table every I/O goes through plain
 	// READ/WRITE: slower by the page pinning, but it works.
 	c.fixed = r.RegisterSparseBuffers(maxArenas) == nil
+	if cpus, ok := workerCPUs(); ok {
+		r.SetWorkerAffinity(&cpus) // best effort: the default works too
+	}
 	return c, nil
+}
+
+// workerCPUs returns the CPUs for a ring's io-wq workers when the calling
+// thread is pinned to fewer CPUs than the process may use (a reactor): the
+// process's CPUs but the thread's, so that a request the kernel has to
+// punt to a worker does not wait for the reactor's busy loop to yield its
+// core.
+func workerCPUs() (unix.CPUSet, bool) {
+	var self, proc unix.CPUSet
+	if unix.SchedGetaffinity(0, &self) != nil || unix.SchedGetaffinity(unix.Getpid(), &proc) != nil {
+		return proc, false
+	}
+	if self.Count() >= proc.Count() {
+		return proc, false
+	}
+	for i := range proc {
+		proc[i] &^= self[i]
+	}
+	return proc, proc.Count() > 0
 }
 
 func (b *backend) AllocBuffer(size int) (bdev.Buffer, error) {

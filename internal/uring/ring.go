@@ -49,6 +49,7 @@ const (
 	offSQEs          = 0x10000000
 	registerBuffers2 = 15
 	registerBufUpd   = 16
+	registerIOWQAff  = 17
 	rsrcSparse       = 1 << 0
 )
 
@@ -316,6 +317,19 @@ func (r *Ring) UpdateBuffer(index uint32, mem []byte) error {
 	runtime.KeepAlive(&iov)
 	if errno != 0 {
 		return errors.Wrapf(errno, "io_uring_register: buffer %d (%d bytes)", index, len(mem))
+	}
+	return nil
+}
+
+// SetWorkerAffinity sets the CPUs of the ring's io-wq workers, the kernel
+// threads that run requests which cannot complete without blocking (a
+// file system without non-blocking reads, such as tmpfs). By default they
+// inherit the submitting thread's CPUs: a reactor pinned to one core then
+// shares it with its own workers.
+func (r *Ring) SetWorkerAffinity(cpus *unix.CPUSet) error {
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerIOWQAff, uintptr(unsafe.Pointer(cpus)), unsafe.Sizeof(*cpus), 0, 0)
+	if errno != 0 {
+		return errors.Wrap(errno, "io_uring_register: io-wq affinity")
 	}
 	return nil
 }
