@@ -2,6 +2,8 @@ package bdev
 
 import (
 	"math/bits"
+	"reflect"
+	"time"
 
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/pkg/errors"
@@ -84,8 +86,22 @@ func (io *IO) Done(err error) {
 // splitWindow is the number of children a split I/O keeps in flight.
 const splitWindow = 4
 
+// Owner is the thread of execution that channels belong to: normally a
+// *poller.Reactor, which satisfies it. Channels of one owner share what
+// their backend keeps per thread — the channels of NVMe bdevs share one
+// I/O queue pair per controller, whatever the number of namespaces — so an
+// owner's channels must all be made and used on the owner's goroutine:
+// OnReactor reports whether the caller runs there, and NewChannelOn
+// refuses to make a channel elsewhere. An Owner is compared as a map key:
+// use a pointer.
+type Owner interface {
+	// OnReactor reports whether the calling goroutine is the owner's.
+	OnReactor() bool
+}
+
 // Channel is a per-goroutine I/O channel of a descriptor: it owns a pool of I/O
-// objects and the backend's channel (for NVMe, one queue pair). Use it from
+// objects and the backend's channel (for NVMe, a queue pair it shares with
+// the other channels of its owner on the same controller). Use it from
 // one goroutine only — normally a reactor, from its pollers and messages.
 // Nothing on its I/O path allocates or locks.
 type Channel struct {
@@ -94,6 +110,7 @@ type Channel struct {
 	nvmeCh     *nvmeChannel    // backend when it is an NVMe queue pair: a direct call
 	qp         *nvme.QueuePair // nvmeCh's queue pair while the fast path is on, else nil
 	ns         *nvme.Namespace // nvmeCh's namespace
+	sq         *sharedQP       // nvmeCh's queue pair and its other channels
 	blockSize  int
 	blockShift uint8 // log2(blockSize)
 	numBlocks  uint64
@@ -104,20 +121,79 @@ type Channel struct {
 	freeChild []*IO // stack of idle IOs for split pieces
 	retryHead *IO   // I/Os the backend refused with ErrBusy, oldest first
 	retryTail *IO
-	retries   int  // I/Os in the retry queue
-	splitting int  // split parents in flight: out of the pool, not submitted
-	callbacks int  // callbacks running from complete
-	writable  bool // the descriptor is read-write
-	closed    bool
+	retries   int             // I/Os in the retry queue
+	splitting int             // split parents in flight: out of the pool, not submitted
+	callbacks int             // callbacks running from complete
+	writable  bool            // the descriptor is read-write
+	closed    bool            // no new I/O
+	released  bool            // the backend channel is closed
+	primary   bool            // sq's primary channel: fast paths, counted from the queue pair
+	polling   bool            // Poll is running the backend's completions
+	seen      uint64          // sq.polls after this channel's last Poll
+	ios       int             // IOs of both pools
+	cqp       *nvme.QueuePair // sq's queue pair for a channel but the primary, while its counted path is on, else nil
+
+	// Channel is 256 bytes, a size class of its own, so that no object
+	// of another core shares its cache lines. TestChannelLayout checks it.
+	_ [40]byte
 }
 
-// NewChannel makes an I/O channel for depth I/Os in flight. Its pool holds
-// depth+1 I/O objects, so that a completion callback can start the next
-// I/O while its own object is still in use; past that, Read, Write and the
-// rest return ErrNoIO until an I/O completes. An I/O larger than the
-// bdev's MaxTransfer is split into pieces, up to splitWindow of them in
-// flight, from a pool of their own.
+// ioStack returns a stack of n IOs (len n) whose array fills cache lines
+// of its own: the pool's push and pop write it on every I/O. Up to 64
+// pointers, a power of two of at least 64 bytes is an allocator size
+// class whose objects start on a line; above 512 bytes every size class is
+// a multiple of 64 bytes (an array of pointers there starts behind the
+// allocator's 8-byte header, in the object's first line).
+func ioStack(n int) []*IO {
+	c := 8
+	for c < n && c < 64 {
+		c *= 2
+	}
+	return make([]*IO, n, max(c, n))
+}
+
+// NewChannel makes an I/O channel for depth I/Os in flight that shares
+// nothing with other channels: on an NVMe bdev it has a queue pair of its
+// own. It is NewChannelOn for an owner of its own; code that runs on a
+// reactor uses NewChannelOn with the reactor, which takes one queue pair
+// per controller for all of the reactor's channels.
 func (d *Desc) NewChannel(depth int) (*Channel, error) {
+	return d.newChannel(nil, depth)
+}
+
+// NewChannelOn makes an I/O channel of owner for depth I/Os in flight. It
+// must be called on owner's goroutine, and the channel used there only.
+//
+// Its pool holds depth+1 I/O objects, so that a completion callback can
+// start the next I/O while its own object is still in use; past that,
+// Read, Write and the rest return ErrNoIO until an I/O completes. An I/O
+// larger than the bdev's MaxTransfer is split into pieces, up to
+// splitWindow of them in flight, from a pool of their own.
+//
+// On an NVMe bdev the channel uses the queue pair that owner's channels
+// share on the namespace's controller, and creates it if owner has none
+// (with room for at least 256 commands, or depth plus split pieces if
+// that is more); the last of them to close deletes it. A controller with
+// no queue pair left fails the call with an error that names the
+// controller, the queue pairs it has and how many bdev channels ask for.
+// The first channel on a queue pair, and after it closes the oldest
+// remaining, takes the fast paths of Read, Write and their tagged forms;
+// the others' reads and writes take an IO each, like the other I/O types.
+func (d *Desc) NewChannelOn(owner Owner, depth int) (*Channel, error) {
+	if owner == nil {
+		return nil, errors.Errorf("bdev %s: new channel: nil owner", d.bdev.info.Name)
+	}
+	if !reflect.TypeOf(owner).Comparable() {
+		return nil, errors.Errorf("bdev %s: new channel: owner of type %T is not comparable (use a pointer)", d.bdev.info.Name, owner)
+	}
+	if !owner.OnReactor() {
+		return nil, errors.Errorf("bdev %s: new channel: called off its owner's goroutine", d.bdev.info.Name)
+	}
+	return d.newChannel(owner, depth)
+}
+
+// newChannel is NewChannel (owner nil) and NewChannelOn.
+func (d *Desc) newChannel(owner Owner, depth int) (*Channel, error) {
 	if depth < 1 {
 		return nil, errors.Errorf("bdev %s: channel depth %d", d.bdev.info.Name, depth)
 	}
@@ -130,22 +206,29 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 	if info.MaxTransfer > 0 {
 		backendDepth += splitWindow
 	}
-	bc, err := d.bdev.backend.NewChannel(backendDepth)
+	var bc BackendChannel
+	var nc *nvmeChannel
+	var sq *sharedQP
+	var err error
+	if nb, ok := d.bdev.backend.(*nvmeBackend); ok {
+		nc, sq, err = nb.join(owner, backendDepth)
+		bc = nc
+	} else {
+		bc, err = d.bdev.backend.NewChannel(backendDepth)
+	}
 	if err != nil {
 		return nil, errors.Wrapf(err, "bdev %s: new channel", info.Name)
 	}
-	nc, _ := bc.(*nvmeChannel)
-	var qp *nvme.QueuePair
 	var ns *nvme.Namespace
 	if nc != nil {
-		qp, ns = nc.qp, nc.ns
+		ns = nc.ns
 	}
 	ch := &Channel{
 		desc:       d,
 		backend:    bc,
 		nvmeCh:     nc,
-		qp:         qp,
 		ns:         ns,
+		sq:         sq,
 		blockSize:  info.BlockSize,
 		blockShift: uint8(bits.TrailingZeros(uint(info.BlockSize))),
 		numBlocks:  info.NumBlocks,
@@ -162,13 +245,22 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 	// One allocation per IO: a small object of a size class that is a
 	// multiple of 64 starts on a cache line, where an element of a larger
 	// array would not (the runtime puts a header in front of it).
-	ch.free = make([]*IO, depth+1)
+	ch.free = ioStack(depth + 1)
 	for i := range ch.free {
 		ch.free[i] = &IO{ch: ch}
 	}
-	ch.freeChild = make([]*IO, children)
+	ch.freeChild = ioStack(children)
+	ch.ios = len(ch.free) + len(ch.freeChild)
 	for i := range ch.freeChild {
 		ch.freeChild[i] = &IO{ch: ch, child: true}
+	}
+	if sq != nil {
+		sq.add(ch)
+		if ch.primary {
+			ch.qp = sq.qp // the fast path is on
+		} else {
+			ch.cqp = sq.qp // the counted path is on
+		}
 	}
 	return ch, nil
 }
@@ -182,13 +274,23 @@ func (ch *Channel) Bdev() *Bdev { return ch.desc.bdev }
 func (ch *Channel) Outstanding() int {
 	// Counted without a counter on the fast paths. On an NVMe bdev every
 	// I/O or piece in flight holds a command of the queue pair (a tagged
-	// I/O holds nothing else) or waits in the retry queue.
-	if nc := ch.nvmeCh; nc != nil {
-		return nc.qp.Outstanding() + ch.retries
+	// I/O holds nothing else) or waits in the retry queue: the primary
+	// channel's commands are the queue pair's less the other channels'.
+	if ch.primary {
+		return ch.sq.qp.Outstanding() - ch.sq.others(ch) + ch.retries
 	}
 	// Elsewhere every IO out of the pool is in flight, waits for a retry
 	// or runs its callback, but for the split parents themselves.
-	return cap(ch.free) - len(ch.free) + cap(ch.freeChild) - len(ch.freeChild) - ch.splitting - ch.callbacks
+	return ch.ios - len(ch.free) - len(ch.freeChild) - ch.splitting - ch.callbacks
+}
+
+// cmds returns the commands a channel that is not its queue pair's primary
+// has in the queue pair: its I/Os in flight but those in the retry queue.
+// (Each IO in flight holds one command: the bdev cuts I/Os to the
+// controller's transfer limit, and a callback runs after its command's
+// slot is free, as callbacks counts.)
+func (ch *Channel) cmds() int {
+	return ch.ios - len(ch.free) - len(ch.freeChild) - ch.splitting - ch.callbacks - ch.retries
 }
 
 // get takes an IO for a new I/O from the pool, or returns nil.
@@ -324,11 +426,41 @@ func refusedTagged(err error) error {
 }
 
 // rw is the four of them for everything but their fast path: other
-// modules, plain memory, transfers to split, and I/Os that fail. The I/O
+// modules, plain memory, transfers to split, and I/Os that fail. It
+// starts with the counted path, the reads and writes of an NVMe channel
+// that is not its queue pair's primary under the tests of fast: the I/O
+// takes an IO, which keeps the channel's count of commands (see
+// sharedQP), and goes to the queue pair as one command, completing
+// through nvmeDoneIO (callback) or nvmeCountedIO (Completer); a full
+// queue queues it for a retry. The I/O
 // completes to cb and arg, or to c and tag if c is not nil. (Its
 // arguments are the callers' own, passed on: none stays live across a
 // call in the callers.)
 func (ch *Channel) rw(t IOType, buf *Buffer, lba, count uint64, cb func(*IO), arg any, c Completer, tag uint64) error {
+	if ch.cqp != nil && (t == Read || ch.writable) && buf != nil && buf.DMA != nil &&
+		count-1 < ch.maxBlocks && lba <= ch.numBlocks-count &&
+		count <= uint64(len(buf.Bytes))>>(ch.blockShift&63) {
+		// The counted path, written out here: a call less per I/O.
+		io := ch.get()
+		if io == nil {
+			return ErrNoIO
+		}
+		io.Type, io.LBA, io.Count, io.Buf, io.cb, io.Arg, io.comp, io.tag = t, lba, count, buf, cb, arg, c, tag
+		var comp nvme.Completer = (*nvmeDoneIO)(io)
+		if c != nil {
+			comp = (*nvmeCountedIO)(io)
+		}
+		var err error
+		if t == Read {
+			err = ch.cqp.ReadOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
+		} else {
+			err = ch.cqp.WriteOne(ch.ns, lba, uint32(count), buf.DMA, buf.Off, comp, 0)
+		}
+		if err != nil {
+			ch.nvmeRefused(io, err)
+		}
+		return nil
+	}
 	if err := ch.check(t, lba, count); err != nil {
 		return err
 	}
@@ -550,7 +682,7 @@ func (ch *Channel) complete(io *IO) {
 // enqueueRetry appends io to the queue that Poll works through: I/Os to
 // resubmit, and refused ones to complete.
 func (ch *Channel) enqueueRetry(io *IO) {
-	ch.qp = nil // the fast path is off until the queue is empty
+	ch.qp, ch.cqp = nil, nil // the fast and counted paths are off until the queue is empty
 	ch.retries++
 	io.next = nil
 	if ch.retryTail == nil {
@@ -563,13 +695,25 @@ func (ch *Channel) enqueueRetry(io *IO) {
 
 // Poll reaps completions from the backend, runs their callbacks, and retries
 // I/Os that found the device queue full. It returns the number of I/Os
-// completed.
+// completed. On an NVMe bdev it reaps the queue pair the channel shares
+// with its owner's other channels on the controller: the completions of
+// all of them, counted in what it returns, unless another of them has
+// polled the queue pair since this channel last did (see sharedQP.poll).
 func (ch *Channel) Poll() int {
 	var n int
-	if nc := ch.nvmeCh; nc != nil {
-		n = nc.qp.Process(0) // nvmeChannel.Poll, without two calls
+	if sq := ch.sq; sq != nil {
+		// sharedQP.poll, written out: a call less per Poll.
+		if p := sq.polls; ch.seen == p {
+			sq.polls = p + 1
+			ch.seen = p + 1
+			n = sq.qp.Process(0)
+		} else {
+			ch.seen = p
+		}
 	} else {
+		ch.polling = true
 		n = ch.backend.Poll()
+		ch.polling = false
 	}
 	if ch.retryHead != nil {
 		n += ch.retry()
@@ -617,21 +761,96 @@ func (ch *Channel) retry() int {
 		n++
 		io.Done(err)
 	}
-	if ch.retryHead == nil && ch.nvmeCh != nil && !ch.closed {
-		ch.qp = ch.nvmeCh.qp // the fast path is on again
+	if ch.retryHead == nil && ch.sq != nil && !ch.closed {
+		if ch.primary {
+			ch.qp = ch.sq.qp // the fast path is on again
+		} else {
+			ch.cqp = ch.sq.qp // the counted path is on again
+		}
 	}
 	return n
 }
 
-// Close closes the channel. It fails while I/Os are in flight.
+// closeTimeout bounds how long Close waits for I/Os in flight. The NVMe
+// driver ends every command within its I/O timeout, an abort and a reset;
+// this is a backstop for a device that a reset does not bring back.
+const closeTimeout = 30 * time.Second
+
+// Close closes the channel. It takes no more I/O, then waits for the I/Os
+// in flight: it polls the backend until they have completed (their
+// callbacks and Completers run from Close; an I/O they submit fails with
+// ErrClosed) and releases the channel's share of the backend — on an NVMe
+// bdev, the queue pair with its last channel. Once Close has returned nil,
+// nothing of the channel runs again.
+//
+// Called from a completion of the channel's backend (its callback, or a
+// callback of another channel on the same NVMe queue pair) while I/Os are
+// in flight, it cannot wait, and fails without changing anything. If the
+// I/Os do not complete within 30 s it fails too: the channel takes no new
+// I/O but keeps what its I/Os use, and Close may be called again.
 func (ch *Channel) Close() error {
-	if ch.closed {
+	if ch.released {
 		return nil
 	}
-	if n := ch.Outstanding(); n > 0 {
-		return errors.Errorf("bdev %s: close channel with %d I/Os in flight", ch.desc.bdev.info.Name, n)
+	name := ch.desc.bdev.info.Name
+	if n := ch.Outstanding(); n > 0 && ch.inCompletion() {
+		return errors.Errorf("bdev %s: close channel from a completion with %d I/Os in flight", name, n)
 	}
 	ch.closed = true
-	ch.qp = nil // off the fast path
-	return ch.backend.Close()
+	ch.qp, ch.cqp = nil, nil // off the fast and counted paths
+	if err := ch.drain(); err != nil {
+		return errors.Wrapf(err, "bdev %s: close channel", name)
+	}
+	ch.released = true
+	var err error
+	if sq := ch.sq; sq != nil {
+		err = sq.leave(ch)
+	} else {
+		err = ch.backend.Close()
+	}
+	return errors.Wrapf(err, "bdev %s: close channel", name)
+}
+
+// inCompletion reports whether the caller runs inside a completion of the
+// channel's backend, where polling it again would not reap.
+func (ch *Channel) inCompletion() bool {
+	if ch.sq != nil {
+		return ch.sq.qp.Processing()
+	}
+	return ch.polling || ch.callbacks > 0
+}
+
+// drain polls the backend until no I/O of the channel is in flight, or
+// closeTimeout has passed.
+func (ch *Channel) drain() error {
+	var deadline time.Time
+	for i := 0; ; i++ {
+		n := ch.Outstanding()
+		if n == 0 {
+			return nil
+		}
+		var done int
+		if sq := ch.sq; sq != nil {
+			done = sq.qp.Process(0)
+		} else {
+			ch.polling = true
+			done = ch.backend.Poll()
+			ch.polling = false
+		}
+		if ch.retryHead != nil {
+			done += ch.retry()
+		}
+		if done > 0 {
+			continue
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(closeTimeout)
+		}
+		if i&255 == 255 {
+			if time.Now().After(deadline) {
+				return errors.Errorf("%d I/Os still in flight after %v", n, closeTimeout)
+			}
+			time.Sleep(10 * time.Microsecond)
+		}
+	}
 }

@@ -2,10 +2,12 @@ package bdev_test
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
+	"github.com/bpfblk/bpfblk/poller"
 )
 
 // request is an application's state for one I/O slot: its buffer lives
@@ -140,4 +142,56 @@ func ExampleChannel_ReadTagged() {
 	}
 	fmt.Println(r.bytes>>20, "MiB read, error:", r.err)
 	// Output: 512 MiB read, error: <nil>
+}
+
+// Channels on a reactor: NewChannelOn, called on the reactor, makes the
+// reactor's channels of one controller's namespaces share one I/O queue
+// pair, created by the first and deleted with the last.
+func ExampleDesc_NewChannelOn() {
+	mc, _ := mock.NewController(mock.NewBus(), mock.Config{Namespaces: []mock.NamespaceConfig{
+		{Kind: mock.Memory, Size: 1 << 20, LBASize: 512},
+		{Kind: mock.Memory, Size: 1 << 20, LBASize: 512},
+	}})
+	defer mc.Close()
+	c, _ := nvme.NewController(mc, nvme.Options{})
+	defer c.Close()
+	g, err := poller.Start(poller.Config{NoPin: true, Idle: poller.IdleStrategy{Spin: 1, Yield: 1, Park: time.Millisecond}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer g.Stop()
+	r := g.Reactors()[0]
+
+	var descs []*bdev.Desc
+	for _, ns := range c.Namespaces() {
+		b, _ := bdev.NewNVMe(fmt.Sprintf("n%d", ns.ID), c, ns)
+		d, _ := bdev.Open(b, false)
+		defer d.Close()
+		descs = append(descs, d)
+	}
+	err = r.Call(func() error {
+		var chans []*bdev.Channel
+		for _, d := range descs {
+			ch, err := d.NewChannelOn(r, 32)
+			if err != nil {
+				return err
+			}
+			chans = append(chans, ch)
+		}
+		fmt.Println("queue pairs for 2 namespaces on 1 reactor:", bdev.NVMeQueuePairs(c))
+		for _, ch := range chans {
+			if err := ch.Close(); err != nil {
+				return err
+			}
+		}
+		fmt.Println("after closing:", bdev.NVMeQueuePairs(c))
+		return nil
+	})
+	if err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// queue pairs for 2 namespaces on 1 reactor: 1
+	// after closing: 0
 }

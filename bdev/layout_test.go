@@ -38,3 +38,56 @@ func TestIOLayout(t *testing.T) {
 		ch.Close()
 	}
 }
+
+// TestChannelLayout checks that what a channel's I/O path writes lies in
+// cache lines that nothing of another core shares: the Channel, its
+// backend channel, the queue pair's sharing state and the arrays of its
+// pools are each a whole number of lines, in a size class whose objects
+// start on a line (a multiple of 64 bytes), and the pools' arrays start on
+// one. The malloc module's region locks are a line each.
+func TestChannelLayout(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("the layout is tuned for 64-bit platforms")
+	}
+	for name, n := range map[string]uintptr{
+		"Channel":     unsafe.Sizeof(Channel{}),
+		"sharedQP":    unsafe.Sizeof(sharedQP{}),
+		"nvmeChannel": unsafe.Sizeof(nvmeChannel{}),
+		"memChannel":  unsafe.Sizeof(memChannel{}),
+		"stripe":      unsafe.Sizeof(stripe{}),
+	} {
+		if n%64 != 0 || (n > 256 && n&(n-1) != 0) {
+			t.Errorf("%s is %d bytes: not whole cache lines in a size class of its own", name, n)
+		}
+	}
+	var m memBackend
+	if off := unsafe.Offsetof(m.stripes); off != 0 {
+		t.Errorf("memBackend's locks start at byte %d, want 0", off)
+	}
+	b, err := NewNull("null0", 512, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, b, false)
+	for _, depth := range []int{1, 2, 7, 8, 100} {
+		ch, err := d.NewChannel(depth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, s := range map[string][]*IO{"free": ch.free, "freeChild": ch.freeChild} {
+			if cap(s) == 0 {
+				continue
+			}
+			// Above 512 bytes the array starts behind the allocator's
+			// 8-byte header, in a size class of whole lines.
+			a := uintptr(unsafe.Pointer(&s[:1][0]))
+			if cap(s) <= 64 && (a%64 != 0 || cap(s)*8%64 != 0) || cap(s) > 64 && a%64 != 8 {
+				t.Errorf("depth %d: %s's array at %#x, %d bytes: not whole cache lines", depth, name, a, cap(s)*8)
+			}
+		}
+		if a := uintptr(unsafe.Pointer(ch)); a%64 != 0 {
+			t.Errorf("depth %d: Channel at %#x, not on a cache line", depth, a)
+		}
+		ch.Close()
+	}
+}

@@ -3,6 +3,7 @@ package bdev
 import (
 	"math/bits"
 	"sync"
+	"unsafe"
 
 	"github.com/pkg/errors"
 )
@@ -67,10 +68,20 @@ func NewNull(name string, blockSize int, numBlocks uint64) (*Bdev, error) {
 // memory is cut into 1 MiB regions, each guarded by one of 64 RWMutexes, and
 // an I/O takes the locks of the regions it covers in increasing order. The
 // locks are uncontended unless I/Os from different cores overlap a region.
+//
+// Each lock has a cache line of its own, the first at the start of the
+// struct (a size class that is a multiple of 64 bytes), so that cores
+// working in different regions write no line in common.
 type memBackend struct {
+	stripes [memStripes]stripe
 	mem     []byte
 	bs      int
-	stripes [memStripes]sync.RWMutex
+}
+
+// stripe is one region's lock, padded to a cache line.
+type stripe struct {
+	sync.RWMutex
+	_ [64 - unsafe.Sizeof(sync.RWMutex{})]byte
 }
 
 const (
@@ -131,6 +142,7 @@ func (m *memBackend) Close() error {
 type memChannel struct {
 	m    *memBackend
 	done completions
+	_    [40]byte // 64 bytes: a cache line of its own (TestChannelLayout)
 }
 
 func (c *memChannel) Submit(io *IO) error {

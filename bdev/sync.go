@@ -47,7 +47,7 @@ func NewSync(desc *Desc, r *poller.Reactor) (*Sync, error) {
 		s.free <- b
 	}
 	err := r.Call(func() error {
-		ch, err := desc.NewChannel(syncBuffers)
+		ch, err := desc.NewChannelOn(r, syncBuffers)
 		if err != nil {
 			return err
 		}

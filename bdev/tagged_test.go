@@ -54,7 +54,8 @@ func newTaggedBdev(t *testing.T) (*mock.Controller, *bdev.Bdev, *bdev.Desc) {
 // TestTaggedNVMe covers ReadTagged and WriteTagged on an NVMe bdev: data
 // and tags round trip, bad requests are refused before they are queued, a
 // device error and a plain-memory buffer reach the Completer with their
-// tags, a split I/O completes once, and Close waits for tagged I/Os.
+// tags, a split I/O completes once, and Close waits for tagged I/Os and completes
+// them.
 func TestTaggedNVMe(t *testing.T) {
 	mc, b, d := newTaggedBdev(t)
 	ch, err := d.NewChannel(4)
@@ -153,9 +154,6 @@ func TestTaggedNVMe(t *testing.T) {
 	if n := ch.Outstanding(); n != 4 {
 		t.Errorf("a split tagged write has %d I/Os outstanding, want its 4 pieces", n)
 	}
-	if err := ch.Close(); err == nil {
-		t.Fatal("Close with a tagged I/O in flight succeeded")
-	}
 	wait(5)
 	if err := ch.ReadTagged(&rbuf, 2000, 128, l, 6); err != nil {
 		t.Fatal(err)
@@ -223,8 +221,25 @@ func TestTaggedNVMe(t *testing.T) {
 	if got.err != nil || l.n != 13 {
 		t.Fatalf("callback I/Os after tagged ones: %v, %d tagged completions, want 13", got.err, l.n)
 	}
+	// Close waits for tagged I/Os, the fast path's and a split one, and
+	// their Completers run from it.
+	if err := ch.ReadTagged(&r, 4000, 16, l, 18); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.ReadTagged(&rbuf, 2000, 128, l, 19); err != nil {
+		t.Fatal(err)
+	}
+	if n := ch.Outstanding(); n != 5 {
+		t.Errorf("a tagged read and a split one: Outstanding %d, want 5", n)
+	}
 	if err := ch.Close(); err != nil {
 		t.Fatal(err)
+	}
+	if l.n != 15 || l.seen[18] != 1 || l.seen[19] != 1 || l.errs[18] != nil || l.errs[19] != nil {
+		t.Fatalf("Close with tagged I/Os in flight: %d completions, errors %v", l.n, l.errs)
+	}
+	if !bytes.Equal(rbuf.Bytes, wbuf.Bytes) {
+		t.Fatal("split tagged read completed by Close: data differs")
 	}
 	if err := ch.ReadTagged(&r, 0, 1, l, 7); !errors.Is(err, bdev.ErrClosed) {
 		t.Fatalf("tagged read on a closed channel: %v", err)

@@ -203,7 +203,7 @@ func (j *job) freeBuffers() {
 // start creates the channel and poller on the reactor and fills the queue.
 func (j *job) start() error {
 	err := j.r.Call(func() error {
-		ch, err := j.desc.NewChannel(j.w.QueueDepth)
+		ch, err := j.desc.NewChannelOn(j.r, j.w.QueueDepth)
 		if err != nil {
 			return err
 		}

@@ -6,9 +6,26 @@
 // ABI — lives in the sub-packages engine, verifier and abi. This package fans a
 // compiled program out over (namespace, LBA range) targets: per target it
 // picks an engine (an offload to a compute-capable controller that can reach
-// the data — see offload.go — or a host compute core), keeps several chunks in flight per
-// namespace, runs namespaces in parallel across reactors, and streams matches
+// the data — see offload.go — or a host compute core) and streams matches
 // back to the caller with statistics on the bytes that moved.
+//
+// # How the work spreads
+//
+// Every reactor of the scan's poller group runs one host worker. Each target
+// has a cursor from which the workers take its chunks, one atomic add per
+// chunk; a worker keeps several chunks in flight, takes them from one target
+// until it is handed out and then moves to the next target that has chunks
+// left (the workers start spread over the targets). So one large namespace
+// keeps every reactor busy, many small ones do too, and no reactor idles
+// while a chunk is left. The cursors are all the workers write in common:
+// engine instances, counters and matches are per worker and merged at the
+// end (Stats.Cores shows what each reactor did). Offloaded targets are
+// driven from several reactors the same way, each through its own queue
+// pair to the compute device.
+//
+// A scan that fails to start, is cancelled or ends stops its workers before
+// it frees anything: reads in flight complete first, then the channels
+// close (an error closing one is returned) and the buffers are freed.
 //
 // # What a match is
 //

@@ -132,19 +132,28 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 // this process; it is taken at scan setup only.
 var slotMu sync.Mutex
 
-func closeOffload(devs []*offDevice) {
+// closeOffload deletes the scan's range sets, returns its device memory and
+// unloads the program; it returns the first error.
+func closeOffload(devs []*offDevice) error {
+	var first error
+	keep := func(err error, what string, d *offDevice) {
+		if err != nil && first == nil {
+			first = errors.Wrapf(err, "compute: %s on %s", what, d.c.Name())
+		}
+	}
 	for _, d := range devs {
 		for _, rs := range d.rsids {
-			d.c.DeleteRangeSet(d.cn.CP, rs)
+			keep(d.c.DeleteRangeSet(d.cn.CP, rs), "delete a memory range set", d)
 		}
 		d.rsids = nil
 		d.release(0)
 		if d.slot >= 0 {
-			d.c.DeactivateProgram(d.cn.CP, uint16(d.slot))
-			d.c.UnloadProgram(d.cn.CP, uint16(d.slot))
+			keep(d.c.DeactivateProgram(d.cn.CP, uint16(d.slot)), "deactivate the program", d)
+			keep(d.c.UnloadProgram(d.cn.CP, uint16(d.slot)), "unload the program", d)
 			d.slot = -1
 		}
 	}
+	return first
 }
 
 // span is a piece of a memory namespace.
@@ -354,9 +363,11 @@ func addWords(dst, src []byte) {
 	}
 }
 
-// offJob scans blocks [next, end) of one base by offload, driven from one
-// reactor through its own queue pair to the compute controller.
+// offJob scans chunks of one target by offload, driven from one reactor
+// through its own queue pair to the compute controller. It takes its chunks
+// from the target's cursor, shared with the target's other offload jobs.
 type offJob struct {
+	_ [64]byte // nothing of another job's on this one's cache lines
 	jobBase
 	dev    *offDevice
 	qp     *nvme.QueuePair
@@ -365,16 +376,19 @@ type offJob struct {
 	typ    abi.Type
 	nsid   uint32
 	bs     uint64
-	next   uint64
-	end    uint64
+	cur    *cursor
 	per    uint64
 	chunks []offChunk
+	// drained: the cursor had no chunk left for this job.
+	drained  bool
+	baseName string
 	// pending are chunks whose matches did not fit in the ring yet.
 	pending  []*offChunk
 	stopping bool
 	poll     *poller.Poller
 	toHost   uint64
 	emitCap  int
+	_        [64]byte
 }
 
 // Chunk states: which command is outstanding.
@@ -400,15 +414,16 @@ type offChunk struct {
 	out     []Match
 }
 
-func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, target int, lo, hi, per uint64, opts Options) (*offJob, error) {
+func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, target int, cur *cursor, opts Options) (*offJob, error) {
+	per := cur.per
 	ring, err := poller.NewSPSC[Match](4096)
 	if err != nil {
 		return nil, err
 	}
 	c, ns := bdev.NVMeNamespace(base)
-	j := &offJob{jobBase: jobBase{r: r, target: target, baseName: base.Name(), matches: ring, done: make(chan struct{})},
+	j := &offJob{jobBase: jobBase{r: r, target: target, matches: ring, done: make(chan struct{})}, baseName: base.Name(),
 		dev: d, ns: ns, srcCtl: cntlid(d.c, c), typ: typ, nsid: ns.ID, bs: uint64(ns.BlockSize),
-		next: lo, end: hi, per: per}
+		cur: cur, per: per}
 	emitCap := opts.EmitCap
 	if emitCap <= 0 {
 		emitCap = max(int(per), 1024)
@@ -468,13 +483,19 @@ func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, t
 
 var errNoDeviceMemory = errors.New("compute: the compute device's memory is exhausted")
 
-func (j *offJob) free() {
+// free releases the job's host buffers; its range sets and device memory
+// stay with the device until closeOffload.
+func (j *offJob) free() error {
+	var first error
 	for _, c := range j.chunks {
 		if c.buf != nil {
-			j.dev.c.Transport().FreeDMA(c.buf)
+			if err := j.dev.c.Transport().FreeDMA(c.buf); err != nil && first == nil {
+				first = errors.Wrapf(err, "compute: free a match-list buffer of %s", j.dev.c.Name())
+			}
 		}
 	}
 	j.chunks = nil
+	return first
 }
 
 func (j *offJob) start() error {
@@ -485,46 +506,87 @@ func (j *offJob) start() error {
 		}
 		p, err := j.r.Register("scan-offload", j.pollOnce, 0)
 		if err != nil {
-			qp.Close()
-			return err
+			cerr := qp.Close()
+			if cerr != nil {
+				j.qp = qp // the teardown tries again
+			}
+			return andThen(err, cerr)
 		}
-		j.qp, j.poll = qp, p
-		for i := range j.chunks {
-			j.issue(&j.chunks[i])
-		}
+		j.qp, j.poll, j.running = qp, p, true
 		return nil
 	})
 	return errors.Wrapf(err, "compute: start offload on core %d", j.r.Core())
 }
 
-func (j *offJob) stop() {
+func (j *offJob) launch() error {
+	err := j.r.Send(func() {
+		if j.finished.Load() {
+			return // stopped before it began
+		}
+		for i := range j.chunks {
+			j.issue(&j.chunks[i])
+		}
+	})
+	return errors.Wrapf(err, "compute: launch offload on core %d", j.r.Core())
+}
+
+func (j *offJob) teardown() error {
+	if err := j.quiesce("offload", j.abandon); err != nil {
+		return err
+	}
 	if j.qp != nil {
-		j.r.Call(func() error {
-			j.poll.Unregister()
-			return j.qp.Close()
-		})
+		var err error
+		if j.r.Call(func() error { err = j.qp.Close(); return nil }) != nil {
+			err = j.qp.Close() // the reactor is gone; nothing is in flight
+		}
+		if err != nil {
+			return errors.Wrapf(err, "compute: close the offload queue pair of %s on core %d", j.dev.c.Name(), j.r.Core())
+		}
 		j.qp = nil
 	}
-	j.free()
+	return j.free()
+}
+
+// abandon makes the job finish once its commands are in; on the reactor.
+func (j *offJob) abandon() {
+	j.stopping, j.abandoned = true, true
+	j.pending = j.pending[:0]
+	j.finishIfIdle()
+}
+
+func (j *offJob) finishIfIdle() {
+	if j.finished.Load() || len(j.pending) > 0 || j.qp.Outstanding() > 0 || (!j.stopping && !j.drained) {
+		return
+	}
+	j.finish(j.poll)
 }
 
 // issue starts the next chunk in c: Memory Copy of its blocks into SLM.
 func (j *offJob) issue(c *offChunk) {
-	if j.next >= j.end || j.stopping {
+	if j.stopping {
 		return
 	}
-	c.lba = j.next
-	c.blocks = min(j.per, j.end-j.next)
-	j.next += c.blocks
+	lba, n, ok := j.cur.take()
+	if !ok {
+		j.drained = true
+		return
+	}
+	c.lba, c.blocks = lba, n
 	c.srcs = c.srcs[:0]
 	for b := uint64(0); b < c.blocks; b += 65536 {
 		c.srcs = append(c.srcs, nvme.MemCopySource{Controller: j.srcCtl, NSID: j.nsid, LBA: c.lba + b, Blocks: uint32(min(65536, c.blocks-b))})
 	}
 	c.state = stCopy
 	if err := j.qp.MemoryCopy(j.dev.slm, c.dataOff, c.srcs, c, 0); err != nil {
-		// Only a broken queue pair refuses a command here: end the job.
+		// Only a broken queue pair refuses a command here: end the job,
+		// and fault what is left of the target, so no block goes
+		// unreported.
 		j.fault(c, errors.Wrap(err, "memory copy"))
 		j.stopping = true
+		if lba, n, ok := j.cur.rest(); ok {
+			j.faults = append(j.faults, ChunkFault{Target: j.target, Base: j.baseName, LBA: lba, Blocks: n,
+				Err: errors.Wrapf(err, "not offloaded to %s", j.dev.c.Name())})
+		}
 	}
 }
 
@@ -541,8 +603,12 @@ func (c *offChunk) Complete(tag uint64, _ uint64, err error) {
 		return // the next command of the chunk is in flight
 	}
 	if len(c.out) > 0 && !j.push(&c.out) {
-		j.pending = append(j.pending, c)
-		return
+		if j.abandoned {
+			c.out = c.out[:0]
+		} else {
+			j.pending = append(j.pending, c)
+			return
+		}
 	}
 	j.issue(c)
 }
@@ -653,11 +719,7 @@ func (j *offJob) pollOnce() poller.Status {
 		j.issue(c)
 		n++
 	}
-	if j.qp.Outstanding() == 0 && len(j.pending) == 0 && (j.next >= j.end || j.stopping) {
-		j.poll.Unregister()
-		j.finished.Store(true)
-		close(j.done)
-	}
+	j.finishIfIdle()
 	if n > 0 {
 		return poller.Busy
 	}

@@ -116,9 +116,14 @@ func ParseEngine(s string) (EngineKind, error) {
 type Options struct {
 	Engine EngineKind
 	// ChunkBytes is the size of one program run's data (rounded down to the
-	// base's block size); 0 means 256 KiB.
+	// base's block size, at least one block); 0 means 256 KiB. It is also
+	// the unit in which reactors take work from a target: every reactor
+	// takes the next chunk of a target from its shared cursor, so that one
+	// large target keeps every reactor busy and none idles while any
+	// target has chunks left.
 	ChunkBytes int
-	// InFlight is the number of chunks in flight per job; 0 means 4.
+	// InFlight is the number of chunks in flight per reactor (per
+	// reactor and compute device for offloaded targets); 0 means 4.
 	InFlight int
 	// EmitCap is the number of values one chunk's run may emit; 0 means one
 	// per block, at least 1024.
@@ -176,6 +181,14 @@ type EngineStats struct {
 	RunTime      time.Duration // time spent running the program
 }
 
+// CoreStats is what one host reactor did in a scan: the chunks it ran on
+// host engines and the offloaded chunks it drove.
+type CoreStats struct {
+	Core         int
+	Chunks       uint64 // chunks completed (program runs or offloaded runs)
+	BytesScanned uint64
+}
+
 // TargetStats is what a scan did on one target.
 type TargetStats struct {
 	Base         string
@@ -200,7 +213,10 @@ type Stats struct {
 	Overflows        uint64 // runs that emitted more than EmitCap values
 	Engines          []EngineStats
 	Targets          []TargetStats
-	Faults           []ChunkFault
+	// Cores is what each host reactor of the scan did, in the order of
+	// the group's reactors.
+	Cores  []CoreStats
+	Faults []ChunkFault
 	// Maps are the program's maps merged over every instance.
 	Maps []engine.MapData
 }
@@ -214,7 +230,19 @@ type Stats struct {
 // compute-capable controller of opts.Devices that reaches the target's data
 // and scans on host cores otherwise, EngineDevice fails unless every target
 // can be offloaded, EngineHost never offloads.
-func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executable, targets []Target, opts Options) (*Stats, error) {
+//
+// Host targets are scanned by one worker per reactor of g. Each target has a
+// cursor that hands out its chunks (opts.ChunkBytes) with one atomic add per
+// chunk; a worker takes chunks from one target until it has none left, then
+// moves on to the next target that has, so one large namespace spreads over
+// every reactor and many small ones do too. The cursors are the only thing
+// workers write in common: instances, counters and matches are per worker,
+// merged when the scan ends.
+//
+// A scan that fails to start, or ends, stops its workers before it frees
+// anything: chunks in flight complete (or time out in the driver) first, and
+// every queue pair it opened is closed. An error closing one is returned.
+func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executable, targets []Target, opts Options) (_ *Stats, err error) {
 	if cb.descs == nil {
 		return nil, errors.Errorf("compute bdev %s: closed", cb.name)
 	}
@@ -231,6 +259,9 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		return nil, errors.Errorf("compute bdev %s: chunk size %d is outside 1 B-64 MiB", cb.name, opts.ChunkBytes)
 	}
 	reactors := g.Reactors()
+	if len(reactors) == 0 {
+		return nil, errors.Errorf("compute bdev %s: the poller group has no reactors", cb.name)
+	}
 	st := &Stats{Engines: []EngineStats{{Name: "host"}}}
 	var devs []*offDevice
 	if opts.Engine != EngineHost && len(opts.Devices) > 0 {
@@ -244,28 +275,23 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			}
 			devs = nil // auto: a device that refuses the program leaves the work to the host
 		}
-		defer closeOffload(devs)
+		defer func() {
+			if cerr := closeOffload(devs); cerr != nil && err == nil {
+				err = errors.Wrapf(cerr, "compute bdev %s", cb.name)
+			}
+		}()
 	}
 	var jobs []job
-	var total uint64
-	// Every host job runs its own instance: their maps must fit the
-	// program's map memory limit together.
-	hostInstances := 0
-	newHostJob := func(r *poller.Reactor, d *bdev.Desc, ti int, lo, hi, per uint64) (job, error) {
-		if err := exe.Program().CheckInstances(hostInstances + 1); err != nil {
-			return nil, err
-		}
-		j, err := newScanJob(r, d, exe, ti, lo, hi, per, opts)
-		if err != nil {
-			return nil, err
-		}
-		hostInstances++
-		return j, nil
+	var hosts []*hostTarget
+	// fail tears down what was built so far and returns err with any error
+	// of the teardown.
+	fail := func(err error) (*Stats, error) {
+		return nil, andThen(err, teardownJobs(jobs))
 	}
+	var total uint64
 	for ti, t := range targets {
 		if t.Base < 0 || t.Base >= len(cb.bases) {
-			stopScanJobs(jobs)
-			return nil, errors.Errorf("compute bdev %s: target %d names base %d of %d", cb.name, ti, t.Base, len(cb.bases))
+			return fail(errors.Errorf("compute bdev %s: target %d names base %d of %d", cb.name, ti, t.Base, len(cb.bases)))
 		}
 		b := cb.bases[t.Base]
 		n := t.Blocks
@@ -273,64 +299,43 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			n = b.NumBlocks() - min(t.Start, b.NumBlocks())
 		}
 		if t.Start >= b.NumBlocks() || n > b.NumBlocks()-t.Start {
-			stopScanJobs(jobs)
-			return nil, errors.Errorf("compute bdev %s: target %d, blocks %d+%d, runs past the end of %s (%d blocks)", cb.name, ti, t.Start, n, b.Name(), b.NumBlocks())
+			return fail(errors.Errorf("compute bdev %s: target %d, blocks %d+%d, runs past the end of %s (%d blocks)", cb.name, ti, t.Start, n, b.Name(), b.NumBlocks()))
 		}
 		total += n * uint64(b.BlockSize())
-		// Split each target over the reactors so one namespace keeps every
-		// core busy; small targets stay whole.
-		parts := uint64(len(reactors))
 		chunkBlocks := max(uint64(opts.ChunkBytes/b.BlockSize()), 1)
-		if n < parts*chunkBlocks*uint64(opts.InFlight) {
-			parts = 1
-		}
-		per := (n + parts - 1) / parts
 		dev := cb.offloadFor(devs, b, t.Start, opts.Engine)
 		if dev == nil && opts.Engine == EngineDevice {
-			stopScanJobs(jobs)
-			return nil, errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name())
+			return fail(errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name()))
 		}
-		var planned []job
-		var err error
-		for p := uint64(0); p < parts && err == nil; p++ {
-			lo := t.Start + p*per
-			hi := min(lo+per, t.Start+n)
-			if lo >= hi {
-				break
-			}
-			r := reactors[(ti+int(p))%len(reactors)]
-			var j job
-			if dev != nil {
-				j, err = newOffJob(r, dev, b, exe.Program().Type, ti, lo, hi, chunkBlocks, opts)
-			} else {
-				j, err = newHostJob(r, cb.descs[t.Base], ti, lo, hi, chunkBlocks)
-			}
-			if err == nil {
-				planned = append(planned, j)
-			}
-		}
-		if err != nil && dev != nil && errors.Is(err, errNoDeviceMemory) && opts.Engine == EngineAuto {
-			// The device is full: scan this target on host cores.
-			stopScanJobs(planned)
-			planned, dev, err = nil, nil, nil
-			for p := uint64(0); p < parts && err == nil; p++ {
-				lo := t.Start + p*per
-				hi := min(lo+per, t.Start+n)
-				if lo >= hi {
-					break
-				}
-				var j job
-				if j, err = newHostJob(reactors[(ti+int(p))%len(reactors)], cb.descs[t.Base], ti, lo, hi, chunkBlocks); err == nil {
+		cur := newCursor(t.Start, t.Start+n, chunkBlocks)
+		if dev != nil {
+			// Offloaded chunks are driven from as many reactors as the
+			// target has rounds of InFlight chunks for, up to all of them;
+			// each takes its chunks from the target's cursor.
+			chunks := (n + chunkBlocks - 1) / chunkBlocks
+			parts := int(min(uint64(len(reactors)), max(chunks/uint64(opts.InFlight), 1)))
+			var planned []job
+			var err error
+			for p := 0; p < parts && err == nil; p++ {
+				var j *offJob
+				if j, err = newOffJob(reactors[(ti+p)%len(reactors)], dev, b, exe.Program().Type, ti, cur, opts); err == nil {
 					planned = append(planned, j)
 				}
 			}
+			if err != nil && errors.Is(err, errNoDeviceMemory) && opts.Engine == EngineAuto {
+				// The device is full: scan this target on host cores.
+				if terr := teardownJobs(planned); terr != nil {
+					jobs = append(jobs, planned...)
+					return fail(terr)
+				}
+				planned, dev, err = nil, nil, nil
+			}
+			if err != nil {
+				jobs = append(jobs, planned...)
+				return fail(errors.Wrapf(err, "compute bdev %s: target %d (%s)", cb.name, ti, b.Name()))
+			}
+			jobs = append(jobs, planned...)
 		}
-		if err != nil {
-			stopScanJobs(planned)
-			stopScanJobs(jobs)
-			return nil, errors.Wrapf(err, "compute bdev %s: target %d (%s)", cb.name, ti, b.Name())
-		}
-		jobs = append(jobs, planned...)
 		engName := "host"
 		if dev != nil {
 			if dev.stats == 0 {
@@ -341,23 +346,73 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			st.Engines[dev.stats].Targets++
 		} else {
 			st.Engines[0].Targets++
+			hosts = append(hosts, &hostTarget{cur: cur, index: ti, base: t.Base, bs: uint64(b.BlockSize()), nsid: b.Info().NSID, name: b.Name()})
 		}
 		st.Targets = append(st.Targets, TargetStats{Base: b.Name(), NSID: b.Info().NSID, Engine: engName, Blocks: n})
 	}
-	start := time.Now()
+	if len(hosts) > 0 {
+		// Every host worker runs its own instance: their maps must fit the
+		// program's map memory limit together.
+		if err := exe.Program().CheckInstances(len(reactors)); err != nil {
+			return fail(err)
+		}
+		ws, err := newHostWorkers(reactors, cb.descs, hosts, exe, opts)
+		for _, w := range ws {
+			jobs = append(jobs, w)
+		}
+		if err != nil {
+			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
+		}
+	}
+	// The jobs wake the collector when a ring fills and when they finish;
+	// otherwise it looks at the rings at a pace that eases off while they
+	// stay empty. (Waking it per chunk would cost the reactors a channel
+	// operation per chunk; polling them flat out would take a core.)
+	wake := make(chan struct{}, 1)
 	for _, j := range jobs {
+		j.base().wake = wake
+	}
+	start := time.Now()
+	// A scan whose context is already done still starts (and so shows the
+	// same teardown as one cancelled later), but its jobs stop after the
+	// reads they issue at start.
+	preCancelled := ctx.Err() != nil
+	for _, j := range jobs {
+		if preCancelled {
+			j.base().cancel.Store(true)
+		}
 		if err := j.start(); err != nil {
-			stopScanJobs(jobs)
-			return nil, err
+			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
+		}
+	}
+	for _, j := range jobs {
+		if err := j.launch(); err != nil {
+			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
 		}
 	}
 	// Drain matches until every job is done.
 	tick := time.NewTicker(opts.ProgressEvery)
 	defer tick.Stop()
+	pause := time.NewTimer(time.Hour)
+	defer pause.Stop()
+	progress := func() {
+		if opts.Progress != nil {
+			var done uint64
+			for _, j := range jobs {
+				done += j.base().pubScanned.Load()
+			}
+			opts.Progress(done, total)
+		}
+	}
+	// Each wake-up of the collector takes a core from a reactor whose
+	// thread is locked, which costs a hand-off both ways: a ring that
+	// fills and a job that ends wake it at once, so the pause can be long.
+	const minPause, maxPause = 20 * time.Microsecond, 4 * time.Millisecond
+	wait := minPause
+	ctxDone := ctx.Done()
 	var buf [256]Match
 	remaining := len(jobs)
 	cancelled := false
-	idle := 0
 	for remaining > 0 {
 		got := 0
 		remaining = 0
@@ -377,55 +432,68 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			}
 		}
 		if !cancelled && ctx.Err() != nil {
-			cancelled = true
+			cancelled, ctxDone = true, nil
 			for _, j := range jobs {
 				j.base().cancel.Store(true)
 			}
 		}
+		if got > 0 || remaining == 0 {
+			wait = minPause
+			select {
+			case <-tick.C:
+				progress()
+			default:
+			}
+			continue
+		}
+		pause.Reset(wait)
 		select {
+		case <-wake:
+		case <-pause.C:
+			wait = min(2*wait, maxPause)
 		case <-tick.C:
-			if opts.Progress != nil {
-				var done uint64
-				for _, j := range jobs {
-					done += j.base().pubScanned.Load()
-				}
-				opts.Progress(done, total)
-			}
-		default:
+			progress()
+		case <-ctxDone:
 		}
-		if got == 0 {
-			idle++
-			if idle > 64 {
-				time.Sleep(50 * time.Microsecond)
-			}
-		} else {
-			idle = 0
-		}
+		pause.Stop()
 	}
 	st.Elapsed = time.Since(start)
 	var insts []*engine.Instance
 	var hostBytes, deviceToHost uint64
+	cores := make(map[*poller.Reactor]*CoreStats, len(reactors))
+	for _, r := range reactors {
+		st.Cores = append(st.Cores, CoreStats{Core: r.Core()})
+	}
+	for i, r := range reactors {
+		cores[r] = &st.Cores[i]
+	}
 	for _, jj := range jobs {
 		j := jj.base()
-		ts := &st.Targets[j.target]
-		ts.BytesScanned += j.scanned
-		st.BytesScanned += j.scanned
 		st.Overflows += j.overflows
 		st.Faults = append(st.Faults, j.faults...)
 		es := &st.Engines[0]
 		switch x := jj.(type) {
-		case *scanJob:
+		case *hostWorker:
+			for k, ht := range x.targets {
+				st.Targets[ht.index].BytesScanned += x.perTarget[k]
+			}
 			hostBytes += j.scanned
 			insts = append(insts, x.inst)
 		case *offJob:
+			st.Targets[j.target].BytesScanned += j.scanned
 			es = &st.Engines[x.dev.stats]
 			deviceToHost += x.toHost
 		}
+		st.BytesScanned += j.scanned
 		es.Chunks += j.chunkCount
 		es.BytesScanned += j.scanned
 		es.RunTime += time.Duration(j.runNS)
+		if cs := cores[j.r]; cs != nil {
+			cs.Chunks += j.chunkCount
+			cs.BytesScanned += j.scanned
+		}
 	}
-	stopScanJobs(jobs)
+	stopErr := teardownJobs(jobs)
 	// Host engines bring every byte to the host CPU (staged in a peer's CMB
 	// it never touches host DRAM); offloaded targets deliver only their
 	// match lists and the program's maps.
@@ -450,8 +518,11 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		}
 		st.Maps = mergeMapData(st.Maps, maps)
 	}
-	if cancelled {
+	switch {
+	case cancelled:
 		return st, ctx.Err()
+	case stopErr != nil:
+		return st, errors.Wrapf(stopErr, "compute bdev %s", cb.name)
 	}
 	return st, stateErr
 }
@@ -482,12 +553,57 @@ func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, start uint64, kind E
 	return nil
 }
 
-// jobBase is what every scan job (host or offload) shares with Scan: the
-// match ring, the published progress and the counters read after the end.
+// cursor hands out the chunks of one target to every reactor that scans it:
+// one atomic add per chunk, on a cache line of its own.
+type cursor struct {
+	_    [64]byte
+	next atomic.Uint64 // first block not handed out yet (may run past end)
+	_    [56]byte
+	end  uint64 // first block after the target
+	per  uint64 // blocks per chunk
+}
+
+func newCursor(start, end, per uint64) *cursor {
+	c := &cursor{end: end, per: per}
+	c.next.Store(start)
+	return c
+}
+
+// take returns the next chunk, or false once the target is handed out.
+func (c *cursor) take() (lba, blocks uint64, ok bool) {
+	if c.next.Load() >= c.end {
+		return 0, 0, false // handed out: no more writes to the line
+	}
+	lba = c.next.Add(c.per) - c.per
+	if lba >= c.end {
+		return 0, 0, false
+	}
+	return lba, min(c.per, c.end-lba), true
+}
+
+// rest hands out everything the cursor has left, as one range.
+func (c *cursor) rest() (lba, blocks uint64, ok bool) {
+	for {
+		lba = c.next.Load()
+		if lba >= c.end {
+			return 0, 0, false
+		}
+		if c.next.CompareAndSwap(lba, c.end) {
+			return lba, c.end - lba, true
+		}
+	}
+}
+
+// teardownTimeout bounds the wait for a job's I/Os in flight at teardown;
+// the drivers time every command out well before that.
+const teardownTimeout = 2 * time.Minute
+
+// jobBase is what every scan job (host worker or offload job) shares with
+// Scan: the match ring, the published progress and the counters read after
+// the end.
 type jobBase struct {
-	r        *poller.Reactor
-	target   int
-	baseName string
+	r      *poller.Reactor
+	target int // offload jobs: the target's index
 
 	scanned, overflows, chunkCount uint64
 	runNS                          int64
@@ -498,9 +614,18 @@ type jobBase struct {
 	cancel     atomic.Bool
 	pubScanned atomic.Uint64
 	done       chan struct{}
+	// wake tells the collector that a ring filled or the job finished.
+	wake chan struct{}
+	// running is set once start registered the job's poller, and read by
+	// the teardown after start returned.
+	running bool
+	// abandoned: the scan is being torn down; matches that did not fit in
+	// the ring are dropped rather than waited for. Owned by the reactor.
+	abandoned bool
 }
 
-// push moves matches from *out to the ring; false if the ring filled first.
+// push moves matches from *out to the ring; false if the ring filled first
+// (then the collector is woken to empty it).
 func (j *jobBase) push(out *[]Match) bool {
 	o := *out
 	k := 0
@@ -508,223 +633,456 @@ func (j *jobBase) push(out *[]Match) bool {
 		k++
 	}
 	*out = o[:copy(o, o[k:])]
-	return len(*out) == 0
+	if len(*out) == 0 {
+		return true
+	}
+	j.signal()
+	return false
+}
+
+// signal wakes the collector, if it is not woken already.
+func (j *jobBase) signal() {
+	select {
+	case j.wake <- struct{}{}:
+	default:
+	}
+}
+
+// finish marks the job finished; on its reactor, once nothing is in flight.
+func (j *jobBase) finish(p *poller.Poller) {
+	p.Unregister()
+	j.finished.Store(true)
+	close(j.done)
+	j.signal()
 }
 
 func (j *jobBase) base() *jobBase { return j }
 
-// job is a host scan job or an offload job.
-type job interface {
-	base() *jobBase
-	start() error
-	stop()
+// quiesce stops the job from taking more work and waits until it has
+// nothing in flight; abandon runs on the job's reactor and makes it finish
+// once its I/Os are in.
+func (j *jobBase) quiesce(what string, abandon func()) error {
+	if !j.running {
+		return nil
+	}
+	j.cancel.Store(true)
+	if err := j.r.Call(func() error { abandon(); return nil }); err != nil {
+		return errors.Wrapf(err, "compute: stop %s on core %d", what, j.r.Core())
+	}
+	select {
+	case <-j.done:
+		return nil
+	case <-time.After(teardownTimeout):
+		return errors.Errorf("compute: %s on core %d still has I/O in flight after %v; its buffers are not freed", what, j.r.Core(), teardownTimeout)
+	}
 }
 
-// scanJob scans blocks [next, end) of one base on one reactor. All fields
-// but the published ones are owned by the reactor.
-type scanJob struct {
+// job is a host worker or an offload job.
+type job interface {
+	base() *jobBase
+	// start opens the job's queues on its reactor and registers its
+	// poller, but issues nothing; on error nothing of it is left open.
+	start() error
+	// launch has the job's reactor issue its first I/Os. The scan launches
+	// its jobs only once every job has started, so that no reactor begins
+	// while another is still opening its queues (a small scan would be
+	// over before the last reactor joined), and a start that fails leaves
+	// nothing in flight.
+	launch() error
+	// teardown waits for the job's I/Os in flight, closes its queues and
+	// frees its memory. It is called once, on jobs started or not.
+	teardown() error
+}
+
+// laterError is an error followed by another one that happened while
+// cleaning up after it; it unwraps to the first.
+type laterError struct{ first, later error }
+
+func (e *laterError) Error() string { return e.first.Error() + "; then: " + e.later.Error() }
+func (e *laterError) Unwrap() error { return e.first }
+
+// andThen returns err with later, an error of the cleanup after it, added.
+func andThen(err, later error) error {
+	if later == nil {
+		return err
+	}
+	return &laterError{err, later}
+}
+
+// teardownJobs tears every job down and returns the first error.
+func teardownJobs(jobs []job) error {
+	var first error
+	for _, j := range jobs {
+		if err := j.teardown(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// hostTarget is a target scanned by host workers.
+type hostTarget struct {
+	cur   *cursor
+	index int // index into the targets given to Scan
+	base  int // index into Bases
+	bs    uint64
+	nsid  uint32
+	name  string
+	dom   int // buffer domain: index into hostWorker.domains
+}
+
+// hostWorker scans host targets on one reactor. Everything but the
+// published fields of jobBase and the targets' cursors is the reactor's.
+type hostWorker struct {
+	_ [64]byte // nothing of another worker's on this one's cache lines
 	jobBase
-	desc    *bdev.Desc
+	targets []*hostTarget // shared, read-only but for the cursors
+	descs   []*bdev.Desc  // by base
+	chans   []*bdev.Channel
 	staging Staging
+	domains []bufDomain
 	inst    *engine.Instance
 	typ     abi.Type
-	nsid    uint32
-	bs      uint64
-	next    uint64
-	end     uint64
-	per     uint64 // blocks per chunk
-	ch      *bdev.Channel
-	poll    *poller.Poller
 	chunks  []chunk
+	// perTarget counts the bytes this worker scanned of each target.
+	perTarget []uint64
+	// cur is the target the worker takes chunks from; visited counts the
+	// targets it found handed out (in order from its first one), so
+	// visited == len(targets) means no work is left.
+	cur, visited int
 	// pending are chunks whose matches did not fit in the ring yet.
 	pending  []*chunk
 	stopping bool
+	poll     *poller.Poller
+	_        [64]byte
+}
+
+// bufDomain is a set of bases whose controllers reach the same memory; each
+// chunk of a worker has one buffer per domain.
+type bufDomain struct {
+	key  any
+	base int // a base of the domain: chunk buffers are allocated for it
+	size int // largest chunk of its targets, in bytes
 }
 
 type chunk struct {
-	j      *scanJob
-	buf    bdev.Buffer
+	w      *hostWorker
+	bufs   []bdev.Buffer // by domain
+	t      *hostTarget
+	tk     int // index of t in w.targets
 	lba    uint64
 	blocks uint64
 	emit   []uint64
 	out    []Match // matches not yet pushed to the ring
 }
 
-func newScanJob(r *poller.Reactor, d *bdev.Desc, exe *engine.Executable, target int, lo, hi, per uint64, opts Options) (*scanJob, error) {
-	b := d.Bdev()
-	ring, err := poller.NewSPSC[Match](4096)
-	if err != nil {
-		return nil, err
+// domainKey says which bases can share chunk buffers: those of one NVMe
+// controller (its DMA memory, or its view of a staging CMB); any other bdev
+// has its own.
+func domainKey(b *bdev.Bdev) any {
+	if c, _ := bdev.NVMeNamespace(b); c != nil {
+		return c
 	}
-	j := &scanJob{
-		jobBase: jobBase{r: r, target: target, baseName: b.Name(), matches: ring, done: make(chan struct{})},
-		desc:    d, inst: exe.NewInstance(), typ: exe.Program().Type,
-		nsid: b.Info().NSID, bs: uint64(b.BlockSize()),
-		next: lo, end: hi, per: per,
+	return b
+}
+
+// newHostWorkers makes one worker per reactor over the host targets; on
+// error it returns the workers made so far (to tear down).
+func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*hostTarget, exe *engine.Executable, opts Options) ([]*hostWorker, error) {
+	var domains []bufDomain
+	maxPer := 1
+	for _, t := range targets {
+		b := descs[t.base].Bdev()
+		key := domainKey(b)
+		t.dom = -1
+		for i := range domains {
+			if domains[i].key == key {
+				t.dom = i
+			}
+		}
+		if t.dom < 0 {
+			t.dom = len(domains)
+			domains = append(domains, bufDomain{key: key, base: t.base})
+		}
+		size := int(t.cur.per * t.bs)
+		domains[t.dom].size = max(domains[t.dom].size, size)
+		maxPer = max(maxPer, int(t.cur.per))
 	}
 	emitCap := opts.EmitCap
 	if emitCap <= 0 {
-		emitCap = max(int(per), 1024)
+		emitCap = max(maxPer, 1024)
 	}
-	j.chunks = make([]chunk, opts.InFlight)
-	j.staging = opts.Staging
-	for i := range j.chunks {
-		var buf bdev.Buffer
-		var err error
-		if j.staging != nil {
-			buf, err = j.staging.Alloc(b, int(per*j.bs))
-			err = errors.Wrapf(err, "compute: stage %s in %s", b.Name(), j.staging.Name())
-		} else {
-			buf, err = d.AllocBuffer(int(per * j.bs))
-		}
+	var ws []*hostWorker
+	for i, r := range reactors {
+		ring, err := poller.NewSPSC[Match](4096)
 		if err != nil {
-			j.free()
-			return nil, err
+			return ws, err
 		}
-		j.chunks[i] = chunk{j: j, buf: buf, emit: make([]uint64, emitCap), out: make([]Match, 0, emitCap)}
+		w := &hostWorker{
+			jobBase: jobBase{r: r, matches: ring, done: make(chan struct{})},
+			targets: targets, descs: descs, chans: make([]*bdev.Channel, len(descs)),
+			staging: opts.Staging, domains: domains,
+			inst: exe.NewInstance(), typ: exe.Program().Type,
+			perTarget: make([]uint64, len(targets)),
+			// Spread the workers' first targets over the targets.
+			cur: i * len(targets) / len(reactors),
+		}
+		ws = append(ws, w)
+		w.chunks = make([]chunk, opts.InFlight)
+		for k := range w.chunks {
+			c := &w.chunks[k]
+			*c = chunk{w: w, bufs: make([]bdev.Buffer, len(domains)), emit: make([]uint64, emitCap), out: make([]Match, 0, emitCap)}
+			for d, dom := range domains {
+				if c.bufs[d], err = w.alloc(dom); err != nil {
+					return ws, err
+				}
+			}
+		}
+		w.pending = make([]*chunk, 0, len(w.chunks))
 	}
-	j.pending = make([]*chunk, 0, len(j.chunks))
-	return j, nil
+	return ws, nil
 }
 
-func (j *scanJob) free() {
-	for _, c := range j.chunks {
-		switch {
-		case c.buf.Bytes == nil:
-		case j.staging != nil:
-			j.staging.Free(j.desc.Bdev(), c.buf)
-		default:
-			j.desc.FreeBuffer(c.buf)
-		}
+func (w *hostWorker) alloc(dom bufDomain) (bdev.Buffer, error) {
+	d := w.descs[dom.base]
+	if w.staging != nil {
+		buf, err := w.staging.Alloc(d.Bdev(), dom.size)
+		return buf, errors.Wrapf(err, "compute: stage %s in %s", d.Bdev().Name(), w.staging.Name())
 	}
-	j.chunks = nil
+	buf, err := d.AllocBuffer(dom.size)
+	return buf, errors.Wrapf(err, "compute: chunk buffer for %s", d.Bdev().Name())
 }
 
-func (j *scanJob) start() error {
-	err := j.r.Call(func() error {
-		ch, err := j.desc.NewChannel(len(j.chunks))
+// free releases the chunk buffers; only once nothing is in flight.
+func (w *hostWorker) free() error {
+	var first error
+	for k := range w.chunks {
+		for d, buf := range w.chunks[k].bufs {
+			if buf.Bytes == nil {
+				continue
+			}
+			base := w.descs[w.domains[d].base]
+			var err error
+			if w.staging != nil {
+				err = w.staging.Free(base.Bdev(), buf)
+			} else {
+				err = base.FreeBuffer(buf)
+			}
+			if err != nil && first == nil {
+				first = errors.Wrapf(err, "compute: free a chunk buffer of %s", base.Bdev().Name())
+			}
+		}
+	}
+	w.chunks = nil
+	return first
+}
+
+// closeChannels closes the worker's channels; on the reactor.
+func (w *hostWorker) closeChannels() error {
+	var first error
+	for i, ch := range w.chans {
+		if ch == nil {
+			continue
+		}
+		if err := ch.Close(); err != nil {
+			if first == nil {
+				first = errors.Wrapf(err, "compute: close the channel of %s on core %d", w.descs[i].Bdev().Name(), w.r.Core())
+			}
+			continue // in flight still: kept, and so are the buffers
+		}
+		w.chans[i] = nil
+	}
+	return first
+}
+
+func (w *hostWorker) start() error {
+	err := w.r.Call(func() error {
+		for _, t := range w.targets {
+			if w.chans[t.base] != nil {
+				continue
+			}
+			ch, err := w.descs[t.base].NewChannelOn(w.r, len(w.chunks))
+			if err != nil {
+				return andThen(err, w.closeChannels())
+			}
+			w.chans[t.base] = ch
+		}
+		p, err := w.r.Register("scan", w.pollOnce, 0)
 		if err != nil {
-			return err
+			return andThen(err, w.closeChannels())
 		}
-		p, err := j.r.Register("scan", j.pollOnce, 0)
-		if err != nil {
-			ch.Close()
-			return err
-		}
-		j.ch, j.poll = ch, p
-		for i := range j.chunks {
-			j.issue(&j.chunks[i])
-		}
+		w.poll, w.running = p, true
 		return nil
 	})
-	return errors.Wrapf(err, "compute: start scan on core %d", j.r.Core())
+	return errors.Wrapf(err, "compute: start scan on core %d", w.r.Core())
 }
 
-// issue reads the next chunk into c, if any is left.
-func (j *scanJob) issue(c *chunk) {
-	if j.next >= j.end || j.stopping {
-		return
+func (w *hostWorker) launch() error {
+	err := w.r.Send(func() {
+		if w.finished.Load() {
+			return // stopped before it began
+		}
+		for i := range w.chunks {
+			w.issue(&w.chunks[i])
+		}
+	})
+	return errors.Wrapf(err, "compute: launch scan on core %d", w.r.Core())
+}
+
+func (w *hostWorker) teardown() error {
+	if err := w.quiesce("scan", w.abandon); err != nil {
+		return err
 	}
-	c.lba = j.next
-	c.blocks = min(j.per, j.end-j.next)
-	j.next += c.blocks
-	if err := j.ch.Read(&c.buf, c.lba, c.blocks, onChunkRead, c); err != nil {
-		j.fault(c, err)
+	var err error
+	if w.r.Call(func() error { err = w.closeChannels(); return nil }) != nil {
+		// The reactor is gone: nothing polls the channels any more, and
+		// none has I/O in flight (quiesce saw to that).
+		err = w.closeChannels()
+	}
+	if err != nil {
+		return err // buffers kept: a channel that did not close may still use them
+	}
+	return w.free()
+}
+
+// abandon makes the worker finish once its reads are in; on the reactor.
+func (w *hostWorker) abandon() {
+	w.stopping, w.abandoned = true, true
+	w.pending = w.pending[:0]
+	w.finishIfIdle()
+}
+
+// issue reads the next chunk into c, if any work is left: from the current
+// target, or the next one that has chunks.
+func (w *hostWorker) issue(c *chunk) {
+	for !w.stopping && w.visited < len(w.targets) {
+		t := w.targets[w.cur]
+		lba, n, ok := t.cur.take()
+		if !ok {
+			w.cur++
+			if w.cur == len(w.targets) {
+				w.cur = 0
+			}
+			w.visited++
+			continue
+		}
+		c.t, c.tk, c.lba, c.blocks = t, w.cur, lba, n
+		err := w.chans[t.base].Read(&c.bufs[t.dom], lba, n, onChunkRead, c)
+		if err == nil {
+			return
+		}
+		// The channel refused the read outright (closed, out of range):
+		// it would refuse the rest of the target too. Fault the chunk
+		// and what is left, so no block goes unreported.
+		w.fault(c, errors.Wrap(err, "read"))
+		if lba, n, ok := t.cur.rest(); ok {
+			w.faults = append(w.faults, ChunkFault{Target: t.index, Base: t.name, LBA: lba, Blocks: n, Err: errors.Wrap(err, "not read")})
+		}
 	}
 }
 
-func (j *scanJob) fault(c *chunk, err error) {
-	j.faults = append(j.faults, ChunkFault{Target: j.target, Base: j.desc.Bdev().Name(), LBA: c.lba, Blocks: c.blocks, Err: err})
+func (w *hostWorker) fault(c *chunk, err error) {
+	w.faults = append(w.faults, ChunkFault{Target: c.t.index, Base: c.t.name, LBA: c.lba, Blocks: c.blocks, Err: err})
 }
 
 func onChunkRead(io *bdev.IO) {
 	c := io.Arg.(*chunk)
-	j := c.j
+	w := c.w
 	if err := io.Err(); err != nil {
-		j.fault(c, errors.Wrap(err, "read"))
+		w.fault(c, errors.Wrap(err, "read"))
 	} else {
-		j.run(c)
+		w.run(c)
 	}
-	if len(c.out) > 0 && !j.push(&c.out) {
-		j.pending = append(j.pending, c)
-		return
+	if len(c.out) > 0 && !w.push(&c.out) {
+		if w.abandoned {
+			c.out = c.out[:0]
+		} else {
+			w.pending = append(w.pending, c)
+			return
+		}
 	}
-	j.issue(c)
+	w.issue(c)
 }
 
 // run runs the program on a chunk and collects its matches in c.out.
-func (j *scanJob) run(c *chunk) {
-	n := c.blocks * j.bs
-	ctx := engine.Context{Data: c.buf.Bytes[:n], LBA: c.lba, NSID: j.nsid, BlockSize: uint32(j.bs), BlockCount: uint32(c.blocks)}
+func (w *hostWorker) run(c *chunk) {
+	t := c.t
+	n := c.blocks * t.bs
+	ctx := engine.Context{Data: c.bufs[t.dom].Bytes[:n], LBA: c.lba, NSID: t.nsid, BlockSize: uint32(t.bs), BlockCount: uint32(c.blocks)}
 	t0 := time.Now()
-	res, err := j.inst.Run(&ctx, c.emit)
-	j.runNS += int64(time.Since(t0))
-	j.chunkCount++
-	j.scanned += n
-	j.pubScanned.Store(j.scanned)
+	res, err := w.inst.Run(&ctx, c.emit)
+	w.runNS += int64(time.Since(t0))
+	w.chunkCount++
+	w.scanned += n
+	w.perTarget[c.tk] += n
+	w.pubScanned.Store(w.scanned)
 	if err != nil {
-		j.fault(c, errors.Wrap(err, "program"))
+		w.fault(c, errors.Wrap(err, "program"))
 		return
 	}
 	if res.Overflow {
-		j.overflows++
+		w.overflows++
 	}
 	for _, v := range c.emit[:res.Emitted] {
-		m := Match{Target: j.target, NSID: j.nsid}
-		if j.typ == abi.TypeFilter {
+		m := Match{Target: t.index, NSID: t.nsid}
+		if w.typ == abi.TypeFilter {
 			m.LBA = v
 		} else {
 			if v >= n {
 				c.out = c.out[:0]
-				j.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
+				w.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
 				return
 			}
-			m.LBA = c.lba + v/j.bs
-			m.Offset = uint32(v % j.bs)
+			m.LBA = c.lba + v/t.bs
+			m.Offset = uint32(v % t.bs)
 		}
 		c.out = append(c.out, m)
 	}
 }
 
-func (j *scanJob) pollOnce() poller.Status {
-	if j.finished.Load() {
+// outstanding is the number of reads in flight on all the worker's channels.
+func (w *hostWorker) outstanding() int {
+	n := 0
+	for _, ch := range w.chans {
+		if ch != nil {
+			n += ch.Outstanding()
+		}
+	}
+	return n
+}
+
+// finishIfIdle ends the worker once nothing is in flight or held back and
+// no work is left for it.
+func (w *hostWorker) finishIfIdle() {
+	if w.finished.Load() || len(w.pending) > 0 || (!w.stopping && w.visited < len(w.targets)) || w.outstanding() > 0 {
+		return
+	}
+	w.finish(w.poll)
+}
+
+func (w *hostWorker) pollOnce() poller.Status {
+	if w.finished.Load() {
 		return poller.Idle
 	}
-	n := j.ch.Poll()
-	if j.cancel.Load() {
-		j.stopping = true
+	n := 0
+	for _, ch := range w.chans {
+		if ch != nil && ch.Outstanding() > 0 {
+			n += ch.Poll()
+		}
+	}
+	if w.cancel.Load() {
+		w.stopping = true
 	}
 	// Chunks held back by a full ring go out first, then read on.
-	for len(j.pending) > 0 && j.push(&j.pending[0].out) {
-		c := j.pending[0]
-		j.pending = j.pending[:copy(j.pending, j.pending[1:])]
-		j.issue(c)
+	for len(w.pending) > 0 && w.push(&w.pending[0].out) {
+		c := w.pending[0]
+		w.pending = w.pending[:copy(w.pending, w.pending[1:])]
+		w.issue(c)
 		n++
 	}
-	if j.ch.Outstanding() == 0 && len(j.pending) == 0 && (j.next >= j.end || j.stopping) {
-		j.poll.Unregister()
-		j.finished.Store(true)
-		close(j.done)
-	}
+	w.finishIfIdle()
 	if n > 0 {
 		return poller.Busy
 	}
 	return poller.Idle
-}
-
-func stopScanJobs(jobs []job) {
-	for _, j := range jobs {
-		j.stop()
-	}
-}
-
-func (j *scanJob) stop() {
-	if j.ch != nil {
-		j.r.Call(func() error {
-			j.poll.Unregister()
-			return j.ch.Close()
-		})
-		j.ch = nil
-	}
-	j.free()
 }

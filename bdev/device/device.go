@@ -14,6 +14,7 @@
 package device
 
 import (
+	stderrors "errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -312,23 +313,37 @@ func (set *Set) addController(t nvme.Transport, opts Options) error {
 	return nil
 }
 
-// Close closes the bdevs, then the controllers and their transports.
+// Close closes the bdevs, then the controllers and their transports. A
+// controller whose queue pairs channels of its bdevs still hold (a channel
+// not closed, or whose Close failed) stays open: closing it would complete
+// the channels' I/Os on the caller's goroutine, under code that may still
+// use them. Close says so in its error and keeps such controllers (and bdevs
+// that failed to close) in the set, so that it may be called again once
+// the channels are closed.
 func (set *Set) Close() error {
-	var first error
+	var errs []error
+	var bdevs []*bdev.Bdev
 	for _, b := range set.Bdevs {
-		if err := b.Close(); err != nil && first == nil {
-			first = err
+		if err := b.Close(); err != nil {
+			bdevs = append(bdevs, b)
+			errs = append(errs, err)
 		}
 	}
+	var kept []*nvme.Controller
 	for i := len(set.Controllers) - 1; i >= 0; i-- {
 		c := set.Controllers[i]
-		if err := c.Close(); err != nil && first == nil {
-			first = err
+		if n := bdev.NVMeQueuePairs(c); n > 0 {
+			kept = append([]*nvme.Controller{c}, kept...)
+			errs = append(errs, errors.Errorf("device %s: not closed: bdev channels still hold %d of its I/O queue pairs", c.Name(), n))
+			continue
 		}
-		if err := c.Transport().Close(); err != nil && first == nil {
-			first = err
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := c.Transport().Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	set.Bdevs, set.Controllers = nil, nil
-	return first
+	set.Bdevs, set.Controllers = bdevs, kept
+	return stderrors.Join(errs...)
 }

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/bdev/uring"
@@ -121,6 +123,182 @@ func TestDemoData(t *testing.T) {
 		}
 		qp.Close()
 		c.Transport().FreeDMA(buf)
+	}
+}
+
+// reader is a job like a scan's: reads in flight, each callback reads on
+// through the job's channel, which the job forgets when it stops.
+type reader struct {
+	ch      *bdev.Channel
+	bufs    []bdev.Buffer
+	next    uint64
+	blocks  uint64
+	issued  int
+	done    int
+	refused int
+}
+
+func (j *reader) issue(b *bdev.Buffer) {
+	if j.next >= j.blocks {
+		return
+	}
+	if err := j.ch.Read(b, j.next, 8, j.onRead, b); err != nil {
+		j.refused++
+		return
+	}
+	j.next += 8
+	j.issued++
+}
+
+func (j *reader) onRead(io *bdev.IO) {
+	j.done++
+	j.issue(io.Arg.(*bdev.Buffer))
+}
+
+func startReactor(t *testing.T) (*poller.Group, *poller.Reactor) {
+	t.Helper()
+	g, err := poller.Start(poller.Config{NoPin: true, Idle: poller.IdleStrategy{Spin: 1, Yield: 1, Park: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g, g.Reactors()[0]
+}
+
+// TestCloseAfterFailedStart stops jobs with reads in flight the way a scan
+// whose start failed does — close each channel, forget it — and then
+// closes the device set. Closing a channel completes its reads (a callback
+// that reads on is refused), so that closing the set later runs no
+// callback of a forgotten channel.
+func TestCloseAfterFailedStart(t *testing.T) {
+	dir := t.TempDir()
+	var addrs []string
+	for _, n := range []string{"a", "b"} {
+		p := filepath.Join(dir, n)
+		os.WriteFile(p, bytes.Repeat([]byte(n), 256<<10), 0o644)
+		addrs = append(addrs, "file:"+p)
+	}
+	set, err := Open(addrs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, r := startReactor(t)
+	var jobs []*reader
+	var descs []*bdev.Desc
+	for _, b := range set.Bdevs {
+		d, err := bdev.Open(b, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		descs = append(descs, d)
+		j := &reader{blocks: b.NumBlocks()}
+		for i := 0; i < 4; i++ {
+			buf, err := d.AllocBuffer(4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.bufs = append(j.bufs, buf)
+		}
+		jobs = append(jobs, j)
+	}
+	var closeErrs []error
+	var done []int
+	err = r.Call(func() error {
+		for i, j := range jobs {
+			var err error
+			if j.ch, err = descs[i].NewChannelOn(r, len(j.bufs)); err != nil {
+				return err
+			}
+			for k := range j.bufs {
+				j.issue(&j.bufs[k])
+			}
+		}
+		// The start failed here: stop every job.
+		for _, j := range jobs {
+			closeErrs = append(closeErrs, j.ch.Close())
+			j.ch = nil
+		}
+		for _, j := range jobs {
+			done = append(done, j.done)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range jobs {
+		if closeErrs[i] != nil {
+			t.Errorf("job %d: Close: %v", i, closeErrs[i])
+		}
+		// Closing the first channel reaps the queue pair both share: the
+		// second job's reads complete and read on too.
+		if j.issued < 4 || j.done != j.issued || j.refused != 4 {
+			t.Errorf("job %d: %d reads issued, %d completed, %d refused after Close; want all completed, 4 refused", i, j.issued, j.done, j.refused)
+		}
+	}
+	if err := g.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range descs {
+		for _, b := range jobs[i].bufs {
+			d.FreeBuffer(b)
+		}
+		d.Close()
+	}
+	if err := set.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range jobs {
+		if j.done != done[i] {
+			t.Errorf("job %d: %d callbacks after its channel closed, want none", i, j.done-done[i])
+		}
+	}
+}
+
+// TestCloseWithOpenChannel closes a set while a channel of one of its
+// bdevs is open: the controller stays open, and the error says why; once
+// the channel is closed the set closes.
+func TestCloseWithOpenChannel(t *testing.T) {
+	set, err := Open([]string{"mock:null"}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, r := startReactor(t)
+	defer g.Stop()
+	d, err := bdev.Open(set.Bdevs[0], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, _ := d.AllocBuffer(4096)
+	var ch *bdev.Channel
+	if err := r.Call(func() (err error) { ch, err = d.NewChannelOn(r, 4); return err }); err != nil {
+		t.Fatal(err)
+	}
+	err = set.Close()
+	if err == nil || !strings.Contains(err.Error(), set.Controllers[0].Name()) || !strings.Contains(err.Error(), "queue pairs") {
+		t.Fatalf("closing a set under an open channel: %v", err)
+	}
+	done := 0
+	err = r.Call(func() error {
+		if err := ch.Read(&buf, 0, 8, func(io *bdev.IO) { done++ }, nil); err != nil {
+			return err
+		}
+		for done == 0 {
+			ch.Poll()
+		}
+		return ch.Close()
+	})
+	if err != nil {
+		t.Fatalf("I/O on the channel the set kept open: %v", err)
+	}
+	if !errors.Is(d.FreeBuffer(buf), nil) {
+		t.Error("free buffer")
+	}
+	d.Close()
+	if err := set.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Controllers) != 0 || len(set.Bdevs) != 0 {
+		t.Fatalf("closed set keeps %d controllers, %d bdevs", len(set.Controllers), len(set.Bdevs))
 	}
 }
 

@@ -24,47 +24,19 @@ func init() {
 	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
 }
 
-const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--count] [--json]"
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--log] [--count] [--json]"
 
 // scanReport is the JSON of `bpfblk scan --json`.
 type scanReport struct {
-	Matches          uint64           `json:"matches"`
-	BytesScanned     uint64           `json:"bytes_scanned"`
-	BytesToHost      uint64           `json:"bytes_to_host"`
-	BytesThroughHost uint64           `json:"bytes_through_host"`
-	Seconds          float64          `json:"seconds"`
-	Engines          []scanEngineJSON `json:"engines"`
-	Targets          []scanTargetJSON `json:"targets"`
-	Faults           []string         `json:"faults"`
-	Maps             []mapJSON        `json:"maps,omitempty"`
-}
-
-// mapJSON is one of a program's maps in `bpfblk scan --json`, after the
-// per-core copies were merged. Keys and values are written as prog run
-// prints them (fmtBytes).
-type mapJSON struct {
-	Name      string         `json:"name"`
-	Kind      string         `json:"kind"` // array or hash
-	KeySize   int            `json:"key_size"`
-	ValueSize int            `json:"value_size"`
-	Entries   []mapEntryJSON `json:"entries"`
-}
-
-type mapEntryJSON struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
-}
-
-func mapsJSON(maps []engine.MapData) []mapJSON {
-	var out []mapJSON
-	for _, m := range maps {
-		j := mapJSON{Name: m.Name, Kind: mapKind(m), KeySize: m.KeySize, ValueSize: m.ValueSize, Entries: []mapEntryJSON{}}
-		for _, e := range m.Entries {
-			j.Entries = append(j.Entries, mapEntryJSON{Key: fmtBytes(e.Key), Value: fmtBytes(e.Value)})
-		}
-		out = append(out, j)
-	}
-	return out
+	Matches          uint64            `json:"matches"`
+	BytesScanned     uint64            `json:"bytes_scanned"`
+	BytesToHost      uint64            `json:"bytes_to_host"`
+	BytesThroughHost uint64            `json:"bytes_through_host"`
+	Seconds          float64           `json:"seconds"`
+	Engines          []scanEngineJSON  `json:"engines"`
+	Targets          []scanTargetJSON  `json:"targets"`
+	Faults           []string          `json:"faults"`
+	Maps             []json.RawMessage `json:"maps"`
 }
 
 type scanEngineJSON struct {
@@ -88,7 +60,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newCmdline("scan", scanSynopsis, stdout, stderr)
 	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
 	var sets multiFlag
-	fs.Var(&sets, "set", "set a program parameter `NAME=VALUE` (repeatable); VALUE is a number or text")
+	fs.Var(&sets, "set", setHelp)
 	devs := fs.devFlag()
 	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
@@ -97,6 +69,8 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	cores := fs.cores("c", 2, "`CORES` of the host compute reactors: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
 	chunk := fs.size("chunk", 256<<10, 64<<20, "`BYTES` per program run (a multiple of 512, at most 64 MiB)")
 	mapMemory := mapMemoryFlag(fs.FlagSet)
+	var verifierLog bool
+	logFlag(fs.FlagSet, &verifierLog)
 	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
@@ -119,8 +93,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		vars[k] = v
 	}
 
-	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory))
+	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory), verifierLog)
 	if err != nil {
+		printVerifierLog(stderr, err)
 		return fs.exit(mapMemoryHint(err))
 	}
 
@@ -174,7 +149,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *jsonOut:
-		if werr := writeScanJSON(stdout, st); werr != nil {
+		if werr := writeScanJSON(stdout, st, mapsJSON(exe.Program(), st.Maps)); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
 	case *count:
@@ -201,6 +176,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		}
 		w.flush()
 		printScanSummary(stderr, st)
+		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
+			return failure(stderr, "scan", werr)
+		}
 	}
 	for _, f := range st.Faults {
 		fmt.Fprintf(stderr, "bpfblk scan: fault: %v\n", f)
@@ -215,26 +193,21 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 }
 
 // loadScanProgram loads the user's filter, or the built-in one.
-func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engine.Executable, error) {
+func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifierLog bool) (*engine.Executable, error) {
 	var p *engine.Program
 	if filter == "" {
 		spec, err := filters.LoadPattern()
 		if err != nil {
 			return nil, errors.Wrap(err, "built-in filter")
 		}
-		if _, ok := vars["pattern"]; !ok {
-			vars["pattern"] = device.DemoPattern
-		}
-		if s, ok := vars["pattern"].(string); ok {
-			if _, ok := vars["pattern_len"]; !ok {
-				vars["pattern_len"] = fmt.Sprint(len(s))
-			}
+		if err := builtinPattern(vars, device.DemoPattern); err != nil {
+			return nil, err
 		}
 		typed, err := typeVars(spec.Variables, vars)
 		if err != nil {
 			return nil, asUsage(err)
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, err
 		}
 	} else {
@@ -251,7 +224,7 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64) (*engi
 		if err != nil {
 			return nil, asUsage(err)
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: ps.Name, Vars: typed, MapMemory: mapMemory}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: ps.Name, Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, errors.Wrap(err, path)
 		}
 	}
@@ -329,11 +302,11 @@ func printScanSummary(w io.Writer, st *compute.Stats) {
 	}
 }
 
-func writeScanJSON(w io.Writer, st *compute.Stats) error {
+func writeScanJSON(w io.Writer, st *compute.Stats, maps []json.RawMessage) error {
 	rep := scanReport{
 		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
-		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: mapsJSON(st.Maps),
+		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: maps,
 	}
 	for _, e := range st.Engines {
 		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})

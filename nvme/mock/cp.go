@@ -3,10 +3,13 @@ package mock
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/poller"
 )
 
 // The emulated computational storage device: a compute namespace (CSI 4,
@@ -16,6 +19,13 @@ import (
 // in nvme/compute.go. A controller becomes compute-capable by having
 // namespaces with those CSIs (NamespaceConfig.CSI); CAP.CSS bit 6 and Identify
 // CNS 1Ch then advertise the command sets.
+//
+// Programs run on compute cores. An Inline controller runs Execute Program
+// on the goroutine that rang the doorbell, one per queue; a DeviceCore
+// controller's device core hands each one to the compute core of its queue
+// (ComputeConfig.Cores) and goes on fetching commands, so the queues of
+// several host reactors execute in parallel. Each queue has its own engine
+// instance of a program; their maps are merged when read.
 
 // ComputeConfig sets the limits of a controller's compute namespaces.
 type ComputeConfig struct {
@@ -36,6 +46,13 @@ type ComputeConfig struct {
 	// all its instances (one per submission queue that runs it), as
 	// engine.LoadOptions.MapMemory (default engine.DefaultMapMemory).
 	MapMemory int64
+	// Cores is the number of compute cores that run Execute Program on a
+	// controller in DeviceCore mode: the executions of I/O queue q run on
+	// core q mod Cores, in parallel with each other and with the device
+	// core that fetches commands. 0 means one compute core per I/O queue
+	// that executes programs. (Inline controllers run programs on the
+	// goroutine that rang the doorbell: one per queue already.)
+	Cores int
 }
 
 func (cc *ComputeConfig) fill() {
@@ -65,6 +82,14 @@ func (cc *ComputeConfig) fill() {
 type computeState struct {
 	once sync.Once
 	cfg  ComputeConfig
+
+	// cores are the compute cores of a DeviceCore controller, by core
+	// index; only the device core (the one goroutine that executes
+	// commands in that mode) reads or grows the table.
+	cores []*execCore
+	// execHook, when set (by tests), runs on the compute core before each
+	// program run.
+	execHook func()
 
 	mu        sync.Mutex
 	slots     []progSlot
@@ -329,8 +354,124 @@ func (c *Controller) slmNamespace(nsid uint32) *namespace {
 }
 
 // cpExecute runs an active program over a memory range set: range 0 is the
-// data, range 1 receives the ExecResult header and the emitted values.
+// data, range 1 receives the ExecResult header and the emitted values. On a
+// DeviceCore controller the run goes to the queue's compute core and
+// completes from there; the device core goes on fetching commands.
 func cpExecute(c *Controller, sq *sq, ns *namespace, e *nvme.SQE) completion {
+	if c.cfg.Mode != DeviceCore {
+		return c.execProgram(sq, e)
+	}
+	s := c.compute()
+	if !s.dispatch(c, sq, e) {
+		return c.execProgram(sq, e) // the core's queue is full: run it here
+	}
+	return completion{noPost: true}
+}
+
+// execCore is a compute core: a ring of executions from the device core
+// and a goroutine that runs them while there are any. The goroutine ends
+// when the ring is empty and the next dispatch starts another, so an idle
+// device holds none, and a closed controller leaves none behind.
+type execCore struct {
+	ring    *poller.SPSC[*execJob] // device core -> compute core
+	free    *poller.SPSC[*execJob] // compute core -> device core: reusable jobs
+	running atomic.Bool
+}
+
+// execJob is one Execute Program handed to a compute core.
+type execJob struct {
+	c  *Controller
+	sq *sq
+	e  nvme.SQE // a copy: the SQ's command buffer moves on
+}
+
+const execRing = 1024
+
+// dispatch hands an Execute Program of sq to its compute core; false if the
+// core's ring is full. Called by the device core only.
+func (s *computeState) dispatch(c *Controller, sq *sq, e *nvme.SQE) bool {
+	idx := int(sq.id)
+	if s.cfg.Cores > 0 {
+		idx %= s.cfg.Cores
+	}
+	for len(s.cores) <= idx {
+		s.cores = append(s.cores, nil)
+	}
+	core := s.cores[idx]
+	if core == nil {
+		ring, err1 := poller.NewSPSC[*execJob](execRing)
+		free, err2 := poller.NewSPSC[*execJob](execRing)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		core = &execCore{ring: ring, free: free}
+		s.cores[idx] = core
+	}
+	j, ok := core.free.Pop()
+	if !ok {
+		j = new(execJob)
+	}
+	j.c, j.sq, j.e = c, sq, *e
+	if !core.ring.Push(j) {
+		return false
+	}
+	if core.running.CompareAndSwap(false, true) {
+		go core.run()
+	}
+	return true
+}
+
+// run executes the core's jobs until its ring is empty.
+func (core *execCore) run() {
+	for {
+		for {
+			j, ok := core.ring.Pop()
+			if !ok {
+				break
+			}
+			r := j.c.execProgram(j.sq, &j.e)
+			j.c.postLater(j.sq, &j.e, r)
+			j.c, j.sq = nil, nil
+			core.free.Push(j) // dropped if full
+		}
+		core.running.Store(false)
+		// A job pushed after the last Pop and before the Store found the
+		// core running and started nobody: take it.
+		if core.ring.Len() == 0 || !core.running.CompareAndSwap(false, true) {
+			return
+		}
+	}
+}
+
+// postLater posts the completion of a command executed off the device core.
+// It waits while the host has not made room in the CQ, and drops the
+// completion if the queue was deleted or the controller failed, reset or
+// closed meanwhile.
+func (c *Controller) postLater(s *sq, e *nvme.SQE, r completion) {
+	q := s.cq
+	for {
+		q.mu.Lock()
+		if s.deleted || q.deleted || c.closed.Load() || c.hung.Load() || c.csts.Load()&nvme.CSTSFatal != 0 {
+			q.mu.Unlock()
+			return
+		}
+		if !q.full() {
+			q.post(s.id, s.head, e.CID, r)
+			q.mu.Unlock()
+			if r.status != 0 {
+				c.noteError(s, e, r)
+			}
+			return
+		}
+		q.mu.Unlock()
+		time.Sleep(20 * time.Microsecond)
+	}
+}
+
+// execProgram runs an Execute Program command of sq and returns its
+// completion. The tables are looked up in one critical section; the
+// program runs outside it, on the SQ's own engine instance.
+func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 	s := c.compute()
 	slot := int(e.CDW2 & 0xffff)
 	rsid := uint16(e.CDW2 >> 16)
@@ -362,14 +503,17 @@ func cpExecute(c *Controller, sq *sq, ns *namespace, e *nvme.SQE) completion {
 	}
 	var state []engine.MapData
 	if e.CDW15&nvme.ExecFlagState != 0 {
+		// The maps of every queue's instance, merged. (Read them once the
+		// runs that update them have completed.)
 		insts := make([]*engine.Instance, 0, len(p.runners))
 		for _, r := range p.runners {
 			insts = append(insts, r.inst)
 		}
 		state = engine.MergeMaps(insts...)
 	}
+	inMem, outMem := s.slmBytesLocked(c, in), s.slmBytesLocked(c, out)
+	hook := s.execHook
 	s.mu.Unlock()
-	inMem, outMem := c.slmBytes(in), c.slmBytes(out)
 	if inMem == nil || outMem == nil || len(outMem) < nvme.ExecResultSize {
 		return failDNR(nvme.ErrInvalidRangeSet)
 	}
@@ -405,6 +549,9 @@ func cpExecute(c *Controller, sq *sq, ns *namespace, e *nvme.SQE) completion {
 		run.emit = make([]uint64, capVals)
 	}
 	emit := run.emit[:capVals]
+	if hook != nil {
+		hook()
+	}
 	res, err := run.inst.Run(&ctx, emit)
 	if err != nil {
 		s.logf("slot %d: program fault over nsid %d LBA %d (%d bytes): %v", slot, ctx.NSID, ctx.LBA, dlen, err)
@@ -420,4 +567,21 @@ func cpExecute(c *Controller, sq *sq, ns *namespace, e *nvme.SQE) completion {
 		le.PutUint64(vals[8*i:], v)
 	}
 	return completion{dw0: uint32(res.R0), dw1: uint32(res.R0 >> 32)}
+}
+
+// slmBytesLocked is slmBytes for a caller that holds s.mu.
+func (s *computeState) slmBytesLocked(c *Controller, r nvme.MemRange) []byte {
+	ns := c.slmNamespace(r.NSID)
+	if ns == nil {
+		return nil
+	}
+	m := s.mem[ns.id]
+	if m == nil {
+		m = alignedAlloc(int(ns.slmSize()))
+		s.mem[ns.id] = m
+	}
+	if r.Offset > uint64(len(m)) || uint64(r.Length) > uint64(len(m))-r.Offset {
+		return nil
+	}
+	return m[r.Offset : r.Offset+uint64(r.Length)]
 }

@@ -1,8 +1,6 @@
 package mock
 
 import (
-	"encoding/binary"
-
 	"github.com/bpfblk/bpfblk/nvme"
 )
 
@@ -14,12 +12,16 @@ var (
 	stInvField  = nvme.ErrInvalidField.Field()
 )
 
-// walkPRP calls fn for every host memory segment of an n-byte transfer
-// described by PRP1/PRP2 (with PRP lists), translating each address through
-// the bus. toHost says the device writes the memory. fn returns a status; the
-// first non-zero status stops the walk. An unmapped address is a bus fault and
-// yields Data Transfer Error.
-func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg []byte, off int) uint16) uint16 {
+// walkPRP calls fn for the host memory of an n-byte transfer described by
+// PRP1/PRP2 (with PRP lists), translating addresses through the bus. toHost
+// says the device writes the memory. Pages at consecutive bus addresses
+// that one mapping covers reach fn as one segment, as a DMA engine bursts
+// over them: a backing file is read with one call per run of pages, not
+// one per page. fn returns a status; the first non-zero status stops the
+// walk. An unmapped address is a bus fault and yields Data Transfer Error.
+//
+// The DMA is counted in qc, the counters of the queue executing the command.
+func (c *Controller) walkPRP(qc *counters, prp1, prp2 uint64, n int, toHost bool, fn func(seg []byte, off int) uint16) uint16 {
 	if n <= 0 {
 		return stOK
 	}
@@ -27,26 +29,19 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 		return stPRPOffset
 	}
 	first := min(n, pageSize-int(prp1&(pageSize-1)))
-	seg, ok := c.bus.access(prp1, first, toHost, true)
-	if !ok {
-		return stDataXfer
-	}
-	if st := fn(seg, 0); st != stOK {
-		return st
-	}
+	r := prpRun{c: c, qc: qc, toHost: toHost, fn: fn, iova: prp1, n: first}
 	done, rest := first, n-first
 	if rest == 0 {
-		return stOK
+		return r.flush()
 	}
 	if rest <= pageSize {
 		if prp2&(pageSize-1) != 0 {
 			return stPRPOffset
 		}
-		seg, ok := c.bus.access(prp2, rest, toHost, true)
-		if !ok {
-			return stDataXfer
+		if st := r.add(prp2, rest, done); st != stOK {
+			return st
 		}
-		return fn(seg, done)
+		return r.flush()
 	}
 	list := prp2
 	hops, maxHops := 0, rest/pageSize+2
@@ -58,13 +53,13 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 			return stInvField
 		}
 		per := (pageSize - int(list&(pageSize-1))) / 8
-		ents, ok := c.bus.access(list, per*8, false, false)
+		ents, ok := c.bus.access(qc, list, per*8, false, false)
 		if !ok {
 			return stDataXfer
 		}
 		chained := false
 		for i := 0; i < per && rest > 0; i++ {
-			ent := binary.LittleEndian.Uint64(ents[8*i:])
+			ent := le.Uint64(ents[8*i:])
 			if i == per-1 && rest > pageSize {
 				list, chained = ent, true
 				break
@@ -73,11 +68,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 				return stPRPOffset
 			}
 			k := min(rest, pageSize)
-			seg, ok := c.bus.access(ent, k, toHost, true)
-			if !ok {
-				return stDataXfer
-			}
-			if st := fn(seg, done); st != stOK {
+			if st := r.add(ent, k, done); st != stOK {
 				return st
 			}
 			done, rest = done+k, rest-k
@@ -86,20 +77,86 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 			return stInvField
 		}
 	}
+	return r.flush()
+}
+
+// prpRun gathers the pages of a PRP walk at consecutive bus addresses into
+// one segment for fn.
+type prpRun struct {
+	c      *Controller
+	qc     *counters
+	toHost bool
+	fn     func(seg []byte, off int) uint16
+	iova   uint64 // start of the run
+	n      int    // bytes in the run
+	off    int    // transfer offset of the run
+}
+
+// add appends k bytes at iova (transfer offset off) to the run, or hands
+// the run to fn and starts a new one.
+func (r *prpRun) add(iova uint64, k, off int) uint16 {
+	if r.iova+uint64(r.n) == iova {
+		r.n += k
+		return stOK
+	}
+	if st := r.flush(); st != stOK {
+		return st
+	}
+	r.iova, r.n, r.off = iova, k, off
 	return stOK
 }
 
-// readHost copies n bytes of host memory described by the PRPs into dst.
+// flush hands the run to fn: in one piece if one mapping covers it, page
+// by page otherwise (a run may cross from one mapping into the next).
+func (r *prpRun) flush() uint16 {
+	if r.n == 0 {
+		return stOK
+	}
+	iova, n, off := r.iova, r.n, r.off
+	r.n = 0
+	if seg, _, ok := r.c.bus.Translate(iova, n); ok {
+		seg, _ = r.c.bus.access(r.qc, iova, n, r.toHost, true)
+		return r.fn(seg, off)
+	}
+	for n > 0 {
+		k := min(n, pageSize-int(iova&(pageSize-1)))
+		seg, ok := r.c.bus.access(r.qc, iova, k, r.toHost, true)
+		if !ok {
+			return stDataXfer
+		}
+		if st := r.fn(seg, off); st != stOK {
+			return st
+		}
+		iova, n, off = iova+uint64(k), n-k, off+k
+	}
+	return stOK
+}
+
+// readHost copies host memory described by the PRPs of admin command e into
+// dst (counted on the admin queue).
 func (c *Controller) readHost(e *nvme.SQE, dst []byte) uint16 {
-	return c.walkPRP(e.PRP1, e.PRP2, len(dst), false, func(seg []byte, off int) uint16 {
+	return c.readHostQ(&c.qc[0].counters, e, dst)
+}
+
+// writeHost copies src into host memory described by the PRPs of admin
+// command e (counted on the admin queue).
+func (c *Controller) writeHost(e *nvme.SQE, src []byte) uint16 {
+	return c.writeHostQ(&c.qc[0].counters, e, src)
+}
+
+// readHostQ copies host memory described by the PRPs of e into dst, counting
+// the DMA in st, the counters of the queue executing e.
+func (c *Controller) readHostQ(st *counters, e *nvme.SQE, dst []byte) uint16 {
+	return c.walkPRP(st, e.PRP1, e.PRP2, len(dst), false, func(seg []byte, off int) uint16 {
 		copy(dst[off:], seg)
 		return stOK
 	})
 }
 
-// writeHost copies src into host memory described by the PRPs.
-func (c *Controller) writeHost(e *nvme.SQE, src []byte) uint16 {
-	return c.walkPRP(e.PRP1, e.PRP2, len(src), true, func(seg []byte, off int) uint16 {
+// writeHostQ copies src into host memory described by the PRPs of e,
+// counting the DMA in st.
+func (c *Controller) writeHostQ(st *counters, e *nvme.SQE, src []byte) uint16 {
+	return c.walkPRP(st, e.PRP1, e.PRP2, len(src), true, func(seg []byte, off int) uint16 {
 		copy(seg, src[off:])
 		return stOK
 	})
