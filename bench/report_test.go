@@ -86,3 +86,49 @@ func TestReportTableAndPlot(t *testing.T) {
 		t.Fatalf("histogram output: %v\n%s", err, hist.String())
 	}
 }
+
+// TestReportFioFields: with reads and writes counted apart, the JSON has
+// fio's per-direction fields next to bpfblk's, and the table a line for
+// each direction.
+func TestReportFioFields(t *testing.T) {
+	r := &Result{Name: "x", Elapsed: time.Second, Read: &Result{Name: "read", Elapsed: time.Second}, Write: &Result{Name: "write", Elapsed: time.Second}}
+	for i := 0; i < 300; i++ {
+		d, lat := r.Read, time.Duration(1000+i)
+		if i%3 == 0 {
+			d, lat = r.Write, time.Duration(5000+i)
+		}
+		for _, x := range []*Result{r, d} {
+			x.IOs++
+			x.Bytes += 4096
+			x.Latency.Record(lat)
+		}
+	}
+	rep := NewReport([]*Result{r})
+	var buf bytes.Buffer
+	if err := rep.JSON(&buf, false); err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Total struct {
+			IOPS  float64 `json:"iops"`
+			Read  FioDir  `json:"read"`
+			Write FioDir  `json:"write"`
+		} `json:"total"`
+	}
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	rd, wr := got.Total.Read, got.Total.Write
+	if got.Total.IOPS != 300 || rd.IOPS != 200 || wr.IOPS != 100 || rd.BWBytes != 200*4096 || wr.IOBytes != 100*4096 ||
+		rd.TotalIOs != 200 || rd.Runtime != 1000 {
+		t.Fatalf("fio fields %+v / %+v", rd, wr)
+	}
+	if p50 := rd.LatNS.Percentile["50.000000"]; p50 < 1130 || p50 > 1170 || wr.LatNS.Min != 5000 || rd.LatNS.N != 200 {
+		t.Fatalf("read p50 %d ns, write min %d ns, read N %d", p50, wr.LatNS.Min, rd.LatNS.N)
+	}
+	buf.Reset()
+	rep.Table(&buf)
+	if !strings.Contains(buf.String(), "total read") || !strings.Contains(buf.String(), "x write") {
+		t.Fatalf("table without direction lines:\n%s", buf.String())
+	}
+}

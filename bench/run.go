@@ -103,16 +103,24 @@ func Run(ctx context.Context, g *poller.Group, targets []*bdev.Desc, w Workload,
 	}
 	results := make([]*Result, len(targets))
 	for i, d := range targets {
-		results[i] = &Result{Name: d.Bdev().Name()}
+		results[i] = &Result{Name: d.Bdev().Name(), Read: &Result{Name: "read"}, Write: &Result{Name: "write"}}
 	}
 	var firstErr error
 	for i, j := range jobs {
 		r := results[i%len(targets)]
-		r.IOs += j.ios
-		r.Errors += j.errs
-		r.Bytes += j.bytes
+		for k, dr := range [2]*Result{r.Read, r.Write} {
+			d := &j.dir[k]
+			dr.IOs += d.ios
+			dr.Errors += d.errs
+			dr.Bytes += d.bytes
+			dr.Elapsed = max(dr.Elapsed, j.elapsed)
+			dr.Latency.Merge(&d.hist)
+			r.IOs += d.ios
+			r.Errors += d.errs
+			r.Bytes += d.bytes
+			r.Latency.Merge(&d.hist)
+		}
 		r.Elapsed = max(r.Elapsed, j.elapsed)
-		r.Latency.Merge(&j.hist)
 		if j.firstErr != nil && firstErr == nil {
 			firstErr = errors.Wrapf(j.firstErr, "%s on core %d", r.Name, j.r.Core())
 		}
@@ -141,9 +149,9 @@ type job struct {
 	finished bool
 	elapsed  time.Duration
 
-	ios, errs, bytes uint64
-	hist             Histogram
-	firstErr         error
+	ios, bytes uint64      // both directions, for the live view
+	dir        [2]dirStats // reads, writes
+	firstErr   error
 
 	pubIOs, pubBytes atomic.Uint64
 	cancel           atomic.Bool
@@ -153,6 +161,13 @@ type job struct {
 type slot struct {
 	buf   bdev.Buffer
 	start int64
+	write int // 0 for a read, 1 for a write: the index into job.dir
+}
+
+// dirStats is what a job's reads or writes did.
+type dirStats struct {
+	ios, errs, bytes uint64
+	hist             Histogram
 }
 
 func newJob(r *poller.Reactor, d *bdev.Desc, w Workload, seed uint64) (*job, error) {
@@ -218,8 +233,10 @@ func (j *job) submit(i uint64) {
 	s.start = j.now
 	var err error
 	if read {
+		s.write = 0
 		err = j.ch.ReadTagged(&s.buf, lba, n, j, i)
 	} else {
+		s.write = 1
 		err = j.ch.WriteTagged(&s.buf, lba, n, j, i)
 	}
 	if err != nil {
@@ -234,16 +251,19 @@ func (j *job) submit(i uint64) {
 // (bdev.Completer).
 func (j *job) Complete(tag, _ uint64, err error) {
 	s := &j.slots[tag]
+	d := &j.dir[s.write&1]
 	j.ios++
+	d.ios++
 	if err != nil {
-		j.errs++
+		d.errs++
 		if j.firstErr == nil {
 			j.firstErr = err
 		}
 	} else {
 		j.bytes += uint64(j.w.BlockSize)
+		d.bytes += uint64(j.w.BlockSize)
 	}
-	j.hist.Record(time.Duration(j.now - s.start))
+	d.hist.Record(time.Duration(j.now - s.start))
 	if !j.stopping {
 		j.submit(tag)
 	}

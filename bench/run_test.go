@@ -47,6 +47,17 @@ func TestRunOnMemoryBdevs(t *testing.T) {
 	if rep.Total.IOs != rep.Targets[0].IOs+rep.Targets[1].IOs {
 		t.Fatal("total is not the sum of the targets")
 	}
+	// A 50% mix: reads and writes counted apart, adding up to the whole.
+	for _, r := range append(rep.Targets, rep.Total) {
+		rd, wr := r.Read, r.Write
+		if rd == nil || wr == nil || rd.IOs == 0 || wr.IOs == 0 || rd.IOs+wr.IOs != r.IOs ||
+			rd.Bytes+wr.Bytes != r.Bytes || rd.Latency.Count()+wr.Latency.Count() != r.IOs {
+			t.Fatalf("%s: %d I/Os, split into %+v and %+v", r.Name, r.IOs, rd, wr)
+		}
+		if share := float64(rd.IOs) / float64(r.IOs); share < 0.4 || share > 0.6 {
+			t.Fatalf("%s: %.2f of the I/Os are reads in a 50%% mix", r.Name, share)
+		}
+	}
 	if ticks == 0 {
 		t.Fatal("no progress reported")
 	}

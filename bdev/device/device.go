@@ -6,6 +6,8 @@
 //	file:PATH[,lba=512|4096]  an emulated controller namespace backed by a file;
 //	                          several file: devices become namespaces of one controller
 //	pci:0000:01:00.0          a real controller through VFIO
+//	uring:PATH[,sqpoll][,buffered][,lba=512|4096]
+//	                          a kernel block device or a file through io_uring
 //
 // Every emulated controller of one Open shares one emulated bus, so they can
 // reach each other's memory as controllers on one PCIe fabric do.
@@ -20,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/bdev/uring"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/nvme/pci"
@@ -36,6 +39,7 @@ const (
 	MockNull
 	File
 	PCI
+	Uring
 )
 
 // Spec is a parsed device address.
@@ -44,6 +48,7 @@ type Spec struct {
 	Path    string // File
 	LBASize int    // File: 512 or 4096
 	Addr    string // PCI, canonical "0000:01:00.0"
+	Uring   uring.Config
 }
 
 // Default is the device used when none is given.
@@ -72,6 +77,12 @@ func Parse(s string) (Spec, error) {
 			spec.LBASize = n
 		}
 		return spec, nil
+	case strings.HasPrefix(s, uring.Scheme):
+		c, err := uring.ParseAddr(strings.TrimPrefix(s, uring.Scheme))
+		if err != nil {
+			return Spec{}, err
+		}
+		return Spec{Kind: Uring, Path: c.Path, Uring: c}, nil
 	case strings.HasPrefix(s, pci.Scheme):
 		a, err := pci.ParseAddr(s)
 		if err != nil {
@@ -79,7 +90,7 @@ func Parse(s string) (Spec, error) {
 		}
 		return Spec{Kind: PCI, Addr: a.String()}, nil
 	}
-	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] or pci:DDDD:BB:DD.F)", s)
+	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] pci:DDDD:BB:DD.F or uring:PATH)", s)
 }
 
 // ErrDuplicate marks an Open that names one device twice: the same address,
@@ -90,7 +101,8 @@ var ErrDuplicate = errors.New("device given twice")
 
 // Key identifies the device an address names: two addresses name the same
 // device exactly when their keys are equal. A file: path is made absolute and
-// cleaned, and its symbolic links are resolved when the file exists; its LBA
+// cleaned (a uring: path alike, so file:X and uring:X are one device), and
+// its symbolic links are resolved when the file exists; its LBA
 // size does not change which file it is.
 func (s Spec) Key() string {
 	switch s.Kind {
@@ -128,6 +140,9 @@ type Set struct {
 	Controllers []*nvme.Controller
 	// Bus is the emulated bus of the mock controllers (nil if there are none).
 	Bus *mock.Bus
+	// Notes say what differs from the best case for a device (a uring
+	// device doing buffered I/O), one line each, for a person to read.
+	Notes []string
 }
 
 // Open opens every address (Default when addrs is empty).
@@ -165,6 +180,7 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		return set.Bus
 	}
 	var files []mock.NamespaceConfig
+	nUring := 0
 	for _, s := range specs {
 		switch s.Kind {
 		case Mock:
@@ -205,6 +221,16 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		case PCI:
 			if err := set.addPCI(s.Addr, opts); err != nil {
 				return nil, err
+			}
+		case Uring:
+			d, err := uring.Open(fmt.Sprintf("uring%d", nUring), s.Uring)
+			if err != nil {
+				return nil, err
+			}
+			nUring++
+			set.Bdevs = append(set.Bdevs, d.Bdev)
+			if d.Note != "" {
+				set.Notes = append(set.Notes, d.Note)
 			}
 		}
 	}

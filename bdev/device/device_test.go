@@ -2,6 +2,7 @@ package device
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/bdev/uring"
 	"github.com/bpfblk/bpfblk/poller"
 )
 
@@ -21,6 +23,8 @@ func TestParse(t *testing.T) {
 		"file:/tmp/x,lba=4096": {Kind: File, Path: "/tmp/x", LBASize: 4096},
 		"pci:0000:01:00.0":     {Kind: PCI, Addr: "0000:01:00.0"},
 		"pci:01:00.0":          {Kind: PCI, Addr: "0000:01:00.0"},
+		"uring:/dev/nvme0n1":   {Kind: Uring, Path: "/dev/nvme0n1", Uring: uring.Config{Path: "/dev/nvme0n1"}},
+		"uring:/x,sqpoll":      {Kind: Uring, Path: "/x", Uring: uring.Config{Path: "/x", SQPoll: true}},
 	}
 	for in, want := range good {
 		got, err := Parse(in)
@@ -28,7 +32,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q) = %+v, %v; want %+v", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "mock:", "mock:nul", "file:", "file:/x,lba=1024", "file:/x,blk=512", "pci:zz", "nvme0n1", "/dev/nvme0n1"} {
+	for _, in := range []string{"", "mock:", "mock:nul", "file:", "file:/x,lba=1024", "file:/x,blk=512", "pci:zz", "nvme0n1", "/dev/nvme0n1", "uring:", "uring:/x,lba=1", "uring:/x,polled"} {
 		if _, err := Parse(in); err == nil {
 			t.Errorf("Parse(%q) accepted", in)
 		}
@@ -339,6 +343,8 @@ func TestOpenRefusesDuplicates(t *testing.T) {
 		{"file:" + a, "file:" + dir + "/./sub/../a.img"},
 		{"file:" + a, "file:" + link},
 		{"pci:0000:01:00.0", "pci:01:00.0"},
+		{"file:" + a, "uring:" + link},
+		{"uring:" + a, "uring:" + a + ",sqpoll"},
 	} {
 		set, err := Open(addrs, Options{})
 		if !errors.Is(err, ErrDuplicate) {
@@ -353,4 +359,57 @@ func TestOpenRefusesDuplicates(t *testing.T) {
 		t.Fatalf("distinct devices refused: %v", err)
 	}
 	set.Close()
+}
+
+// TestOpenUring opens a file through io_uring next to the mock: its bdev
+// reads what the file holds, and is named uring0.
+func TestOpenUring(t *testing.T) {
+	a := filepath.Join(t.TempDir(), "a.img")
+	want := bytes.Repeat([]byte("uring!!!"), 1<<14)
+	if err := os.WriteFile(a, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := Open([]string{"mock:null", "uring:" + a}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	var b *bdev.Bdev
+	for _, x := range set.Bdevs {
+		if x.Name() == "uring0" {
+			b = x
+		}
+	}
+	if b == nil || b.NumBlocks() != uint64(len(want)/512) {
+		t.Fatalf("no uring0 bdev of %d blocks in %d bdevs", len(want)/512, len(set.Bdevs))
+	}
+	got := readAll(t, b)
+	if !bytes.Equal(got, want) {
+		t.Fatal("uring0 does not read what the file holds")
+	}
+}
+
+// readAll reads a whole bdev through a Sync on a reactor of its own.
+func readAll(t *testing.T, b *bdev.Bdev) []byte {
+	t.Helper()
+	g, err := poller.Start(poller.Config{Cores: "0", NoPin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	d, err := bdev.Open(b, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	s, err := bdev.NewSync(d, g.Reactors()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out := make([]byte, b.NumBlocks()*uint64(b.BlockSize()))
+	if _, err := s.ReadAt(context.Background(), out, 0); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -74,11 +74,12 @@ func badValues(t *testing.T, f *flag.Flag) ([]string, bool) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		bad := []string{"x", "", "3-1", "0,0"}
+		// A bare number is an SPDK hex mask: 0 names no core.
+		bad := []string{"x", "", "3-1", "0,0", "0", "0x0"}
 		if next := slices.Max(have) + 1; next < poller.MaxCores {
-			bad = append(bad, strconv.Itoa(next))
+			bad = append(bad, "["+strconv.Itoa(next)+"]", fmt.Sprintf("%x", uint64(1)<<next))
 		}
-		return append(bad, strconv.Itoa(poller.MaxCores)), true
+		return append(bad, "["+strconv.Itoa(poller.MaxCores)+"]"), true
 	}
 	switch fmt.Sprintf("%T", f.Value) {
 	case "*flag.intValue", "*flag.int64Value", "*flag.uintValue", "*flag.uint64Value", "*flag.durationValue":
@@ -269,10 +270,11 @@ func TestCoreMaskChecked(t *testing.T) {
 	for _, tc := range []struct {
 		cmd, mask, core string
 	}{
-		{"scan", "1", "core 1"},
+		{"scan", "2", "core 1"}, // SPDK: a bare number is a hex mask
 		{"scan", "0x10", "core 4"},
 		{"perf", "0,2-5", "core 4"},
-		{"perf", "99", "core 99"},
+		{"perf", "[99]", "core 99"},
+		{"perf", "99", "core 4"}, // 0x99: cores 0, 3, 4 and 7
 	} {
 		args := []string{tc.cmd, "-c", tc.mask}
 		code, out, errOut := runCLI(args...)
@@ -283,12 +285,12 @@ func TestCoreMaskChecked(t *testing.T) {
 	onCmdline = func(c *cmdline) { got = c }
 	t.Cleanup(func() { onCmdline = nil })
 	runCLI("scan", "-h")
-	if def := got.Lookup("c").DefValue; def != "0,2" {
-		t.Errorf("scan -c defaults to %q with cores 0,2,3 available; want 0,2", def)
+	if def := got.Lookup("c").DefValue; def != "[0,2]" {
+		t.Errorf("scan -c defaults to %q with cores 0,2,3 available; want [0,2]", def)
 	}
 	runCLI("perf", "-h")
-	if def := got.Lookup("c").DefValue; def != "0" {
-		t.Errorf("perf -c defaults to %q; want 0", def)
+	if def := got.Lookup("c").DefValue; def != "[0]" {
+		t.Errorf("perf -c defaults to %q; want [0]", def)
 	}
 }
 
@@ -309,7 +311,7 @@ func TestNumbersChecked(t *testing.T) {
 		{"perf", []string{"perf", "-t", "1e300"}, "-t"},
 		{"perf", []string{"perf", "-M", "101"}, "-M"},
 		{"perf", []string{"perf", "-o", "0"}, "-o"},
-		{"scan", []string{"scan", "-c", "1023"}, "core 1023"},
+		{"scan", []string{"scan", "-c", "[1023]"}, "core 1023"},
 		{"scan", []string{"scan", "--chunk", "-1"}, "-chunk"},
 	} {
 		code, out, errOut := runCLI(tc.args...)

@@ -77,7 +77,7 @@ func parseEndpoint(flagName, s string, withCount bool) (endpoint, error) {
 
 func runCopy(args []string, stdout, stderr io.Writer) int {
 	fs := newCmdline("copy", copySynopsis, stdout, stderr)
-	from := fs.String("from", "", "source DEV:NSID:LBA:COUNT (DEV as in --dev: mock, mock:null, file:PATH[,lba=N], pci:DDDD:BB:DD.F; "+
+	from := fs.String("from", "", "source DEV:NSID:LBA:COUNT (DEV as in --dev: mock, mock:null, file:PATH[,lba=N], pci:DDDD:BB:DD.F, uring:PATH; "+
 		"for mock, NSID counts the demo subsystem's namespaces in order, or names one such as mock1n1)")
 	to := fs.String("to", "", "destination DEV:NSID:LBA")
 	viaFlag := fs.String("via", "auto", "path: auto (NVM Copy, else a CMB, else host memory), cmb, copy or host")
@@ -181,7 +181,7 @@ func deviceNamespaces(set *device.Set, addrs []string) map[string][]*bdev.Bdev {
 	}
 	owner := map[*nvme.Controller]string{}
 	serial := func(c *nvme.Controller) string { return strings.TrimSpace(c.IdentifyData().Serial) }
-	var files []string
+	var files, urings []string // one namespace each, in the order of the addresses
 	for _, a := range addrs {
 		s := specs[a]
 		for _, c := range set.Controllers {
@@ -195,8 +195,11 @@ func deviceNamespaces(set *device.Set, addrs []string) map[string][]*bdev.Bdev {
 				owner[c] = a
 			}
 		}
-		if s.Kind == device.File {
+		switch s.Kind {
+		case device.File:
 			files = append(files, a)
+		case device.Uring:
+			urings = append(urings, a)
 		}
 	}
 	for _, a := range addrs {
@@ -208,9 +211,17 @@ func deviceNamespaces(set *device.Set, addrs []string) map[string][]*bdev.Bdev {
 			}
 		}
 	}
-	fileIndex := 0
+	fileIndex, uringIndex := 0, 0
 	for _, b := range set.Bdevs {
 		c, _ := bdev.NVMeNamespace(b)
+		if c == nil {
+			// Not an NVMe namespace: a uring: device, opened in order.
+			if uringIndex < len(urings) {
+				out[urings[uringIndex]] = append(out[urings[uringIndex]], b)
+			}
+			uringIndex++
+			continue
+		}
 		a := owner[c]
 		if a == "" {
 			continue
@@ -233,9 +244,9 @@ func deviceNamespaces(set *device.Set, addrs []string) map[string][]*bdev.Bdev {
 // (a file: device is namespace 1); for the mock demo subsystem, which has several,
 // it counts their namespaces in order. A namespace name (mock1n1) works too.
 func resolveNamespace(flagName string, e endpoint, bdevs []*bdev.Bdev) (*bdev.Bdev, error) {
-	if s, _ := device.Parse(e.dev); s.Kind == device.File && len(bdevs) == 1 {
+	if s, _ := device.Parse(e.dev); (s.Kind == device.File || s.Kind == device.Uring) && len(bdevs) == 1 {
 		// A file: device is one namespace, whatever NSID it got on the
-		// shared file-backed controller.
+		// shared file-backed controller; a uring: device is one bdev.
 		if e.ns == "1" || e.ns == bdevs[0].Name() {
 			return bdevs[0], nil
 		}

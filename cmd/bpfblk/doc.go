@@ -11,6 +11,7 @@ for every command.
 	                [--map-memory BYTES] [--count] [--json]
 	bpfblk perf     [-w read|write|randread|randwrite|rw|randrw] [-M PERCENT] [-q QD] [-o BYTES]
 	                [-t SECONDS] [-c CORES] [--dev DEV]... [--json] [--histogram] [--plot FILE.svg] [--no-pin]
+	                (long names: --io-pattern, --rwmixread, --io-depth, --io-size, --time, --core-mask)
 	bpfblk list     [--dev DEV]... [--json]
 	bpfblk identify [--dev DEV]... [--json]
 	bpfblk copy     --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host]
@@ -30,8 +31,8 @@ flags. A flag is written -name or --name alike.
 # Devices
 
 --dev is repeatable; without it a command opens mock. Each device may be
-given once: the same address twice (mock twice, say), or two file: paths of
-one file (after making them absolute, cleaning them and resolving symbolic
+given once: the same address twice (mock twice, say), or two file: or uring:
+paths of one file (after making them absolute, cleaning them and resolving symbolic
 links), is a usage error, as is a PCI function given twice to setup.
 
 	mock                      the embedded demo subsystem: emulated controllers holding
@@ -40,6 +41,17 @@ links), is a usage error, as is a PCI function given twice to setup.
 	file:PATH[,lba=512|4096]  a namespace backed by a file; several file: devices are
 	                          namespaces of one emulated controller
 	pci:DDDD:BB:DD.F          a real controller through VFIO (see bpfblk setup)
+	uring:PATH[,sqpoll][,buffered][,lba=512|4096]
+	                          a kernel block device (/dev/nvme0n1) or a regular file
+	                          through io_uring, without unbinding it from its driver:
+	                          one ring per reactor and device, O_DIRECT where allowed;
+	                          sqpoll gives each ring a kernel submission thread,
+	                          buffered skips O_DIRECT, lba= sets a file's block size
+	                          (default 512, or the file system's O_DIRECT alignment)
+
+A device that works but not at its best (a uring: file that refuses O_DIRECT
+and is read through the page cache, one opened read-only) is named in one
+"bpfblk CMD: note: ..." line on stderr, once per device.
 
 # Exit status
 
@@ -87,10 +99,16 @@ a usage error naming the flag and the range:
 	scan, prog verify, prog run --map-memory
 	                   bytes, above 0, with an optional suffix k, M, G or T (KiB to TiB)
 
-Core masks (-c of scan and perf) take the forms 0x3, 0-1, 0,2 and [0,2-3]; every
-core must exist and be in this process's affinity mask, else the error names the
-core and the cores there are. scan defaults to the first two such cores, perf to
-the first one.
+Byte counts of perf -o and scan and copy --chunk may carry a binary suffix k, M
+or G (4k is 4096, 1M is 1048576), as in fio and spdk_nvme_perf.
+
+Core masks (-c of scan and perf) are read as SPDK reads them: a bare number is
+a hexadecimal mask, with or without 0x (3 and 0x3 are cores 0 and 1, 1 is core
+0, 0 names no core and is refused); a list in brackets names cores ([0,2-3],
+[3] is core 3), and so do lists and ranges without brackets (0-1, 0,2). Every
+core must exist and be in this process's affinity mask, else the error names
+the core and the cores there are. scan defaults to the first two such cores,
+perf to the first one (shown as [0,1] and [0] in -h).
 
 # Output
 
@@ -119,20 +137,37 @@ the maps follow the summary on stderr, in the text form prog run prints.
 perf prints a header line and a table for people; --json prints
 
 	{"total": {"ios", "errors", "iops", "mib_per_s", "seconds",
-	           "latency_us": {"avg", "min", "max", "p50", "p90", "p99", "p999", "p9999", "p99999"}},
+	           "latency_us": {"avg", "min", "max", "p50", "p90", "p99", "p999", "p9999", "p99999"},
+	           "read": FIO, "write": FIO},
 	 "targets": [{"name", ...the same fields...}]}
 
-with "histogram": [...] buckets in each when --histogram is given. A run in
-which any I/O failed exits 1.
+where FIO is one direction in the names and units of fio's JSON (jobs[].read):
+
+	{"io_bytes", "bw_bytes", "iops", "runtime" (ms), "total_ios", "total_err",
+	 "lat_ns": {"min", "max", "mean", "N", "percentile": {"1.000000", ..., "50.000000",
+	            ..., "99.900000", "99.950000", "99.990000"}}}
+
+Latencies are from the poll that submitted an I/O to the poll that completed it
+(fio's lat_ns, not clat_ns). Both directions are always there (zero for one a
+workload does not do); for rw and randrw the table adds "NAME read" and "NAME
+write" lines under each target and the total. "histogram": [...] buckets come
+in each object when --histogram is given. A run in which any I/O failed exits
+1. On mock devices the numbers measure bpfblk's software round trip through an
+emulated controller (its queues, the bdev layer, the reactor), not a drive.
 
 list prints one line per controller and one indented line per namespace; --json
 prints an array of {"name", "model", "serial", "firmware", "version",
 "max_transfer", "io_queues", "optional_commands", "cmb_bytes", "compute",
-"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}]}.
+"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}]}; a
+uring: device is one such entry named after its bdev (uring0), its model saying
+what it is, with one namespace of nsid 0 and command set "block".
 
 identify prints "NAME:" and then one "  field value" line per Identify
 Controller field (the spec's lower-case field names: vid, sn, mn, ...); --json
-prints {"NAME": {"field": "value", ...}, ...}.
+prints {"NAME": {"field": "value", ...}, ...}. A uring: device on a kernel NVMe
+namespace (/dev/nvmeXnY) is identified through io_uring NVMe passthrough on its
+generic device (/dev/ngXnY), under its bdev name; other uring: devices get a
+note on stderr instead.
 
 copy prints one line saying what was copied, the path taken and the bytes that
 crossed host memory; --json prints {"bytes", "bytes_through_host", "seconds",

@@ -188,7 +188,7 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 // devFlag adds the repeatable --dev flag of the CLI contract.
 func (c *cmdline) devFlag() *multiFlag {
 	var devs multiFlag
-	c.Var(&devs, "dev", "device `DEV` (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F; each device at most once")
+	c.Var(&devs, "dev", "device `DEV` (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F, uring:PATH[,sqpoll][,buffered][,lba=512|4096]; each device at most once")
 	return &devs
 }
 
@@ -201,6 +201,7 @@ type intFlag struct {
 	lo, hi int64
 	mult   int64
 	want   string // what a valid value is, when the range alone does not say it well
+	suffix bool   // a binary suffix k, M or G may follow (4k = 4096), as in fio and SPDK
 }
 
 func (f *intFlag) String() string {
@@ -211,7 +212,13 @@ func (f *intFlag) String() string {
 }
 
 func (f *intFlag) Set(s string) error {
-	n, err := strconv.ParseInt(strings.TrimSpace(s), 0, 64)
+	var n int64
+	var err error
+	if f.suffix {
+		n, err = parseSuffixed(s)
+	} else {
+		n, err = strconv.ParseInt(strings.TrimSpace(s), 0, 64)
+	}
 	if err != nil || n < f.lo || n > f.hi || f.mult > 1 && n%f.mult != 0 {
 		return errors.New(f.describe())
 	}
@@ -245,11 +252,47 @@ func (c *cmdline) intRange(name string, def int, lo, hi int64, usage string) *in
 }
 
 // size returns a new int flag of bytes that accepts multiples of 512 from
-// 512 to hi.
+// 512 to hi, written as a number or with a binary suffix (4k, 1M).
 func (c *cmdline) size(name string, def int, hi int64, usage string) *int {
 	p := new(int)
-	c.intVar(p, name, def, 512, hi, usage).mult = 512
+	f := c.intVar(p, name, def, 512, hi, usage)
+	f.mult, f.suffix = 512, true
 	return p
+}
+
+// parseSuffixed parses an integer (decimal, or 0x hex) with an optional
+// binary suffix k, M or G, upper or lower case, that "B" or "iB" may
+// follow: 4k, 4K, 4KiB and 4096 are one size.
+func parseSuffixed(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	if len(t) > 1 && !strings.HasPrefix(t, "0x") && !strings.HasPrefix(t, "0X") {
+		t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "i")
+	}
+	shift := 0
+	if n := len(t); n > 1 && !strings.HasPrefix(t, "0x") && !strings.HasPrefix(t, "0X") {
+		switch t[n-1] {
+		case 'k', 'K':
+			shift = 10
+		case 'm', 'M':
+			shift = 20
+		case 'g', 'G':
+			shift = 30
+		}
+		if shift > 0 {
+			t = t[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(t, 0, 64)
+	if err != nil || n < 0 || n > math.MaxInt64>>shift {
+		return 0, errors.Errorf("bad size %q", s)
+	}
+	return n << shift, nil
+}
+
+// alias defines name as another name of the flag of, sharing its value.
+func (c *cmdline) alias(name, of string) {
+	f := c.Lookup(of)
+	c.Var(f.Value, name, "the same as -"+of)
 }
 
 // int64Var defines an int64 flag that accepts lo to hi.
@@ -316,9 +359,16 @@ func (f *coresFlag) String() string {
 	return *f.mask
 }
 
-func (f *coresFlag) Set(s string) error {
+func (f *coresFlag) Set(orig string) error {
+	s := spdkMask(orig)
 	cores, err := poller.ParseCoreMask(s)
+	if err == nil && len(cores) == 0 {
+		err = errors.Errorf("core mask %q names no core", orig)
+	}
 	if err != nil {
+		if s != strings.TrimSpace(orig) {
+			err = errors.Wrap(err, "a bare number is a hexadecimal mask, as in SPDK: 1 is core 0, 3 cores 0 and 1, [3] core 3")
+		}
 		return err
 	}
 	if err := checkCores(cores, f.avail); err != nil {
@@ -326,6 +376,22 @@ func (f *coresFlag) Set(s string) error {
 	}
 	*f.mask = s
 	return nil
+}
+
+// spdkMask reads a core mask as SPDK does: a bare number is a hexadecimal
+// mask with or without 0x (-c 3 and -c 0x3 are cores 0 and 1); a list or
+// range (0,2 or [0-3] or 0-1) names the cores themselves.
+func spdkMask(s string) string {
+	t := strings.TrimSpace(s)
+	if t == "" || strings.HasPrefix(t, "0x") || strings.HasPrefix(t, "0X") {
+		return t
+	}
+	for _, r := range t {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return t
+		}
+	}
+	return "0x" + t
 }
 
 // availableCores is poller.AvailableCores; tests replace it.
@@ -352,9 +418,10 @@ func checkCores(cores []int, avail func() ([]int, error)) error {
 // cores returns a new core-mask flag. Its default is the first n cores this
 // process may run on.
 func (c *cmdline) cores(name string, n int, usage string) *string {
-	def := "0"
+	// In brackets: a bare "0" or "2" would read as an SPDK hex mask.
+	def := "[0]"
 	if have, err := availableCores(); err == nil && len(have) > 0 {
-		def = poller.FormatCores(have[:min(n, len(have))])
+		def = "[" + poller.FormatCores(have[:min(n, len(have))]) + "]"
 	}
 	f := &coresFlag{mask: &def, avail: availableCores}
 	c.Var(f, name, usage)
@@ -386,6 +453,9 @@ func openDevices(cmd string, devs []string, stderr io.Writer) (*device.Set, int)
 			return nil, usageError(stderr, cmd, errors.Wrap(err, "--dev"))
 		}
 		return nil, failure(stderr, cmd, err)
+	}
+	for _, n := range set.Notes {
+		fmt.Fprintf(stderr, "bpfblk %s: note: %s\n", cmd, n)
 	}
 	return set, exitOK
 }

@@ -6,7 +6,9 @@ import (
 	"io"
 	"strings"
 
+	"github.com/bpfblk/bpfblk/bdev/uring"
 	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/pkg/errors"
 )
 
 func init() {
@@ -93,6 +95,15 @@ func runList(args []string, stdout, stderr io.Writer) int {
 	for _, c := range set.Controllers {
 		ctrls = append(ctrls, describe(c))
 	}
+	// A uring: device has no controller of bpfblk's: one entry with one
+	// namespace, nsid 0, command set "block".
+	for _, b := range set.Bdevs {
+		if _, ok := uring.Lookup(b); ok {
+			bs := uint32(b.BlockSize())
+			ctrls = append(ctrls, ctrlJSON{Name: b.Name(), Model: b.Info().Product, MaxXfer: b.Info().MaxTransfer, Optional: []string{},
+				Namespaces: []nsJSON{{CommandSet: "block", Blocks: b.NumBlocks(), BlockSize: bs, Bytes: b.NumBlocks() * uint64(bs)}}})
+		}
+	}
 	if *jsonOut {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -102,6 +113,11 @@ func runList(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	for _, c := range ctrls {
+		if len(c.Namespaces) == 1 && c.Namespaces[0].CommandSet == "block" {
+			n := c.Namespaces[0]
+			fmt.Fprintf(stdout, "%s  %s\n  %s  %-5s %10d blocks of %4d B  %s\n", c.Name, c.Model, c.Name, n.CommandSet, n.Blocks, n.BlockSize, humanBytes(n.Bytes))
+			continue
+		}
 		extra := ""
 		if c.CMBBytes > 0 {
 			extra += ", CMB " + humanBytes(c.CMBBytes)
@@ -134,14 +150,45 @@ func runIdentify(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	defer set.Close()
+	type named struct {
+		name string
+		id   *nvme.IdentifyController
+	}
+	var ids []named
+	for _, c := range set.Controllers {
+		ids = append(ids, named{c.Name(), c.IdentifyData()})
+	}
+	// A uring: NVMe namespace is identified through io_uring passthrough
+	// on its generic device; other uring: devices have nothing to say.
+	for _, b := range set.Bdevs {
+		d, ok := uring.Lookup(b)
+		if !ok {
+			continue
+		}
+		ng := uring.GenericPath(d.Path)
+		if ng == "" {
+			fmt.Fprintf(stderr, "bpfblk identify: note: %s (%s) is not an NVMe namespace: nothing to identify\n", b.Name(), d.Path)
+			continue
+		}
+		pt, err := uring.OpenPassthru(ng)
+		if err != nil {
+			return failure(stderr, "identify", err)
+		}
+		id, err := pt.IdentifyController()
+		pt.Close()
+		if err != nil {
+			return failure(stderr, "identify", errors.Wrapf(err, "%s (%s)", b.Name(), ng))
+		}
+		ids = append(ids, named{b.Name(), id})
+	}
 	if *jsonOut {
 		all := map[string]map[string]string{}
-		for _, c := range set.Controllers {
+		for _, c := range ids {
 			m := map[string]string{}
-			for _, kv := range identifyFields(c.IdentifyData()) {
+			for _, kv := range identifyFields(c.id) {
 				m[kv[0]] = kv[1]
 			}
-			all[c.Name()] = m
+			all[c.name] = m
 		}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -150,9 +197,9 @@ func runIdentify(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
-	for _, c := range set.Controllers {
-		fmt.Fprintf(stdout, "%s:\n", c.Name())
-		for _, kv := range identifyFields(c.IdentifyData()) {
+	for _, c := range ids {
+		fmt.Fprintf(stdout, "%s:\n", c.name)
+		for _, kv := range identifyFields(c.id) {
 			fmt.Fprintf(stdout, "  %-10s %s\n", kv[0], kv[1])
 		}
 	}

@@ -21,6 +21,18 @@ func init() {
 
 const perfSynopsis = "perf -w read|write|randread|randwrite|rw|randrw [-M PCT] -q QD -o BYTES -t SECONDS [-c CORES] [--dev DEV]... [--json] [--histogram] [--plot FILE.svg]"
 
+// perfAbout follows the synopsis in perf -h.
+const perfAbout = `Flags follow spdk_nvme_perf: -q queue depth, -o I/O size, -w pattern, -M read
+share, -t seconds, -c core mask; each has a long name too (--io-depth,
+--io-size, --io-pattern, --rwmixread, --time, --core-mask). Sizes take a binary
+suffix (-o 4k, 1M). A core mask is read as SPDK reads it: a bare number is
+hexadecimal (-c 3 and -c 0x3 are cores 0 and 1), and 0-1, 0,2 and [0-3] list
+cores. Mixed workloads (rw, randrw) report reads and writes apart as well.
+--json prints bpfblk's fields and, per direction, fio's ("read" and "write":
+iops, bw_bytes, io_bytes, total_ios, runtime, lat_ns with percentiles).
+On mock devices the numbers measure bpfblk's own software round trip through
+an emulated controller, not a drive.`
+
 func runPerf(args []string, stdout, stderr io.Writer) int {
 	fs := newCmdline("perf", perfSynopsis, stdout, stderr)
 	workload := fs.String("w", "randread", "workload: read, write, randread, randwrite, rw, randrw")
@@ -28,12 +40,16 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 	qd := fs.intRange("q", 128, 1, bench.MaxQueueDepth, fmt.Sprintf("queue depth `QD` per core and target (1-%d)", bench.MaxQueueDepth))
 	size := fs.size("o", 4096, bench.MaxBlockSize, fmt.Sprintf("I/O size in `BYTES` (a multiple of 512, at most %d)", bench.MaxBlockSize))
 	secs := fs.seconds("t", 5*time.Second, maxRunTime, "run time in `SECONDS` (above 0, at most a week)")
-	cores := fs.cores("c", 1, "`CORES` to run reactors on: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
+	cores := fs.cores("c", 1, "`CORES` to run reactors on, of the cores this process may use: a hex mask as in SPDK (3 or 0x3 is cores 0-1) or a list (0-1, 0,2, [0-3])")
 	devs := fs.devFlag()
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
 	hist := fs.Bool("histogram", false, "print the latency histogram buckets")
 	plot := fs.String("plot", "", "write a latency percentile plot to this SVG file")
 	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
+	for _, a := range [][2]string{{"io-pattern", "w"}, {"rwmixread", "M"}, {"io-depth", "q"}, {"io-size", "o"}, {"time", "t"}, {"core-mask", "c"}} {
+		fs.alias(a[0], a[1])
+	}
+	fs.about = perfAbout
 	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}

@@ -5,6 +5,14 @@
 // runs the guest test binaries of the packages in guestPackages, printing
 // their go test output on the host.
 //
+// TestQEMUKernelNVMe boots the same machine a second time with the first
+// controller left to the kernel's nvme driver (loaded from the same kernel
+// package once the other controller is on vfio-pci) and runs
+// ./test/qemu/kernelnvme there with the bpfblk binary: scan and perf through
+// uring:/dev/nvme0n1, identify and NVM Copy through io_uring passthrough on
+// /dev/ng0n1, then the controller handed to vfio-pci and a scan through
+// pci:BDF that must find the same blocks.
+//
 // Run it with
 //
 //	apt-get install -y --no-install-recommends qemu-system-x86 busybox-static xz-utils
@@ -14,7 +22,8 @@
 // (set in CI), in which case it fails. The kernel package (linux-image-amd64's
 // dependency) is fetched once with apt-get download into the cache directory
 // ($BPFBLK_QEMU_CACHE, else $XDG_CACHE_HOME/bpfblk/qemu or ~/.cache/bpfblk/qemu).
-// Images, the initramfs and serial.log go to test/qemu/work/.
+// Images, the initramfs and serial.log go to test/qemu/work/ (the second
+// run's to test/qemu/work/kernel-nvme/).
 //
 // Environment:
 //

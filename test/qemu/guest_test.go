@@ -36,6 +36,25 @@ func moduleRoot() (string, error) {
 	return filepath.Dir(mod), nil
 }
 
+// buildGuestCLI compiles the bpfblk command as a static Linux/amd64
+// executable.
+func buildGuestCLI(root, out string) error {
+	cmd := exec.Command("go", "build", "-o", out, "-ldflags=-s -w", "./cmd/bpfblk")
+	cmd.Dir = root
+	env := []string{}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "GOFLAGS=") && !strings.HasPrefix(e, "CGO_ENABLED=") &&
+			!strings.HasPrefix(e, "GOOS=") && !strings.HasPrefix(e, "GOARCH=") {
+			env = append(env, e)
+		}
+	}
+	cmd.Env = append(env, "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./cmd/bpfblk: %v\n%s", err, msg)
+	}
+	return nil
+}
+
 // buildGuestTests compiles the test binaries of pkgs as static Linux/amd64
 // executables (CGO_ENABLED=0 go test -c).
 func buildGuestTests(root, outDir string, pkgs []string) ([]guestBinary, error) {
@@ -87,6 +106,13 @@ type guestConfig struct {
 	HugePages int
 	Timeout   time.Duration
 	Run       string // -test.run pattern, "" for all
+	// KernelNVMe leaves the first NVMe controller to the kernel's nvme
+	// driver (loaded from LateModules once the others are bound to
+	// vfio-pci) and exports its address as BPFBLK_KERNEL_NVME_DEVICE.
+	KernelNVMe  bool
+	LateModules []string // module file names loaded after the binding
+	// CLI puts the bpfblk binary at /tests/bpfblk and exports BPFBLK_CLI.
+	CLI string
 }
 
 // Markers the init script prints; the host parses them.
@@ -117,11 +143,22 @@ say "up at $(cut -d' ' -f1 /proc/uptime) s, kernel $(uname -r)"
 	fmt.Fprintf(&b, "echo %d > /proc/sys/vm/nr_hugepages\n", c.HugePages)
 	b.WriteString(`say "hugepages: $(cat /proc/sys/vm/nr_hugepages) x 2 MiB"
 devs=""
+knvme=""
 for d in /sys/bus/pci/devices/*; do
   [ "$(cat $d/class)" = 0x010802 ] || continue
   bdf=${d##*/}
   [ -e $d/driver ] && echo $bdf > $d/driver/unbind
-  echo vfio-pci > $d/driver_override
+`)
+	if c.KernelNVMe {
+		b.WriteString(`  if [ -z "$knvme" ]; then
+    knvme=$bdf
+    echo nvme > $d/driver_override
+    say "$bdf $(cat $d/vendor):$(cat $d/device) left to the kernel's nvme driver"
+    continue
+  fi
+`)
+	}
+	b.WriteString(`  echo vfio-pci > $d/driver_override
   echo $bdf > /sys/bus/pci/drivers_probe
   drv=$(readlink $d/driver); g=$(readlink $d/iommu_group)
   say "$bdf $(cat $d/vendor):$(cat $d/device) driver=${drv##*/} iommu_group=${g##*/}"
@@ -129,7 +166,20 @@ for d in /sys/bus/pci/devices/*; do
 done
 export BPFBLK_VFIO_TEST_DEVICES=$devs
 say "devices: $devs"
-cd /tmp
+`)
+	for _, m := range c.LateModules {
+		fmt.Fprintf(&b, "insmod /lib/modules/%s || say \"insmod %s FAILED\"\n", m, m)
+	}
+	if c.KernelNVMe {
+		b.WriteString(`export BPFBLK_KERNEL_NVME_DEVICE=$knvme
+drv=$(readlink /sys/bus/pci/devices/$knvme/driver)
+say "kernel nvme device: $knvme driver=${drv##*/}"
+`)
+	}
+	if c.CLI != "" {
+		b.WriteString("export BPFBLK_CLI=/tests/bpfblk\n")
+	}
+	b.WriteString(`cd /tmp
 `)
 	run := ""
 	if c.Run != "" {
@@ -148,6 +198,7 @@ poweroff -f
 
 // buildInitramfs writes the gzip-compressed cpio archive for the guest.
 func buildInitramfs(path, busybox string, modules []string, c guestConfig) error {
+	// modules holds the paths of c.Modules and c.LateModules alike.
 	f, err := os.Create(path)
 	if err != nil {
 		return err
@@ -178,6 +229,13 @@ func buildInitramfs(path, busybox string, modules []string, c guestConfig) error
 			return err
 		}
 		w.File("tests/"+t.Name+".test", 0o755, data)
+	}
+	if c.CLI != "" {
+		data, err := os.ReadFile(c.CLI)
+		if err != nil {
+			return err
+		}
+		w.File("tests/bpfblk", 0o755, data)
 	}
 	w.File("init", 0o755, []byte(initScript(c)))
 	if err := w.Close(); err != nil {

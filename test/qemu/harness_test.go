@@ -153,6 +153,28 @@ func TestInitScript(t *testing.T) {
 	if strings.Index(s, "vfio.ko") > strings.Index(s, "vfio-pci.ko") {
 		t.Error("modules out of order")
 	}
+	if strings.Contains(s, "driver_override") && strings.Contains(s, "echo nvme >") {
+		t.Error("a VFIO-only run leaves a controller to the kernel")
+	}
+}
+
+// TestInitScriptKernelNVMe: the kernel-NVMe run leaves the first controller
+// to the nvme driver, loads that driver only after the others went to
+// vfio-pci, and tells the guest test where the device and the CLI are.
+func TestInitScriptKernelNVMe(t *testing.T) {
+	s := initScript(guestConfig{Modules: []string{"vfio.ko"}, LateModules: []string{"nvme-core.ko", "nvme.ko"},
+		Tests: []guestBinary{{Name: "kn"}}, KernelNVMe: true, CLI: "/x/bpfblk", Timeout: time.Minute})
+	order := []string{"insmod /lib/modules/vfio.ko", "echo nvme > $d/driver_override", "continue", "echo vfio-pci > $d/driver_override",
+		"insmod /lib/modules/nvme-core.ko", "insmod /lib/modules/nvme.ko", "export BPFBLK_KERNEL_NVME_DEVICE=$knvme",
+		"export BPFBLK_CLI=/tests/bpfblk", "/tests/kn.test"}
+	at := 0
+	for _, w := range order {
+		i := strings.Index(s[at:], w)
+		if i < 0 {
+			t.Fatalf("init script lacks %q after byte %d:\n%s", w, at, s)
+		}
+		at += i + len(w)
+	}
 }
 
 func TestResolveKernelDependency(t *testing.T) {

@@ -23,11 +23,20 @@ type kernel struct {
 	PVH     bool     // Image is the extracted ELF vmlinux
 	Modules []string // .ko paths in dependency order
 	Builtin []string // wanted modules that are built into the kernel
+	// NVMeModules are the kernel NVMe driver's modules in load order (for
+	// the run that leaves a controller to the kernel), or nil with
+	// NVMeErr saying why.
+	NVMeModules []string
+	NVMeErr     error
 }
 
 // guestModules are the modules the guest needs, with their dependencies
 // (resolved from .modinfo) loaded first.
 var guestModules = []string{"vfio_iommu_type1", "vfio_pci"}
+
+// nvmeModules is the kernel's NVMe PCIe driver, loaded after the VFIO
+// modules in the run that binds a controller to it.
+var nvmeModules = []string{"nvme"}
 
 // cacheDir is where kernel packages and their extracted parts are kept
 // between runs.
@@ -118,7 +127,9 @@ func kernelDeb(cache string, logf func(string, ...any)) (string, error) {
 func prepareKernel(cache, deb string, logf func(string, ...any)) (*kernel, error) {
 	name := strings.TrimSuffix(filepath.Base(deb), ".deb")
 	dir := filepath.Join(cache, "kernels", name)
-	done := filepath.Join(dir, ".complete")
+	// The marker names what an unpacked kernel holds: a cache unpacked
+	// before the NVMe driver's modules were taken is unpacked again.
+	done := filepath.Join(dir, ".complete-nvme2")
 	if _, err := os.Stat(done); err != nil {
 		if err := unpackKernel(deb, dir, logf); err != nil {
 			return nil, err
@@ -146,6 +157,19 @@ func prepareKernel(cache, deb string, logf func(string, ...any)) (*kernel, error
 	k.Modules, k.Builtin, err = moduleOrder(mods, guestModules, config)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	nv, _, err := moduleOrder(mods, nvmeModules, config)
+	if err != nil {
+		k.NVMeErr = fmt.Errorf("%s: %w", name, err)
+	}
+	have := map[string]bool{}
+	for _, m := range k.Modules {
+		have[m] = true
+	}
+	for _, m := range nv {
+		if !have[m] {
+			k.NVMeModules = append(k.NVMeModules, m)
+		}
 	}
 	return k, nil
 }
@@ -193,7 +217,11 @@ func unpackKernel(deb, dir string, logf func(string, ...any)) error {
 		case strings.Contains(h.Name, "/boot/config-"):
 			dst = "config"
 		case strings.Contains(h.Name, "/modules/") && (strings.Contains(h.Name, "/kernel/drivers/vfio/") ||
-			strings.Contains(h.Name, "/kernel/virt/lib/") || strings.Contains(h.Name, "/kernel/drivers/iommu/")) &&
+			strings.Contains(h.Name, "/kernel/virt/lib/") || strings.Contains(h.Name, "/kernel/drivers/iommu/") ||
+			strings.Contains(h.Name, "/kernel/drivers/nvme/host/") ||
+			// nvme-core's dependencies (t10-pi and the CRCs it uses)
+			strings.Contains(h.Name, "/kernel/block/") || strings.Contains(h.Name, "/kernel/lib/") ||
+			strings.Contains(h.Name, "/kernel/crypto/")) &&
 			strings.Contains(base, ".ko"):
 			dst = filepath.Join("modules", base)
 		default:

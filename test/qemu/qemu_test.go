@@ -50,6 +50,31 @@ func unavailable(t *testing.T, format string, args ...any) {
 }
 
 func TestQEMUVFIO(t *testing.T) {
+	runSuite(t, suite{name: "work", packages: guestPackages, required: requiredGuestTests})
+}
+
+// kernelNVMePackages are the guest test packages of the run that leaves a
+// controller to the kernel's nvme driver.
+var kernelNVMePackages = []string{"./test/qemu/kernelnvme"}
+
+// TestQEMUKernelNVMe boots the guest with QEMU's first NVMe controller
+// left to the kernel's nvme driver: bpfblk reaches it through io_uring
+// (uring:/dev/nvme0n1, passthrough on /dev/ng0n1), then hands it to
+// vfio-pci and checks that a scan through VFIO finds what the io_uring
+// scan found.
+func TestQEMUKernelNVMe(t *testing.T) {
+	runSuite(t, suite{name: "work/kernel-nvme", packages: kernelNVMePackages, required: []string{"TestKernelNVMe"}, kernelNVMe: true})
+}
+
+// suite is one guest run.
+type suite struct {
+	name       string // work directory, relative to test/qemu
+	packages   []string
+	required   []string
+	kernelNVMe bool // leave a controller to the kernel's nvme driver; ship the CLI
+}
+
+func runSuite(t *testing.T, s suite) {
 	if testing.Short() && os.Getenv("BPFBLK_REQUIRE_QEMU") != "1" {
 		t.Skip("QEMU VFIO test skipped in -short mode; " + installHint)
 	}
@@ -94,8 +119,11 @@ func TestQEMUVFIO(t *testing.T) {
 	}
 	t.Logf("kernel %s (%s), modules %d, built in %v, ready after %v", k.Package,
 		map[bool]string{true: "PVH vmlinux", false: "bzImage"}[k.PVH], len(k.Modules), k.Builtin, time.Since(start).Round(time.Millisecond))
+	if s.kernelNVMe && k.NVMeErr != nil {
+		t.Fatalf("guest kernel: the nvme driver's modules: %v", k.NVMeErr)
+	}
 
-	work, err := filepath.Abs("work")
+	work, err := filepath.Abs(s.name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,19 +134,31 @@ func TestQEMUVFIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bins, err := buildGuestTests(root, filepath.Join(work, "bin"), guestPackages)
+	bins, err := buildGuestTests(root, filepath.Join(work, "bin"), s.packages)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var modNames []string
+	var modNames, lateNames []string
 	for _, m := range k.Modules {
 		modNames = append(modNames, filepath.Base(m))
 	}
 	// The guest's go test gives up before QEMU is killed, so a hung test
 	// still reports where it hung.
 	cfg := guestConfig{Modules: modNames, Tests: bins, HugePages: 64, Timeout: timeout * 4 / 5, Run: os.Getenv("BPFBLK_QEMU_RUN")}
+	mods := k.Modules
+	if s.kernelNVMe {
+		for _, m := range k.NVMeModules {
+			lateNames = append(lateNames, filepath.Base(m))
+		}
+		cfg.KernelNVMe, cfg.LateModules = true, lateNames
+		mods = append(append([]string(nil), k.Modules...), k.NVMeModules...)
+		cfg.CLI = filepath.Join(work, "bin", "bpfblk")
+		if err := buildGuestCLI(root, cfg.CLI); err != nil {
+			t.Fatal(err)
+		}
+	}
 	initrd := filepath.Join(work, "initramfs.cpio.gz")
-	if err := buildInitramfs(initrd, busybox, k.Modules, cfg); err != nil {
+	if err := buildInitramfs(initrd, busybox, mods, cfg); err != nil {
 		t.Fatalf("initramfs: %v", err)
 	}
 	m := machine{Kernel: k.Image, Initrd: initrd, Work: work}
@@ -137,7 +177,7 @@ func TestQEMUVFIO(t *testing.T) {
 	if qerr != nil {
 		t.Error(qerr)
 	}
-	required := requiredGuestTests
+	required := s.required
 	if cfg.Run != "" {
 		required = nil // a filtered run need not contain them
 	}
