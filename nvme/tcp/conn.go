@@ -109,7 +109,9 @@ func (c *conn) fail(err error, fes uint16) {
 func (c *conn) close() {
 	if !c.closed {
 		c.closed = true
-		c.nc.Close()
+		if c.nc != nil {
+			c.nc.Close()
+		}
 	}
 }
 
@@ -135,7 +137,7 @@ func (c *conn) put(n int) []byte {
 
 // flush writes as much of the transmit buffer as the socket takes.
 func (c *conn) flush() {
-	for c.txOff < len(c.tx) && !c.closed {
+	for c.txOff < len(c.tx) && !c.closed && c.rc != nil {
 		c.ioBuf = c.tx[c.txOff:]
 		if err := c.rc.Write(c.writeFn); err != nil {
 			c.ioErr = err
