@@ -175,7 +175,7 @@ func (t *Target) Run(ln net.Listener) {
 			for {
 				select {
 				case <-t.stop:
-					w.shutdown()
+					w.Close()
 					return
 				default:
 				}
@@ -317,7 +317,10 @@ func (w *Worker) Poll() int {
 	return work
 }
 
-func (w *Worker) shutdown() {
+// Close closes the worker's connections, waits (bounded) for their namespace
+// I/O and closes its namespace channels. It runs on the goroutine that
+// polls the worker, once that has stopped polling it.
+func (w *Worker) Close() {
 	for _, q := range w.queues {
 		q.c.close()
 		q.closing = true
