@@ -6,6 +6,8 @@
 //	file:PATH[,lba=512|4096]  an emulated controller namespace backed by a file;
 //	                          several file: devices become namespaces of one controller
 //	pci:0000:01:00.0          a real controller through VFIO
+//	tcp://HOST:PORT[/NQN]     a subsystem over NVMe/TCP; without NQN, every NVM
+//	                          subsystem the discovery controller at HOST:PORT lists
 //
 // Every emulated controller of one Open shares one emulated bus, so they can
 // reach each other's memory as controllers on one PCIe fabric do.
@@ -36,6 +38,7 @@ const (
 	MockNull
 	File
 	PCI
+	TCP
 )
 
 // Spec is a parsed device address.
@@ -43,7 +46,8 @@ type Spec struct {
 	Kind    Kind
 	Path    string // File
 	LBASize int    // File: 512 or 4096
-	Addr    string // PCI, canonical "0000:01:00.0"
+	Addr    string // PCI, canonical "0000:01:00.0"; TCP, "HOST:PORT"
+	NQN     string // TCP: the subsystem, or "" to discover them
 }
 
 // Default is the device used when none is given.
@@ -78,8 +82,10 @@ func Parse(s string) (Spec, error) {
 			return Spec{}, errors.Wrapf(err, "device %q", s)
 		}
 		return Spec{Kind: PCI, Addr: a.String()}, nil
+	case strings.HasPrefix(s, tcpScheme):
+		return parseTCP(s)
 	}
-	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] or pci:DDDD:BB:DD.F)", s)
+	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F or tcp://HOST:PORT[/NQN])", s)
 }
 
 // ErrDuplicate marks an Open that names one device twice: the same address,
@@ -100,6 +106,8 @@ func (s Spec) Key() string {
 		return "mock:null"
 	case PCI:
 		return pci.Scheme + s.Addr
+	case TCP:
+		return tcpScheme + s.Addr + "/" + s.NQN
 	}
 	p, err := filepath.Abs(s.Path)
 	if err != nil {
@@ -204,6 +212,10 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 			files = append(files, mock.NamespaceConfig{Kind: mock.File, Path: s.Path, LBASize: s.LBASize})
 		case PCI:
 			if err := set.addPCI(s.Addr, opts); err != nil {
+				return nil, err
+			}
+		case TCP:
+			if err := set.addTCP(s, opts); err != nil {
 				return nil, err
 			}
 		}
