@@ -15,6 +15,7 @@ for every command.
 	bpfblk identify [--dev DEV]... [--json]
 	bpfblk copy     --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host]
 	                [--chunk BYTES] [-q N] [--verify] [--json]
+	bpfblk serve    --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--no-pin]
 	bpfblk setup    [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N]
 	                [--hugepage-size 2M|1G] [--node NODE] [--dry-run]
 	bpfblk prog verify FILE.o[:PROGRAM] | --raw FILE [--set NAME=VALUE]... [--kernel] [--map-memory BYTES]
@@ -40,6 +41,8 @@ links), is a usage error, as is a PCI function given twice to setup.
 	file:PATH[,lba=512|4096]  a namespace backed by a file; several file: devices are
 	                          namespaces of one emulated controller
 	pci:DDDD:BB:DD.F          a real controller through VFIO (see bpfblk setup)
+	tcp://HOST:PORT/NQN       the subsystem NQN over NVMe/TCP (bpfblk serve, Linux nvmet-tcp)
+	tcp://HOST:PORT           every NVM subsystem the discovery controller at HOST:PORT lists
 
 # Exit status
 
@@ -144,6 +147,15 @@ any, then each map as "map NAME (KIND, key K bytes, value V bytes, N entries):"
 with one "  KEY: VALUE" line per entry. Keys and values of 1, 2, 4 or 8 bytes
 are unsigned little-endian decimals, multiples of 8 bytes are "{W1 W2 ...}" in
 64-bit words, anything else is hex.
+
+serve exports the NVM namespaces of its devices (NSIDs 1, 2, ... in --dev
+order) as one NVMe/TCP subsystem, with a discovery controller, until SIGINT or
+SIGTERM (exit 0). Once listening it prints one line on stdout,
+
+	serving NQN on ADDR:PORT: namespaces 1=NAME 2=NAME ...
+
+with the port it bound (--listen ADDR:0 picks a free one). -c places one target
+worker on each core; connections are spread over them.
 
 setup prints what it did (or, with --dry-run, what it would write to sysfs) one
 line per controller, and status prints tables for people.
