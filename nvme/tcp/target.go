@@ -1033,7 +1033,7 @@ func (q *tqueue) identify(cns uint8, nsid uint32, b []byte) bool {
 		}
 		b[258] = 3                  // ACL
 		b[259] = maxAER - 1         // AERL
-		b[261] = 1<<2 | 1<<1        // LPA: extended data, command effects
+		b[261] = 1 << 2             // LPA: extended data for Get Log Page
 		le.PutUint16(b[320:], 10)   // KAS: 1 s granularity
 		b[512], b[513] = 0x66, 0x44 // SQES, CQES
 		le.PutUint16(b[514:], uint16(t.cfg.MaxQueueDepth))
