@@ -887,7 +887,20 @@ func (t *Transport) queueCommand(e []byte) uint16 {
 		if !ok {
 			return statusField(0, scDataXferError)
 		}
-		q, err := t.connect(qid, size, t.cntlid)
+		// After a reset the controller may still be tearing down the
+		// connection this queue had (Linux nvmet answers "already set up"
+		// for a while): a refused Connect is retried until the timeout.
+		var q *hqueue
+		var err error
+		deadline := time.Now().Add(t.opts.Timeout)
+		for wait := time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+			q, err = t.connect(qid, size, t.cntlid)
+			var se nvme.StatusError
+			if err == nil || !errors.As(err, &se) || time.Now().Add(wait).After(deadline) {
+				break
+			}
+			time.Sleep(wait)
+		}
 		if err != nil {
 			t.setErr(err)
 			return statusField(0, scTransientTransp)

@@ -1049,7 +1049,7 @@ func (q *tqueue) identify(cns uint8, nsid uint32, b []byte) bool {
 		copy(b[768:1024], nqn)
 		le.PutUint32(b[1792:], (tgtInCap+64)/16) // IOCCSZ
 		le.PutUint32(b[1796:], 1)                // IORCSZ
-		b[1801] = 1                              // MSDBD
+		b[1803] = 1                              // MSDBD (ICDOFF, 1800-1801, stays 0)
 		return true
 	case 0x00: // namespace
 		if nsid == 0 || nsid == 0xffffffff {
