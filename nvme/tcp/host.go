@@ -689,7 +689,11 @@ func (q *hqueue) fail() {
 	q.failed = true
 	q.t.setErr(q.c.err)
 	if q.qid != 0 {
-		q.t.ioFail.Store(true)
+		if q.t.queues[q.qid].Load() == q {
+			// Not a connection a reset already dropped: make the driver
+			// see CSTS.CFS, reset the controller and reconnect.
+			q.t.ioFail.Store(true)
+		}
 	} else {
 		q.t.dead = true
 	}
