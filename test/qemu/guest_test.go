@@ -129,6 +129,8 @@ for d in /sys/bus/pci/devices/*; do
 done
 export BPFBLK_VFIO_TEST_DEVICES=$devs
 say "devices: $devs"
+ifconfig lo 127.0.0.1 up || ip link set lo up
+export BPFBLK_NVMF_GUEST=1
 cd /tmp
 `)
 	run := ""
@@ -139,7 +141,7 @@ cd /tmp
 		fmt.Fprintf(&b, "say \"run %s\"\n/tests/%s.test -test.v -test.timeout=%ds%s 2>&1\nsay \"exit %s $?\"\n",
 			t.Name, t.Name, int(c.Timeout.Seconds()), run, t.Name)
 	}
-	b.WriteString(`dmesg | grep -iE 'DMAR|vfio' | tail -n 30 | sed 's/^/bpfblk-init: dmesg: /'
+	b.WriteString(`dmesg | grep -iE 'DMAR|vfio|nvme' | tail -n 40 | sed 's/^/bpfblk-init: dmesg: /'
 say "done at $(cut -d' ' -f1 /proc/uptime) s"
 poweroff -f
 `)

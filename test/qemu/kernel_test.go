@@ -27,7 +27,7 @@ type kernel struct {
 
 // guestModules are the modules the guest needs, with their dependencies
 // (resolved from .modinfo) loaded first.
-var guestModules = []string{"vfio_iommu_type1", "vfio_pci"}
+var guestModules = []string{"vfio_iommu_type1", "vfio_pci", "nvme_tcp", "nvmet_tcp", "loop"}
 
 // cacheDir is where kernel packages and their extracted parts are kept
 // between runs.
@@ -117,7 +117,9 @@ func kernelDeb(cache string, logf func(string, ...any)) (string, error) {
 // and the VFIO modules.
 func prepareKernel(cache, deb string, logf func(string, ...any)) (*kernel, error) {
 	name := strings.TrimSuffix(filepath.Base(deb), ".deb")
-	dir := filepath.Join(cache, "kernels", name)
+	// ".2": the unpacked set grew (NVMe/TCP host and target, loop,
+	// configfs); a directory unpacked by an older harness is not reused.
+	dir := filepath.Join(cache, "kernels", name+".2")
 	done := filepath.Join(dir, ".complete")
 	if _, err := os.Stat(done); err != nil {
 		if err := unpackKernel(deb, dir, logf); err != nil {
@@ -192,9 +194,7 @@ func unpackKernel(deb, dir string, logf func(string, ...any)) error {
 			dst = "vmlinuz"
 		case strings.Contains(h.Name, "/boot/config-"):
 			dst = "config"
-		case strings.Contains(h.Name, "/modules/") && (strings.Contains(h.Name, "/kernel/drivers/vfio/") ||
-			strings.Contains(h.Name, "/kernel/virt/lib/") || strings.Contains(h.Name, "/kernel/drivers/iommu/")) &&
-			strings.Contains(base, ".ko"):
+		case strings.Contains(h.Name, "/modules/") && strings.Contains(base, ".ko") && unpackModule(h.Name):
 			dst = filepath.Join("modules", base)
 		default:
 			continue
@@ -223,6 +223,23 @@ func unpackKernel(deb, dir string, logf func(string, ...any)) error {
 		os.Remove(f)
 	}
 	return nil
+}
+
+// unpackModule reports whether the module at path in the package is one the
+// guest may load: VFIO and the IOMMU, the NVMe host and target drivers
+// (nvme-tcp against bpfblk serve, nvmet-tcp for bpfblk's host), loop and
+// configfs for nvmet, and the CRC helpers they depend on. The PCIe driver
+// nvme.ko is never loaded (nothing depends on it): the guest's controllers
+// go to vfio-pci.
+func unpackModule(path string) bool {
+	for _, d := range []string{"/kernel/drivers/vfio/", "/kernel/virt/lib/", "/kernel/drivers/iommu/",
+		"/kernel/drivers/nvme/", "/kernel/fs/configfs/", "/kernel/drivers/block/loop.", "/kernel/block/t10-pi.",
+		"/kernel/lib/crc", "/kernel/lib/libcrc32c.", "/kernel/crypto/crc"} {
+		if strings.Contains(path, d) {
+			return true
+		}
+	}
+	return false
 }
 
 func writeFrom(path string, r io.Reader) error {
