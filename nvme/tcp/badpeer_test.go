@@ -140,7 +140,7 @@ func TestBadController(t *testing.T) {
 	}{
 		{"unknown type", pdu.TypeCapsuleResp, func(p []byte) ([]byte, bool) { p[0] = 0x0f; return p, false }, "unknown PDU type 0xf"},
 		{"wrong hlen", pdu.TypeCapsuleResp, func(p []byte) ([]byte, bool) { p[2] = 30; return p, false }, "hlen 30"},
-		{"unknown CID", pdu.TypeCapsuleResp, func(p []byte) ([]byte, bool) { le.PutUint16(p[8+12:], 77); return p, false }, "CapsuleResp for command 77, which is not outstanding"},
+		{"unknown CID", pdu.TypeCapsuleResp, func(p []byte) ([]byte, bool) { le.PutUint16(p[8+12:], 5); return p, false }, "CapsuleResp for command 5, which is not outstanding"},
 		{"data offset", pdu.TypeC2HData, func(p []byte) ([]byte, bool) { le.PutUint32(p[12:], 64); return p, false }, "C2HData for command 0 at offset 64"},
 		{"data past the buffer", pdu.TypeC2HData, func(p []byte) ([]byte, bool) {
 			q := make([]byte, len(p)+512)
