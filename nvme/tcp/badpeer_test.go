@@ -234,6 +234,39 @@ func TestBadController(t *testing.T) {
 	}
 }
 
+// TestDataDigestMismatch corrupts a data byte of a C2HData PDU on a
+// connection with digests: the host notices, closes the connection and
+// fails the read.
+func TestDataDigestMismatch(t *testing.T) {
+	tg, addr := startTarget(t, 1)
+	var armed atomic.Bool
+	p := newProxy(t, addr, once(&armed, pdu.TypeC2HData, func(b []byte) ([]byte, bool) {
+		b[int(b[3])+5] ^= 0x40 // a data byte, after the header and its digest
+		return b, false
+	}))
+	tr, err := Dial(p.ln.Addr().String(), tg.NQN(), Options{HeaderDigest: true, DataDigest: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nvme.NewController(tr, nvme.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	qp, err := c.NewQueuePair(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, _ := tr.AllocDMA(4096)
+	armed.Store(true)
+	if err := readOnce(t, qp, c.Namespaces()[0], buf, 0); err == nil || !strings.Contains(err.Error(), "Transient Transport Error") {
+		t.Errorf("read with a corrupt data digest: %v, want Transient Transport Error", err)
+	}
+	if e := tr.Err(); !errors.Is(e, pdu.ErrDigest) || !strings.Contains(e.Error(), "C2HData data digest") {
+		t.Errorf("connection error %v, want a C2HData data digest mismatch", e)
+	}
+}
+
 // TestSilentController stops forwarding the controller's answers on the I/O
 // connection: the read times out instead of hanging.
 func TestSilentController(t *testing.T) {
