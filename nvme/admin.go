@@ -66,6 +66,9 @@ func (c *Controller) adminCmd(sqe *SQE) (CQE, error) {
 	c.t.Write32(a.sqDB, uint32(a.tail))
 	deadline := time.Now().Add(c.opts.AdminTimeout)
 	for i := 0; ; i++ {
+		if c.fab != nil {
+			c.fab.Poll(0)
+		}
 		off := int(a.head) * CQESize
 		dw3 := atomic.LoadUint32((*uint32)(unsafe.Pointer(&a.cq.Buf[off+12])))
 		if dw3>>16&1 == a.phase {
@@ -137,6 +140,9 @@ func (c *Controller) AdminCommand(sqe *SQE, data []byte, toDevice bool) (CQE, er
 			clear(c.abuf.Buf[:len(data)])
 		}
 		cmd.PRP1, cmd.PRP2 = c.adminPRPs(len(data))
+		if c.fab != nil {
+			cmd.PRP2, cmd.Flags = uint64(len(data)), cmd.Flags|PSDTSGL
+		}
 	}
 	cqe, err := c.adminCmd(&cmd)
 	if err == nil && data != nil && !toDevice {

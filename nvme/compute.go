@@ -401,6 +401,7 @@ func (q *QueuePair) memRW(op uint8, ns *Namespace, off uint64, buf *DMA, bufOff,
 	}
 	*e = SQE{OPC: op, CID: cid, NSID: ns.ID, CDW10: uint32(off), CDW11: uint32(off >> 32), CDW12: uint32(n)}
 	e.PRP1, e.PRP2 = q.prps(s, buf.IOVA+uint64(bufOff), n)
+	e.Flags = q.psdt
 	return nil
 }
 
@@ -443,5 +444,6 @@ func (q *QueuePair) MemoryCopy(ns *Namespace, dst uint64, src []MemCopySource, c
 	}
 	*e = SQE{OPC: OpMemCopy, CID: cid, NSID: ns.ID, PRP1: iova, CDW10: uint32(dst), CDW11: uint32(dst >> 32),
 		CDW12: uint32(len(src)-1) | MemCopyFormatLBA<<8}
+	e.PRP2, e.Flags = q.pageLen(len(src) * MemCopySourceSize)
 	return nil
 }

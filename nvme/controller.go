@@ -84,6 +84,7 @@ const (
 // goroutine.
 type Controller struct {
 	t     Transport
+	fab   FabricsTransport // t, when it is a fabrics transport
 	opts  Options
 	cap   CAP
 	vs    uint32
@@ -122,6 +123,7 @@ const adminBufSize = 64 << 10
 func NewController(t Transport, opts Options) (*Controller, error) {
 	opts.fill()
 	c := &Controller{t: t, opts: opts, qpairs: map[uint16]*QueuePair{}, iocsIndex: -1}
+	c.fab, _ = t.(FabricsTransport)
 	c.cap = CAP(t.Read64(RegCAP))
 	if uint64(c.cap) == ^uint64(0) {
 		return nil, errors.Wrapf(ErrControllerFatal, "%s: CAP reads all ones (device unreachable)", t.Name())

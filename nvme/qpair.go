@@ -94,6 +94,8 @@ type QueuePair struct {
 	scanAt      [scanRing]int64 // scanAt[i%scanRing]: the time of scan i
 	polls       uint32
 	maxXfer     int
+	fab         FabricsTransport // the controller's, when it is a fabrics transport
+	psdt        uint8            // PSDTSGL over fabrics: data pointers are SGLs
 	stats       QueueStats
 	failScratch []failed
 	_           [linePad]byte
@@ -143,7 +145,10 @@ const maxPRPPages = 256
 func (c *Controller) NewQueuePair(depth int) (*QueuePair, error) {
 	name := c.t.Name()
 	depth = max(2, min(depth, c.maxQDepth, 65535))
-	q := &QueuePair{c: c, depth: uint16(depth), phase: 1, maxXfer: c.maxXfer}
+	q := &QueuePair{c: c, depth: uint16(depth), phase: 1, maxXfer: c.maxXfer, fab: c.fab}
+	if c.fab != nil {
+		q.psdt = PSDTSGL
+	}
 	c.qmu.Lock()
 	for id := 1; id <= c.ioQueues; id++ {
 		if _, used := c.qpairs[uint16(id)]; !used {
@@ -310,6 +315,7 @@ func (q *QueuePair) rw(opc uint8, ns *Namespace, lba uint64, blocks uint32, buf 
 		e := q.nextSQE()
 		e.setIO(opc, cid, ns.ID, lba, cdw12|(blocks-1), 0, 0)
 		e.PRP1, e.PRP2 = q.prps(s, iova, n)
+		e.Flags = q.psdt
 		return nil
 	}
 	if cmds > len(q.free) || cmds > len(q.freePages) {
@@ -323,7 +329,9 @@ func (q *QueuePair) rw(opc uint8, ns *Namespace, lba uint64, blocks uint32, buf 
 		s := &q.slots[cid]
 		s.parent = parent
 		prp1, prp2 := q.prps(s, iova, nb<<ns.shift)
-		q.nextSQE().setIO(opc, cid, ns.ID, lba, cdw12|uint32(nb-1), prp1, prp2)
+		e := q.nextSQE()
+		e.setIO(opc, cid, ns.ID, lba, cdw12|uint32(nb-1), prp1, prp2)
+		e.Flags = q.psdt
 		lba += uint64(nb)
 		iova += uint64(nb) << ns.shift
 		left -= nb
@@ -381,6 +389,7 @@ func (q *QueuePair) one(ns *Namespace, lba uint64, op uint64, buf *DMA, off int,
 	e := q.nextSQE()
 	e.setIO(uint8(op>>32), cid, ns.ID, lba, blocks-1, 0, 0)
 	e.PRP1, e.PRP2 = q.prps(s, buf.IOVA+uint64(off), n)
+	e.Flags = q.psdt
 	return nil
 }
 
@@ -421,8 +430,12 @@ func (q *QueuePair) nextSQE() *SQE {
 }
 
 // prps returns PRP1 and PRP2 for n bytes at iova, filling a PRP list page
-// for the slot when the transfer spans more than two memory pages.
+// for the slot when the transfer spans more than two memory pages. Over
+// fabrics it returns the two words of an SGL Data Block descriptor instead.
 func (q *QueuePair) prps(s *slot, iova uint64, n int) (uint64, uint64) {
+	if q.psdt != 0 {
+		return iova, uint64(n)
+	}
 	first := PageSize - int(iova&(PageSize-1))
 	if n <= first {
 		return iova, 0
@@ -441,6 +454,16 @@ func (q *QueuePair) prps(s *slot, iova uint64, n int) (uint64, uint64) {
 		le.PutUint64(list[8*i:], next+uint64(i)*PageSize)
 	}
 	return iova, q.pages.IOVA + uint64(pg)*PageSize
+}
+
+// pageLen returns the second data pointer word and the flags of a command
+// whose n bytes of data sit in one page: none with PRPs, the SGL length over
+// fabrics.
+func (q *QueuePair) pageLen(n int) (uint64, uint8) {
+	if q.psdt != 0 {
+		return uint64(n), q.psdt
+	}
+	return 0, 0
 }
 
 // dataPage takes a free page for command data (DSM or Copy ranges).
@@ -527,6 +550,7 @@ func (q *QueuePair) Deallocate(ns *Namespace, ranges []Range, cb Completer, tag 
 		le.PutUint64(b[8:], r.LBA)
 	}
 	*e = SQE{OPC: OpDSM, CID: cid, NSID: ns.ID, PRP1: iova, CDW10: uint32(len(ranges) - 1), CDW11: 1 << 2}
+	e.PRP2, e.Flags = q.pageLen(len(ranges) * DSMRangeSize)
 	return nil
 }
 
@@ -560,6 +584,7 @@ func (q *QueuePair) Copy(ns *Namespace, dst uint64, src []Range, cb Completer, t
 		le.PutUint16(b[16:], uint16(r.Blocks-1))
 	}
 	*e = SQE{OPC: OpCopy, CID: cid, NSID: ns.ID, PRP1: iova, CDW10: uint32(dst), CDW11: uint32(dst >> 32), CDW12: uint32(len(src) - 1)}
+	e.PRP2, e.Flags = q.pageLen(len(src) * CopyRangeSize)
 	return nil
 }
 
@@ -579,6 +604,7 @@ func (q *QueuePair) Submit(cmd *SQE, buf *DMA, off, n int, cb Completer, tag uin
 	e.CID = cid
 	if buf != nil {
 		e.PRP1, e.PRP2 = q.prps(s, buf.IOVA+uint64(off), n)
+		e.Flags |= q.psdt
 	}
 	return nil
 }
@@ -620,6 +646,9 @@ func (q *QueuePair) Process(max int) int {
 	}
 	q.inProcess = true
 	q.Ring()
+	if q.fab != nil {
+		q.fab.Poll(q.qid)
+	}
 	n := 0
 	for max <= 0 || n < max {
 		p := unsafe.Add(q.cqBase, uintptr(q.head)*CQESize)

@@ -30,6 +30,29 @@ type Transport interface {
 	Close() error
 }
 
+// FabricsTransport is a Transport that reaches its controller over NVMe over
+// Fabrics (nvme/tcp). The driver drives it through the same register and
+// doorbell accessors — the transport maps registers to Property Get/Set,
+// Create/Delete I/O queue commands to Fabrics Connect/Disconnect and SQ
+// doorbells to command capsules — with two differences: data is described by
+// an SGL Data Block descriptor (PSDT 01b; the address in bytes 24..31 of the
+// SQE, the length in bytes 32..35, descriptor type 0) instead of PRPs, as
+// fabrics requires, and the driver calls Poll before it reaps a completion
+// queue, because completions reach host memory only when the transport reads
+// them from the network.
+type FabricsTransport interface {
+	Transport
+	// Poll sends what the queue qid has pending and moves the completions
+	// that arrived for it into its CQ. It runs on the goroutine that owns
+	// the queue (for the admin queue, under the controller's admin lock),
+	// never blocks and allocates nothing.
+	Poll(qid uint16)
+}
+
+// PSDTSGL is the SQE flags value (PSDT 01b) of a command whose data pointer
+// is an SGL descriptor.
+const PSDTSGL = 1 << 6
+
 // DMA is a buffer shared between the host CPU and a controller.
 type DMA struct {
 	// Buf is the CPU view of the memory.

@@ -8,6 +8,8 @@
 //	pci:0000:01:00.0          a real controller through VFIO
 //	uring:PATH[,sqpoll][,buffered][,lba=512|4096]
 //	                          a kernel block device or a file through io_uring
+//	tcp://HOST:PORT[/NQN]     a subsystem over NVMe/TCP; without NQN, every NVM
+//	                          subsystem the discovery controller at HOST:PORT lists
 //
 // Every emulated controller of one Open shares one emulated bus, so they can
 // reach each other's memory as controllers on one PCIe fabric do.
@@ -40,6 +42,7 @@ const (
 	File
 	PCI
 	Uring
+	TCP
 )
 
 // Spec is a parsed device address.
@@ -47,7 +50,8 @@ type Spec struct {
 	Kind    Kind
 	Path    string // File
 	LBASize int    // File: 512 or 4096
-	Addr    string // PCI, canonical "0000:01:00.0"
+	Addr    string // PCI, canonical "0000:01:00.0"; TCP, "HOST:PORT"
+	NQN     string // TCP: the subsystem, or "" to discover them
 	Uring   uring.Config
 }
 
@@ -89,8 +93,10 @@ func Parse(s string) (Spec, error) {
 			return Spec{}, errors.Wrapf(err, "device %q", s)
 		}
 		return Spec{Kind: PCI, Addr: a.String()}, nil
+	case strings.HasPrefix(s, tcpScheme):
+		return parseTCP(s)
 	}
-	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] pci:DDDD:BB:DD.F or uring:PATH)", s)
+	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F, uring:PATH or tcp://HOST:PORT[/NQN])", s)
 }
 
 // ErrDuplicate marks an Open that names one device twice: the same address,
@@ -112,6 +118,8 @@ func (s Spec) Key() string {
 		return "mock:null"
 	case PCI:
 		return pci.Scheme + s.Addr
+	case TCP:
+		return tcpScheme + s.Addr + "/" + s.NQN
 	}
 	p, err := filepath.Abs(s.Path)
 	if err != nil {
@@ -231,6 +239,10 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 			set.Bdevs = append(set.Bdevs, d.Bdev)
 			if d.Note != "" {
 				set.Notes = append(set.Notes, d.Note)
+			}
+		case TCP:
+			if err := set.addTCP(s, opts); err != nil {
+				return nil, err
 			}
 		}
 	}

@@ -16,6 +16,7 @@ for every command.
 	bpfblk identify [--dev DEV]... [--json]
 	bpfblk copy     --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host]
 	                [--chunk BYTES] [-q N] [--verify] [--json]
+	bpfblk serve    --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--no-pin]
 	bpfblk setup    [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N]
 	                [--hugepage-size 2M|1G] [--node NODE] [--dry-run]
 	bpfblk prog verify FILE.o[:PROGRAM] | --raw FILE [--set NAME=VALUE]... [--kernel] [--map-memory BYTES]
@@ -48,6 +49,8 @@ links), is a usage error, as is a PCI function given twice to setup.
 	                          sqpoll gives each ring a kernel submission thread,
 	                          buffered skips O_DIRECT, lba= sets a file's block size
 	                          (default 512, or the file system's O_DIRECT alignment)
+	tcp://HOST:PORT/NQN       the subsystem NQN over NVMe/TCP (bpfblk serve, Linux nvmet-tcp)
+	tcp://HOST:PORT           every NVM subsystem the discovery controller at HOST:PORT lists
 
 A device that works but not at its best (a uring: file that refuses O_DIRECT
 and is read through the page cache, one opened read-only) is named in one
@@ -185,6 +188,15 @@ printable char arrays as strings, structs as {field: value}, arrays as lists,
 bytes without a usable type in hex). --log (prog verify, prog run, scan) adds,
 on a rejection, the verifier's path to the failing instruction with the
 register states, in the manner of the kernel verifier's log.
+
+serve exports the NVM namespaces of its devices (NSIDs 1, 2, ... in --dev
+order) as one NVMe/TCP subsystem, with a discovery controller, until SIGINT or
+SIGTERM (exit 0). Once listening it prints one line on stdout,
+
+	serving NQN on ADDR:PORT: namespaces 1=NAME 2=NAME ...
+
+with the port it bound (--listen ADDR:0 picks a free one). -c places one target
+worker on each core; connections are spread over them.
 
 setup prints what it did (or, with --dry-run, what it would write to sysfs) one
 line per controller, and status prints tables for people.

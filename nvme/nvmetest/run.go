@@ -120,7 +120,7 @@ func allocDMA(t *testing.T, c *nvme.Controller, n int) *nvme.DMA {
 func runSuite(t *testing.T, open func(t *testing.T) []nvme.Transport, cfg SuiteConfig) {
 	t.Run("InitIdentify", func(t *testing.T) { testInitIdentify(t, open) })
 	t.Run("Commands", func(t *testing.T) { testCommands(t, open) })
-	t.Run("Errors", func(t *testing.T) { testErrors(t, open) })
+	t.Run("Errors", func(t *testing.T) { testErrors(t, open, cfg.NoLBARangeCheck) })
 	t.Run("PRP", func(t *testing.T) { testPRP(t, open) })
 	t.Run("QueueFull", func(t *testing.T) { testQueueFull(t, open) })
 	t.Run("Reset", func(t *testing.T) { testReset(t, open) })

@@ -179,7 +179,9 @@ say "kernel nvme device: $knvme driver=${drv##*/}"
 	if c.CLI != "" {
 		b.WriteString("export BPFBLK_CLI=/tests/bpfblk\n")
 	}
-	b.WriteString(`cd /tmp
+	b.WriteString(`ifconfig lo 127.0.0.1 up || ip link set lo up
+export BPFBLK_NVMF_GUEST=1
+cd /tmp
 `)
 	run := ""
 	if c.Run != "" {
@@ -189,7 +191,7 @@ say "kernel nvme device: $knvme driver=${drv##*/}"
 		fmt.Fprintf(&b, "say \"run %s\"\n/tests/%s.test -test.v -test.timeout=%ds%s 2>&1\nsay \"exit %s $?\"\n",
 			t.Name, t.Name, int(c.Timeout.Seconds()), run, t.Name)
 	}
-	b.WriteString(`dmesg | grep -iE 'DMAR|vfio' | tail -n 30 | sed 's/^/bpfblk-init: dmesg: /'
+	b.WriteString(`dmesg | grep -iE 'DMAR|vfio|nvme' | tail -n 40 | sed 's/^/bpfblk-init: dmesg: /'
 say "done at $(cut -d' ' -f1 /proc/uptime) s"
 poweroff -f
 `)

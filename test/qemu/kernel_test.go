@@ -32,7 +32,7 @@ type kernel struct {
 
 // guestModules are the modules the guest needs, with their dependencies
 // (resolved from .modinfo) loaded first.
-var guestModules = []string{"vfio_iommu_type1", "vfio_pci"}
+var guestModules = []string{"vfio_iommu_type1", "vfio_pci", "nvme_tcp", "nvmet_tcp", "loop"}
 
 // nvmeModules is the kernel's NVMe PCIe driver, loaded after the VFIO
 // modules in the run that binds a controller to it.
@@ -126,10 +126,11 @@ func kernelDeb(cache string, logf func(string, ...any)) (string, error) {
 // and the VFIO modules.
 func prepareKernel(cache, deb string, logf func(string, ...any)) (*kernel, error) {
 	name := strings.TrimSuffix(filepath.Base(deb), ".deb")
-	dir := filepath.Join(cache, "kernels", name)
-	// The marker names what an unpacked kernel holds: a cache unpacked
-	// before the NVMe driver's modules were taken is unpacked again.
-	done := filepath.Join(dir, ".complete-nvme2")
+	// ".3": the unpacked set grew (the NVMe PCIe driver and its
+	// dependencies, NVMe/TCP host and target, loop, configfs); a directory
+	// unpacked by an older harness is not reused.
+	dir := filepath.Join(cache, "kernels", name+".3")
+	done := filepath.Join(dir, ".complete")
 	if _, err := os.Stat(done); err != nil {
 		if err := unpackKernel(deb, dir, logf); err != nil {
 			return nil, err
@@ -216,13 +217,7 @@ func unpackKernel(deb, dir string, logf func(string, ...any)) error {
 			dst = "vmlinuz"
 		case strings.Contains(h.Name, "/boot/config-"):
 			dst = "config"
-		case strings.Contains(h.Name, "/modules/") && (strings.Contains(h.Name, "/kernel/drivers/vfio/") ||
-			strings.Contains(h.Name, "/kernel/virt/lib/") || strings.Contains(h.Name, "/kernel/drivers/iommu/") ||
-			strings.Contains(h.Name, "/kernel/drivers/nvme/host/") ||
-			// nvme-core's dependencies (t10-pi and the CRCs it uses)
-			strings.Contains(h.Name, "/kernel/block/") || strings.Contains(h.Name, "/kernel/lib/") ||
-			strings.Contains(h.Name, "/kernel/crypto/")) &&
-			strings.Contains(base, ".ko"):
+		case strings.Contains(h.Name, "/modules/") && strings.Contains(base, ".ko") && unpackModule(h.Name):
 			dst = filepath.Join("modules", base)
 		default:
 			continue
@@ -251,6 +246,25 @@ func unpackKernel(deb, dir string, logf func(string, ...any)) error {
 		os.Remove(f)
 	}
 	return nil
+}
+
+// unpackModule reports whether the module at path in the package is one the
+// guest may load: VFIO and the IOMMU, the NVMe host and target drivers
+// (nvme-tcp against bpfblk serve, nvmet-tcp for bpfblk's host), loop and
+// configfs for nvmet, and the CRC helpers they depend on. The PCIe driver
+// nvme.ko is never loaded (nothing depends on it): the guest's controllers
+// go to vfio-pci.
+func unpackModule(path string) bool {
+	for _, d := range []string{"/kernel/drivers/vfio/", "/kernel/virt/lib/", "/kernel/drivers/iommu/",
+		"/kernel/drivers/nvme/", "/kernel/fs/configfs/", "/kernel/drivers/block/loop.", "/kernel/block/t10-pi.",
+		// nvme-core's dependencies (t10-pi and the CRCs it uses), wherever
+		// the kernel version keeps them
+		"/kernel/block/", "/kernel/lib/", "/kernel/crypto/"} {
+		if strings.Contains(path, d) {
+			return true
+		}
+	}
+	return false
 }
 
 func writeFrom(path string, r io.Reader) error {

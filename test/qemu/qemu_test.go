@@ -15,7 +15,7 @@ import (
 // guestPackages are the packages whose tests run inside the guest. Their
 // device tests run when BPFBLK_VFIO_TEST_DEVICES lists PCI functions bound
 // to vfio-pci (the guest's /init sets it) and skip elsewhere.
-var guestPackages = []string{"./nvme/vfio"}
+var guestPackages = []string{"./nvme/vfio", "./test/qemu/nvmfguest"}
 
 // requiredGuestTests must pass in the guest: a skip there is a failure, so a
 // guest that lost a controller or a CMB cannot pass quietly.
@@ -35,6 +35,8 @@ var requiredGuestTests = []string{
 	"TestDriverSuiteOverVFIO",
 	"TestP2PCopyOverVFIO",
 	"TestP2PStagedScanOverVFIO",
+	"TestKernelHostAgainstServe",
+	"TestHostAgainstKernelTarget",
 }
 
 const installHint = "install with: apt-get install -y --no-install-recommends qemu-system-x86 busybox-static xz-utils; " +

@@ -1,0 +1,31 @@
+// Package tcp is bpfblk's NVMe/TCP transport (NVMe over Fabrics 1.1 and the
+// NVMe/TCP Transport Specification 1.0), both ends:
+//
+//   - The host: Dial connects to a subsystem and returns a Transport that
+//     nvme.NewController drives like any other. It is an
+//     nvme.FabricsTransport: registers become Property Get/Set, Create I/O
+//     SQ becomes a new TCP connection with ICReq and Fabrics Connect, an SQ
+//     doorbell sends command capsules (writes up to the controller's IOCCSZ
+//     as in-capsule data, larger ones when R2Ts ask), and Poll — called by
+//     the driver before it reaps a CQ — reads CapsuleResp, C2HData and R2T
+//     PDUs and writes completions into the driver's CQ. Queue pairs stay
+//     owned by one goroutine and polled; sockets are non-blocking; nothing
+//     allocates per I/O. Discover reads a discovery controller's log.
+//   - The target: NewTarget exports Namespaces (an interface the target
+//     declares; package nvmf adapts bdevs) as one NVM subsystem, plus the
+//     discovery subsystem, to hosts that connect to its listener. Each
+//     connection belongs to one Worker, polled by one goroutine (one per
+//     core), which also owns that worker's namespace channels.
+//
+// Header and data digests (CRC32C) are negotiated in ICReq/ICResp. Every
+// PDU header is checked before any length in it is trusted; a peer that
+// sends a malformed, truncated or unexpected PDU gets a termination request
+// and the connection is closed with an error saying what arrived, and the
+// commands outstanding on it complete with Transient Transport Error (the
+// host driver then resets the controller, which reconnects). A peer that
+// stops answering is caught by the driver's command timeouts.
+//
+// Not implemented: keep-alive traffic (the host connects with KATO 0 and the
+// target does not enforce one), TLS, multiple R2Ts per command, fused
+// commands and in-order data placement other than by offset.
+package tcp
