@@ -259,10 +259,9 @@ func TestCancelledScanIsClean(t *testing.T) {
 }
 
 // TestOffloadStartFailureIsClean makes offloaded scans fail to start with
-// commands in flight: the compute controller grants three I/O queue pairs
-// and the scan needs four (the two larger targets are driven from both
-// reactors), so the last job's queue pair cannot open after the others
-// have started. Every failed start must give back the queue pairs, the
+// commands in flight: the compute controller grants one I/O queue pair and
+// the scan needs two (its chunks keep both reactors' jobs busy), so the
+// second job's queue pair cannot open after the first has started. Every failed start must give back the queue pairs, the
 // device memory and the program slot; then a scan that fits succeeds.
 func TestOffloadStartFailureIsClean(t *testing.T) {
 	f := newFixture(t)
@@ -273,7 +272,7 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := nvme.NewController(mc, nvme.Options{MaxIOQueues: 3})
+	dev, err := nvme.NewController(mc, nvme.Options{MaxIOQueues: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,9 +306,9 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// One job per target (at most 8 chunks each) fits, if the device
-	// memory, the range sets and the program slot are free again.
-	got, st := f.scanAll(t, cb, compute.Options{Engine: compute.EngineDevice, ChunkBytes: 256 << 10, InFlight: 8, Devices: []*nvme.Controller{dev}})
+	// One job (five chunks, eight in flight) fits, if the device memory,
+	// the range sets and the program slot are free again.
+	got, st := f.scanAll(t, cb, compute.Options{Engine: compute.EngineDevice, ChunkBytes: 1 << 20, InFlight: 8, Devices: []*nvme.Controller{dev}})
 	for i := range f.bdevs {
 		if want := f.reference(i); !slices.Equal(got[i], want) {
 			t.Fatalf("%s: %d matches, reference %d", f.bdevs[i].Name(), len(got[i]), len(want))
