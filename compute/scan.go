@@ -298,10 +298,10 @@ type Stats struct {
 	Overflows, Reruns uint64
 	// Lost is the emitted values that did not reach the host, and Losses
 	// says where. A scan with losses is incomplete.
-	Lost   uint64
-	Losses []Loss
-	Engines          []EngineStats
-	Targets          []TargetStats
+	Lost    uint64
+	Losses  []Loss
+	Engines []EngineStats
+	Targets []TargetStats
 	// Cores is what each host reactor of the scan did, in the order of
 	// the group's reactors.
 	Cores  []CoreStats
