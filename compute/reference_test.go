@@ -49,6 +49,8 @@ type refFilter struct {
 	ref func(ns *demoNS, lba, n uint64) []uint64
 	// scanner: ref returns byte offsets in the chunk, else LBAs.
 	scanner bool
+	// overlap is Options.Overlap (host engines only).
+	overlap int
 }
 
 func refContains(pat []byte) func(ns *demoNS, lba, n uint64) []uint64 {
@@ -56,6 +58,21 @@ func refContains(pat []byte) func(ns *demoNS, lba, n uint64) []uint64 {
 		var out []uint64
 		for b := lba; b < lba+n; b++ {
 			if bytes.Contains(ns.data[b*ns.bs:(b+1)*ns.bs], pat) {
+				out = append(out, b)
+			}
+		}
+		return out
+	}
+}
+
+// refStartsIn: blocks in which pat starts, and ends at most overlap bytes
+// past the block's end (within the namespace).
+func refStartsIn(pat []byte, overlap uint64) func(ns *demoNS, lba, n uint64) []uint64 {
+	return func(ns *demoNS, lba, n uint64) []uint64 {
+		var out []uint64
+		for b := lba; b < lba+n; b++ {
+			end := min((b+1)*ns.bs+overlap, uint64(len(ns.data)))
+			if i := bytes.Index(ns.data[b*ns.bs:end], pat); i >= 0 && uint64(i) < ns.bs {
 				out = append(out, b)
 			}
 		}
@@ -203,6 +220,13 @@ func TestExampleFiltersMatchReference(t *testing.T) {
 		// A field whose top byte is a digit: text, so a selective range.
 		{name: "records_digit", load: filters.LoadRecords, program: "records_in_range", vars: map[string]any{"lo": uint32(0x30000000), "hi": uint32(0x39ffffff)},
 			ref: refRecords(0x30000000, 0x39ffffff), scanner: true},
+		// With an overlap, ERROR near the start of the next block (about
+		// 45 bytes into its first line) is in every block's view, but
+		// starts in the next one; a scanner's records in the overlap
+		// belong to the next chunk.
+		{name: "pattern_filter_overlap", load: filters.LoadPattern, program: "pattern_filter", vars: patVars, ref: refStartsIn([]byte("ERROR"), 64), overlap: 64},
+		{name: "pattern_memmem_overlap", load: filters.LoadPattern, program: "pattern_memmem", vars: patVars, ref: refStartsIn([]byte("ERROR"), 700), overlap: 700},
+		{name: "records_overlap", load: filters.LoadRecords, program: "records_in_range", ref: refRecords(0, 0xffffffff), scanner: true, overlap: 100},
 	}
 	chunks := []int{4 << 10, 64 << 10, 1 << 20, 16 << 20}
 	if testing.Short() {
@@ -219,10 +243,14 @@ func TestExampleFiltersMatchReference(t *testing.T) {
 			targets := refTargets(nss)
 			want := reference(f, nss, targets, uint64(chunk))
 			sortMatches(want)
-			for _, eng := range []compute.EngineKind{compute.EngineHost, compute.EngineDevice} {
+			engines := []compute.EngineKind{compute.EngineHost, compute.EngineDevice}
+			if f.overlap > 0 {
+				engines = engines[:1]
+			}
+			for _, eng := range engines {
 				name := fmt.Sprintf("%s/chunk=%d/%v", f.name, chunk, map[compute.EngineKind]string{compute.EngineHost: "host", compute.EngineDevice: "device"}[eng])
 				var got []refMatch
-				st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Engine: eng, ChunkBytes: chunk, Devices: set.Controllers,
+				st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Engine: eng, ChunkBytes: chunk, Devices: set.Controllers, Overlap: f.overlap,
 					OnMatch: func(m compute.Match) { got = append(got, refMatch{targets[m.Target].Base, m.LBA, m.Offset}) }})
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)

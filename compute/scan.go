@@ -409,18 +409,20 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			bytes -= bs - tail
 		}
 		total += bytes
-		chunkBlocks := max(uint64(opts.ChunkBytes)/bs, 1)
+		// (A chunk is never larger than its target: buffers and device
+		// memory are sized by chunks.)
+		chunkBlocks := min(max(uint64(opts.ChunkBytes)/bs, 1), n)
 		curs[ti] = newCursor(t.Start, t.Start+n, chunkBlocks)
 		ts := TargetStats{Base: b.Name(), NSID: b.Info().NSID, BlockSize: uint32(bs), Engine: "host", Blocks: n, Bytes: bytes}
 		var why string
 		switch {
 		case opts.Engine == EngineHost:
+		case len(devs) == 0:
+			why = noDevice
 		case opts.Overlap > 0:
 			why = "an overlap past block ends runs on host engines"
 		case tail != 0 && t.Start+n == b.NumBlocks():
 			why = fmt.Sprintf("its last block is partial (%d of %d bytes); offload runs whole blocks", tail, bs)
-		case len(devs) == 0:
-			why = noDevice
 		default:
 			if placed[ti] = cb.offloadFor(devs, b, t.Start); placed[ti] == nil {
 				why = "no compute device reaches its namespace"
@@ -762,7 +764,6 @@ const teardownTimeout = 2 * time.Minute
 // the end.
 type jobBase struct {
 	r      *poller.Reactor
-	target int // offload jobs: the target's index
 
 	scanned, overflows, chunkCount uint64
 	runNS                          int64
