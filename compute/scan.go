@@ -763,7 +763,7 @@ const teardownTimeout = 2 * time.Minute
 // Scan: the match ring, the published progress and the counters read after
 // the end.
 type jobBase struct {
-	r      *poller.Reactor
+	r *poller.Reactor
 
 	scanned, overflows, chunkCount uint64
 	runNS                          int64
