@@ -433,9 +433,10 @@ type offChunk struct {
 	count   int // values in the output range
 	got     int // bytes read back so far (match list or data)
 	t0      time.Time
-	emit    []uint64 // emit buffer of a run again on the host
+	emit    []uint64 // the values read back, or of a run again on the host
+	vals    []uint64 // the values to deliver (in emit)
+	sent    int      // values of vals in the ring already
 	seen    []uint64 // a bit per block of the chunk
-	out     []Match
 }
 
 // newOffJob makes a job on r over the targets mine (indexes into targets)
@@ -512,7 +513,7 @@ func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Ta
 			return nil, err
 		}
 		*ch = offChunk{j: j, dataOff: dataOff, outOff: outOff, rsid: rs, buf: buf,
-			srcs: make([]nvme.MemCopySource, 0, srcs), out: make([]Match, 0, emitCap), seen: make([]uint64, (per+63)/64)}
+			srcs: make([]nvme.MemCopySource, 0, srcs), emit: make([]uint64, emitCap), seen: make([]uint64, (per+63)/64)}
 	}
 	j.pending = make([]*offChunk, 0, len(j.chunks))
 	return j, nil
@@ -638,9 +639,9 @@ func (c *offChunk) Complete(tag uint64, _ uint64, err error) {
 	if !c.step(tag, err) {
 		return // the next command of the chunk is in flight
 	}
-	if len(c.out) > 0 && !j.push(&c.out) {
+	if !j.deliver(c) {
 		if j.abandoned {
-			c.out = c.out[:0]
+			c.vals, c.sent = c.vals[:0], 0
 		} else {
 			j.pending = append(j.pending, c)
 			return
@@ -810,31 +811,43 @@ func (j *offJob) collect(c *offChunk) {
 	j.collectValues(c, v)
 }
 
-// collectValues checks a chunk's values and turns them into matches.
+// collectValues checks a chunk's values (in c.emit) and keeps them to
+// deliver.
 func (j *offJob) collectValues(c *offChunk, vals []uint64) {
 	t := c.t
 	n := c.blocks * t.bs
 	for _, v := range vals {
-		m := Match{Target: t.index, NSID: t.nsid}
-		if j.typ == abi.TypeFilter {
-			if v < c.lba || v >= c.lba+c.blocks {
-				c.out = c.out[:0]
-				j.fault(c, errors.Errorf("device reported LBA %d outside its chunk", v))
-				return
-			}
-			m.LBA = v
-		} else {
-			if v >= n {
-				c.out = c.out[:0]
-				j.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
-				return
-			}
-			m.LBA = c.lba + v/t.bs
-			m.Offset = uint32(v % t.bs)
+		if j.typ == abi.TypeFilter && (v < c.lba || v >= c.lba+c.blocks) {
+			j.fault(c, errors.Errorf("device reported LBA %d outside its chunk", v))
+			return
 		}
-		c.out = append(c.out, m)
+		if j.typ != abi.TypeFilter && v >= n {
+			j.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
+			return
+		}
 	}
+	c.vals, c.sent = vals, 0
 	j.perBlocks[c.tk] += countBlocks(j.typ, vals, t.bs, c.seen)
+}
+
+// deliver pushes the chunk's values to the ring; false if the ring filled
+// first (then the collector is woken to empty it).
+func (j *offJob) deliver(c *offChunk) bool {
+	t := c.t
+	for c.sent < len(c.vals) {
+		v := c.vals[c.sent]
+		m := Match{Target: t.index, NSID: t.nsid, LBA: v}
+		if j.typ != abi.TypeFilter {
+			m.LBA, m.Offset = c.lba+v/t.bs, uint32(v%t.bs)
+		}
+		if !j.matches.Push(m) {
+			j.signal()
+			return false
+		}
+		c.sent++
+	}
+	c.vals, c.sent = c.vals[:0], 0
+	return true
 }
 
 func (j *offJob) pollOnce() poller.Status {
@@ -845,7 +858,7 @@ func (j *offJob) pollOnce() poller.Status {
 	if j.cancel.Load() {
 		j.stopping = true
 	}
-	for len(j.pending) > 0 && j.push(&j.pending[0].out) {
+	for len(j.pending) > 0 && j.deliver(j.pending[0]) {
 		c := j.pending[0]
 		j.pending = j.pending[:copy(j.pending, j.pending[1:])]
 		j.issue(c)

@@ -784,22 +784,6 @@ type jobBase struct {
 	abandoned bool
 }
 
-// push moves matches from *out to the ring; false if the ring filled first
-// (then the collector is woken to empty it).
-func (j *jobBase) push(out *[]Match) bool {
-	o := *out
-	k := 0
-	for k < len(o) && j.matches.Push(o[k]) {
-		k++
-	}
-	*out = o[:copy(o, o[k:])]
-	if len(*out) == 0 {
-		return true
-	}
-	j.signal()
-	return false
-}
-
 // signal wakes the collector, if it is not woken already.
 func (j *jobBase) signal() {
 	select {
