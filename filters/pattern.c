@@ -24,8 +24,12 @@ volatile const __u32 pattern_len = 0; /* 1..8 */
 
 #define MAX_BYTES 4096
 
-/* contains tests the start positions [0, starts) of [data, end). */
-static __always_inline int contains(const __u8 *data, const __u8 *end, __u64 starts)
+/*
+ * contains tests the positions of [data, end); with limited, only those
+ * before starts. (pattern_xdp passes 0: its code stays what the kernel's
+ * verifier accepts.)
+ */
+static __always_inline int contains(const __u8 *data, const __u8 *end, __u64 starts, const int limited)
 {
 	__u32 n = pattern_len;
 	if (n == 0 || n > 8)
@@ -34,7 +38,7 @@ static __always_inline int contains(const __u8 *data, const __u8 *end, __u64 sta
 	__u64 pat = pattern & mask;
 	const __u8 *p = data;
 	for (int i = 0; i < MAX_BYTES; i++) {
-		if (p + 8 > end || i >= starts)
+		if (p + 8 > end || (limited && i >= starts))
 			break;
 		if (((*(const __u64 *)p ^ pat) & mask) == 0)
 			return 1;
@@ -52,7 +56,7 @@ static __always_inline int contains(const __u8 *data, const __u8 *end, __u64 sta
 		return 0;
 	__u64 v = *(const __u64 *)w;
 	for (__u32 k = 1; k < 8; k++) {
-		if (k + n > 8 || len - 8 + k >= starts)
+		if (k + n > 8 || (limited && len - 8 + k >= starts))
 			break;
 		if ((((v >> (k * 8)) ^ pat) & mask) == 0)
 			return 1;
@@ -63,7 +67,7 @@ static __always_inline int contains(const __u8 *data, const __u8 *end, __u64 sta
 SEC("bpfblk/filter")
 int pattern_filter(struct bpfblk_ctx *ctx)
 {
-	return contains(BPFBLK_DATA(ctx), BPFBLK_DATA_END(ctx), ctx->block_size);
+	return contains(BPFBLK_DATA(ctx), BPFBLK_DATA_END(ctx), ctx->block_size, 1);
 }
 
 /* The same filter through the bpfblk_memmem helper. */
@@ -81,7 +85,7 @@ int pattern_memmem(struct bpfblk_ctx *ctx)
 SEC("xdp")
 int pattern_xdp(struct xdp_md *ctx)
 {
-	return contains((const __u8 *)(long)ctx->data, (const __u8 *)(long)ctx->data_end, ctx->data_end - ctx->data);
+	return contains((const __u8 *)(long)ctx->data, (const __u8 *)(long)ctx->data_end, 0, 0);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
