@@ -446,3 +446,44 @@ func TestScanEngineEnv(t *testing.T) {
 		}
 	}
 }
+
+// TestScanLossExits1: a program that emits more than a run may (one value
+// per 4 bytes of its chunk, at least 4096) loses the rest: the scan says
+// how many and where, in the summary and the JSON, and exits 1.
+func TestScanLossExits1(t *testing.T) {
+	clang, err := exec.LookPath("clang")
+	if err != nil {
+		t.Skip("clang is not installed (apt-get install clang); .ci/run installs it")
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "many.c")
+	os.WriteFile(src, []byte(`#include "bpfblk.h"
+SEC("bpfblk/scan")
+int many(struct bpfblk_ctx *ctx)
+{
+	for (int i = 0; i < 5000; i++)
+		bpfblk_emit(ctx, 0);
+	return 0;
+}
+char LICENSE[] SEC("license") = "GPL";
+`), 0o644)
+	obj := filepath.Join(dir, "many.o")
+	abs, _ := filepath.Abs("../../filters")
+	if out, err := exec.Command(clang, "-O2", "-g", "-target", "bpf", "-I", abs, "-c", src, "-o", obj).CombinedOutput(); err != nil {
+		t.Fatalf("clang: %v\n%s", err, out)
+	}
+	img := filepath.Join(dir, "data")
+	os.WriteFile(img, make([]byte, 1024), 0o644)
+	code, out, errOut := runCLI("scan", "--filter", obj, "--dev", "file:"+img, "--chunk", "512", "--count")
+	if code != exitFail || strings.TrimSpace(out) != "8192" ||
+		!strings.Contains(errOut, "bpfblk scan: lost: mock0n1 blocks 0-0 on host: 904 emitted values lost") ||
+		!strings.Contains(errOut, "bpfblk scan: lost: mock0n1 blocks 1-1 on host: 904 emitted values lost") ||
+		!strings.Contains(errOut, "1808 emitted values did not reach the host") {
+		t.Fatalf("exit %d, %q:\n%s", code, out, errOut)
+	}
+	code, out, _ = runCLI("scan", "--filter", obj, "--dev", "file:"+img, "--chunk", "512", "--json", "--count")
+	rep, _ := scanJSONLines(t, out)
+	if code != exitFail || rep.Lost != 1808 || len(rep.Losses) != 2 || rep.Losses[1] != (scanLossJSON{Name: "mock0n1", LBA: 1, Blocks: 1, Values: 904, Where: "host"}) || rep.Targets[0].Lost != 1808 {
+		t.Fatalf("exit %d: %+v", code, rep)
+	}
+}
