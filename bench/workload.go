@@ -78,16 +78,23 @@ func (w Workload) CheckTarget(name string, lbaSize int, lbas uint64) error {
 // Offsets generates the I/Os of one job: which block to touch and whether to
 // read or write it. It is owned by one goroutine and never allocates after
 // NewOffsets.
+//
+// Its state (the generator's, next) is written on every I/O by the job's
+// core, so it lives inside the Offsets, padded off the cache lines of
+// whatever is allocated next to it (such as another core's Offsets).
 type Offsets struct {
+	_        [128]byte
 	random   bool
 	mixed    bool
 	write    bool // the direction when not mixed
 	readPct  uint64
 	units    uint64 // number of BlockSize units in the range
 	next     uint64
-	rng      *rand.Rand
+	pcg      rand.PCG
+	rng      *rand.Rand // over pcg
 	lbasPer  uint64
 	firstLBA uint64
+	_        [128]byte
 }
 
 // NewOffsets returns the generator for a job over lbas LBAs of lbaSize bytes
@@ -100,10 +107,11 @@ func NewOffsets(w Workload, lbaSize int, firstLBA, lbas uint64, seed uint64) *Of
 		write:    w.Pattern == Write || w.Pattern == RandWrite,
 		readPct:  uint64(w.ReadPercent),
 		units:    max(lbas/per, 1),
-		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		lbasPer:  per,
 		firstLBA: firstLBA,
 	}
+	o.pcg.Seed(seed, seed^0x9e3779b97f4a7c15)
+	o.rng = rand.New(&o.pcg)
 	return o
 }
 

@@ -554,12 +554,21 @@ func (j *offJob) start() error {
 			return andThen(err, cerr)
 		}
 		j.qp, j.poll, j.running = qp, p, true
-		for i := range j.chunks {
-			j.issue(&j.chunks[i])
-		}
 		return nil
 	})
 	return errors.Wrapf(err, "compute: start offload on core %d", j.r.Core())
+}
+
+func (j *offJob) launch() error {
+	err := j.r.Send(func() {
+		if j.finished.Load() {
+			return // stopped before it began
+		}
+		for i := range j.chunks {
+			j.issue(&j.chunks[i])
+		}
+	})
+	return errors.Wrapf(err, "compute: launch offload on core %d", j.r.Core())
 }
 
 func (j *offJob) teardown() error {

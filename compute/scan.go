@@ -506,6 +506,10 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		}
 		ws, err := newHostWorkers(reactors, cb.descs, hosts, exe, opts)
 		for _, w := range ws {
+			// A cancelled scan stops its programs wherever they are; they
+			// watch ctx themselves, since the goroutine that would tell
+			// them waits for a core while programs occupy every core.
+			w.inst.SetContext(ctx)
 			jobs = append(jobs, w)
 		}
 		if err != nil {
@@ -530,6 +534,11 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			j.base().cancel.Store(true)
 		}
 		if err := j.start(); err != nil {
+			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
+		}
+	}
+	for _, j := range jobs {
+		if err := j.launch(); err != nil {
 			return fail(errors.Wrapf(err, "compute bdev %s", cb.name))
 		}
 	}
@@ -824,9 +833,15 @@ func (j *jobBase) quiesce(what string, abandon func()) error {
 // job is a host worker or an offload job.
 type job interface {
 	base() *jobBase
-	// start opens the job's queues on its reactor and starts it; on error
-	// nothing of it is left in flight.
+	// start opens the job's queues on its reactor and registers its
+	// poller, but issues nothing; on error nothing of it is left open.
 	start() error
+	// launch has the job's reactor issue its first I/Os. The scan launches
+	// its jobs only once every job has started, so that no reactor begins
+	// while another is still opening its queues (a small scan would be
+	// over before the last reactor joined), and a start that fails leaves
+	// nothing in flight.
+	launch() error
 	// teardown waits for the job's I/Os in flight, closes its queues and
 	// frees its memory. It is called once, on jobs started or not.
 	teardown() error
@@ -1110,12 +1125,21 @@ func (w *hostWorker) start() error {
 			return andThen(err, w.closeChannels())
 		}
 		w.poll, w.running = p, true
-		for i := range w.chunks {
-			w.issue(&w.chunks[i])
-		}
 		return nil
 	})
 	return errors.Wrapf(err, "compute: start scan on core %d", w.r.Core())
+}
+
+func (w *hostWorker) launch() error {
+	err := w.r.Send(func() {
+		if w.finished.Load() {
+			return // stopped before it began
+		}
+		for i := range w.chunks {
+			w.issue(&w.chunks[i])
+		}
+	})
+	return errors.Wrapf(err, "compute: launch scan on core %d", w.r.Core())
 }
 
 func (w *hostWorker) teardown() error {

@@ -164,13 +164,11 @@ func TestManySmallNamespacesUseEveryReactor(t *testing.T) {
 }
 
 // TestScanStartFailureIsClean makes the scan's start fail a thousand times
-// with reads already in flight: the controller grants one I/O queue pair
-// and the scan needs two (the namespaces' channels on a reactor share one
-// queue pair per controller, and there are two reactors), so the second
-// reactor's channels cannot open after the first reactor has started
-// reading. Every failed start must give back its queue pairs and goroutines
-// and free nothing still in use; then a scan that fits (one reactor)
-// succeeds.
+// after the first reactor has opened its channels: the controller grants
+// one I/O queue pair and the scan needs two (the namespaces' channels on a
+// reactor share one queue pair per controller, and there are two
+// reactors). Every failed start must give back its queue pairs and
+// goroutines; then a scan that fits (one reactor) succeeds.
 func TestScanStartFailureIsClean(t *testing.T) {
 	s := newSparseSet(t, 2, 64<<20, 1)
 	both, err := compute.NewBdev("both", s.bdevs)

@@ -1,6 +1,7 @@
 package nvme
 
 import (
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"time"
@@ -89,8 +90,10 @@ func (c *Controller) adminCmd(sqe *SQE) (CQE, error) {
 		if i&63 == 63 {
 			now := time.Now()
 			if csts := c.t.Read32(RegCSTS); csts == CSTSUnreachable || csts&CSTSFatal != 0 {
-				a.outstanding++
-				return CQE{}, errors.Wrapf(ErrControllerFatal, "%s: admin opcode %#x: CSTS %#x", name, sqe.OPC, csts)
+				// Not counted as outstanding: a controller with fatal
+				// status answers nothing until it is reset, and the reset
+				// (see AdminCommand) starts the admin queue afresh.
+				return CQE{}, errors.Wrapf(errFatalStatus{csts}, "%s: admin opcode %#x", name, sqe.OPC)
 			}
 			if now.After(deadline) {
 				a.outstanding++
@@ -120,6 +123,12 @@ func (c *Controller) AdminCommand(sqe *SQE, data []byte, toDevice bool) (CQE, er
 	if s := c.state.Load(); s != stateOK {
 		return CQE{}, c.stateErr(s)
 	}
+	// A controller that reports fatal status (it may have done so while
+	// idle) or whose admin queue filled up with commands it never answered
+	// is reset first: the command then runs on a fresh admin queue.
+	if err := c.recoverLocked(); err != nil {
+		return CQE{}, err
+	}
 	cmd := *sqe
 	if data != nil {
 		if toDevice {
@@ -132,6 +141,14 @@ func (c *Controller) AdminCommand(sqe *SQE, data []byte, toDevice bool) (CQE, er
 	cqe, err := c.adminCmd(&cmd)
 	if err == nil && data != nil && !toDevice {
 		copy(data, c.abuf.Buf)
+	}
+	if errors.As(err, &errFatalStatus{}) {
+		// The command failed because the controller did: reset it now, so
+		// that the next command (and the queue pairs) find it working.
+		if rerr := c.resetLocked(); rerr != nil {
+			return cqe, errors.Wrapf(err, "reset failed: %v", rerr)
+		}
+		return cqe, errors.Wrap(err, "controller reset")
 	}
 	if data != nil && errors.Is(err, ErrTimeout) {
 		// The controller may still DMA into the buffer later: retire it
@@ -163,6 +180,66 @@ func (c *Controller) adminPRPs(n int) (uint64, uint64) {
 		le.PutUint64(c.abuf.Buf[listOff+8*(i-1):], base+uint64(i*PageSize))
 	}
 	return base, base + uint64(listOff)
+}
+
+// errFatalStatus is an admin command's failure on a controller that reports
+// CSTS.CFS or reads as all ones; it matches ErrControllerFatal.
+type errFatalStatus struct{ csts uint32 }
+
+// Error names the status register.
+func (e errFatalStatus) Error() string {
+	return fmt.Sprintf("nvme: controller fatal status (CSTS %#x)", e.csts)
+}
+
+// Is matches ErrControllerFatal.
+func (e errFatalStatus) Is(target error) bool { return target == ErrControllerFatal }
+
+// fatalStatus reports whether CSTS says the controller needs a reset: fatal
+// status, or all ones (unreachable, which a reset then reports as failed).
+func (c *Controller) fatalStatus() (uint32, bool) {
+	csts := c.t.Read32(RegCSTS)
+	return csts, csts == CSTSUnreachable || csts&CSTSFatal != 0
+}
+
+// recoverLocked resets a working controller that reports fatal status or
+// whose admin queue is full of commands it never answered. Caller holds
+// adminMu.
+func (c *Controller) recoverLocked() error {
+	if c.state.Load() != stateOK {
+		return nil
+	}
+	a := &c.admin
+	csts, fatal := c.fatalStatus()
+	if !fatal && a.outstanding < int(a.depth)-2 {
+		return nil
+	}
+	if err := c.resetLocked(); err != nil {
+		if fatal {
+			return errors.Wrapf(err, "%s: recovery from fatal status (CSTS %#x)", c.t.Name(), csts)
+		}
+		return errors.Wrapf(err, "%s: recovery from %d unanswered admin commands", c.t.Name(), a.outstanding)
+	}
+	return nil
+}
+
+// Check is the controller's health check, for whoever polls an idle
+// controller (every queue pair's timeout scan does the same on its own):
+// a controller that reports fatal status (CSTS.CFS) is reset. It returns an
+// error if the reset fails (the controller is then Failed) or the controller
+// is closed or failed already.
+func (c *Controller) Check() error {
+	if s := c.state.Load(); s != stateOK {
+		return c.stateErr(s)
+	}
+	if _, fatal := c.fatalStatus(); !fatal {
+		return nil
+	}
+	c.adminMu.Lock()
+	defer c.adminMu.Unlock()
+	if s := c.state.Load(); s != stateOK {
+		return c.stateErr(s)
+	}
+	return c.recoverLocked()
 }
 
 func (c *Controller) stateErr(s int32) error {

@@ -22,7 +22,14 @@
 //     the controller is reset. Each queue pair then recreates its queues on its
 //     own goroutine and completes every outstanding command with an error
 //     (ErrTimeout, ErrReset, ErrControllerFatal), never silently dropping one.
+//   - A controller that reports CSTS.CFS while idle is reset too: every queue
+//     pair's periodic timeout scan reads CSTS even with nothing outstanding,
+//     an admin command first resets a controller with fatal status (or with
+//     an admin queue full of commands it never answered), an admin command
+//     that fails on fatal status resets it, and Controller.Check is the same
+//     health check for a caller polling a controller without queue pairs.
 //
-// The hot path (submission, Process, completion) allocates nothing and takes
-// no lock.
+// The hot path (submission, Process, completion) allocates nothing, takes
+// no lock and writes nothing but the queue pair's own state, which is padded
+// off the cache lines of its neighbours.
 package nvme

@@ -60,7 +60,13 @@ type slot struct {
 // Submissions are written to the SQ at once and the doorbell is written once
 // per batch, by Ring or at the start of Process. Submitting never blocks: a
 // full queue returns ErrQueueFull.
+//
+// Everything a queue pair writes per command lives in the QueuePair, its
+// slots and its own DMA memory; the pads keep the QueuePair off the cache
+// lines of whatever the allocator puts next to it (such as another core's
+// queue pair).
 type QueuePair struct {
+	_      [linePad]byte
 	c      *Controller
 	qid    uint16
 	depth  uint16
@@ -90,6 +96,27 @@ type QueuePair struct {
 	maxXfer     int
 	stats       QueueStats
 	failScratch []failed
+	_           [linePad]byte
+}
+
+// linePad is two cache lines: x86 cores prefetch lines in 128-byte pairs.
+const linePad = 128
+
+// padded returns a slice of n elements with at least linePad unused bytes on
+// either side, so that writing it never touches a cache line of a
+// neighbouring allocation.
+func padded[T any](n int) []T {
+	_, s := paddedIn[T](n)
+	return s
+}
+
+// paddedIn returns the whole allocation of padded and the slice of it.
+func paddedIn[T any](n int) (all, s []T) {
+	var zero T
+	size := max(int(unsafe.Sizeof(zero)), 1)
+	k := (linePad + size - 1) / size
+	all = make([]T, n+2*k)
+	return all, all[k : k+n : k+n]
 }
 
 type failed struct {
@@ -155,13 +182,13 @@ func (c *Controller) NewQueuePair(depth int) (*QueuePair, error) {
 	q.cqBase = unsafe.Pointer(&q.cq.Buf[0])
 	q.sqDB = DoorbellOffset(q.qid, false, c.dstrd)
 	q.cqDB = DoorbellOffset(q.qid, true, c.dstrd)
-	q.slots = make([]slot, depth-1)
-	q.free = make([]uint16, 0, depth-1)
+	q.slots = padded[slot](depth - 1)
+	q.free = padded[uint16](depth - 1)[:0]
 	for i := depth - 2; i >= 0; i-- {
 		q.free = append(q.free, uint16(i))
 		q.slots[i].page = -1
 	}
-	q.freePages = make([]int16, 0, npages)
+	q.freePages = padded[int16](npages)[:0]
 	for i := npages - 1; i >= 0; i-- {
 		q.freePages = append(q.freePages, int16(i))
 	}
@@ -172,10 +199,12 @@ func (c *Controller) NewQueuePair(depth int) (*QueuePair, error) {
 	q.scanAt[0] = q.now // scan 0: no command is older
 
 	c.adminMu.Lock()
-	if s := c.state.Load(); s != stateOK {
-		err = c.stateErr(s)
-	} else {
-		err = c.createQueues(q)
+	if err = c.recoverLocked(); err == nil {
+		if s := c.state.Load(); s != stateOK {
+			err = c.stateErr(s)
+		} else {
+			err = c.createQueues(q)
+		}
 	}
 	q.gen = c.gen.Load()
 	c.adminMu.Unlock()

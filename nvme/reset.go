@@ -8,7 +8,8 @@ import (
 )
 
 // checkTimeouts runs from Process at most every scanEvery: it checks the
-// controller status and the age of every outstanding command. A command
+// controller status (whether or not commands are outstanding) and the age of
+// every outstanding command. A command
 // that has been outstanding for the I/O timeout is aborted; one that is
 // still outstanding a timeout after the abort (or whose abort fails) makes
 // the driver reset the controller.
@@ -22,12 +23,15 @@ func (q *QueuePair) checkTimeouts() {
 	q.nextScan = q.now + q.scanEvery
 	q.scans++
 	q.scanAt[q.scans%scanRing] = q.now
-	if q.Outstanding() == 0 {
+	c := q.c
+	// The status is checked even when the queue is idle: a controller that
+	// failed while nothing was outstanding is reset now, not on the first
+	// command that then times out.
+	if _, fatal := c.fatalStatus(); fatal && c.state.Load() == stateOK {
+		q.resetController()
 		return
 	}
-	c := q.c
-	if csts := c.t.Read32(RegCSTS); csts == CSTSUnreachable || csts&CSTSFatal != 0 {
-		q.resetController()
+	if q.Outstanding() == 0 {
 		return
 	}
 	needReset := false

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pkg/errors"
+	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 )
 
@@ -177,24 +178,29 @@ func (g *Group) Stop() error {
 // (its pollers, and the objects they own, such as NVMe queue pairs) is used
 // only from that reactor's goroutine; other goroutines reach it by Send.
 type Reactor struct {
+	_    cpu.CacheLinePad
 	core int
 	pin  bool
 	tid  atomic.Int64
 	idle IdleStrategy
 
+	// Read by senders; parked is written by the reactor only when it parks.
 	msgs    *MPSC[Message]
-	batch   [64]Message
 	parked  atomic.Bool
 	wake    chan struct{}
 	started chan error
 	done    chan struct{}
 
-	// Owned by the reactor goroutine.
+	// Owned by the reactor goroutine, written on every iteration: on cache
+	// lines of their own, apart from what senders read.
+	_         cpu.CacheLinePad
+	batch     [64]Message
 	pollers   []*Poller // period 0, run every iteration
 	timed     []*Poller // period > 0
 	nextTimed int64     // earliest deadline among timed, in nanotime
 	dirty     bool      // some poller was unregistered
 	stats     ReactorStats
+	_         cpu.CacheLinePad
 }
 
 // Core returns the core the reactor runs on.
@@ -219,6 +225,18 @@ func (r *Reactor) SendMsg(fn func(arg any), arg any) error {
 		r.signal()
 	}
 	return nil
+}
+
+// Wake makes a parked reactor run its pollers at once. It is for a poller
+// that watches memory other goroutines write (a doorbell, a flag): the writer
+// stores, then calls Wake. On a reactor that is not parked Wake only reads a
+// flag, so it may be called on every store: the reactor checks its pollers
+// once more after announcing that it parks, so a store made before Wake is
+// seen either by that check or by the wake-up.
+func (r *Reactor) Wake() {
+	if r.parked.Load() {
+		r.signal()
+	}
 }
 
 // Send queues fn to run on the reactor; see SendMsg.
@@ -303,7 +321,11 @@ func (r *Reactor) run() {
 		case idleRuns <= r.idle.Spin+r.idle.Yield:
 			runtime.Gosched()
 		default:
-			r.park(timer)
+			if r.park(timer) {
+				// The last poll before parking found work: spin again.
+				r.stats.BusyIterations++
+				idleRuns = 0
+			}
 		}
 	}
 }
@@ -395,20 +417,27 @@ func compact(ps []*Poller) []*Poller {
 }
 
 // park sleeps until a message, the next timed poller, or the park limit.
-func (r *Reactor) park(timer *time.Timer) {
+// It reports whether, instead, the last poll before sleeping did work.
+func (r *Reactor) park(timer *time.Timer) bool {
 	d := r.idle.Park
 	if len(r.timed) > 0 {
 		d = min(d, time.Duration(r.nextTimed-nanotime()))
 	}
 	if d <= 0 {
-		return
+		return false
 	}
 	r.parked.Store(true)
 	// A sender that pushed before seeing parked=true is caught here: the ring
-	// is not empty (or the group is stopping), so do not sleep.
+	// is not empty (or the group is stopping), so do not sleep. So is a
+	// store that a poller watches, made before its writer's Wake saw
+	// parked=false: the pollers run once more.
 	if !r.msgs.Empty() || r.msgs.Closed() {
 		r.parked.Store(false)
-		return
+		return false
+	}
+	if r.iterate() {
+		r.parked.Store(false)
+		return true
 	}
 	start := nanotime()
 	timer.Reset(d)
@@ -420,10 +449,12 @@ func (r *Reactor) park(timer *time.Timer) {
 	r.parked.Store(false)
 	r.stats.Parks++
 	r.stats.ParkedTime += time.Duration(nanotime() - start)
+	return false
 }
 
 // Poller is a function registered on a reactor and called from its loop.
 type Poller struct {
+	_      cpu.CacheLinePad
 	name   string
 	fn     func() Status
 	period int64 // ns; 0 = every iteration
@@ -431,7 +462,8 @@ type Poller struct {
 	r      *Reactor
 	dead   atomic.Bool
 
-	busyRuns, idleRuns uint64 // owned by the reactor
+	busyRuns, idleRuns uint64 // owned by the reactor, written on every run
+	_                  cpu.CacheLinePad
 }
 
 // Register adds a poller to the reactor. With period 0 fn runs on every loop

@@ -536,3 +536,38 @@ func FuzzParseCoreMask(f *testing.F) {
 		}
 	})
 }
+
+// TestWake: a reactor parked for an hour runs its pollers at once when a
+// goroutine stores to what a poller watches and calls Wake, every time.
+func TestWake(t *testing.T) {
+	g, err := Start(Config{NoPin: true, Idle: IdleStrategy{Spin: 1, Park: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	r := g.Reactors()[0]
+	var flag, seen atomic.Int64
+	if _, err := r.Register("watch", func() Status {
+		if v := flag.Load(); v != seen.Load() {
+			seen.Store(v)
+			return Busy
+		}
+		return Idle
+	}, 0); err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(1); i <= 200; i++ {
+		if i%2 == 0 {
+			time.Sleep(200 * time.Microsecond) // let it park
+		}
+		flag.Store(i)
+		r.Wake()
+		deadline := time.Now().Add(10 * time.Second)
+		for seen.Load() != i {
+			if time.Now().After(deadline) {
+				t.Fatalf("store %d not seen: the parked reactor was not woken", i)
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+}

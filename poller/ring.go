@@ -37,6 +37,7 @@ type SPSC[T any] struct {
 	_         cpu.CacheLinePad
 	mask      uint64
 	buf       []T
+	_         cpu.CacheLinePad
 }
 
 // NewSPSC returns an empty SPSC ring holding up to capacity elements; capacity
@@ -148,6 +149,7 @@ type MPSC[T any] struct {
 	_     cpu.CacheLinePad
 	mask  uint64
 	slots []mpscSlot[T]
+	_     cpu.CacheLinePad
 }
 
 type mpscSlot[T any] struct {

@@ -146,16 +146,20 @@ and the report
 	              "bytes_scanned", "matches", "matching_blocks", "lost"}],
 	 "losses": [{"name", "lba", "blocks", "values", "where"}],
 	 "faults": ["..."],
-	 "maps": [{"name", "kind": "array"|"hash", "key_size", "value_size",
+	 "maps": [{"name", "type": "array"|"hash", "key_type", "value_type",
 	           "entries": [{"key", "value"}]}]}
 
 where "matches" is the number of result lines, "records" the values a scanner
 emitted (0 for a per-block filter), "why" is present when --engine auto ran a
 target on the host, "first" is the target's first LBA, "bytes" its data (less
 than blocks times block_size when its last block is a file's partial one),
-and "maps" is absent when the program has none; map keys and values are
-written as prog run prints them (below). With --count --json only the report
-line is printed; a scan without results prints only it too.
+and "maps" is empty when the program has none; keys and values are JSON
+decoded with the program's BTF as the C source declares them: integers as
+numbers, printable char arrays as strings, structs as objects, arrays as lists,
+and bytes without a usable type as a list of "0xNN" strings. Without --json
+the maps follow the summary on stderr, in the text form prog run prints. With
+--count --json only the report line is printed; a scan without results prints
+only it too.
 
 --overlap BYTES gives every run BYTES past its own data, where the namespace
 has them: a per-block filter's data_end lies BYTES past its block's end, a
@@ -194,10 +198,13 @@ a "kernel: ok" or "kernel: skipped: why" line; a rejection exits 1 with the
 instruction index and the reason on stderr. prog dis prints "NAME (section
 SECTION):" (not for --raw) and the instructions, one per line. prog run prints "r0 = N" (unsigned decimal),
 then "emitted = N" and one indented value per line when the program emitted
-any, then each map as "map NAME (KIND, key K bytes, value V bytes, N entries):"
-with one "  KEY: VALUE" line per entry. Keys and values of 1, 2, 4 or 8 bytes
-are unsigned little-endian decimals, multiples of 8 bytes are "{W1 W2 ...}" in
-64-bit words, anything else is hex.
+any, then each map as "map NAME (KIND, key KEYTYPE, value VALUETYPE, N
+entries):" with one "  key: KEY  value: VALUE" line per entry, keys and values
+decoded with the program's BTF as bpftool's map dump does (integers in decimal,
+printable char arrays as strings, structs as {field: value}, arrays as lists,
+bytes without a usable type in hex). --log (prog verify, prog run, scan) adds,
+on a rejection, the verifier's path to the failing instruction with the
+register states, in the manner of the kernel verifier's log.
 
 setup prints what it did (or, with --dry-run, what it would write to sysfs) one
 line per controller, and status prints tables for people.

@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -15,7 +18,6 @@ import (
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/compute/kernel"
-	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
 func init() {
@@ -24,15 +26,17 @@ func init() {
 
 const progUsage = `usage:
   bpfblk prog verify FILE.o[:PROGRAM] [--set NAME=VALUE]... [--kernel]
-                     [--map-memory BYTES]
+                     [--map-memory BYTES] [--log]
   bpfblk prog dis    FILE.o[:PROGRAM] | --raw FILE
   bpfblk prog run    FILE.o[:PROGRAM] [--data FILE] [--set NAME=VALUE]...
                      [--lba N] [--nsid N] [--block-size N] [--budget N]
-                     [--engine jit|interpreter] [--map-memory BYTES]
-  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter]
+                     [--engine jit|interpreter] [--map-memory BYTES] [--log]
+  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter] [--log]
 
-verify runs bpfblk's verifier (exit 1 with the instruction and the reason on
-rejection); --kernel also asks the Linux verifier (xdp programs only).
+verify runs bpfblk's verifier (exit 1 with the instruction, its C source line
+and the reason on rejection); --kernel also asks the Linux verifier (xdp
+programs only). --log prints, on rejection, the verifier's log of the path
+that led there: each instruction with the register state before it.
 run prints "r0 = N" (unsigned decimal), the emitted values, then the maps.
 --raw reads FILE as raw little-endian instructions and runs them with
 r1 = data and r2 = data length. A filter's data is split into --block-size
@@ -92,6 +96,7 @@ type progOpts struct {
 	budget    int64
 	engine    string
 	mapMemory *byteSize
+	log       bool
 }
 
 func runProg(args []string, stdout, stderr io.Writer) int {
@@ -121,6 +126,7 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 	}
 	if sub == "verify" || sub == "run" {
 		o.mapMemory = mapMemoryFlag(fs.FlagSet)
+		logFlag(fs.FlagSet, &o.log)
 	}
 	if sub == "run" {
 		fs.StringVar(&o.dataFile, "data", "", "file with the data to run on")
@@ -162,6 +168,7 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 		err = progRun(pos[0], &o, stdout)
 	}
 	if err != nil {
+		printVerifierLog(stderr, err)
 		return fs.exit(err)
 	}
 	return exitOK
@@ -225,13 +232,13 @@ func loadProgram(target string, o *progOpts) (*engine.Program, error) {
 		if err != nil {
 			return nil, err
 		}
-		return engine.FromBytes(target, abi.TypeRaw, b)
+		return engine.FromBytesWith(target, abi.TypeRaw, b, &engine.LoadOptions{VerifierLog: o.log})
 	}
 	cs, ps, vars, err := loadTarget(target, o)
 	if err != nil {
 		return nil, err
 	}
-	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars}
+	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars, VerifierLog: o.log}
 	if o.mapMemory != nil {
 		lo.MapMemory = int64(*o.mapMemory)
 	}
@@ -323,6 +330,15 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 	inst := x.NewInstance()
 	inst.SetBudget(o.budget)
 	inst.SetTrace(stdout)
+	// SIGINT stops the program wherever it is (engine.ErrInterrupted).
+	var stop atomic.Bool
+	inst.SetInterrupt(&stop)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		stop.Store(true)
+	}()
 	emit := make([]uint64, 1<<16)
 	res, err := inst.Run(&engine.Context{
 		Data: data, LBA: o.lba, NSID: o.nsid, BlockSize: o.blockSize,
@@ -341,46 +357,5 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 			fmt.Fprintf(stdout, "  %d\n", v)
 		}
 	}
-	for _, m := range engine.MergeMaps(inst) {
-		printMap(stdout, m)
-	}
-	return nil
-}
-
-// mapKind names a map's kind as the outputs write it.
-func mapKind(m engine.MapData) string {
-	if m.Kind == verifier.MapHash {
-		return "hash"
-	}
-	return "array"
-}
-
-func printMap(w io.Writer, m engine.MapData) {
-	fmt.Fprintf(w, "map %s (%s, key %d bytes, value %d bytes, %d entries):\n", m.Name, mapKind(m), m.KeySize, m.ValueSize, len(m.Entries))
-	for _, e := range m.Entries {
-		fmt.Fprintf(w, "  %s: %s\n", fmtBytes(e.Key), fmtBytes(e.Value))
-	}
-}
-
-// fmtBytes prints little-endian integers of 1, 2, 4 or 8 bytes as unsigned
-// decimal, multiples of 8 bytes as decimal words, anything else as hex.
-func fmtBytes(b []byte) string {
-	switch len(b) {
-	case 1:
-		return fmt.Sprint(b[0])
-	case 2:
-		return fmt.Sprint(binary.LittleEndian.Uint16(b))
-	case 4:
-		return fmt.Sprint(binary.LittleEndian.Uint32(b))
-	case 8:
-		return fmt.Sprint(binary.LittleEndian.Uint64(b))
-	}
-	if len(b)%8 == 0 {
-		var parts []string
-		for i := 0; i < len(b); i += 8 {
-			parts = append(parts, fmt.Sprint(binary.LittleEndian.Uint64(b[i:])))
-		}
-		return "{" + strings.Join(parts, " ") + "}"
-	}
-	return fmt.Sprintf("%x", b)
+	return printMaps(stdout, p, engine.MergeMaps(inst))
 }

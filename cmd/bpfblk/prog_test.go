@@ -35,7 +35,7 @@ func writeFile(t *testing.T, b []byte) string {
 }
 
 func TestProgVerify(t *testing.T) {
-	code, out, errOut := runCLI("prog", "verify", patternObj+":pattern_filter", "--set", "pattern=abc", "--set", "pattern_len=3")
+	code, out, errOut := runCLI("prog", "verify", patternObj+":pattern_filter", "--set", "pattern=hex:616263", "--set", "pattern_len=3")
 	if code != exitOK || !strings.Contains(out, "pattern_filter: ok (bpfblk/filter") {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -49,7 +49,7 @@ func TestProgVerify(t *testing.T) {
 }
 
 func TestProgVerifyKernel(t *testing.T) {
-	code, out, errOut := runCLI("prog", "verify", patternObj+":pattern_xdp", "--kernel", "--set", "pattern=ab", "--set", "pattern_len=2")
+	code, out, errOut := runCLI("prog", "verify", patternObj+":pattern_xdp", "--kernel", "--set", "pattern=0x6261", "--set", "pattern_len=2")
 	if code != exitOK || !(strings.Contains(out, "kernel: ok") || strings.Contains(out, "kernel: skipped")) {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -99,9 +99,14 @@ func TestProgRunFilterAndMaps(t *testing.T) {
 	copy(data[2*512+100:], "needle")
 	df := writeFile(t, data)
 	code, out, errOut := runCLI("prog", "run", patternObj+":pattern_filter", "--data", df, "--block-size", "512",
-		"--lba", "1000", "--set", "pattern=needle", "--set", "pattern_len=6")
+		"--lba", "1000", "--set", "pattern=hex:6e6565646c65", "--set", "pattern_len=6")
 	if code != exitOK || out != "r0 = 1\nemitted = 1\n  1002\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	// pattern is a __u64: text is not guessed into bytes.
+	code, _, errOut = runCLI("prog", "run", patternObj+":pattern_filter", "--data", df, "--set", "pattern=needle")
+	if code != exitUsage || !strings.Contains(errOut, `--set pattern: "needle" is not a number (__u64 takes decimal, 0x hex, or hex:BYTES)`) {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
 	}
 	recs := make([]byte, 3*16)
 	for i := 0; i < 3; i++ {
@@ -109,8 +114,8 @@ func TestProgRunFilterAndMaps(t *testing.T) {
 		binary.LittleEndian.PutUint32(recs[16*i+4:], uint32(10*(i+1)))
 	}
 	code, out, errOut = runCLI("prog", "run", "../../filters/aggregate_bpfel.o", "--data", writeFile(t, recs))
-	want := "r0 = 3\nmap totals (array, key 4 bytes, value 8 bytes, 2 entries):\n  0: 3\n  1: 60\n" +
-		"map by_key (hash, key 4 bytes, value 16 bytes, 1 entries):\n  7: {3 60}\n"
+	want := "r0 = 3\nmap totals (array, key __u32, value __u64, 2 entries):\n  key: 0  value: 3\n  key: 1  value: 60\n" +
+		"map by_key (hash, key __u32, value struct stats, 1 entries):\n  key: 7  value: {count: 3, sum: 60}\n"
 	if code != exitOK || out != want {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}

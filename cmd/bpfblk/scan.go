@@ -28,7 +28,7 @@ func init() {
 	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
 }
 
-const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--ns NAME[:FIRST-LAST]]... [--overlap BYTES] [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--count] [--json]"
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--ns NAME[:FIRST-LAST]]... [--overlap BYTES] [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--log] [--count] [--json]"
 
 // scanReport is the JSON of `bpfblk scan --json`: the last line, after the
 // match lines.
@@ -38,19 +38,19 @@ type scanReport struct {
 	// Matches is the result lines (matching LBAs of a per-block filter,
 	// emitted records of a scanner); MatchingBlocks the distinct blocks
 	// they are in; Records the values a scanner emitted (0 for filters).
-	Matches          uint64           `json:"matches"`
-	MatchingBlocks   uint64           `json:"matching_blocks"`
-	Records          uint64           `json:"records"`
-	Lost             uint64           `json:"lost"`
-	BytesScanned     uint64           `json:"bytes_scanned"`
-	BytesToHost      uint64           `json:"bytes_to_host"`
-	BytesThroughHost uint64           `json:"bytes_through_host"`
-	Seconds          float64          `json:"seconds"`
-	Engines          []scanEngineJSON `json:"engines"`
-	Targets          []scanTargetJSON `json:"targets"`
-	Losses           []scanLossJSON   `json:"losses"`
-	Faults           []string         `json:"faults"`
-	Maps             []mapJSON        `json:"maps,omitempty"`
+	Matches          uint64            `json:"matches"`
+	MatchingBlocks   uint64            `json:"matching_blocks"`
+	Records          uint64            `json:"records"`
+	Lost             uint64            `json:"lost"`
+	BytesScanned     uint64            `json:"bytes_scanned"`
+	BytesToHost      uint64            `json:"bytes_to_host"`
+	BytesThroughHost uint64            `json:"bytes_through_host"`
+	Seconds          float64           `json:"seconds"`
+	Engines          []scanEngineJSON  `json:"engines"`
+	Targets          []scanTargetJSON  `json:"targets"`
+	Losses           []scanLossJSON    `json:"losses"`
+	Faults           []string          `json:"faults"`
+	Maps             []json.RawMessage `json:"maps"`
 }
 
 // scanMatchJSON is one match line of `bpfblk scan --json`.
@@ -66,34 +66,6 @@ type scanLossJSON struct {
 	Blocks uint64 `json:"blocks"`
 	Values uint64 `json:"values"`
 	Where  string `json:"where"`
-}
-
-// mapJSON is one of a program's maps in `bpfblk scan --json`, after the
-// per-core copies were merged. Keys and values are written as prog run
-// prints them (fmtBytes).
-type mapJSON struct {
-	Name      string         `json:"name"`
-	Kind      string         `json:"kind"` // array or hash
-	KeySize   int            `json:"key_size"`
-	ValueSize int            `json:"value_size"`
-	Entries   []mapEntryJSON `json:"entries"`
-}
-
-type mapEntryJSON struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
-}
-
-func mapsJSON(maps []engine.MapData) []mapJSON {
-	var out []mapJSON
-	for _, m := range maps {
-		j := mapJSON{Name: m.Name, Kind: mapKind(m), KeySize: m.KeySize, ValueSize: m.ValueSize, Entries: []mapEntryJSON{}}
-		for _, e := range m.Entries {
-			j.Entries = append(j.Entries, mapEntryJSON{Key: fmtBytes(e.Key), Value: fmtBytes(e.Value)})
-		}
-		out = append(out, j)
-	}
-	return out
 }
 
 type scanEngineJSON struct {
@@ -123,7 +95,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newCmdline("scan", scanSynopsis, stdout, stderr)
 	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
 	var sets, nsFlags multiFlag
-	fs.Var(&sets, "set", "set a program parameter `NAME=VALUE` (repeatable); VALUE is a number or text")
+	fs.Var(&sets, "set", setHelp)
 	devs := fs.devFlag()
 	fs.Var(&nsFlags, "ns", "scan only namespace `NAME[:FIRST-LAST]` (repeatable): a bdev name such as mock0n1, optionally with an inclusive LBA range (FIRST- runs to the end)")
 	overlap := fs.intRange("overlap", 0, 0, compute.MaxOverlap, "`BYTES` past each block's end a program sees (0 to 1 MiB), so that a pattern straddling two blocks is found at the first")
@@ -134,6 +106,8 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	cores := fs.cores("c", 2, "`CORES` of the host compute reactors: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
 	chunk := fs.size("chunk", 256<<10, 64<<20, "`BYTES` per program run (a multiple of 512, at most 64 MiB)")
 	mapMemory := mapMemoryFlag(fs.FlagSet)
+	var verifierLog bool
+	logFlag(fs.FlagSet, &verifierLog)
 	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
@@ -164,8 +138,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		return fs.usageError(err)
 	}
 
-	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory), progEngine)
+	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory), verifierLog, progEngine)
 	if err != nil {
+		printVerifierLog(stderr, err)
 		return fs.exit(mapMemoryHint(err))
 	}
 
@@ -247,7 +222,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		if jw == nil {
 			jw = &jsonLines{w: bufio.NewWriterSize(stdout, 64<<10)}
 		}
-		jw.write(scanJSON(st, targets, scanner))
+		jw.write(scanJSON(st, targets, scanner, mapsJSON(exe.Program(), st.Maps)))
 		if werr := jw.flush(); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
@@ -276,6 +251,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		}
 		w.flush()
 		printScanSummary(stderr, st, targets, scanner)
+		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
+			return failure(stderr, "scan", werr)
+		}
 	}
 	for _, f := range st.Faults {
 		fmt.Fprintf(stderr, "bpfblk scan: fault: %v\n", f)
@@ -409,26 +387,21 @@ func (j *jsonLines) flush() error {
 }
 
 // loadScanProgram loads the user's filter, or the built-in one.
-func loadScanProgram(filter string, vars map[string]any, mapMemory int64, eng engine.Engine) (*engine.Executable, error) {
+func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifierLog bool, eng engine.Engine) (*engine.Executable, error) {
 	var p *engine.Program
 	if filter == "" {
 		spec, err := filters.LoadPattern()
 		if err != nil {
 			return nil, errors.Wrap(err, "built-in filter")
 		}
-		if _, ok := vars["pattern"]; !ok {
-			vars["pattern"] = device.DemoPattern
-		}
-		if s, ok := vars["pattern"].(string); ok {
-			if _, ok := vars["pattern_len"]; !ok {
-				vars["pattern_len"] = fmt.Sprint(len(s))
-			}
+		if err := builtinPattern(vars, device.DemoPattern); err != nil {
+			return nil, err
 		}
 		typed, err := typeVars(spec.Variables, vars)
 		if err != nil {
 			return nil, asUsage(err)
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem", Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, err
 		}
 	} else {
@@ -445,7 +418,7 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64, eng en
 		if err != nil {
 			return nil, asUsage(err)
 		}
-		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: ps.Name, Vars: typed, MapMemory: mapMemory}); err != nil {
+		if p, err = engine.LoadSpec(spec, &engine.LoadOptions{Program: ps.Name, Vars: typed, MapMemory: mapMemory, VerifierLog: verifierLog}); err != nil {
 			return nil, errors.Wrap(err, path)
 		}
 	}
@@ -548,11 +521,11 @@ func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, 
 }
 
 // scanJSON is the report line of --json.
-func scanJSON(st *compute.Stats, targets []compute.Target, scanner bool) scanReport {
+func scanJSON(st *compute.Stats, targets []compute.Target, scanner bool, maps []json.RawMessage) scanReport {
 	rep := scanReport{
 		Engine: st.Engine, Matches: st.Matches, Lost: st.Lost, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
-		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Losses: []scanLossJSON{}, Faults: []string{}, Maps: mapsJSON(st.Maps),
+		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Losses: []scanLossJSON{}, Faults: []string{}, Maps: maps,
 	}
 	if scanner {
 		rep.Records = st.Matches

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -234,53 +233,6 @@ func TestScanStagedInCMB(t *testing.T) {
 	code, _, errOut = runCLI("scan", "--stage", "cmb", "--dev", "mock:null")
 	if code != exitFail || !strings.Contains(errOut, "no controller memory buffer") {
 		t.Fatalf("staging without a CMB: exit %d, %s", code, errOut)
-	}
-}
-
-// TestScanMapsJSON: a program's maps reach the JSON report merged over the
-// cores, with keys and values written as prog run prints them.
-func TestScanMapsJSON(t *testing.T) {
-	recs := make([]byte, 1024) // 64 records of 16 bytes: 3 with key 7, the rest key 0 value 0
-	for i := 0; i < 3; i++ {
-		binary.LittleEndian.PutUint32(recs[16*i:], 7)
-		binary.LittleEndian.PutUint32(recs[16*i+4:], uint32(10*(i+1)))
-	}
-	img := filepath.Join(t.TempDir(), "recs.img")
-	if err := os.WriteFile(img, recs, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	code, out, errOut := runCLI("scan", "--filter", "../../filters/aggregate_bpfel.o", "--dev", "file:"+img, "--chunk", "512", "--json")
-	if code != exitOK {
-		t.Fatalf("exit %d: %s", code, errOut)
-	}
-	var rep struct {
-		Maps []struct {
-			Name      string `json:"name"`
-			Kind      string `json:"kind"`
-			KeySize   int    `json:"key_size"`
-			ValueSize int    `json:"value_size"`
-			Entries   []struct {
-				Key   string `json:"key"`
-				Value string `json:"value"`
-			} `json:"entries"`
-		} `json:"maps"`
-	}
-	if err := json.Unmarshal([]byte(out), &rep); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	got := map[string]string{}
-	for _, m := range rep.Maps {
-		got[m.Name] = fmt.Sprintf("%s %d %d", m.Kind, m.KeySize, m.ValueSize)
-		for _, e := range m.Entries {
-			got[m.Name+"["+e.Key+"]"] = e.Value
-		}
-	}
-	want := map[string]string{
-		"totals": "array 4 8", "totals[0]": "64", "totals[1]": "60",
-		"by_key": "hash 4 16", "by_key[7]": "{3 60}", "by_key[0]": "{61 0}",
-	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("maps %v, want %v", got, want)
 	}
 }
 

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"encoding/binary"
+	"encoding/hex"
 	"os"
 	"slices"
 	"strconv"
@@ -9,6 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/pkg/errors"
+
+	"github.com/bpfblk/bpfblk/compute/btfmt"
 )
 
 // loadCollection parses a clang-built object, with the path in the error.
@@ -24,9 +26,9 @@ func loadCollection(path string) (*ebpf.CollectionSpec, error) {
 }
 
 // typeVars turns NAME=VALUE strings from the command line into values of the
-// program variables' sizes: a number (decimal, 0x hex, 0o octal, 0b binary,
-// negative numbers in two's complement) fills the variable little-endian;
-// anything else is text, zero-padded to the variable's size.
+// program variables' C types (btfmt.ParseVariable: text for a char[N], a
+// number for an integer, hex:BYTES for anything). Values that are not
+// strings pass through.
 func typeVars(specs map[string]*ebpf.VariableSpec, vars map[string]any) (map[string]any, error) {
 	out := make(map[string]any, len(vars))
 	for name, v := range vars {
@@ -38,44 +40,53 @@ func typeVars(specs map[string]*ebpf.VariableSpec, vars map[string]any) (map[str
 		spec, ok := specs[name]
 		if !ok {
 			var known []string
-			for k := range specs {
+			for k, vs := range specs {
 				if !strings.HasPrefix(k, ".") {
-					known = append(known, k)
+					known = append(known, k+" ("+btfmt.VariableType(vs)+")")
 				}
 			}
 			slices.Sort(known)
 			return nil, errors.Errorf("--set %s: the program has no variable %q (it has: %s)", name, name, strings.Join(known, ", "))
 		}
-		size := int(spec.Size())
-		b, err := encodeVar(s, size)
+		b, err := btfmt.ParseVariable(spec, s)
 		if err != nil {
-			return nil, errors.Wrapf(err, "--set %s=%s", name, s)
+			return nil, errors.Errorf("--set %v", err)
 		}
 		out[name] = b
 	}
 	return out, nil
 }
 
-func encodeVar(s string, size int) ([]byte, error) {
-	b := make([]byte, max(size, 8))
-	if u, err := strconv.ParseUint(s, 0, 64); err == nil {
-		if size < 8 && u>>(8*size) != 0 {
-			return nil, errors.Errorf("%d does not fit in %d bytes", u, size)
+// setHelp describes --set.
+const setHelp = "set a program parameter NAME=VALUE (repeatable) by its C type: text for a char[N], " +
+	"a number (decimal, 0x hex, negative if signed) for an integer, hex:BYTES for any type; " +
+	"for the built-in filter, pattern=TEXT (1 to 8 bytes) sets the pattern and its length"
+
+// builtinPattern fills the built-in pattern filter's parameters: pattern
+// (a __u64 holding the pattern's bytes) from text or hex:BYTES, default def,
+// and pattern_len from its length unless given.
+func builtinPattern(vars map[string]any, def string) error {
+	v, ok := vars["pattern"]
+	if !ok {
+		v = def
+	}
+	s, ok := v.(string)
+	if !ok {
+		return nil
+	}
+	b := []byte(s)
+	if h, ok := strings.CutPrefix(s, btfmt.HexPrefix); ok {
+		var err error
+		if b, err = hex.DecodeString(h); err != nil {
+			return errors.Errorf("--set pattern: %q is not hex bytes (%v)", s, err)
 		}
-		binary.LittleEndian.PutUint64(b, u)
-		return b[:size], nil
 	}
-	if i, err := strconv.ParseInt(s, 0, 64); err == nil {
-		if size < 8 && (i < -(1<<(8*size-1)) || i >= 1<<(8*size-1)) {
-			return nil, errors.Errorf("%d does not fit in %d bytes", i, size)
-		}
-		binary.LittleEndian.PutUint64(b, uint64(i))
-		return b[:size], nil
+	if len(b) == 0 || len(b) > 8 {
+		return errors.Errorf("--set pattern: the built-in filter looks for 1 to 8 bytes; %q is %d", s, len(b))
 	}
-	if len(s) > size {
-		return nil, errors.Errorf("text of %d bytes does not fit in %d bytes", len(s), size)
+	vars["pattern"] = btfmt.HexPrefix + hex.EncodeToString(b)
+	if _, ok := vars["pattern_len"]; !ok {
+		vars["pattern_len"] = strconv.Itoa(len(b))
 	}
-	clear(b)
-	copy(b, s)
-	return b[:size], nil
+	return nil
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/pkg/errors"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
@@ -44,6 +45,9 @@ type MapSpec struct {
 	// Init is the initial value memory (MaxEntries*ValueSize bytes or less):
 	// the section data of .rodata/.data, zero for everything else.
 	Init []byte
+	// KeyType and ValueType are the map's BTF types as the C source
+	// declares them (nil without BTF); see Program.MapContents.
+	KeyType, ValueType btf.Type
 
 	initLen uint64 // len(Init) before it is allocated
 }
@@ -81,6 +85,18 @@ type LoadOptions struct {
 	// Instances is how many instances the caller will create (one per
 	// core); 0 means 1.
 	Instances int
+	// VerifierLog asks the verifier for the log of a rejection: the
+	// returned *verifier.Error then carries in Log the instructions and
+	// register states on the path that led to it (see verifier.Options).
+	// Off, verification records nothing.
+	VerifierLog bool
+}
+
+func (o *LoadOptions) verifierOptions() *verifier.Options {
+	if o == nil || !o.VerifierLog {
+		return nil
+	}
+	return &verifier.Options{Log: true}
 }
 
 // LoadFile loads and verifies a program from a clang-built ELF object file.
@@ -194,7 +210,7 @@ func LoadSpec(cs *ebpf.CollectionSpec, opts *LoadOptions) (*Program, error) {
 			return nil, errors.Wrapf(err, "program %s", name)
 		}
 	}
-	p, err := newProgram(name, typ, insns, maps, func(i int) int { return refs[i] })
+	p, err := newProgramWith(name, typ, insns, maps, func(i int) int { return refs[i] }, opts.verifierOptions())
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +238,7 @@ func mapSpecFrom(name string, ms *ebpf.MapSpec, cs *ebpf.CollectionSpec) (MapSpe
 	s := MapSpec{Map: verifier.Map{
 		Name: name, KeySize: ms.KeySize, ValueSize: ms.ValueSize, MaxEntries: ms.MaxEntries,
 		ReadOnly: ms.Flags&(1<<7) != 0 || strings.HasPrefix(name, ".rodata"),
-	}}
+	}, KeyType: ms.Key, ValueType: ms.Value}
 	switch ms.Type {
 	case ebpf.Array, ebpf.PerCPUArray:
 		s.Kind = verifier.MapArray
@@ -325,6 +341,12 @@ func FromInstructions(name string, typ abi.Type, insns asm.Instructions) (*Progr
 // FromBytes decodes raw little-endian instructions (8 bytes each) with
 // cilium/ebpf/asm and verifies them.
 func FromBytes(name string, typ abi.Type, raw []byte) (*Program, error) {
+	return FromBytesWith(name, typ, raw, nil)
+}
+
+// FromBytesWith is FromBytes with options; of LoadOptions only VerifierLog
+// applies to raw instructions.
+func FromBytesWith(name string, typ abi.Type, raw []byte, opts *LoadOptions) (*Program, error) {
 	if len(raw)%asm.InstructionSize != 0 {
 		return nil, errors.Errorf("program %s: %d bytes is not a whole number of 8-byte instructions", name, len(raw))
 	}
@@ -332,10 +354,14 @@ func FromBytes(name string, typ abi.Type, raw []byte) (*Program, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s: decode", name)
 	}
-	return newProgram(name, typ, insns, nil, nil)
+	return newProgramWith(name, typ, insns, nil, nil, opts.verifierOptions())
 }
 
 func newProgram(name string, typ abi.Type, insns asm.Instructions, maps []MapSpec, ref func(int) int) (*Program, error) {
+	return newProgramWith(name, typ, insns, maps, ref, nil)
+}
+
+func newProgramWith(name string, typ abi.Type, insns asm.Instructions, maps []MapSpec, ref func(int) int, vo *verifier.Options) (*Program, error) {
 	if len(maps) > maxMaps {
 		return nil, errors.Errorf("program %s uses %d maps; at most %d", name, len(maps), maxMaps)
 	}
@@ -345,7 +371,7 @@ func newProgram(name string, typ abi.Type, insns asm.Instructions, maps []MapSpe
 	}
 	insns = verifier.CanonicalAtomics(insns)
 	code := verifier.NewCode(insns, vm, ref)
-	info, err := verifier.Verify(code, typ)
+	info, err := verifier.VerifyWith(code, typ, vo)
 	if err != nil {
 		return nil, err
 	}

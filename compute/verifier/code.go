@@ -76,25 +76,45 @@ func NewCode(insns asm.Instructions, maps []Map, mapRef func(i int) int) *Code {
 }
 
 // Error is a rejection: the slot index of the offending instruction, its
-// disassembly and the reason.
+// disassembly, its C source line when the program carries line info (BTF),
+// and the reason.
 type Error struct {
 	Index  int    // instruction slot (jump offsets count in slots)
 	Insn   string // disassembled instruction
 	Reason string
+	// File, Line and Source are the C source of the instruction: the file
+	// and line number as compiled, and the line's text ("" without line
+	// info).
+	File   string
+	Line   int
+	Source string
+	// Log is the verifier's log of the path to the rejection (only with
+	// Options.Log): one instruction a line with the register state before
+	// it, "from X to Y:" where the path continues from a branch, source
+	// lines as "; text @ file:line" comments, and the rejection last.
+	Log string
 }
 
-// Error formats the rejection on one line.
+// Error formats the rejection on one line: "verifier: file.c:12:
+// instruction 5 (insn): reason (source: the C line)".
 func (e *Error) Error() string {
 	if e.Index < 0 {
 		return "verifier: " + e.Reason
 	}
-	return fmt.Sprintf("verifier: instruction %d (%s): %s", e.Index, e.Insn, e.Reason)
+	msg := fmt.Sprintf("verifier: %sinstruction %d (%s): %s", e.location(), e.Index, e.Insn, e.Reason)
+	if e.Source != "" {
+		msg += " (source: " + e.Source + ")"
+	}
+	return msg
 }
 
 func (c *Code) reject(pc int, format string, args ...any) *Error {
 	e := &Error{Index: pc, Reason: fmt.Sprintf(format, args...)}
 	if pc >= 0 && pc < len(c.Insns) {
 		e.Insn = Disasm(c.Insns[pc])
+		if src, ok := sourceOf(c, pc); ok {
+			e.File, e.Line, e.Source = src.file, src.line, src.text
+		}
 	}
 	return e
 }

@@ -50,11 +50,14 @@ type verifier struct {
 	fpBuf   []byte
 	scratch joinScratch
 	ctxSeen []bool
+	log     *trail // nil unless Options.Log
+	cur     uint64 // the step being executed (with log only)
 }
 
 type workItem struct {
-	k key
-	s *state
+	k      key
+	s      *state
+	parent uint64 // the step that produced it (with log only)
 }
 
 // pcStates is what the verifier knows about one instruction in one call
@@ -73,6 +76,10 @@ const PrecisePerInsn = 1 << 13
 
 // Verify checks code as a program of type typ.
 func Verify(c *Code, typ abi.Type) (*Info, error) {
+	return verify(c, typ, nil)
+}
+
+func verify(c *Code, typ abi.Type, log *trail) (*Info, error) {
 	if len(c.Insns) > 1<<20 {
 		return nil, c.reject(-1, "program has %d instructions; at most %d", len(c.Insns), 1<<20)
 	}
@@ -88,6 +95,7 @@ func Verify(c *Code, typ abi.Type) (*Info, error) {
 		info:    &Info{CtxField: make([]CtxField, len(c.Insns)), Functions: fns},
 		slots:   map[key]*pcStates{},
 		ctxSeen: make([]bool, len(c.Insns)),
+		log:     log,
 	}
 	v.live = c.liveness()
 	entry := &state{frames: []*frameState{{fn: 0, ret: -1}}}
@@ -107,7 +115,13 @@ func Verify(c *Code, typ abi.Type) (*Info, error) {
 		if steps++; steps > MaxSteps {
 			return nil, c.reject(it.k.pc, "program is too complex to verify (more than %d steps)", MaxSteps)
 		}
+		if v.log != nil {
+			v.cur = v.log.record(&it)
+		}
 		if err := v.step(it.k, it.s); err != nil {
+			if e, ok := err.(*Error); ok && v.log != nil {
+				e.Log = v.log.log(c, v.cur, e)
+			}
 			return nil, err
 		}
 	}
@@ -134,16 +148,16 @@ func (v *verifier) merge(k key, s *state) {
 		}
 		if len(ps.seen) < PrecisePerInsn {
 			ps.seen[fp] = struct{}{}
-			v.work = append(v.work, workItem{k, s})
+			v.work = append(v.work, workItem{k, s, v.cur})
 			return
 		}
 		ps.joined = s
-		v.work = append(v.work, workItem{k, s.clone()})
+		v.work = append(v.work, workItem{k, s.clone(), v.cur})
 		return
 	}
 	ps.joins++
 	if ps.joined.join(s, int32(-(k.pc + 1)), ps.joins > wideningAfter, &v.scratch) {
-		v.work = append(v.work, workItem{k, ps.joined.clone()})
+		v.work = append(v.work, workItem{k, ps.joined.clone(), v.cur})
 	}
 }
 
@@ -576,6 +590,11 @@ func (v *verifier) ptrALU(pc int, aop asm.ALUOp, is64 bool, d, s value) (value, 
 		}
 	}
 	if o.isPtr() {
+		if aop == asm.Sub && d.k == kDataEnd && s.k == kData && s.off == 0 && s.min == 0 && s.max == 0 {
+			// data_end - data: the length of the data, which the engine
+			// keeps at most 2 GiB.
+			return scalar(0, maxHelperLen), nil
+		}
 		if aop == asm.Sub && d.k == s.k || aop == asm.Sub && d.k == kDataEnd && s.k == kData || aop == asm.Sub && d.k == kData && s.k == kDataEnd {
 			return unknown(), nil
 		}

@@ -3,6 +3,7 @@ package mock
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"sync/atomic"
 
 	"github.com/bpfblk/bpfblk/nvme"
 )
@@ -251,9 +252,8 @@ func (c *Controller) getLogPage(e *nvme.SQE) completion {
 	switch lid {
 	case nvme.LogErrorInfo:
 		page = make([]byte, errLogEntries*nvme.ErrorLogEntrySize)
-		c.statMu.Lock()
-		for i := 0; i < len(c.errLog); i++ {
-			ent := c.errLog[len(c.errLog)-1-i] // newest first
+		ents, _ := c.errorLog()
+		for i, ent := range ents { // newest first
 			b := page[i*nvme.ErrorLogEntrySize:]
 			le.PutUint64(b[0:], ent.ErrorCount)
 			le.PutUint16(b[8:], ent.SQID)
@@ -263,20 +263,20 @@ func (c *Controller) getLogPage(e *nvme.SQE) completion {
 			le.PutUint64(b[16:], ent.LBA)
 			le.PutUint32(b[24:], ent.NSID)
 		}
-		c.statMu.Unlock()
 	case nvme.LogSMART:
 		page = make([]byte, nvme.SMARTLogSize)
 		le.PutUint16(page[1:], 300) // 27 C
 		page[3], page[4] = 100, 10
-		le.PutUint64(page[32:], (c.smart.unitsRead.Load()/512+999)/1000)
-		le.PutUint64(page[48:], (c.smart.unitsWritten.Load()/512+999)/1000)
-		le.PutUint64(page[64:], c.smart.reads.Load())
-		le.PutUint64(page[80:], c.smart.writes.Load())
+		unitsRead := c.sum(func(x *counters) *atomic.Uint64 { return &x.unitsRead })
+		unitsWritten := c.sum(func(x *counters) *atomic.Uint64 { return &x.unitsWritten })
+		le.PutUint64(page[32:], (unitsRead/512+999)/1000)
+		le.PutUint64(page[48:], (unitsWritten/512+999)/1000)
+		le.PutUint64(page[64:], c.sum(func(x *counters) *atomic.Uint64 { return &x.reads }))
+		le.PutUint64(page[80:], c.sum(func(x *counters) *atomic.Uint64 { return &x.writes }))
 		le.PutUint64(page[112:], 1)
-		le.PutUint64(page[160:], c.smart.mediaErrors.Load())
-		c.statMu.Lock()
-		le.PutUint64(page[176:], c.errCount)
-		c.statMu.Unlock()
+		le.PutUint64(page[160:], c.sum(func(x *counters) *atomic.Uint64 { return &x.mediaErrors }))
+		_, errs := c.errorLog()
+		le.PutUint64(page[176:], errs)
 	case nvme.LogFirmwareSlot:
 		page = make([]byte, 512)
 		page[0] = 1
@@ -306,7 +306,7 @@ func (c *Controller) createCQ(e *nvme.SQE) completion {
 	if e.PRP1&(pageSize-1) != 0 {
 		return failDNR(nvme.ErrPRPOffsetInvalid)
 	}
-	mem, ok := c.bus.access(e.PRP1, size*nvme.CQESize, true, false)
+	mem, ok := c.bus.access(&c.qc[0].counters, e.PRP1, size*nvme.CQESize, true, false)
 	if !ok {
 		return fail(nvme.ErrDataTransfer)
 	}
@@ -334,13 +334,13 @@ func (c *Controller) createSQ(e *nvme.SQE) completion {
 	if e.PRP1&(pageSize-1) != 0 {
 		return failDNR(nvme.ErrPRPOffsetInvalid)
 	}
-	mem, ok := c.bus.access(e.PRP1, size*nvme.SQESize, false, false)
+	mem, ok := c.bus.access(&c.qc[0].counters, e.PRP1, size*nvme.SQESize, false, false)
 	if !ok {
 		return fail(nvme.ErrDataTransfer)
 	}
 	q := c.cqs[cqid].Load()
 	s := &sq{id: uint16(qid), mem: mem, size: uint16(size), cq: q,
-		rng: rand.New(rand.NewPCG(c.cfg.Seed, uint64(c.index)<<16|uint64(qid))), scratch: make([]byte, 64<<10)}
+		rng: rand.New(rand.NewPCG(c.cfg.Seed, uint64(c.index)<<16|uint64(qid))), scratch: make([]byte, 64<<10), st: &c.qc[qid]}
 	q.mu.Lock()
 	q.sqs = append(append([]*sq(nil), q.sqs...), s)
 	l := q.sqs

@@ -3,11 +3,13 @@ package mock_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
+	"golang.org/x/sys/unix"
 )
 
 // benchCompleter counts completions; a pointer to it is the Completer, so
@@ -84,4 +86,105 @@ func benchRandRead(b *testing.B, qd int) {
 		b.Fatal(cb.err)
 	}
 	b.ReportMetric(float64(b.N)/el.Seconds(), "IOPS")
+}
+
+// BenchmarkParallelQueues runs N queue pairs, each on its own goroutine, doing
+// 4 KiB random reads at QD 32 on one controller's null namespace (shared),
+// and, for comparison, on N controllers of their own (nothing shared but the
+// bus). One op is one I/O, so ns/op is the wall time per I/O of all queues
+// together: with independent queues it falls as 1/N while there are cores.
+func BenchmarkParallelQueues(b *testing.B) {
+	for _, n := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("queues=%d/one-controller", n), func(b *testing.B) { benchParallel(b, n, false) })
+		b.Run(fmt.Sprintf("queues=%d/own-controllers", n), func(b *testing.B) { benchParallel(b, n, true) })
+	}
+}
+
+func benchParallel(b *testing.B, n int, own bool) {
+	const qd = 32
+	bus := mock.NewBus()
+	cfg := mock.Config{Namespaces: []mock.NamespaceConfig{{Kind: mock.Null, Size: 1 << 40, LBASize: 4096}}}
+	var ctrls []*nvme.Controller
+	defer func() {
+		for _, c := range ctrls {
+			c.Close()
+		}
+	}()
+	type worker struct {
+		qp  *nvme.QueuePair
+		ns  *nvme.Namespace
+		buf *nvme.DMA
+		cb  benchCompleter
+	}
+	ws := make([]*worker, n)
+	for i := range ws {
+		if i == 0 || own {
+			dev, err := mock.NewController(bus, cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			c, err := nvme.NewController(dev, nvme.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctrls = append(ctrls, c)
+		}
+		c := ctrls[len(ctrls)-1]
+		qp, err := c.NewQueuePair(qd + 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf, err := c.Transport().AllocDMA(qd * 4096)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ws[i] = &worker{qp: qp, ns: c.Namespaces()[0], buf: buf}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		ops := b.N / n
+		if i < b.N%n {
+			ops++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// The queue pair belongs to this goroutine from here on.
+			rng := rand.New(rand.NewPCG(uint64(i), 7))
+			submitted := 0
+			for w.cb.done < ops {
+				for submitted < ops && w.qp.Outstanding() < qd {
+					slot := submitted % qd
+					if err := w.qp.Read(w.ns, rng.Uint64N(w.ns.Blocks), 1, w.buf, slot*4096, &w.cb, uint64(slot)); err != nil {
+						w.cb.err = err
+						return
+					}
+					submitted++
+				}
+				w.qp.Process(0)
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	// CPU time per I/O does not depend on how many cores a loaded machine
+	// gives the goroutines: it grows only if the queues slow each other down.
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	for _, w := range ws {
+		if w.cb.err != nil {
+			b.Fatal(w.cb.err)
+		}
+	}
+}
+
+// cpuTime returns the process's user and system CPU time in nanoseconds.
+func cpuTime() int64 {
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }

@@ -9,6 +9,13 @@
 // controller runs inline (commands execute when the doorbell is written, in the
 // writer's goroutine: deterministic) or on its own reactor (device-core mode,
 // in parallel like hardware). Faults are injected deterministically by seed.
+//
+// Like hardware with independent queues, nothing a command does writes a
+// cache line that another queue's commands write: the counters (bus bytes
+// and faults, SMART, fault hits, the error log) are kept per queue and
+// summed when read, and the shared tables (IOMMU map, controllers on the
+// bus, namespaces, fault rules) are read without locks and replaced
+// copy-on-write. See stats.go.
 package mock
 
 import (
@@ -60,10 +67,9 @@ type Bus struct {
 	regions  atomic.Pointer[[]region] // sorted by iova, copy-on-write
 	nextIOVA uint64
 	nextCtrl int
-	ctrls    []*attached // by controller index: device-to-device access and compute state
-
-	faults atomic.Uint64
-	bytes  [numKinds][2]atomic.Uint64 // [kind][0 read by device, 1 written by device]
+	// ctrls holds the controllers by index (device-to-device access, compute
+	// state, statistics): copy-on-write under mu, read without a lock.
+	ctrls atomic.Pointer[[]*attached]
 }
 
 // iovaBase is the first IOVA handed out; lower addresses stay unmapped so
@@ -166,12 +172,12 @@ func (b *Bus) Translate(iova uint64, n int) ([]byte, MemKind, bool) {
 }
 
 // access is the one path for device DMA: it translates [iova, iova+n) and
-// counts the payload bytes (count=true) by memory kind and direction, or
-// counts a fault.
-func (b *Bus) access(iova uint64, n int, write, count bool) ([]byte, bool) {
+// counts, in st (the counters of the queue whose command does the DMA), the
+// payload bytes (count=true) by memory kind and direction, or a fault.
+func (b *Bus) access(st *counters, iova uint64, n int, write, count bool) ([]byte, bool) {
 	m, kind, ok := b.Translate(iova, n)
 	if !ok {
-		b.faults.Add(1)
+		st.busFaults.Add(1)
 		return nil, false
 	}
 	if count {
@@ -179,20 +185,34 @@ func (b *Bus) access(iova uint64, n int, write, count bool) ([]byte, bool) {
 		if write {
 			d = 1
 		}
-		b.bytes[kind][d].Add(uint64(n))
+		st.bus[kind][d].Add(uint64(n))
 	}
 	return m, true
 }
 
-// Stats returns the bus counters.
+// Stats returns the bus counters: the sums of the per-queue counters of
+// every controller that has been on the bus.
 func (b *Bus) Stats() BusStats {
-	return BusStats{
-		Faults:    b.faults.Load(),
-		HostRead:  b.bytes[HostMemory][0].Load(),
-		HostWrite: b.bytes[HostMemory][1].Load(),
-		PeerRead:  b.bytes[PeerMemory][0].Load(),
-		PeerWrite: b.bytes[PeerMemory][1].Load(),
+	var s BusStats
+	for _, a := range b.attachedList() {
+		if a == nil {
+			continue
+		}
+		c := a.c
+		s.Faults += c.sum(func(x *counters) *atomic.Uint64 { return &x.busFaults })
+		s.HostRead += c.sum(func(x *counters) *atomic.Uint64 { return &x.bus[HostMemory][0] })
+		s.HostWrite += c.sum(func(x *counters) *atomic.Uint64 { return &x.bus[HostMemory][1] })
+		s.PeerRead += c.sum(func(x *counters) *atomic.Uint64 { return &x.bus[PeerMemory][0] })
+		s.PeerWrite += c.sum(func(x *counters) *atomic.Uint64 { return &x.bus[PeerMemory][1] })
 	}
+	return s
+}
+
+func (b *Bus) attachedList() []*attached {
+	if l := b.ctrls.Load(); l != nil {
+		return *l
+	}
+	return nil
 }
 
 // attached is a controller on the bus with its compute device state.
@@ -205,26 +225,24 @@ type attached struct {
 func (b *Bus) attach(c *Controller) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for len(b.ctrls) <= c.index {
-		b.ctrls = append(b.ctrls, nil)
-	}
-	b.ctrls[c.index] = &attached{c: c}
+	old := b.attachedList()
+	n := make([]*attached, max(len(old), c.index+1))
+	copy(n, old)
+	n[c.index] = &attached{c: c}
+	b.ctrls.Store(&n)
 }
 
 // controller returns the open controller whose Identify CNTLID is cntlid.
 func (b *Bus) controller(cntlid uint16) *Controller {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	l := b.attachedList()
 	i := int(cntlid) - 1
-	if i < 0 || i >= len(b.ctrls) || b.ctrls[i] == nil || b.ctrls[i].c.closed.Load() {
+	if i < 0 || i >= len(l) || l[i] == nil || l[i].c.closed.Load() {
 		return nil
 	}
-	return b.ctrls[i].c
+	return l[i].c
 }
 
 // computeOf returns the compute state of c.
 func (b *Bus) computeOf(c *Controller) *computeState {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return &b.ctrls[c.index].cp
+	return &b.attachedList()[c.index].cp
 }

@@ -104,10 +104,10 @@ type Controller struct {
 	faults atomic.Pointer[[]*faultRule]
 	rng    *rand.Rand // admin-side fault randomness, under ctl
 
-	statMu   sync.Mutex
-	errLog   []nvme.ErrorLogEntry
-	errCount uint64
-	smart    struct{ reads, writes, unitsRead, unitsWritten, mediaErrors atomic.Uint64 }
+	// qc are the per-queue counters by QID; peer counts what other
+	// controllers' commands did to this one (device-to-device reads).
+	qc   []queueCounters
+	peer queueCounters
 
 	dmaMu sync.Mutex
 	dmas  map[uint64]*nvme.DMA
@@ -118,14 +118,12 @@ type Controller struct {
 	group  *poller.Group
 	reacto *poller.Reactor
 	poll   *poller.Poller
-	// wake is sent to the device reactor on a doorbell write (at most one in
-	// flight), so a parked device core answers at once, as hardware would.
-	wake        func()
-	wakePending atomic.Bool
 }
 
-// sq is a submission queue as the device sees it.
+// sq is a submission queue as the device sees it. The pads keep what the
+// core executing its commands writes off the cache lines of other queues.
 type sq struct {
+	_       [linePad]byte
 	id      uint16
 	mem     []byte
 	size    uint16
@@ -137,7 +135,9 @@ type sq struct {
 	held    []heldCmd // dropped commands an Abort can still find
 	rng     *rand.Rand
 	scratch []byte
-	cur     nvme.SQE // the command being executed
+	st      *queueCounters // the counters of this QID
+	cur     nvme.SQE       // the command being executed
+	_       [linePad]byte
 }
 
 type heldCmd struct {
@@ -148,6 +148,7 @@ type heldCmd struct {
 // cq is a completion queue as the device sees it; mu serialises everything
 // that executes commands of the SQs attached to it and posts into it.
 type cq struct {
+	_        [linePad]byte
 	mu       sync.Mutex
 	id       uint16
 	mem      []byte
@@ -158,6 +159,7 @@ type cq struct {
 	sqs      []*sq                 // under mu
 	attached atomic.Pointer[[]*sq] // copy of sqs for lock-free reads
 	deleted  bool
+	_        [linePad]byte
 }
 
 func (q *cq) full() bool { return (q.tail+1)%q.size == uint16(q.head.Load()) }
@@ -257,6 +259,7 @@ func NewController(b *Bus, cfg Config) (*Controller, error) {
 	c.sqs = make([]atomic.Pointer[sq], c.cfg.MaxQueues+1)
 	c.cqs = make([]atomic.Pointer[cq], c.cfg.MaxQueues+1)
 	c.numQueues = c.cfg.MaxQueues
+	c.qc = newQueueCounters(c.cfg.MaxQueues + 1)
 	c.rng = rand.New(rand.NewPCG(cfg.Seed, uint64(idx)))
 	for i, nc := range cfg.Namespaces {
 		ns, err := newNamespace(uint32(i+1), nc)
@@ -539,11 +542,11 @@ func (c *Controller) enableLocked(cc uint32) bool {
 	sm, _, ok1 := c.bus.Translate(asq, int(sqs)*nvme.SQESize)
 	cm, _, ok2 := c.bus.Translate(acq, int(cqs)*nvme.CQESize)
 	if !ok1 || !ok2 {
-		c.bus.faults.Add(1)
+		c.qc[0].busFaults.Add(1)
 		return false
 	}
 	acqq := &cq{id: 0, mem: cm, size: uint16(cqs), phase: 1}
-	asqq := &sq{id: 0, mem: sm, size: uint16(sqs), cq: acqq, rng: c.rng, scratch: make([]byte, 4096)}
+	asqq := &sq{id: 0, mem: sm, size: uint16(sqs), cq: acqq, rng: c.rng, scratch: make([]byte, 4096), st: &c.qc[0]}
 	acqq.sqs = []*sq{asqq}
 	acqq.attached.Store(&acqq.sqs)
 	c.cqs[0].Store(acqq)
@@ -657,7 +660,7 @@ func (c *Controller) run(s *sq) bool {
 		s.headPub.Store(uint32(s.head))
 		busy = true
 		c.execute(s, &s.cur)
-		if s.deleted || c.hung.Load() {
+		if s.deleted || c.hung.Load() || c.csts.Load()&nvme.CSTSFatal != 0 {
 			break
 		}
 	}
@@ -719,22 +722,17 @@ func (c *Controller) io(s *sq, e *nvme.SQE) completion {
 	return h(c, s, ns, e)
 }
 
-// noteError records a failed command in the Error Information log.
+// noteError records a failed command in the queue's share of the Error
+// Information log (the log page numbers the entries when it is read).
 func (c *Controller) noteError(s *sq, e *nvme.SQE, r completion) {
 	if r.status == 0 {
 		return
 	}
-	c.statMu.Lock()
-	c.errCount++
-	ent := nvme.ErrorLogEntry{ErrorCount: c.errCount, SQID: s.id, CID: e.CID, Status: r.status, ParamLoc: 0xffff, NSID: e.NSID}
+	ent := nvme.ErrorLogEntry{SQID: s.id, CID: e.CID, Status: r.status, ParamLoc: 0xffff, NSID: e.NSID}
 	if s.id != 0 && (e.OPC == nvme.OpRead || e.OPC == nvme.OpWrite) {
 		ent.LBA = uint64(e.CDW10) | uint64(e.CDW11)<<32
 	}
-	c.errLog = append(c.errLog, ent)
-	if len(c.errLog) > errLogEntries {
-		c.errLog = c.errLog[len(c.errLog)-errLogEntries:]
-	}
-	c.statMu.Unlock()
+	s.st.note(ent)
 }
 
 const errLogEntries = 64
@@ -759,16 +757,15 @@ func (c *Controller) startDeviceCore() error {
 		return errors.Wrapf(err, "mock: %s: register device poller", c.name)
 	}
 	c.reacto, c.poll = r, p
-	c.wake = func() { c.wakePending.Store(false) }
 	return nil
 }
 
-// kick wakes the device reactor if no wake-up is already on its way.
+// kick wakes the device reactor if it is parked, so that a parked device
+// core answers a doorbell at once, as hardware would. A running device core
+// sees the doorbell on its next poll: then kick only reads.
 func (c *Controller) kick() {
-	if c.reacto != nil && c.wakePending.CompareAndSwap(false, true) {
-		if c.reacto.Send(c.wake) != nil {
-			c.wakePending.Store(false)
-		}
+	if c.reacto != nil {
+		c.reacto.Wake()
 	}
 }
 

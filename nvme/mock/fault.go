@@ -29,6 +29,10 @@ type Fault struct {
 	// Lose is Drop, but an Abort does not find the command either: only a
 	// controller reset ends it.
 	Lose bool
+	// Fatal makes the controller fail on the command: it sets CSTS.CFS and
+	// the command is lost, as with Lose, until the host resets the
+	// controller.
+	Fatal bool
 	// Delay executes the command after this added latency.
 	Delay time.Duration
 	// Probability of injecting into a matching command (0 means always).
@@ -37,15 +41,21 @@ type Fault struct {
 	Count int
 }
 
+// faultRule is an injected fault. The rule list is copy-on-write; a rule's
+// hits are counted per queue (hits[QID], and a last entry for commands of
+// other controllers' queues reaching this one). A rule with a Count is a
+// budget shared by all queues: commands that match it take it with a
+// compare-and-swap on left; unlimited rules and commands that match no rule
+// write nothing shared.
 type faultRule struct {
 	f    Fault
 	left atomic.Int64 // remaining hits; <0 = unlimited
-	hits atomic.Int64
+	hits []ruleHits
 }
 
 // InjectFault adds a fault rule and returns a handle for Hits.
 func (c *Controller) InjectFault(f Fault) *FaultHandle {
-	r := &faultRule{f: f}
+	r := &faultRule{f: f, hits: make([]ruleHits, len(c.qc)+1)}
 	if f.Count > 0 {
 		r.left.Store(int64(f.Count))
 	} else {
@@ -65,8 +75,14 @@ func (c *Controller) InjectFault(f Fault) *FaultHandle {
 // FaultHandle reports on an injected fault.
 type FaultHandle struct{ r *faultRule }
 
-// Hits returns how many commands the fault hit.
-func (h *FaultHandle) Hits() int { return int(h.r.hits.Load()) }
+// Hits returns how many commands the fault hit (summed over the queues).
+func (h *FaultHandle) Hits() int {
+	var n int64
+	for i := range h.r.hits {
+		n += h.r.hits[i].n.Load()
+	}
+	return int(n)
+}
 
 // ClearFaults removes all fault rules (held commands stay held).
 func (c *Controller) ClearFaults() {
@@ -156,7 +172,9 @@ func (c *Controller) Held(qid uint16) int {
 	return len(s.held)
 }
 
-func (r *faultRule) matches(s *sq, e *nvme.SQE) bool {
+// matches reports whether the rule hits command e of queue s and, if so,
+// counts the hit in hits[slot].
+func (r *faultRule) matches(s *sq, slot int, e *nvme.SQE) bool {
 	f := &r.f
 	if f.Admin != (s.id == 0) {
 		return false
@@ -200,15 +218,22 @@ func (r *faultRule) matches(s *sq, e *nvme.SQE) bool {
 			break
 		}
 	}
-	r.hits.Add(1)
+	r.hits[slot].n.Add(1)
 	return true
 }
 
 // applyFaults applies the first matching rule. done reports that the command
 // was handled (completed with r, or held when r.noPost).
+// s may be a queue of another controller whose command reaches this one
+// (Memory Copy from a peer): its hits and media errors are then counted in
+// the slots for peers.
 func (c *Controller) applyFaults(rules []*faultRule, s *sq, e *nvme.SQE) (r completion, done bool) {
+	slot, st := len(c.qc), &c.peer.counters
+	if int(s.id) < len(c.qc) && s.st == &c.qc[s.id] {
+		slot, st = int(s.id), &s.st.counters
+	}
 	for _, rule := range rules {
-		if !rule.matches(s, e) {
+		if !rule.matches(s, slot, e) {
 			continue
 		}
 		f := &rule.f
@@ -216,12 +241,16 @@ func (c *Controller) applyFaults(rules []*faultRule, s *sq, e *nvme.SQE) (r comp
 			time.Sleep(f.Delay)
 		}
 		switch {
+		case f.Fatal:
+			s.held = append(s.held, heldCmd{cid: e.CID, lost: true})
+			c.csts.Or(nvme.CSTSFatal)
+			return completion{noPost: true}, true
 		case f.Drop || f.Lose:
 			s.held = append(s.held, heldCmd{cid: e.CID, lost: f.Lose})
 			return completion{noPost: true}, true
 		case f.Status.SC != 0 || f.Status.SCT != 0:
 			if f.Status.Is(nvme.ErrUnrecoveredRead) || f.Status.Is(nvme.ErrWriteFault) {
-				c.smart.mediaErrors.Add(1)
+				st.mediaErrors.Add(1)
 			}
 			return completion{status: f.Status.Field()}, true
 		}

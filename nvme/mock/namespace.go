@@ -57,6 +57,7 @@ type namespace struct {
 	null    bool
 	store   backend
 	ops     *CommandSet
+	slm     atomic.Pointer[[]byte] // memory of an SLM namespace, once allocated
 }
 
 func newNamespace(id uint32, cfg NamespaceConfig) (*namespace, error) {

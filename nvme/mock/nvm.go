@@ -40,16 +40,17 @@ func (c *Controller) checkMDTS(n uint64) bool {
 }
 
 func nvmRead(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
-	return nvmTransfer(c, ns, e, true)
+	return nvmTransfer(c, &s.st.counters, ns, e, true)
 }
 
 func nvmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
-	return nvmTransfer(c, ns, e, false)
+	return nvmTransfer(c, &s.st.counters, ns, e, false)
 }
 
 // nvmTransfer moves a Read's data to the host (toHost) or a Write's data
-// from it, through the command's PRPs.
-func nvmTransfer(c *Controller, ns *namespace, e *nvme.SQE, toHost bool) completion {
+// from it, through the command's PRPs, counting in qc (the executing
+// queue's counters).
+func nvmTransfer(c *Controller, qc *counters, ns *namespace, e *nvme.SQE, toHost bool) completion {
 	slba, nlb, st, good := lbaRange(ns, e)
 	if !good {
 		return st
@@ -59,15 +60,15 @@ func nvmTransfer(c *Controller, ns *namespace, e *nvme.SQE, toHost bool) complet
 		return failDNR(nvme.ErrInvalidField)
 	}
 	if toHost {
-		c.smart.reads.Add(1)
+		qc.reads.Add(1)
 	} else {
-		c.smart.writes.Add(1)
+		qc.writes.Add(1)
 	}
 	if ns.null {
 		return ok()
 	}
 	base := int64(slba << ns.shift)
-	status := c.walkPRP(e.PRP1, e.PRP2, int(n), toHost, func(seg []byte, off int) uint16 {
+	status := c.walkPRP(qc, e.PRP1, e.PRP2, int(n), toHost, func(seg []byte, off int) uint16 {
 		if toHost {
 			if ns.store.readAt(seg, base+int64(off)) != nil {
 				return nvme.ErrUnrecoveredRead.Field()
@@ -78,9 +79,9 @@ func nvmTransfer(c *Controller, ns *namespace, e *nvme.SQE, toHost bool) complet
 		return stOK
 	})
 	if toHost {
-		c.smart.unitsRead.Add(n)
+		qc.unitsRead.Add(n)
 	} else {
-		c.smart.unitsWritten.Add(n)
+		qc.unitsWritten.Add(n)
 	}
 	return completion{status: status}
 }
@@ -105,7 +106,7 @@ func nvmDSM(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	}
 	nr := int(e.CDW10&0xff) + 1
 	buf := s.scratch[:nr*nvme.DSMRangeSize]
-	if st := c.readHost(e, buf); st != stOK {
+	if st := c.readHostQ(&s.st.counters, e, buf); st != stOK {
 		return completion{status: st}
 	}
 	for i := 0; i < nr; i++ {
@@ -143,7 +144,7 @@ func nvmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 		return failDNR(nvme.ErrCommandSizeLimit)
 	}
 	desc := make([]byte, nr*nvme.CopyRangeSize)
-	if st := c.readHost(e, desc); st != stOK {
+	if st := c.readHostQ(&s.st.counters, e, desc); st != stOK {
 		return completion{status: st}
 	}
 	var total uint64

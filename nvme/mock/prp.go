@@ -19,7 +19,9 @@ var (
 // over them: a backing file is read with one call per run of pages, not
 // one per page. fn returns a status; the first non-zero status stops the
 // walk. An unmapped address is a bus fault and yields Data Transfer Error.
-func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg []byte, off int) uint16) uint16 {
+//
+// The DMA is counted in qc, the counters of the queue executing the command.
+func (c *Controller) walkPRP(qc *counters, prp1, prp2 uint64, n int, toHost bool, fn func(seg []byte, off int) uint16) uint16 {
 	if n <= 0 {
 		return stOK
 	}
@@ -27,7 +29,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 		return stPRPOffset
 	}
 	first := min(n, pageSize-int(prp1&(pageSize-1)))
-	r := prpRun{c: c, toHost: toHost, fn: fn, iova: prp1, n: first}
+	r := prpRun{c: c, qc: qc, toHost: toHost, fn: fn, iova: prp1, n: first}
 	done, rest := first, n-first
 	if rest == 0 {
 		return r.flush()
@@ -51,7 +53,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 			return stInvField
 		}
 		per := (pageSize - int(list&(pageSize-1))) / 8
-		ents, ok := c.bus.access(list, per*8, false, false)
+		ents, ok := c.bus.access(qc, list, per*8, false, false)
 		if !ok {
 			return stDataXfer
 		}
@@ -82,6 +84,7 @@ func (c *Controller) walkPRP(prp1, prp2 uint64, n int, toHost bool, fn func(seg 
 // one segment for fn.
 type prpRun struct {
 	c      *Controller
+	qc     *counters
 	toHost bool
 	fn     func(seg []byte, off int) uint16
 	iova   uint64 // start of the run
@@ -112,12 +115,12 @@ func (r *prpRun) flush() uint16 {
 	iova, n, off := r.iova, r.n, r.off
 	r.n = 0
 	if seg, _, ok := r.c.bus.Translate(iova, n); ok {
-		seg, _ = r.c.bus.access(iova, n, r.toHost, true)
+		seg, _ = r.c.bus.access(r.qc, iova, n, r.toHost, true)
 		return r.fn(seg, off)
 	}
 	for n > 0 {
 		k := min(n, pageSize-int(iova&(pageSize-1)))
-		seg, ok := r.c.bus.access(iova, k, r.toHost, true)
+		seg, ok := r.c.bus.access(r.qc, iova, k, r.toHost, true)
 		if !ok {
 			return stDataXfer
 		}
@@ -129,17 +132,31 @@ func (r *prpRun) flush() uint16 {
 	return stOK
 }
 
-// readHost copies n bytes of host memory described by the PRPs into dst.
+// readHost copies host memory described by the PRPs of admin command e into
+// dst (counted on the admin queue).
 func (c *Controller) readHost(e *nvme.SQE, dst []byte) uint16 {
-	return c.walkPRP(e.PRP1, e.PRP2, len(dst), false, func(seg []byte, off int) uint16 {
+	return c.readHostQ(&c.qc[0].counters, e, dst)
+}
+
+// writeHost copies src into host memory described by the PRPs of admin
+// command e (counted on the admin queue).
+func (c *Controller) writeHost(e *nvme.SQE, src []byte) uint16 {
+	return c.writeHostQ(&c.qc[0].counters, e, src)
+}
+
+// readHostQ copies host memory described by the PRPs of e into dst, counting
+// the DMA in st, the counters of the queue executing e.
+func (c *Controller) readHostQ(st *counters, e *nvme.SQE, dst []byte) uint16 {
+	return c.walkPRP(st, e.PRP1, e.PRP2, len(dst), false, func(seg []byte, off int) uint16 {
 		copy(dst[off:], seg)
 		return stOK
 	})
 }
 
-// writeHost copies src into host memory described by the PRPs.
-func (c *Controller) writeHost(e *nvme.SQE, src []byte) uint16 {
-	return c.walkPRP(e.PRP1, e.PRP2, len(src), true, func(seg []byte, off int) uint16 {
+// writeHostQ copies src into host memory described by the PRPs of e,
+// counting the DMA in st.
+func (c *Controller) writeHostQ(st *counters, e *nvme.SQE, src []byte) uint16 {
+	return c.walkPRP(st, e.PRP1, e.PRP2, len(src), true, func(seg []byte, off int) uint16 {
 		copy(seg, src[off:])
 		return stOK
 	})

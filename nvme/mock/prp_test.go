@@ -23,7 +23,7 @@ type seg struct{ off, n int }
 func walk(t *testing.T, c *Controller, prp1, prp2 uint64, n int) []seg {
 	t.Helper()
 	var segs []seg
-	if st := c.walkPRP(prp1, prp2, n, true, func(b []byte, off int) uint16 {
+	if st := c.walkPRP(&c.qc[1].counters, prp1, prp2, n, true, func(b []byte, off int) uint16 {
 		segs = append(segs, seg{off, len(b)})
 		return stOK
 	}); st != stOK {

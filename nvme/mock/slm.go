@@ -25,7 +25,11 @@ func init() {
 func (ns *namespace) slmSize() uint64 { return ns.blocks << ns.shift }
 
 // slmMem returns the memory of SLM namespace ns, allocating it on first use.
+// After that it takes no lock: commands of all queues only load a pointer.
 func (c *Controller) slmMem(ns *namespace) []byte {
+	if m := ns.slm.Load(); m != nil {
+		return *m
+	}
 	s := c.compute()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -34,6 +38,7 @@ func (c *Controller) slmMem(ns *namespace) []byte {
 		m = alignedAlloc(int(ns.slmSize()))
 		s.mem[ns.id] = m
 	}
+	ns.slm.Store(&m)
 	return m
 }
 
@@ -74,7 +79,7 @@ func slmRead(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	if !c.checkMDTS(uint64(len(m))) {
 		return failDNR(nvme.ErrInvalidField)
 	}
-	return completion{status: c.writeHost(e, m)}
+	return completion{status: c.writeHostQ(&s.st.counters, e, m)}
 }
 
 func slmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
@@ -85,7 +90,7 @@ func slmWrite(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	if !c.checkMDTS(uint64(len(m))) {
 		return failDNR(nvme.ErrInvalidField)
 	}
-	return completion{status: c.readHost(e, m)}
+	return completion{status: c.readHostQ(&s.st.counters, e, m)}
 }
 
 func slmFill(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
@@ -108,7 +113,7 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 		return failDNR(nvme.ErrInvalidField)
 	}
 	desc := s.scratch[:nr*nvme.MemCopySourceSize]
-	if st := c.readHost(e, desc); st != stOK {
+	if st := c.readHostQ(&s.st.counters, e, desc); st != stOK {
 		return completion{status: st}
 	}
 	type src struct {
@@ -163,9 +168,11 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 			}
 		}
 		if x.c != c {
-			c.bus.bytes[PeerMemory][1].Add(x.len) // peer-to-peer into device memory
+			s.st.bus[PeerMemory][1].Add(x.len) // peer-to-peer into device memory
+			x.c.peer.unitsRead.Add(x.len)
+		} else {
+			s.st.unitsRead.Add(x.len)
 		}
-		x.c.smart.unitsRead.Add(x.len)
 		off += x.len
 	}
 	return ok()
