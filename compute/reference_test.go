@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
+	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/poller"
 )
 
@@ -99,7 +101,10 @@ func refRecords(lo, hi uint32) func(ns *demoNS, lba, n uint64) []uint64 {
 
 func openDemo(t *testing.T) (*device.Set, *poller.Group, []*demoNS) {
 	t.Helper()
-	set, err := device.Open([]string{"mock"}, device.Options{})
+	// Admin commands such as Load Program (which verifies the program on
+	// the device) get more than the default 5 s: a loaded machine running
+	// the race detector takes that long.
+	set, err := device.Open([]string{"mock"}, device.Options{NVMe: nvme.Options{AdminTimeout: time.Minute}})
 	if err != nil {
 		t.Fatal(err)
 	}
