@@ -20,8 +20,16 @@
 // while a chunk is left. The cursors are all the workers write in common:
 // engine instances, counters and matches are per worker and merged at the
 // end (Stats.Cores shows what each reactor did). Offloaded targets are
-// driven from several reactors the same way, each through its own queue
-// pair to the compute device.
+// driven the same way: per compute device, one job per reactor (as many as
+// the chunks keep busy), each through its own queue pair, takes chunks from
+// every target offloaded to that device. A job's chunk slots (device memory
+// and a memory range set each) serve its targets in turn, so a scan takes
+// of a device what its reactors keep in flight, however many targets it
+// has, and gives it all back when it ends.
+//
+// Stats.Targets says where each target ran and, when EngineAuto kept it on
+// the host, why (no compute device, none that reaches the namespace, a
+// partial last block, an overlap, the device's memory taken).
 //
 // A scan that fails to start, is cancelled or ends stops its workers before
 // it frees anything: reads in flight complete first, then the channels
@@ -33,5 +41,20 @@
 // block; the match is that block. A scanner (SEC("bpfblk/scan")) calls
 // bpfblk_emit(ctx, off) with a byte offset from the start of its chunk; the
 // match is the block holding that byte, and the offset within the block is
-// kept. An emitted offset outside the chunk is a program fault of that chunk.
+// kept. An emitted offset outside the chunk is a program fault of that chunk
+// (one in the chunk's overlap, Options.Overlap, belongs to the next chunk
+// and is left to it).
+//
+// # Nothing is lost silently
+//
+// Every value a run emits reaches OnMatch. Emit buffers start at one value
+// per block and grow: a host run whose buffer filled is run again with room
+// for all it emitted (the engine counts the values it refused), and an
+// offloaded run whose match list did not fit its output range is fetched
+// from device memory and run again on the host core that drives it. A run
+// is repeated only if the program has no writable maps (repeating it would
+// count twice); such a program that emits gets the whole bound at once.
+// Values past Options.EmitCap, or that a run that cannot be repeated could
+// not place, are counted in Stats.Lost and listed in Stats.Losses by
+// target, blocks and where they ran: a scan with losses is incomplete.
 package compute

@@ -72,7 +72,7 @@ func TestDeviceMapMemory(t *testing.T) {
 	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
-	}, Compute: &mock.ComputeConfig{MapMemory: 12 << 10}})
+	}, Compute: &mock.ComputeConfig{MapMemory: 12 << 10}, Mode: mock.DeviceCore})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,9 +86,11 @@ func TestDeviceMapMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	// The host allows many instances; the device does not.
+	// The host allows many instances; the device does not. (A job per
+	// reactor drives the device, each through its own queue, and the
+	// device core runs the first chunks while the second job starts.)
 	st, err := cb.Scan(context.Background(), f.g, tallyExe(t, 1<<20), cb.AllTargets(),
-		compute.Options{Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 64 << 10})
+		compute.Options{Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 16 << 10, InFlight: 1})
 	if err == nil && (st == nil || len(st.Faults) == 0) {
 		t.Fatal("device ran more instances than its map memory holds")
 	}

@@ -363,32 +363,49 @@ func addWords(dst, src []byte) {
 	}
 }
 
-// offJob scans chunks of one target by offload, driven from one reactor
-// through its own queue pair to the compute controller. It takes its chunks
-// from the target's cursor, shared with the target's other offload jobs.
+// offJob scans the targets offloaded to one compute device from one reactor,
+// through its own queue pair to the device. It takes chunks from the
+// targets' cursors, shared with the device's other jobs, a target at a time
+// like a host worker; its chunk slots (device memory and a memory range set
+// each) serve every target in turn, so what a scan takes of a device does
+// not grow with the number of targets.
 type offJob struct {
 	_ [64]byte // nothing of another job's on this one's cache lines
 	jobBase
-	dev    *offDevice
-	qp     *nvme.QueuePair
-	ns     *nvme.Namespace // data namespace
-	srcCtl uint16
-	typ    abi.Type
-	nsid   uint32
-	bs     uint64
-	cur    *cursor
-	per    uint64
-	chunks []offChunk
-	// drained: the cursor had no chunk left for this job.
-	drained  bool
-	baseName string
+	dev     *offDevice
+	qp      *nvme.QueuePair
+	typ     abi.Type
+	targets []*offTarget // shared, read-only but for the cursors
+	cur     int          // the target chunks are taken from
+	visited int          // targets found handed out
+	chunks  []offChunk
+	// perTarget and perBlocks count, by target, the bytes scanned and
+	// the distinct matching blocks found.
+	perTarget, perBlocks []uint64
 	// pending are chunks whose matches did not fit in the ring yet.
 	pending  []*offChunk
 	stopping bool
 	poll     *poller.Poller
 	toHost   uint64
-	emitCap  int
-	_        [64]byte
+	// fetched counts the data bytes of chunks whose match list overflowed,
+	// read back to host memory and run there again.
+	fetched uint64
+	emitCap int // values a chunk's output range holds
+	emits
+	exe  *engine.Executable
+	inst *engine.Instance // for chunks run again on the host; made on first use
+	_    [64]byte
+}
+
+// offTarget is one target of an offload job.
+type offTarget struct {
+	cur    *cursor
+	index  int // index into the targets given to Scan
+	name   string
+	ns     *nvme.Namespace
+	srcCtl uint16
+	nsid   uint32
+	bs     uint64
 }
 
 // Chunk states: which command is outstanding.
@@ -397,6 +414,7 @@ const (
 	stExec
 	stRead
 	stReadMore
+	stFetch
 )
 
 type offChunk struct {
@@ -405,34 +423,54 @@ type offChunk struct {
 	outOff  uint64 // SLM offset of the output range
 	rsid    uint16
 	buf     *nvme.DMA // host buffer for the match list
+	data    *nvme.DMA // host buffer for the data, on the first overflow
 	srcs    []nvme.MemCopySource
 	state   int
+	t       *offTarget
+	tk      int // index of t in j.targets
 	lba     uint64
 	blocks  uint64
-	count   int
+	count   int // values in the output range
+	got     int // bytes read back so far (match list or data)
 	t0      time.Time
-	out     []Match
+	emit    []uint64 // the values read back, or of a run again on the host
+	vals    []uint64 // the values to deliver (in emit)
+	sent    int      // values of vals in the ring already
+	seen    []uint64 // a bit per block of the chunk
 }
 
-func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, target int, cur *cursor, opts Options) (*offJob, error) {
-	per := cur.per
+// newOffJob makes a job on r over the targets mine (indexes into targets)
+// offloaded to d; curs are the targets' cursors.
+func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Target, mine []int, curs []*cursor, exe *engine.Executable, opts Options) (*offJob, error) {
 	ring, err := poller.NewSPSC[Match](4096)
 	if err != nil {
 		return nil, err
 	}
-	c, ns := bdev.NVMeNamespace(base)
-	j := &offJob{jobBase: jobBase{r: r, target: target, matches: ring, done: make(chan struct{})}, baseName: base.Name(),
-		dev: d, ns: ns, srcCtl: cntlid(d.c, c), typ: typ, nsid: ns.ID, bs: uint64(ns.BlockSize),
-		cur: cur, per: per}
-	emitCap := opts.EmitCap
-	if emitCap <= 0 {
-		emitCap = max(int(per), 1024)
+	j := &offJob{jobBase: jobBase{r: r, matches: ring, done: make(chan struct{})},
+		dev: d, typ: exe.Program().Type, exe: exe}
+	var per, bytes uint64
+	for _, ti := range mine {
+		b := bases[targets[ti].Base]
+		c, ns := bdev.NVMeNamespace(b)
+		t := &offTarget{cur: curs[ti], index: ti, name: b.Name(), ns: ns, srcCtl: cntlid(d.c, c), nsid: ns.ID, bs: uint64(ns.BlockSize)}
+		j.targets = append(j.targets, t)
+		per, bytes = max(per, t.cur.per), max(bytes, t.cur.per*t.bs)
 	}
-	// The rest of a match list is one Memory Read.
-	emitCap = min(emitCap, (d.c.MaxTransfer()-nvme.ExecResultSize)/8)
+	j.cur = int(r.Core()) % len(j.targets) // spread the jobs' first targets
+	j.perTarget, j.perBlocks = make([]uint64, len(j.targets)), make([]uint64, len(j.targets))
+	first, bound := emitSizes(exe.Program(), per, bytes, opts.EmitCap)
+	j.emits = emits{bound: bound, rerun: !hasWritableMaps(exe.Program())}
+	// The output range: the whole bound for a program whose runs cannot be
+	// repeated, else a value per 16 bytes of the chunk (at least the first
+	// size of a host buffer). A list that overflows it is run again on the
+	// host, from the chunk's data in device memory.
+	emitCap := first
+	if j.rerun {
+		emitCap = min(bound, max(first, int(bytes/16)))
+	}
 	j.emitCap = emitCap
 	outBytes := uint64(nvme.ExecResultSize + 8*emitCap)
-	if outBytes > 1<<32-1 || per*j.bs > 1<<32-1 {
+	if outBytes > 1<<32-1 || bytes > 1<<32-1 {
 		return nil, errors.New("compute: chunk too large for offload")
 	}
 	srcs := int((per + 65535) / 65536)
@@ -446,13 +484,13 @@ func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, t
 	for i := range j.chunks {
 		ch := &j.chunks[i]
 		mark := len(d.held)
-		dataOff, ok1 := d.alloc(per * j.bs)
+		dataOff, ok1 := d.alloc(bytes)
 		outOff, ok2 := d.alloc(outBytes)
 		var rs uint16
 		err := errNoDeviceMemory
 		if ok1 && ok2 {
 			rs, err = d.c.CreateRangeSet(d.cn.CP, []nvme.MemRange{
-				{NSID: d.slm.ID, Offset: dataOff, Length: uint32(per * j.bs)},
+				{NSID: d.slm.ID, Offset: dataOff, Length: uint32(bytes)},
 				{NSID: d.slm.ID, Offset: outOff, Length: uint32(outBytes)},
 			})
 		}
@@ -475,7 +513,7 @@ func newOffJob(r *poller.Reactor, d *offDevice, base *bdev.Bdev, typ abi.Type, t
 			return nil, err
 		}
 		*ch = offChunk{j: j, dataOff: dataOff, outOff: outOff, rsid: rs, buf: buf,
-			srcs: make([]nvme.MemCopySource, 0, srcs), out: make([]Match, 0, emitCap)}
+			srcs: make([]nvme.MemCopySource, 0, srcs), emit: make([]uint64, emitCap), seen: make([]uint64, (per+63)/64)}
 	}
 	j.pending = make([]*offChunk, 0, len(j.chunks))
 	return j, nil
@@ -488,9 +526,12 @@ var errNoDeviceMemory = errors.New("compute: the compute device's memory is exha
 func (j *offJob) free() error {
 	var first error
 	for _, c := range j.chunks {
-		if c.buf != nil {
-			if err := j.dev.c.Transport().FreeDMA(c.buf); err != nil && first == nil {
-				first = errors.Wrapf(err, "compute: free a match-list buffer of %s", j.dev.c.Name())
+		for _, b := range []*nvme.DMA{c.buf, c.data} {
+			if b == nil {
+				continue
+			}
+			if err := j.dev.c.Transport().FreeDMA(b); err != nil && first == nil {
+				first = errors.Wrapf(err, "compute: free a buffer of %s", j.dev.c.Name())
 			}
 		}
 	}
@@ -555,7 +596,7 @@ func (j *offJob) abandon() {
 }
 
 func (j *offJob) finishIfIdle() {
-	if j.finished.Load() || len(j.pending) > 0 || j.qp.Outstanding() > 0 || (!j.stopping && !j.drained) {
+	if j.finished.Load() || len(j.pending) > 0 || j.qp.Outstanding() > 0 || (!j.stopping && j.visited < len(j.targets)) {
 		return
 	}
 	j.finish(j.poll)
@@ -563,35 +604,40 @@ func (j *offJob) finishIfIdle() {
 
 // issue starts the next chunk in c: Memory Copy of its blocks into SLM.
 func (j *offJob) issue(c *offChunk) {
-	if j.stopping {
-		return
-	}
-	lba, n, ok := j.cur.take()
-	if !ok {
-		j.drained = true
-		return
-	}
-	c.lba, c.blocks = lba, n
-	c.srcs = c.srcs[:0]
-	for b := uint64(0); b < c.blocks; b += 65536 {
-		c.srcs = append(c.srcs, nvme.MemCopySource{Controller: j.srcCtl, NSID: j.nsid, LBA: c.lba + b, Blocks: uint32(min(65536, c.blocks-b))})
-	}
-	c.state = stCopy
-	if err := j.qp.MemoryCopy(j.dev.slm, c.dataOff, c.srcs, c, 0); err != nil {
+	for !j.stopping && j.visited < len(j.targets) {
+		t := j.targets[j.cur]
+		lba, n, ok := t.cur.take()
+		if !ok {
+			j.cur = (j.cur + 1) % len(j.targets)
+			j.visited++
+			continue
+		}
+		c.t, c.tk, c.lba, c.blocks = t, j.cur, lba, n
+		c.srcs = c.srcs[:0]
+		for b := uint64(0); b < c.blocks; b += 65536 {
+			c.srcs = append(c.srcs, nvme.MemCopySource{Controller: t.srcCtl, NSID: t.nsid, LBA: c.lba + b, Blocks: uint32(min(65536, c.blocks-b))})
+		}
+		c.state = stCopy
+		err := j.qp.MemoryCopy(j.dev.slm, c.dataOff, c.srcs, c, 0)
+		if err == nil {
+			return
+		}
 		// Only a broken queue pair refuses a command here: end the job,
-		// and fault what is left of the target, so no block goes
+		// and fault what is left of its targets, so no block goes
 		// unreported.
 		j.fault(c, errors.Wrap(err, "memory copy"))
 		j.stopping = true
-		if lba, n, ok := j.cur.rest(); ok {
-			j.faults = append(j.faults, ChunkFault{Target: j.target, Base: j.baseName, LBA: lba, Blocks: n,
-				Err: errors.Wrapf(err, "not offloaded to %s", j.dev.c.Name())})
+		for _, t := range j.targets {
+			if lba, n, ok := t.cur.rest(); ok {
+				j.faults = append(j.faults, ChunkFault{Target: t.index, Base: t.name, LBA: lba, Blocks: n,
+					Err: errors.Wrapf(err, "not offloaded to %s", j.dev.c.Name())})
+			}
 		}
 	}
 }
 
 func (j *offJob) fault(c *offChunk, err error) {
-	j.faults = append(j.faults, ChunkFault{Target: j.target, Base: j.baseName, LBA: c.lba, Blocks: c.blocks,
+	j.faults = append(j.faults, ChunkFault{Target: c.t.index, Base: c.t.name, LBA: c.lba, Blocks: c.blocks,
 		Err: errors.Wrapf(err, "offloaded to %s", j.dev.c.Name())})
 }
 
@@ -602,9 +648,9 @@ func (c *offChunk) Complete(tag uint64, _ uint64, err error) {
 	if !c.step(tag, err) {
 		return // the next command of the chunk is in flight
 	}
-	if len(c.out) > 0 && !j.push(&c.out) {
+	if !j.deliver(c) {
 		if j.abandoned {
-			c.out = c.out[:0]
+			c.vals, c.sent = c.vals[:0], 0
 		} else {
 			j.pending = append(j.pending, c)
 			return
@@ -617,6 +663,7 @@ func (c *offChunk) Complete(tag uint64, _ uint64, err error) {
 // the next one; it reports whether the chunk is finished.
 func (c *offChunk) step(tag uint64, err error) bool {
 	j := c.j
+	t := c.t
 	var next error
 	switch c.state {
 	case stCopy:
@@ -626,11 +673,12 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		}
 		c.state = stExec
 		c.t0 = time.Now()
-		next = j.qp.ExecuteProgram(j.dev.cn.CP, uint16(j.dev.slot), c.rsid, uint32(c.blocks*j.bs), c.lba, uint64(j.nsid)|j.bs<<32, 0, c, 0)
+		next = j.qp.ExecuteProgram(j.dev.cn.CP, uint16(j.dev.slot), c.rsid, uint32(c.blocks*t.bs), c.lba, uint64(t.nsid)|t.bs<<32, 0, c, 0)
 	case stExec:
 		j.runNS += int64(time.Since(c.t0))
 		j.chunkCount++
-		j.scanned += c.blocks * j.bs
+		j.scanned += c.blocks * t.bs
+		j.perTarget[c.tk] += c.blocks * t.bs
 		j.pubScanned.Store(j.scanned)
 		if err != nil {
 			j.fault(c, errors.Wrap(err, "program"))
@@ -646,29 +694,56 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		}
 		j.toHost += tag
 		h := nvme.ParseExecResult(c.buf.Buf)
-		if h.Flags&nvme.ExecOverflow != 0 {
-			j.overflows++
-		}
 		c.count = int(h.Count)
-		if c.count > j.emitCap {
-			j.fault(c, errors.Errorf("device reported %d values in a %d-value output range", c.count, j.emitCap))
-			return true
+		if h.Flags&nvme.ExecOverflow != 0 || c.count > j.emitCap {
+			j.overflows++
+			if c.count <= j.emitCap {
+				j.fault(c, errors.Errorf("device reported an overflow of %d values in a %d-value output range", c.count, j.emitCap))
+				return true
+			}
+			if j.rerun {
+				// Run the chunk again on the host, from its data in
+				// device memory, with room for every value.
+				c.state, c.got = stFetch, 0
+				next = c.fetch()
+				break
+			}
+			j.losses = append(j.losses, Loss{Target: t.index, Base: t.name, LBA: c.lba, Blocks: c.blocks, Values: uint64(c.count - j.emitCap), Where: j.dev.c.Name()})
+			c.count = j.emitCap
 		}
+		c.got = nvme.ExecResultSize + 8*min(firstRead, j.emitCap)
 		if c.count <= firstRead {
 			j.collect(c)
 			return true
 		}
 		c.state = stReadMore
-		at := nvme.ExecResultSize + 8*firstRead
-		n := 8 * (c.count - firstRead)
-		next = j.qp.MemoryRead(j.dev.slm, c.outOff+uint64(at), c.buf, at, n, c, uint64(n))
+		next = c.readMore()
 	case stReadMore:
 		if err != nil {
 			j.fault(c, errors.Wrap(err, "read back matches"))
 			return true
 		}
 		j.toHost += tag
+		c.got += int(tag)
+		if c.got < nvme.ExecResultSize+8*c.count {
+			next = c.readMore()
+			break
+		}
 		j.collect(c)
+		return true
+	case stFetch:
+		if err != nil {
+			j.fault(c, errors.Wrap(err, "read back the data of an overflowed match list"))
+			return true
+		}
+		j.toHost += tag
+		j.fetched += tag
+		c.got += int(tag)
+		if c.got < int(c.blocks*t.bs) {
+			next = c.fetch()
+			break
+		}
+		j.rerunOnHost(c)
 		return true
 	}
 	if next != nil {
@@ -678,31 +753,110 @@ func (c *offChunk) step(tag uint64, err error) bool {
 	return false
 }
 
+// readMore reads the next piece of the match list (at most a transfer).
+func (c *offChunk) readMore() error {
+	j := c.j
+	n := min(nvme.ExecResultSize+8*c.count-c.got, j.dev.c.MaxTransfer()&^7)
+	return j.qp.MemoryRead(j.dev.slm, c.outOff+uint64(c.got), c.buf, c.got, n, c, uint64(n))
+}
+
+// fetch reads the next piece of the chunk's data back to the host.
+func (c *offChunk) fetch() error {
+	j := c.j
+	if c.data == nil {
+		d, err := j.dev.c.Transport().AllocDMA(len(j.chunks[0].seen) * 64 * int(maxBS(j.targets)))
+		if err != nil {
+			return err
+		}
+		c.data = d
+	}
+	n := min(int(c.blocks*c.t.bs)-c.got, j.dev.c.MaxTransfer())
+	return j.qp.MemoryRead(j.dev.slm, c.dataOff+uint64(c.got), c.data, c.got, n, c, uint64(n))
+}
+
+func maxBS(ts []*offTarget) uint64 {
+	bs := uint64(0)
+	for _, t := range ts {
+		bs = max(bs, t.bs)
+	}
+	return bs
+}
+
+// rerunOnHost runs the program on a chunk fetched from device memory, on
+// the job's core, with an emit buffer that grows to the bound.
+func (j *offJob) rerunOnHost(c *offChunk) {
+	t := c.t
+	if j.inst == nil {
+		j.inst = j.exe.NewInstance()
+	}
+	n := c.blocks * t.bs
+	ctx := engine.Context{Data: c.data.Buf[:n], LBA: c.lba, NSID: t.nsid, BlockSize: uint32(t.bs), BlockCount: uint32(c.blocks)}
+	want := min(c.count, j.bound)
+	if len(c.emit) < want {
+		c.emit = make([]uint64, want)
+	}
+	res, err := j.inst.Run(&ctx, c.emit)
+	if err != nil {
+		j.fault(c, errors.Wrap(err, "program run again on the host"))
+		return
+	}
+	j.reruns++
+	if res.Dropped > 0 {
+		j.losses = append(j.losses, Loss{Target: t.index, Base: t.name, LBA: c.lba, Blocks: c.blocks, Values: uint64(res.Dropped), Where: "host"})
+	}
+	j.collectValues(c, c.emit[:res.Emitted])
+}
+
 // collect turns the read-back values into matches.
 func (j *offJob) collect(c *offChunk) {
-	n := c.blocks * j.bs
 	vals := c.buf.Buf[nvme.ExecResultSize:]
-	for i := 0; i < c.count; i++ {
-		v := binary.LittleEndian.Uint64(vals[8*i:])
-		m := Match{Target: j.target, NSID: j.nsid}
-		if j.typ == abi.TypeFilter {
-			if v < c.lba || v >= c.lba+c.blocks {
-				c.out = c.out[:0]
-				j.fault(c, errors.Errorf("device reported LBA %d outside its chunk", v))
-				return
-			}
-			m.LBA = v
-		} else {
-			if v >= n {
-				c.out = c.out[:0]
-				j.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
-				return
-			}
-			m.LBA = c.lba + v/j.bs
-			m.Offset = uint32(v % j.bs)
-		}
-		c.out = append(c.out, m)
+	if cap(c.emit) < c.count {
+		c.emit = make([]uint64, c.count)
 	}
+	v := c.emit[:c.count]
+	for i := range v {
+		v[i] = binary.LittleEndian.Uint64(vals[8*i:])
+	}
+	j.collectValues(c, v)
+}
+
+// collectValues checks a chunk's values (in c.emit) and keeps them to
+// deliver.
+func (j *offJob) collectValues(c *offChunk, vals []uint64) {
+	t := c.t
+	n := c.blocks * t.bs
+	for _, v := range vals {
+		if j.typ == abi.TypeFilter && (v < c.lba || v >= c.lba+c.blocks) {
+			j.fault(c, errors.Errorf("device reported LBA %d outside its chunk", v))
+			return
+		}
+		if j.typ != abi.TypeFilter && v >= n {
+			j.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
+			return
+		}
+	}
+	c.vals, c.sent = vals, 0
+	j.perBlocks[c.tk] += countBlocks(j.typ, vals, t.bs, c.seen)
+}
+
+// deliver pushes the chunk's values to the ring; false if the ring filled
+// first (then the collector is woken to empty it).
+func (j *offJob) deliver(c *offChunk) bool {
+	t := c.t
+	for c.sent < len(c.vals) {
+		v := c.vals[c.sent]
+		m := Match{Target: t.index, NSID: t.nsid, LBA: v}
+		if j.typ != abi.TypeFilter {
+			m.LBA, m.Offset = c.lba+v/t.bs, uint32(v%t.bs)
+		}
+		if !j.matches.Push(m) {
+			j.signal()
+			return false
+		}
+		c.sent++
+	}
+	c.vals, c.sent = c.vals[:0], 0
+	return true
 }
 
 func (j *offJob) pollOnce() poller.Status {
@@ -713,7 +867,7 @@ func (j *offJob) pollOnce() poller.Status {
 	if j.cancel.Load() {
 		j.stopping = true
 	}
-	for len(j.pending) > 0 && j.push(&j.pending[0].out) {
+	for len(j.pending) > 0 && j.deliver(j.pending[0]) {
 		c := j.pending[0]
 		j.pending = j.pending[:copy(j.pending, j.pending[1:])]
 		j.issue(c)

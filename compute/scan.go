@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"fmt"
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,8 @@ type Bdev struct {
 	name  string
 	bases []*bdev.Bdev
 	descs []*bdev.Desc
+	// tails are, by base, the bytes of a partial last block (0: whole).
+	tails []uint64
 }
 
 // NewBdev claims bases for the compute bdev name.
@@ -44,6 +47,38 @@ func NewBdev(name string, bases []*bdev.Bdev) (*Bdev, error) {
 		cb.descs = append(cb.descs, d)
 	}
 	return cb, nil
+}
+
+// SetLength says that base's data ends at byte bytes, inside its last block
+// (a file namespace whose size is not a multiple of its block size: the
+// device reads the rest of that block as zeroes). Runs then see the last
+// block as a short block: its data_end lies bytes after the start of the
+// base, and a scan counts only those bytes.
+func (cb *Bdev) SetLength(base int, bytes uint64) error {
+	if base < 0 || base >= len(cb.bases) {
+		return errors.Errorf("compute bdev %s: no base %d", cb.name, base)
+	}
+	b := cb.bases[base]
+	bs, n := uint64(b.BlockSize()), b.NumBlocks()
+	if bytes <= (n-1)*bs || bytes > n*bs {
+		return errors.Errorf("compute bdev %s: %s has %d blocks of %d bytes: its data cannot end at byte %d", cb.name, b.Name(), n, bs, bytes)
+	}
+	if cb.tails == nil {
+		cb.tails = make([]uint64, len(cb.bases))
+	}
+	cb.tails[base] = bytes - (n-1)*bs
+	if cb.tails[base] == bs {
+		cb.tails[base] = 0
+	}
+	return nil
+}
+
+// tail returns the bytes of base's last block if it is partial, else 0.
+func (cb *Bdev) tail(base int) uint64 {
+	if cb.tails == nil {
+		return 0
+	}
+	return cb.tails[base]
 }
 
 // Name returns the compute bdev's name.
@@ -125,9 +160,21 @@ type Options struct {
 	// InFlight is the number of chunks in flight per reactor (per
 	// reactor and compute device for offloaded targets); 0 means 4.
 	InFlight int
-	// EmitCap is the number of values one chunk's run may emit; 0 means one
-	// per block, at least 1024.
+	// EmitCap is the most values one chunk's run may emit; 0 means one per
+	// 4 bytes of the chunk, at least 4096. Emit buffers start at one value
+	// per block (at least 1024) and grow: a run whose buffer filled is run
+	// again with room for everything it emitted, when that repeats nothing
+	// but its emits (the program has no writable maps). Values past EmitCap,
+	// or of a run that cannot be repeated, are counted in Stats.Losses.
 	EmitCap int
+	// Overlap is how many bytes past its own data every run sees (at most
+	// MaxOverlap): a per-block filter's data_end lies Overlap bytes past its
+	// block's end, a scanner's past its chunk's, where the namespace has
+	// them. A pattern that straddles a block boundary is then found at the
+	// block where it starts; a scanner's emits that fall in the overlap
+	// belong to the next chunk and are left to it. Overlapping runs use
+	// host engines.
+	Overlap int
 	// OnMatch receives every match, on the goroutine that called Scan.
 	OnMatch func(Match)
 	// Staging, when set, provides the chunk buffers that host engines read
@@ -156,6 +203,25 @@ type Staging interface {
 	ThroughHost() bool
 	// Name describes the staging memory, e.g. "host" or "cmb of mock2".
 	Name() string
+}
+
+// MaxOverlap is the largest Options.Overlap.
+const MaxOverlap = 1 << 20
+
+// Loss is a program run whose emitted values did not all reach the host:
+// more than Options.EmitCap, or more than a device's output range holds of a
+// program that cannot be run again (it has writable maps).
+type Loss struct {
+	Target int
+	Base   string
+	LBA    uint64 // first block of the run
+	Blocks uint64
+	Values uint64 // values emitted that did not reach the host
+	Where  string // "host" or the compute device's name
+}
+
+func (l Loss) String() string {
+	return fmt.Sprintf("%s blocks %d-%d on %s: %d emitted values lost", l.Base, l.LBA, l.LBA+l.Blocks-1, l.Where, l.Values)
 }
 
 // ChunkFault is a chunk whose read or program run failed. Only that chunk's
@@ -191,12 +257,26 @@ type CoreStats struct {
 
 // TargetStats is what a scan did on one target.
 type TargetStats struct {
-	Base         string
-	NSID         uint32
-	Engine       string
-	Blocks       uint64
+	Base      string
+	NSID      uint32
+	BlockSize uint32
+	// Engine is where the target ran: "host" or the compute device's name.
+	Engine string
+	// Why says, when a target that EngineAuto could have offloaded ran on
+	// the host, what kept it there.
+	Why    string
+	Blocks uint64
+	// Bytes is the target's data: Blocks whole blocks, less what a partial
+	// last block (the tail of a file) lacks.
+	Bytes        uint64
 	BytesScanned uint64
-	Matches      uint64
+	// Matches is the values delivered (matching LBAs of a per-block
+	// filter, one per emit of a scanner); MatchingBlocks the distinct
+	// blocks they fall in.
+	Matches        uint64
+	MatchingBlocks uint64
+	// Lost is the emitted values that did not reach the host (see Losses).
+	Lost uint64
 }
 
 // Stats summarises a scan.
@@ -210,9 +290,18 @@ type Stats struct {
 	// way to the program.
 	BytesThroughHost uint64
 	Elapsed          time.Duration
-	Overflows        uint64 // runs that emitted more than EmitCap values
-	Engines          []EngineStats
-	Targets          []TargetStats
+	// Engine is the engine host cores ran the program with ("jit" or
+	// "interpreter"); compute devices run their own.
+	Engine string
+	// Overflows counts runs whose emit buffer filled; Reruns those of them
+	// that were run again with room for every value.
+	Overflows, Reruns uint64
+	// Lost is the emitted values that did not reach the host, and Losses
+	// says where. A scan with losses is incomplete.
+	Lost    uint64
+	Losses  []Loss
+	Engines []EngineStats
+	Targets []TargetStats
 	// Cores is what each host reactor of the scan did, in the order of
 	// the group's reactors.
 	Cores  []CoreStats
@@ -262,8 +351,16 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	if len(reactors) == 0 {
 		return nil, errors.Errorf("compute bdev %s: the poller group has no reactors", cb.name)
 	}
-	st := &Stats{Engines: []EngineStats{{Name: "host"}}}
+	if opts.Overlap < 0 || opts.Overlap > MaxOverlap {
+		return nil, errors.Errorf("compute bdev %s: overlap %d is outside 0-%d bytes", cb.name, opts.Overlap, MaxOverlap)
+	}
+	if opts.EmitCap < 0 {
+		return nil, errors.Errorf("compute bdev %s: emit cap %d is negative", cb.name, opts.EmitCap)
+	}
+	st := &Stats{Engines: []EngineStats{{Name: "host"}}, Engine: exe.Engine()}
 	var devs []*offDevice
+	// noDevice says why targets that auto would offload run on the host.
+	noDevice := "no compute-capable controller among the devices"
 	if opts.Engine != EngineHost && len(opts.Devices) > 0 {
 		img, err := image.Encode(exe.Program())
 		if err != nil {
@@ -273,7 +370,8 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			if opts.Engine == EngineDevice {
 				return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
 			}
-			devs = nil // auto: a device that refuses the program leaves the work to the host
+			// auto: a device that refuses the program leaves the work to the host
+			devs, noDevice = nil, "the compute device refused the program: "+err.Error()
 		}
 		defer func() {
 			if cerr := closeOffload(devs); cerr != nil && err == nil {
@@ -289,6 +387,9 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		return nil, andThen(err, teardownJobs(jobs))
 	}
 	var total uint64
+	// Where each target goes: a compute device (offloaded) or the host.
+	placed := make([]*offDevice, len(targets))
+	curs := make([]*cursor, len(targets))
 	for ti, t := range targets {
 		if t.Base < 0 || t.Base >= len(cb.bases) {
 			return fail(errors.Errorf("compute bdev %s: target %d names base %d of %d", cb.name, ti, t.Base, len(cb.bases)))
@@ -301,54 +402,101 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		if t.Start >= b.NumBlocks() || n > b.NumBlocks()-t.Start {
 			return fail(errors.Errorf("compute bdev %s: target %d, blocks %d+%d, runs past the end of %s (%d blocks)", cb.name, ti, t.Start, n, b.Name(), b.NumBlocks()))
 		}
-		total += n * uint64(b.BlockSize())
-		chunkBlocks := max(uint64(opts.ChunkBytes/b.BlockSize()), 1)
-		dev := cb.offloadFor(devs, b, t.Start, opts.Engine)
-		if dev == nil && opts.Engine == EngineDevice {
-			return fail(errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name()))
+		bs := uint64(b.BlockSize())
+		tail := cb.tail(t.Base)
+		bytes := n * bs
+		if tail != 0 && t.Start+n == b.NumBlocks() {
+			bytes -= bs - tail
 		}
-		cur := newCursor(t.Start, t.Start+n, chunkBlocks)
-		if dev != nil {
-			// Offloaded chunks are driven from as many reactors as the
-			// target has rounds of InFlight chunks for, up to all of them;
-			// each takes its chunks from the target's cursor.
-			chunks := (n + chunkBlocks - 1) / chunkBlocks
-			parts := int(min(uint64(len(reactors)), max(chunks/uint64(opts.InFlight), 1)))
-			var planned []job
-			var err error
-			for p := 0; p < parts && err == nil; p++ {
-				var j *offJob
-				if j, err = newOffJob(reactors[(ti+p)%len(reactors)], dev, b, exe.Program().Type, ti, cur, opts); err == nil {
-					planned = append(planned, j)
-				}
+		total += bytes
+		// (A chunk is never larger than its target: buffers and device
+		// memory are sized by chunks.)
+		chunkBlocks := min(max(uint64(opts.ChunkBytes)/bs, 1), n)
+		curs[ti] = newCursor(t.Start, t.Start+n, chunkBlocks)
+		ts := TargetStats{Base: b.Name(), NSID: b.Info().NSID, BlockSize: uint32(bs), Engine: "host", Blocks: n, Bytes: bytes}
+		var why string
+		switch {
+		case opts.Engine == EngineHost:
+		case len(devs) == 0:
+			why = noDevice
+		case opts.Overlap > 0:
+			why = "an overlap past block ends runs on host engines"
+		case tail != 0 && t.Start+n == b.NumBlocks():
+			why = fmt.Sprintf("its last block is partial (%d of %d bytes); offload runs whole blocks", tail, bs)
+		default:
+			if placed[ti] = cb.offloadFor(devs, b, t.Start); placed[ti] == nil {
+				why = "no compute device reaches its namespace"
 			}
-			if err != nil && errors.Is(err, errNoDeviceMemory) && opts.Engine == EngineAuto {
-				// The device is full: scan this target on host cores.
-				if terr := teardownJobs(planned); terr != nil {
-					jobs = append(jobs, planned...)
-					return fail(terr)
-				}
-				planned, dev, err = nil, nil, nil
+		}
+		if placed[ti] == nil && why == "" && opts.Engine != EngineHost {
+			why = "no compute device reaches its namespace"
+		}
+		if placed[ti] == nil && opts.Engine == EngineDevice {
+			return fail(errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (%s; offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name(), why))
+		}
+		ts.Why = why
+		st.Targets = append(st.Targets, ts)
+	}
+	// Offloaded targets: per compute device, one job per reactor (as many
+	// as the chunks keep busy) that takes chunks from any of the device's
+	// targets, so the device memory and range sets a scan takes do not
+	// grow with the number of targets.
+	for _, d := range devs {
+		var mine []int
+		var chunks uint64
+		for ti := range targets {
+			if placed[ti] == d {
+				mine = append(mine, ti)
+				chunks += (st.Targets[ti].Blocks + curs[ti].per - 1) / curs[ti].per
 			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		parts := int(min(uint64(len(reactors)), max(chunks/uint64(opts.InFlight), 1)))
+		var planned []job
+		var err error
+		for p := 0; p < parts; p++ {
+			var j *offJob
+			j, err = newOffJob(reactors[p], d, cb.bases, targets, mine, curs, exe, opts)
 			if err != nil {
+				if p > 0 && errors.Is(err, errNoDeviceMemory) {
+					err = nil // fewer jobs: the device is full
+				}
+				break
+			}
+			planned = append(planned, j)
+		}
+		if err != nil && errors.Is(err, errNoDeviceMemory) && opts.Engine == EngineAuto {
+			// The device is full: scan its targets on host cores.
+			if terr := teardownJobs(planned); terr != nil {
 				jobs = append(jobs, planned...)
-				return fail(errors.Wrapf(err, "compute bdev %s: target %d (%s)", cb.name, ti, b.Name()))
+				return fail(terr)
 			}
-			jobs = append(jobs, planned...)
-		}
-		engName := "host"
-		if dev != nil {
-			if dev.stats == 0 {
-				dev.stats = len(st.Engines)
-				st.Engines = append(st.Engines, EngineStats{Name: dev.c.Name()})
+			for _, ti := range mine {
+				placed[ti] = nil
+				st.Targets[ti].Why = "the memory of " + d.c.Name() + " is taken (memory range sets or subsystem local memory)"
 			}
-			engName = dev.c.Name()
-			st.Engines[dev.stats].Targets++
-		} else {
-			st.Engines[0].Targets++
-			hosts = append(hosts, &hostTarget{cur: cur, index: ti, base: t.Base, bs: uint64(b.BlockSize()), nsid: b.Info().NSID, name: b.Name()})
+			continue
 		}
-		st.Targets = append(st.Targets, TargetStats{Base: b.Name(), NSID: b.Info().NSID, Engine: engName, Blocks: n})
+		jobs = append(jobs, planned...)
+		if err != nil {
+			return fail(errors.Wrapf(err, "compute bdev %s: offload to %s", cb.name, d.c.Name()))
+		}
+		d.stats = len(st.Engines)
+		st.Engines = append(st.Engines, EngineStats{Name: d.c.Name(), Targets: len(mine)})
+		for _, ti := range mine {
+			st.Targets[ti].Engine = d.c.Name()
+		}
+	}
+	for ti, t := range targets {
+		if placed[ti] != nil {
+			continue
+		}
+		b := cb.bases[t.Base]
+		st.Engines[0].Targets++
+		hosts = append(hosts, &hostTarget{cur: curs[ti], index: ti, base: t.Base, bs: uint64(b.BlockSize()), nsid: b.Info().NSID, name: b.Name(),
+			nsBlocks: b.NumBlocks(), tail: cb.tail(t.Base)})
 	}
 	if len(hosts) > 0 {
 		// Every host worker runs its own instance: their maps must fit the
@@ -463,7 +611,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	}
 	st.Elapsed = time.Since(start)
 	var insts []*engine.Instance
-	var hostBytes, deviceToHost uint64
+	var hostBytes, deviceToHost, fetched uint64
 	cores := make(map[*poller.Reactor]*CoreStats, len(reactors))
 	for _, r := range reactors {
 		st.Cores = append(st.Cores, CoreStats{Core: r.Core()})
@@ -476,17 +624,31 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		st.Overflows += j.overflows
 		st.Faults = append(st.Faults, j.faults...)
 		es := &st.Engines[0]
+		var em *emits
 		switch x := jj.(type) {
 		case *hostWorker:
 			for k, ht := range x.targets {
 				st.Targets[ht.index].BytesScanned += x.perTarget[k]
+				st.Targets[ht.index].MatchingBlocks += x.perBlocks[k]
 			}
 			hostBytes += j.scanned
 			insts = append(insts, x.inst)
+			em = &x.emits
 		case *offJob:
-			st.Targets[j.target].BytesScanned += j.scanned
+			for k, ot := range x.targets {
+				st.Targets[ot.index].BytesScanned += x.perTarget[k]
+				st.Targets[ot.index].MatchingBlocks += x.perBlocks[k]
+			}
 			es = &st.Engines[x.dev.stats]
 			deviceToHost += x.toHost
+			fetched += x.fetched
+			em = &x.emits
+		}
+		st.Reruns += em.reruns
+		for _, l := range em.losses {
+			st.Losses = append(st.Losses, l)
+			st.Lost += l.Values
+			st.Targets[l.Target].Lost += l.Values
 		}
 		st.BytesScanned += j.scanned
 		es.Chunks += j.chunkCount
@@ -501,10 +663,17 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	// Host engines bring every byte to the host CPU (staged in a peer's CMB
 	// it never touches host DRAM); offloaded targets deliver only their
 	// match lists and the program's maps.
+	// (Offloaded chunks whose match lists overflowed were fetched to host
+	// memory to be run again there.)
 	st.BytesToHost = hostBytes + deviceToHost
+	st.BytesThroughHost = fetched
 	if opts.Staging == nil || opts.Staging.ThroughHost() {
-		st.BytesThroughHost = hostBytes
+		st.BytesThroughHost += hostBytes
 	}
+	sort.Slice(st.Losses, func(a, b int) bool {
+		la, lb := st.Losses[a], st.Losses[b]
+		return la.Target < lb.Target || la.Target == lb.Target && la.LBA < lb.LBA
+	})
 	st.Maps = engine.MergeMaps(insts...)
 	if len(insts) == 0 {
 		st.Maps = nil
@@ -541,10 +710,7 @@ func hasWritableMaps(p *engine.Program) bool {
 }
 
 // offloadFor returns the compute device that takes target base b, or nil.
-func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, start uint64, kind EngineKind) *offDevice {
-	if kind == EngineHost {
-		return nil
-	}
+func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, start uint64) *offDevice {
 	c, ns := bdev.NVMeNamespace(b)
 	if c == nil {
 		return nil
@@ -606,8 +772,7 @@ const teardownTimeout = 2 * time.Minute
 // Scan: the match ring, the published progress and the counters read after
 // the end.
 type jobBase struct {
-	r      *poller.Reactor
-	target int // offload jobs: the target's index
+	r *poller.Reactor
 
 	scanned, overflows, chunkCount uint64
 	runNS                          int64
@@ -626,22 +791,6 @@ type jobBase struct {
 	// abandoned: the scan is being torn down; matches that did not fit in
 	// the ring are dropped rather than waited for. Owned by the reactor.
 	abandoned bool
-}
-
-// push moves matches from *out to the ring; false if the ring filled first
-// (then the collector is woken to empty it).
-func (j *jobBase) push(out *[]Match) bool {
-	o := *out
-	k := 0
-	for k < len(o) && j.matches.Push(o[k]) {
-		k++
-	}
-	*out = o[:copy(o, o[k:])]
-	if len(*out) == 0 {
-		return true
-	}
-	j.signal()
-	return false
 }
 
 // signal wakes the collector, if it is not woken already.
@@ -726,13 +875,31 @@ func teardownJobs(jobs []job) error {
 
 // hostTarget is a target scanned by host workers.
 type hostTarget struct {
-	cur   *cursor
-	index int // index into the targets given to Scan
-	base  int // index into Bases
-	bs    uint64
-	nsid  uint32
-	name  string
-	dom   int // buffer domain: index into hostWorker.domains
+	cur      *cursor
+	index    int // index into the targets given to Scan
+	base     int // index into Bases
+	bs       uint64
+	nsid     uint32
+	name     string
+	dom      int    // buffer domain: index into hostWorker.domains
+	nsBlocks uint64 // blocks of the base
+	tail     uint64 // bytes of the base's last block if it is partial, else 0
+}
+
+// extent returns the blocks to read for a chunk of n blocks at lba (its own
+// and those the overlap reaches into), the bytes of its own data and the
+// bytes a run sees (its own and the overlap's).
+func (t *hostTarget) extent(lba, n uint64, overlap uint64) (read, own, seen uint64) {
+	extra := min((overlap+t.bs-1)/t.bs, t.nsBlocks-(lba+n))
+	read = n + extra
+	own, seen = n*t.bs, read*t.bs
+	if t.tail != 0 && lba+read == t.nsBlocks {
+		seen -= t.bs - t.tail
+		if extra == 0 {
+			own = seen
+		}
+	}
+	return read, own, min(seen, own+overlap)
 }
 
 // hostWorker scans host targets on one reactor. Everything but the
@@ -748,8 +915,11 @@ type hostWorker struct {
 	inst    *engine.Instance
 	typ     abi.Type
 	chunks  []chunk
-	// perTarget counts the bytes this worker scanned of each target.
-	perTarget []uint64
+	overlap uint64
+	// perTarget counts the bytes this worker scanned of each target, and
+	// perBlocks the distinct matching blocks it found in them.
+	perTarget, perBlocks []uint64
+	emits
 	// cur is the target the worker takes chunks from; visited counts the
 	// targets it found handed out (in order from its first one), so
 	// visited == len(targets) means no work is left.
@@ -759,6 +929,17 @@ type hostWorker struct {
 	stopping bool
 	poll     *poller.Poller
 	_        [64]byte
+}
+
+// emits is how a job sizes emit buffers and what it lost.
+type emits struct {
+	// bound is the most values a run may emit (Options.EmitCap).
+	bound int
+	// rerun: a run may be repeated (the program has no writable maps), so
+	// a full buffer grows and the run is repeated.
+	rerun  bool
+	reruns uint64
+	losses []Loss
 }
 
 // bufDomain is a set of bases whose controllers reach the same memory; each
@@ -776,8 +957,10 @@ type chunk struct {
 	tk     int // index of t in w.targets
 	lba    uint64
 	blocks uint64
-	emit   []uint64
-	out    []Match // matches not yet pushed to the ring
+	emit   []uint64 // the run's emit buffer
+	vals   []uint64 // the values to deliver (in emit)
+	sent   int      // values of vals in the ring already
+	seen   []uint64 // a bit per block of the chunk: blocks counted
 }
 
 // domainKey says which bases can share chunk buffers: those of one NVMe
@@ -790,11 +973,38 @@ func domainKey(b *bdev.Bdev) any {
 	return b
 }
 
+// emitSizes returns the first size of a run's emit buffer and its bound, for
+// chunks of at most per blocks and bytes bytes.
+func emitSizes(p *engine.Program, per, bytes uint64, capOpt int) (first, bound int) {
+	bound = capOpt
+	if bound <= 0 {
+		bound = int(max(bytes/4, 4096))
+	}
+	bound = max(bound, int(per)) // a filter emits one per block at most
+	first = min(bound, int(max(per, 1024)))
+	if hasWritableMaps(p) && callsEmit(p) {
+		// A run that updates maps cannot be repeated: room for all at once.
+		first = bound
+	}
+	return first, bound
+}
+
+// callsEmit reports whether p calls bpfblk_emit.
+func callsEmit(p *engine.Program) bool {
+	for _, ins := range p.Insns {
+		if ins.IsBuiltinCall() && ins.Constant == abi.HelperEmit {
+			return true
+		}
+	}
+	return false
+}
+
 // newHostWorkers makes one worker per reactor over the host targets; on
 // error it returns the workers made so far (to tear down).
 func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*hostTarget, exe *engine.Executable, opts Options) ([]*hostWorker, error) {
 	var domains []bufDomain
-	maxPer := 1
+	maxPer, maxBytes := uint64(1), uint64(0)
+	overlap := uint64(opts.Overlap)
 	for _, t := range targets {
 		b := descs[t.base].Bdev()
 		key := domainKey(b)
@@ -808,14 +1018,12 @@ func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*h
 			t.dom = len(domains)
 			domains = append(domains, bufDomain{key: key, base: t.base})
 		}
-		size := int(t.cur.per * t.bs)
+		size := int((t.cur.per + (overlap+t.bs-1)/t.bs) * t.bs)
 		domains[t.dom].size = max(domains[t.dom].size, size)
-		maxPer = max(maxPer, int(t.cur.per))
+		maxPer = max(maxPer, t.cur.per)
+		maxBytes = max(maxBytes, t.cur.per*t.bs)
 	}
-	emitCap := opts.EmitCap
-	if emitCap <= 0 {
-		emitCap = max(maxPer, 1024)
-	}
+	first, bound := emitSizes(exe.Program(), maxPer, maxBytes, opts.EmitCap)
 	var ws []*hostWorker
 	for i, r := range reactors {
 		ring, err := poller.NewSPSC[Match](4096)
@@ -825,9 +1033,10 @@ func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*h
 		w := &hostWorker{
 			jobBase: jobBase{r: r, matches: ring, done: make(chan struct{})},
 			targets: targets, descs: descs, chans: make([]*bdev.Channel, len(descs)),
-			staging: opts.Staging, domains: domains,
+			staging: opts.Staging, domains: domains, overlap: overlap,
 			inst: exe.NewInstance(), typ: exe.Program().Type,
-			perTarget: make([]uint64, len(targets)),
+			perTarget: make([]uint64, len(targets)), perBlocks: make([]uint64, len(targets)),
+			emits: emits{bound: bound, rerun: !hasWritableMaps(exe.Program())},
 			// Spread the workers' first targets over the targets.
 			cur: i * len(targets) / len(reactors),
 		}
@@ -835,7 +1044,7 @@ func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*h
 		w.chunks = make([]chunk, opts.InFlight)
 		for k := range w.chunks {
 			c := &w.chunks[k]
-			*c = chunk{w: w, bufs: make([]bdev.Buffer, len(domains)), emit: make([]uint64, emitCap), out: make([]Match, 0, emitCap)}
+			*c = chunk{w: w, bufs: make([]bdev.Buffer, len(domains)), emit: make([]uint64, first), seen: make([]uint64, (maxPer+63)/64)}
 			for d, dom := range domains {
 				if c.bufs[d], err = w.alloc(dom); err != nil {
 					return ws, err
@@ -971,7 +1180,8 @@ func (w *hostWorker) issue(c *chunk) {
 			continue
 		}
 		c.t, c.tk, c.lba, c.blocks = t, w.cur, lba, n
-		err := w.chans[t.base].Read(&c.bufs[t.dom], lba, n, onChunkRead, c)
+		read, _, _ := t.extent(lba, n, w.overlap)
+		err := w.chans[t.base].Read(&c.bufs[t.dom], lba, read, onChunkRead, c)
 		if err == nil {
 			return
 		}
@@ -997,9 +1207,9 @@ func onChunkRead(io *bdev.IO) {
 	} else {
 		w.run(c)
 	}
-	if len(c.out) > 0 && !w.push(&c.out) {
+	if !w.deliver(c) {
 		if w.abandoned {
-			c.out = c.out[:0]
+			c.vals, c.sent = c.vals[:0], 0
 		} else {
 			w.pending = append(w.pending, c)
 			return
@@ -1008,40 +1218,106 @@ func onChunkRead(io *bdev.IO) {
 	w.issue(c)
 }
 
-// run runs the program on a chunk and collects its matches in c.out.
+// deliver pushes the chunk's values to the ring; false if the ring filled
+// first (then the collector is woken to empty it).
+func (w *hostWorker) deliver(c *chunk) bool {
+	t := c.t
+	for c.sent < len(c.vals) {
+		v := c.vals[c.sent]
+		m := Match{Target: t.index, NSID: t.nsid, LBA: v}
+		if w.typ != abi.TypeFilter {
+			m.LBA, m.Offset = c.lba+v/t.bs, uint32(v%t.bs)
+		}
+		if !w.matches.Push(m) {
+			w.signal()
+			return false
+		}
+		c.sent++
+	}
+	c.vals, c.sent = c.vals[:0], 0
+	return true
+}
+
+// run runs the program on a chunk and keeps its values in c.vals.
 func (w *hostWorker) run(c *chunk) {
 	t := c.t
-	n := c.blocks * t.bs
-	ctx := engine.Context{Data: c.bufs[t.dom].Bytes[:n], LBA: c.lba, NSID: t.nsid, BlockSize: uint32(t.bs), BlockCount: uint32(c.blocks)}
-	t0 := time.Now()
-	res, err := w.inst.Run(&ctx, c.emit)
-	w.runNS += int64(time.Since(t0))
+	_, own, seen := t.extent(c.lba, c.blocks, w.overlap)
+	ctx := engine.Context{Data: c.bufs[t.dom].Bytes[:seen], LBA: c.lba, NSID: t.nsid, BlockSize: uint32(t.bs), BlockCount: uint32(c.blocks), Overlap: uint32(w.overlap)}
 	w.chunkCount++
-	w.scanned += n
-	w.perTarget[c.tk] += n
+	w.scanned += own
+	w.perTarget[c.tk] += own
 	w.pubScanned.Store(w.scanned)
-	if err != nil {
-		w.fault(c, errors.Wrap(err, "program"))
+	for {
+		t0 := time.Now()
+		res, err := w.inst.Run(&ctx, c.emit)
+		w.runNS += int64(time.Since(t0))
+		if err != nil {
+			w.fault(c, errors.Wrap(err, "program"))
+			return
+		}
+		if res.Dropped > 0 {
+			w.overflows++
+			if want := res.Emitted + res.Dropped; w.rerun && len(c.emit) < w.bound {
+				// Run again with room for every value (allocated once per
+				// chunk slot and kept: growth is rare and bounded).
+				c.emit = make([]uint64, min(w.bound, want))
+				w.reruns++
+				continue
+			}
+			w.losses = append(w.losses, Loss{Target: t.index, Base: t.name, LBA: c.lba, Blocks: c.blocks, Values: uint64(res.Dropped), Where: "host"})
+		}
+		c.vals = c.emit[:res.Emitted]
+		break
+	}
+	if err := w.check(c, own, seen); err != nil {
+		c.vals = c.vals[:0]
+		w.fault(c, err)
 		return
 	}
-	if res.Overflow {
-		w.overflows++
-	}
-	for _, v := range c.emit[:res.Emitted] {
-		m := Match{Target: t.index, NSID: t.nsid}
-		if w.typ == abi.TypeFilter {
-			m.LBA = v
-		} else {
-			if v >= n {
-				c.out = c.out[:0]
-				w.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
-				return
+	w.perBlocks[c.tk] += countBlocks(w.typ, c.vals, t.bs, c.seen)
+}
+
+// check validates the values of a run over a chunk with own bytes of its
+// own and seen in all, and drops a scanner's values in the overlap: they
+// belong to the next chunk, which finds them itself.
+func (w *hostWorker) check(c *chunk, own, seen uint64) error {
+	k := 0
+	for _, v := range c.vals {
+		switch {
+		case w.typ == abi.TypeFilter:
+			if v < c.lba || v >= c.lba+c.blocks {
+				return errors.Errorf("program emitted LBA %d outside its chunk", v)
 			}
-			m.LBA = c.lba + v/t.bs
-			m.Offset = uint32(v % t.bs)
+		case v >= seen:
+			return errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, seen)
+		case v >= own:
+			continue
 		}
-		c.out = append(c.out, m)
+		c.vals[k] = v
+		k++
 	}
+	c.vals = c.vals[:k]
+	return nil
+}
+
+// countBlocks returns the distinct blocks of a chunk that vals fall in; seen
+// is a zeroed bitmap of the chunk's blocks, left zeroed.
+func countBlocks(typ abi.Type, vals []uint64, bs uint64, seen []uint64) uint64 {
+	if typ == abi.TypeFilter {
+		return uint64(len(vals)) // one LBA per matching block
+	}
+	n := uint64(0)
+	for _, v := range vals {
+		b := v / bs
+		if seen[b/64]&(1<<(b%64)) == 0 {
+			seen[b/64] |= 1 << (b % 64)
+			n++
+		}
+	}
+	for _, v := range vals {
+		seen[v/bs/64] = 0
+	}
+	return n
 }
 
 // outstanding is the number of reads in flight on all the worker's channels.
@@ -1078,7 +1354,7 @@ func (w *hostWorker) pollOnce() poller.Status {
 		w.stopping = true
 	}
 	// Chunks held back by a full ring go out first, then read on.
-	for len(w.pending) > 0 && w.push(&w.pending[0].out) {
+	for len(w.pending) > 0 && w.deliver(w.pending[0]) {
 		c := w.pending[0]
 		w.pending = w.pending[:copy(w.pending, w.pending[1:])]
 		w.issue(c)

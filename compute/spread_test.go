@@ -115,13 +115,13 @@ func (s *sparseSet) scan(t *testing.T, cb *compute.Bdev, chunk int) *compute.Sta
 }
 
 // everyCoreWorked runs scan until every reactor ran chunks in one run, and
-// fails if none of three runs shows it. (On a loaded machine a reactor's
+// fails if none of ten runs shows it. (On a loaded machine a reactor's
 // thread may not be scheduled before the others have taken every chunk of
 // one run; a scan that hands out work per target up front fails every run.)
 func everyCoreWorked(t *testing.T, scan func() *compute.Stats, reactors int) *compute.Stats {
 	t.Helper()
 	var st *compute.Stats
-	for run := 0; run < 3; run++ {
+	for run := 0; run < 10; run++ {
 		st = scan()
 		if len(st.Cores) != reactors {
 			t.Fatalf("%d core stats for %d reactors", len(st.Cores), reactors)
@@ -133,14 +133,14 @@ func everyCoreWorked(t *testing.T, scan func() *compute.Stats, reactors int) *co
 		}
 		t.Logf("run %d: core %d ran no chunk: %+v", run, st.Cores[idle].Core, st.Cores)
 	}
-	t.Fatalf("in three runs, some reactor ran no chunk")
+	t.Fatalf("in ten runs, some reactor ran no chunk")
 	return nil
 }
 
 func TestOneLargeNamespaceUsesEveryReactor(t *testing.T) {
-	// 64 MiB in 8 KiB chunks: thousands of chunks, far more than one
-	// reactor finishes while the next one starts.
-	s := newSparseSet(t, 1, 64<<20, 0)
+	// 256 MiB in 8 KiB chunks: tens of thousands of chunks, far more than
+	// one reactor finishes while the next one starts.
+	s := newSparseSet(t, 1, 256<<20, 0)
 	cb, err := compute.NewBdev("one", s.bdevs)
 	if err != nil {
 		t.Fatal(err)
@@ -257,10 +257,9 @@ func TestCancelledScanIsClean(t *testing.T) {
 }
 
 // TestOffloadStartFailureIsClean makes offloaded scans fail to start with
-// commands in flight: the compute controller grants three I/O queue pairs
-// and the scan needs four (the two larger targets are driven from both
-// reactors), so the last job's queue pair cannot open after the others
-// have started. Every failed start must give back the queue pairs, the
+// commands in flight: the compute controller grants one I/O queue pair and
+// the scan needs two (its chunks keep both reactors' jobs busy), so the
+// second job's queue pair cannot open after the first has started. Every failed start must give back the queue pairs, the
 // device memory and the program slot; then a scan that fits succeeds.
 func TestOffloadStartFailureIsClean(t *testing.T) {
 	f := newFixture(t)
@@ -271,7 +270,7 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := nvme.NewController(mc, nvme.Options{MaxIOQueues: 3})
+	dev, err := nvme.NewController(mc, nvme.Options{MaxIOQueues: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,9 +304,9 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// One job per target (at most 8 chunks each) fits, if the device
-	// memory, the range sets and the program slot are free again.
-	got, st := f.scanAll(t, cb, compute.Options{Engine: compute.EngineDevice, ChunkBytes: 256 << 10, InFlight: 8, Devices: []*nvme.Controller{dev}})
+	// One job (five chunks, eight in flight) fits, if the device memory,
+	// the range sets and the program slot are free again.
+	got, st := f.scanAll(t, cb, compute.Options{Engine: compute.EngineDevice, ChunkBytes: 1 << 20, InFlight: 8, Devices: []*nvme.Controller{dev}})
 	for i := range f.bdevs {
 		if want := f.reference(i); !slices.Equal(got[i], want) {
 			t.Fatalf("%s: %d matches, reference %d", f.bdevs[i].Name(), len(got[i]), len(want))

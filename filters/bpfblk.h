@@ -19,6 +19,18 @@
  *
  * Block data is read-only for filters and scanners. Every access to it must be
  * proven inside [data, data_end) by comparing with data_end, as in XDP.
+ *
+ * data_end is not always data + block_count * block_size:
+ *   - the last block of a file whose size is not a multiple of the block size
+ *     is short: data_end is the file's end (the device pads the block with
+ *     zeroes, which the program does not see);
+ *   - with an overlap (`bpfblk scan --overlap BYTES`, Options.Overlap), a
+ *     filter's data_end lies up to BYTES past its block's end and a scanner's
+ *     past its chunk's end, into the blocks that follow (fewer at the end of
+ *     the namespace), so that a pattern straddling a block boundary is found.
+ *     A filter reports the block where the pattern starts; a scanner's emits
+ *     at offsets in the overlap are dropped (the next chunk finds them).
+ * So loop to data_end, not to block_size.
  * Parameters are `volatile const` globals set by name from Go or from
  * `bpfblk prog run --set NAME=VALUE`.
  */
@@ -75,7 +87,13 @@ static long (*bpf_map_update_elem)(void *map, const void *key, const void *value
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *)6;
 
-/* bpfblk_emit appends value to the run's match list; -28 (ENOSPC) when full. */
+/*
+ * bpfblk_emit appends value to the run's match list; -28 (ENOSPC) when full.
+ * A scanner emits byte offsets from data. The host sizes the list so that
+ * every value arrives (a run that filled it is run again with more room,
+ * when the program has no writable maps); values that still do not fit are
+ * reported as lost, never dropped silently.
+ */
 static long (*bpfblk_emit)(struct bpfblk_ctx *ctx, __u64 value) = (void *)0x1000;
 /* bpfblk_memcmp compares len bytes: <0, 0, >0 like memcmp. */
 static long (*bpfblk_memcmp)(const void *a, const void *b, __u32 len) = (void *)0x1001;

@@ -22,7 +22,10 @@ import (
 //   - range 1 is the output: the device writes an ExecResult header there,
 //     followed by the values the program emitted (little-endian u64 each:
 //     matching LBAs for a per-block filter, byte offsets into the data for a
-//     scanner), as many as fit after the header.
+//     scanner), as many as fit after the header. The header's Count is the
+//     number the program emitted, so a host whose range was too small
+//     (ExecOverflow) knows how many values did not fit: Count minus the
+//     range's capacity.
 //
 // CPARAM1 (CDW10-11) is the LBA of the data's first block and CPARAM2
 // (CDW12-13) carries the NSID in bits 31:0 and the block size in bits 63:32;
@@ -153,7 +156,7 @@ func ParseMemCopySource(b []byte) MemCopySource {
 // ExecResult is the header the device writes at the start of an Execute
 // Program output range.
 type ExecResult struct {
-	Count uint32 // values that follow (or bytes of map state)
+	Count uint32 // values the program emitted (or bytes of map state); with ExecOverflow more than follow
 	Flags uint32 // ExecOverflow
 	R0    uint64 // the program's return value
 }

@@ -151,6 +151,10 @@ type Set struct {
 	// Notes say what differs from the best case for a device (a uring
 	// device doing buffered I/O), one line each, for a person to read.
 	Notes []string
+	// Lengths are the data bytes of the bdevs whose last block is partial:
+	// file: devices whose size is not a multiple of their LBA size. Their
+	// namespace ends with that block, read as the file's tail and zeroes.
+	Lengths map[*bdev.Bdev]uint64
 }
 
 // Open opens every address (Default when addrs is empty).
@@ -189,6 +193,7 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 	}
 	var files []mock.NamespaceConfig
 	nUring := 0
+	var sizes []uint64
 	for _, s := range specs {
 		switch s.Kind {
 		case Mock:
@@ -222,10 +227,11 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 			if !fi.Mode().IsRegular() {
 				return nil, errors.Errorf("device file:%s: not a regular file", s.Path)
 			}
-			if fi.Size() < int64(s.LBASize) {
-				return nil, errors.Errorf("device file:%s: %d bytes is less than one %d-byte LBA", s.Path, fi.Size(), s.LBASize)
+			if fi.Size() == 0 {
+				return nil, errors.Errorf("device file:%s: the file is empty", s.Path)
 			}
 			files = append(files, mock.NamespaceConfig{Kind: mock.File, Path: s.Path, LBASize: s.LBASize})
+			sizes = append(sizes, uint64(fi.Size()))
 		case PCI:
 			if err := set.addPCI(s.Addr, opts); err != nil {
 				return nil, err
@@ -248,8 +254,18 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 	}
 	if len(files) > 0 {
 		cfg := mock.Config{Serial: "BPFBLKFILE", Model: "bpfblk file-backed controller", Namespaces: files, Mode: opts.Mode}
+		first := len(set.Bdevs)
 		if err := set.addMock(bus(), cfg, opts); err != nil {
 			return nil, err
+		}
+		// One NVM namespace per file, in order.
+		for i, b := range set.Bdevs[first:] {
+			if i < len(sizes) && sizes[i]%uint64(b.BlockSize()) != 0 {
+				if set.Lengths == nil {
+					set.Lengths = map[*bdev.Bdev]uint64{}
+				}
+				set.Lengths[b] = sizes[i]
+			}
 		}
 	}
 	return set, nil

@@ -7,6 +7,7 @@ for every command.
 # Commands
 
 	bpfblk scan     [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]...
+	                [--ns NAME[:FIRST-LAST]]... [--overlap BYTES]
 	                [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES]
 	                [--map-memory BYTES] [--count] [--json]
 	bpfblk perf     [-w read|write|randread|randwrite|rw|randrw] [-M PERCENT] [-q QD] [-o BYTES]
@@ -40,7 +41,10 @@ links), is a usage error, as is a PCI function given twice to setup.
 	                          server logs, and a computational-storage controller
 	mock:null                 an emulated controller with one namespace that moves no data
 	file:PATH[,lba=512|4096]  a namespace backed by a file; several file: devices are
-	                          namespaces of one emulated controller
+	                          namespaces of one emulated controller. A file whose size is
+	                          not a multiple of the LBA size ends in a partial block: it
+	                          reads as the file's tail and zeroes, and scan gives programs
+	                          only the tail (data_end at the file's end)
 	pci:DDDD:BB:DD.F          a real controller through VFIO (see bpfblk setup)
 	uring:PATH[,sqpoll][,buffered][,lba=512|4096]
 	                          a kernel block device (/dev/nvme0n1) or a regular file
@@ -61,7 +65,8 @@ and is read through the page cache, one opened read-only) is named in one
 	0  success
 	1  failure: something went wrong while acting on a valid command line — a file or
 	   device that cannot be opened, a program the verifier rejects, an I/O error, a
-	   program fault, an interrupted run
+	   program fault, an interrupted run, a scan whose results are incomplete (values a
+	   program emitted that did not reach the host)
 	2  usage error: the command line itself is wrong — an unknown command or flag, a
 	   missing or extra argument, a value out of range, a name the inputs do not have
 	   (a program, a --set variable, a namespace), a device given twice, a core this
@@ -92,6 +97,10 @@ a usage error naming the flag and the range:
 	perf -o            a multiple of 512, 512 B to 128 MiB (and of each target's LBA size)
 	perf -t            seconds, finite, above 0 and at most a week (NaN and Inf refused)
 	scan, copy --chunk a multiple of 512, 512 B to 64 MiB
+	scan --overlap     0 to 1048576 bytes
+	scan --ns          NAME, NAME:FIRST-LAST or NAME:FIRST- with decimal LBAs inside the
+	                   namespace; NAME is a bdev name that scan's devices have; the ranges
+	                   of one namespace may not overlap
 	copy -q            1 to 1024
 	prog run --nsid    1 to 4294967294 (NVMe namespace ids)
 	prog run --block-size  0 (the whole data is one block) or a multiple of 512, up to 64 MiB
@@ -119,23 +128,69 @@ What a script may parse is on stdout; progress bars, live lines and summaries fo
 people go to stderr (scan) or are only drawn on a terminal (perf's live line).
 Tables for people may change; the formats below are the contract.
 
-scan prints one "NAME LBA" line per matching block, sorted by namespace then
-LBA, where NAME is the namespace's bdev name (unique across controllers, such
-as mock0n1) and LBA is decimal; a summary follows on stderr. --count prints
-only the number of matching blocks. --json prints one object:
+scan prints one line per result, sorted by namespace (in the order of the
+devices, or of the --ns flags) then LBA (then offset). NAME is the namespace's
+bdev name (unique across controllers, such as mock0n1); numbers are decimal.
 
-	{"matches", "bytes_scanned", "bytes_to_host", "bytes_through_host", "seconds",
+	NAME LBA          a per-block filter (SEC("bpfblk/filter")): one line per
+	                  matching block
+	NAME LBA OFFSET   a scanner (SEC("bpfblk/scan")), which emits byte offsets:
+	                  one line per emitted record, OFFSET its byte offset in
+	                  block LBA (LBA * block size + OFFSET in the namespace)
+
+Every value a program emits is a line: nothing is dropped for want of room.
+Where a limit stops values (a run emitting more than one value per 4 bytes
+of its chunk, or more than a compute device's output range holds of a program
+with writable maps, which cannot be run again), the scan says on stderr
+"bpfblk scan: lost: NAME blocks A-B on WHERE: N emitted values lost", counts
+them in the summary and the JSON, and exits 1.
+
+A summary for people follows on stderr: the host engine (jit or
+interpreter), matching blocks and (for scanners) emitted records, and per
+target its block size, its LBA range, its matching blocks, records and
+selectivity, and where it ran ("on host", "on mock2"; when --engine auto ran
+it on the host, why, in parentheses). --count prints only the number of
+result lines.
+
+--json prints JSON lines: one object per result as results arrive (in no
+particular order), then the report as the last line. A result is
+
+	{"name": "mock0n1", "lba": 55}                 (per-block filter)
+	{"name": "mock0n1", "lba": 55, "offset": 1200} (scanner)
+
+and the report
+
+	{"engine": "jit"|"interpreter", "matches", "matching_blocks", "records", "lost",
+	 "bytes_scanned", "bytes_to_host", "bytes_through_host", "seconds",
 	 "engines": [{"name", "targets", "chunks", "bytes_scanned", "run_seconds"}],
-	 "targets": [{"name", "nsid", "engine", "blocks", "bytes_scanned", "matches"}],
+	 "targets": [{"name", "nsid", "block_size", "first", "engine", "why", "blocks", "bytes",
+	              "bytes_scanned", "matches", "matching_blocks", "lost"}],
+	 "losses": [{"name", "lba", "blocks", "values", "where"}],
 	 "faults": ["..."],
 	 "maps": [{"name", "type": "array"|"hash", "key_type", "value_type",
 	           "entries": [{"key", "value"}]}]}
 
-where "maps" is empty when the program has none and keys and values are JSON
+where "matches" is the number of result lines, "records" the values a scanner
+emitted (0 for a per-block filter), "why" is present when --engine auto ran a
+target on the host, "first" is the target's first LBA, "bytes" its data (less
+than blocks times block_size when its last block is a file's partial one),
+and "maps" is empty when the program has none; keys and values are JSON
 decoded with the program's BTF as the C source declares them: integers as
 numbers, printable char arrays as strings, structs as objects, arrays as lists,
 and bytes without a usable type as a list of "0xNN" strings. Without --json
-the maps follow the summary on stderr, in the text form prog run prints.
+the maps follow the summary on stderr, in the text form prog run prints. With
+--count --json only the report line is printed; a scan without results prints
+only it too.
+
+--overlap BYTES gives every run BYTES past its own data, where the namespace
+has them: a per-block filter's data_end lies BYTES past its block's end, a
+scanner's past its chunk's (filters/bpfblk.h). A pattern straddling a block
+boundary is found and reported at the block where it starts; values a
+scanner emits in the overlap are left to the next chunk. Overlapping runs use
+host engines.
+
+BPFBLK_ENGINE=jit|interpreter picks the engine of host cores for scan and
+the default of prog run --engine; any other non-empty value is a usage error.
 
 perf prints a header line and a table for people; --json prints
 

@@ -134,7 +134,7 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 		fs.uint32Var(&o.nsid, "nsid", 1, 1, maxNSID, fmt.Sprintf("namespace id `N` (1-%d)", uint32(maxNSID)))
 		fs.uint32Var(&o.blockSize, "block-size", 0, 0, maxProgBlock, "block size in `BYTES`: 0 (the whole data is one block) or a multiple of 512").mult = 512
 		fs.int64Var(&o.budget, "budget", engine.DefaultBudget, 1, maxProgBudget, "instruction budget `N` per run (above 0)")
-		fs.StringVar(&o.engine, "engine", engine.Default().Name(), "jit or interpreter")
+		fs.StringVar(&o.engine, "engine", "", "jit or interpreter (default: $BPFBLK_ENGINE, else "+engine.Default().Name()+")")
 	}
 	pos, code, ok := fs.parse(args[1:])
 	if !ok {
@@ -145,6 +145,15 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 	}
 	if o.raw && len(o.sets) > 0 {
 		return fs.usageError(errors.New("--set needs an ELF object, not --raw instructions"))
+	}
+	if sub == "run" && o.engine == "" {
+		e, err := envEngine()
+		if err != nil {
+			return fs.usageError(err)
+		}
+		if o.engine = engine.Default().Name(); e != nil {
+			o.engine = e.Name()
+		}
 	}
 	if sub == "run" && engine.EngineByName(o.engine) == nil {
 		return fs.usageError(fmt.Errorf("--engine %q: want jit or interpreter", o.engine))

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -9,10 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/p2pdma"
@@ -24,19 +28,44 @@ func init() {
 	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
 }
 
-const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--log] [--count] [--json]"
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--ns NAME[:FIRST-LAST]]... [--overlap BYTES] [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--log] [--count] [--json]"
 
-// scanReport is the JSON of `bpfblk scan --json`.
+// scanReport is the JSON of `bpfblk scan --json`: the last line, after the
+// match lines.
 type scanReport struct {
+	// Engine is the engine of host cores: jit or interpreter.
+	Engine string `json:"engine"`
+	// Matches is the result lines (matching LBAs of a per-block filter,
+	// emitted records of a scanner); MatchingBlocks the distinct blocks
+	// they are in; Records the values a scanner emitted (0 for filters).
 	Matches          uint64            `json:"matches"`
+	MatchingBlocks   uint64            `json:"matching_blocks"`
+	Records          uint64            `json:"records"`
+	Lost             uint64            `json:"lost"`
 	BytesScanned     uint64            `json:"bytes_scanned"`
 	BytesToHost      uint64            `json:"bytes_to_host"`
 	BytesThroughHost uint64            `json:"bytes_through_host"`
 	Seconds          float64           `json:"seconds"`
 	Engines          []scanEngineJSON  `json:"engines"`
 	Targets          []scanTargetJSON  `json:"targets"`
+	Losses           []scanLossJSON    `json:"losses"`
 	Faults           []string          `json:"faults"`
 	Maps             []json.RawMessage `json:"maps"`
+}
+
+// scanMatchJSON is one match line of `bpfblk scan --json`.
+type scanMatchJSON struct {
+	Name   string  `json:"name"`
+	LBA    uint64  `json:"lba"`
+	Offset *uint32 `json:"offset,omitempty"`
+}
+
+type scanLossJSON struct {
+	Name   string `json:"name"`
+	LBA    uint64 `json:"lba"`
+	Blocks uint64 `json:"blocks"`
+	Values uint64 `json:"values"`
+	Where  string `json:"where"`
 }
 
 type scanEngineJSON struct {
@@ -48,24 +77,32 @@ type scanEngineJSON struct {
 }
 
 type scanTargetJSON struct {
-	Name         string `json:"name"`
-	NSID         uint32 `json:"nsid"`
-	Engine       string `json:"engine"`
-	Blocks       uint64 `json:"blocks"`
-	BytesScanned uint64 `json:"bytes_scanned"`
-	Matches      uint64 `json:"matches"`
+	Name           string `json:"name"`
+	NSID           uint32 `json:"nsid"`
+	BlockSize      uint32 `json:"block_size"`
+	First          uint64 `json:"first"`
+	Engine         string `json:"engine"`
+	Why            string `json:"why,omitempty"`
+	Blocks         uint64 `json:"blocks"`
+	Bytes          uint64 `json:"bytes"`
+	BytesScanned   uint64 `json:"bytes_scanned"`
+	Matches        uint64 `json:"matches"`
+	MatchingBlocks uint64 `json:"matching_blocks"`
+	Lost           uint64 `json:"lost"`
 }
 
 func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newCmdline("scan", scanSynopsis, stdout, stderr)
 	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
-	var sets multiFlag
+	var sets, nsFlags multiFlag
 	fs.Var(&sets, "set", setHelp)
 	devs := fs.devFlag()
+	fs.Var(&nsFlags, "ns", "scan only namespace `NAME[:FIRST-LAST]` (repeatable): a bdev name such as mock0n1, optionally with an inclusive LBA range (FIRST- runs to the end)")
+	overlap := fs.intRange("overlap", 0, 0, compute.MaxOverlap, "`BYTES` past each block's end a program sees (0 to 1 MiB), so that a pattern straddling two blocks is found at the first")
 	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
-	count := fs.Bool("count", false, "print only the number of matches")
-	jsonOut := fs.Bool("json", false, "print a JSON report instead of match lines")
+	count := fs.Bool("count", false, "print only the number of result lines")
+	jsonOut := fs.Bool("json", false, "print JSON lines: one per match, then the report")
 	cores := fs.cores("c", 2, "`CORES` of the host compute reactors: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
 	chunk := fs.size("chunk", 256<<10, 64<<20, "`BYTES` per program run (a multiple of 512, at most 64 MiB)")
 	mapMemory := mapMemoryFlag(fs.FlagSet)
@@ -84,6 +121,10 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	default:
 		return fs.usageError(errors.Errorf("--stage: unknown stage %q (want host or cmb)", *stage))
 	}
+	progEngine, err := envEngine()
+	if err != nil {
+		return fs.usageError(err)
+	}
 	vars := map[string]any{}
 	for _, s := range sets {
 		k, v, ok := strings.Cut(s, "=")
@@ -92,8 +133,12 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		}
 		vars[k] = v
 	}
+	ranges, err := parseNSFlags(nsFlags)
+	if err != nil {
+		return fs.usageError(err)
+	}
 
-	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory), verifierLog)
+	exe, err := loadScanProgram(*filter, vars, int64(*mapMemory), verifierLog, progEngine)
 	if err != nil {
 		printVerifierLog(stderr, err)
 		return fs.exit(mapMemoryHint(err))
@@ -107,11 +152,22 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	if len(set.Bdevs) == 0 {
 		return failure(stderr, "scan", errors.New("the devices have no NVM namespaces"))
 	}
+	targets, err := scanTargets(set.Bdevs, ranges)
+	if err != nil {
+		return fs.usageError(err)
+	}
 	cb, err := compute.NewBdev("scan", set.Bdevs)
 	if err != nil {
 		return failure(stderr, "scan", err)
 	}
 	defer cb.Close()
+	for i, b := range set.Bdevs {
+		if n, ok := set.Lengths[b]; ok {
+			if err := cb.SetLength(i, n); err != nil {
+				return failure(stderr, "scan", err)
+			}
+		}
+	}
 	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: true})
 	if err != nil {
 		return failure(stderr, "scan", err)
@@ -121,7 +177,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var matches []compute.Match
-	opts := compute.Options{Engine: eng, ChunkBytes: *chunk, Devices: set.Controllers}
+	opts := compute.Options{Engine: eng, ChunkBytes: *chunk, Devices: set.Controllers, Overlap: *overlap}
 	if *stage == "cmb" {
 		// Host engines read chunks into a controller memory buffer: the data
 		// goes drive to peer memory and never crosses host DRAM.
@@ -132,14 +188,28 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		defer reg.Close()
 		opts.Staging = p2pdma.NewCMBStaging(reg)
 	}
-	if !*count && !*jsonOut {
+	scanner := exe.Program().Type != abi.TypeFilter
+	name := func(m compute.Match) string { return set.Bdevs[targets[m.Target].Base].Name() }
+	var jw *jsonLines
+	switch {
+	case *count:
+	case *jsonOut:
+		// Match lines as they arrive: a large result is never held.
+		jw = &jsonLines{w: bufio.NewWriterSize(stdout, 64<<10)}
+		opts.OnMatch = func(m compute.Match) {
+			ml := scanMatchJSON{Name: name(m), LBA: m.LBA}
+			if scanner {
+				ml.Offset = &m.Offset
+			}
+			jw.write(ml)
+		}
+	default:
 		opts.OnMatch = func(m compute.Match) { matches = append(matches, m) }
 	}
 	bar := isTerminal(stderr)
 	if bar {
 		opts.Progress = func(done, total uint64) { progressBar(stderr, done, total) }
 	}
-	targets := cb.AllTargets()
 	st, err := cb.Scan(ctx, g, exe, targets, opts)
 	if bar {
 		fmt.Fprint(stderr, "\r\033[K")
@@ -149,7 +219,11 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *jsonOut:
-		if werr := writeScanJSON(stdout, st, mapsJSON(exe.Program(), st.Maps)); werr != nil {
+		if jw == nil {
+			jw = &jsonLines{w: bufio.NewWriterSize(stdout, 64<<10)}
+		}
+		jw.write(scanJSON(st, targets, scanner, mapsJSON(exe.Program(), st.Maps)))
+		if werr := jw.flush(); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
 	case *count:
@@ -165,17 +239,18 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			return cmp.Compare(a.Offset, b.Offset)
 		})
 		w := newLineWriter(stdout)
-		for i, m := range matches {
-			// A scanner may emit several records of one block: one line per block.
-			if i > 0 && matches[i-1].Target == m.Target && matches[i-1].LBA == m.LBA {
-				continue
+		for _, m := range matches {
+			// NAME LBA (NAME OFFSET for a scanner's records): the bdev name
+			// tells namespaces of different controllers apart, which their
+			// NSIDs do not.
+			if scanner {
+				w.printf("%s %d %d\n", name(m), m.LBA, m.Offset)
+			} else {
+				w.printf("%s %d\n", name(m), m.LBA)
 			}
-			// NAME LBA: the bdev name tells namespaces of different
-			// controllers apart, which their NSIDs do not.
-			w.printf("%s %d\n", set.Bdevs[targets[m.Target].Base].Name(), m.LBA)
 		}
 		w.flush()
-		printScanSummary(stderr, st)
+		printScanSummary(stderr, st, targets, scanner)
 		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
@@ -183,17 +258,136 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	for _, f := range st.Faults {
 		fmt.Fprintf(stderr, "bpfblk scan: fault: %v\n", f)
 	}
+	for _, l := range st.Losses {
+		fmt.Fprintf(stderr, "bpfblk scan: lost: %v\n", l)
+	}
 	if err != nil {
 		return failure(stderr, "scan", err)
 	}
 	if len(st.Faults) > 0 {
 		return exitFail
 	}
+	if st.Lost > 0 {
+		return failure(stderr, "scan", errors.Errorf("%d emitted values did not reach the host (the results are incomplete)", st.Lost))
+	}
 	return exitOK
 }
 
+// nsRange is one --ns: a namespace and an inclusive LBA range.
+type nsRange struct {
+	name        string
+	first, last uint64
+	whole, open bool // no range; FIRST- (to the end)
+	flag        string
+}
+
+// parseNSFlags parses the --ns values.
+func parseNSFlags(flags []string) ([]nsRange, error) {
+	var out []nsRange
+	for _, f := range flags {
+		name, rng, hasRange := strings.Cut(f, ":")
+		if name == "" {
+			return nil, errors.Errorf("--ns %q: want NAME[:FIRST-LAST]", f)
+		}
+		r := nsRange{name: name, flag: f, whole: !hasRange}
+		if hasRange {
+			a, b, ok := strings.Cut(rng, "-")
+			first, err1 := strconv.ParseUint(a, 10, 64)
+			var last uint64
+			var err2 error
+			if r.open = ok && b == ""; !r.open {
+				last, err2 = strconv.ParseUint(b, 10, 64)
+			}
+			if !ok || err1 != nil || err2 != nil || !r.open && last < first {
+				return nil, errors.Errorf("--ns %q: want NAME:FIRST-LAST (decimal LBAs, FIRST <= LAST) or NAME:FIRST-", f)
+			}
+			r.first, r.last = first, last
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// scanTargets returns the targets of the --ns ranges over bdevs (every
+// namespace, whole, without any).
+func scanTargets(bdevs []*bdev.Bdev, ranges []nsRange) ([]compute.Target, error) {
+	if len(ranges) == 0 {
+		t := make([]compute.Target, len(bdevs))
+		for i := range t {
+			t[i] = compute.Target{Base: i}
+		}
+		return t, nil
+	}
+	var out []compute.Target
+	for _, r := range ranges {
+		i := slices.IndexFunc(bdevs, func(b *bdev.Bdev) bool { return b.Name() == r.name })
+		if i < 0 {
+			names := make([]string, len(bdevs))
+			for k, b := range bdevs {
+				names[k] = b.Name()
+			}
+			return nil, errors.Errorf("--ns %q: no namespace %s (have: %s)", r.flag, r.name, strings.Join(names, ", "))
+		}
+		n := bdevs[i].NumBlocks()
+		t := compute.Target{Base: i}
+		if !r.whole {
+			last := r.last
+			if r.open {
+				last = n - 1
+			}
+			if r.first >= n || last >= n {
+				return nil, errors.Errorf("--ns %q: %s has LBAs 0-%d", r.flag, r.name, n-1)
+			}
+			t.Start, t.Blocks = r.first, last-r.first+1
+		}
+		for _, o := range out {
+			if o.Base == i && overlaps(o, t, n) {
+				return nil, errors.Errorf("--ns %q overlaps another --ns of %s: a block would be scanned twice", r.flag, r.name)
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// overlaps reports whether two targets of a base of n blocks share a block.
+func overlaps(a, b compute.Target, n uint64) bool {
+	end := func(t compute.Target) uint64 {
+		if t.Blocks == 0 {
+			return n
+		}
+		return t.Start + t.Blocks
+	}
+	return a.Start < end(b) && b.Start < end(a)
+}
+
+// jsonLines writes one JSON object per line.
+type jsonLines struct {
+	w   *bufio.Writer
+	err error
+}
+
+func (j *jsonLines) write(v any) {
+	if j.err != nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err == nil {
+		b = append(b, '\n')
+		_, err = j.w.Write(b)
+	}
+	j.err = err
+}
+
+func (j *jsonLines) flush() error {
+	if j.err != nil {
+		return j.err
+	}
+	return j.w.Flush()
+}
+
 // loadScanProgram loads the user's filter, or the built-in one.
-func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifierLog bool) (*engine.Executable, error) {
+func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifierLog bool, eng engine.Engine) (*engine.Executable, error) {
 	var p *engine.Program
 	if filter == "" {
 		spec, err := filters.LoadPattern()
@@ -228,7 +422,7 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifi
 			return nil, errors.Wrap(err, path)
 		}
 	}
-	return engine.Compile(p, nil)
+	return engine.Compile(p, eng)
 }
 
 type lineWriter struct {
@@ -274,17 +468,38 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", v, u[i])
 }
 
-func printScanSummary(w io.Writer, st *compute.Stats) {
+func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, scanner bool) {
 	secs := st.Elapsed.Seconds()
+	fmt.Fprintf(w, "scanned %s in %.3fs (%.2f GB/s); host cores run the %s engine\n",
+		humanBytes(st.BytesScanned), secs, float64(st.BytesScanned)/secs/1e9, st.Engine)
 	var blocks uint64
 	for _, t := range st.Targets {
-		blocks += t.Blocks
+		blocks += t.MatchingBlocks
 	}
-	fmt.Fprintf(w, "scanned %s in %.3fs (%.2f GB/s): %d matching blocks of %d (selectivity %.3f%%)\n",
-		humanBytes(st.BytesScanned), secs, float64(st.BytesScanned)/secs/1e9, st.Matches, blocks, 100*float64(st.Matches)/float64(max(blocks, 1)))
-	fmt.Fprintf(w, "bytes to host %s, through host memory %s\n", humanBytes(st.BytesToHost), humanBytes(st.BytesThroughHost))
-	for _, t := range st.Targets {
-		fmt.Fprintf(w, "  %-10s nsid %-3d %-8s %9d blocks %10s %8d matches\n", t.Base, t.NSID, t.Engine, t.Blocks, humanBytes(t.BytesScanned), t.Matches)
+	if scanner {
+		fmt.Fprintf(w, "%d records emitted in %d matching blocks", st.Matches, blocks)
+	} else {
+		fmt.Fprintf(w, "%d matching blocks", blocks)
+	}
+	if st.Lost > 0 {
+		fmt.Fprintf(w, "; %d emitted values LOST", st.Lost)
+	}
+	fmt.Fprintf(w, "; bytes to host %s, through host memory %s\n", humanBytes(st.BytesToHost), humanBytes(st.BytesThroughHost))
+	for i, t := range st.Targets {
+		first := targets[i].Start
+		fmt.Fprintf(w, "  %-10s %4d B blocks %d-%d: %d of %d blocks match (selectivity %.3f%%)",
+			t.Base, t.BlockSize, first, first+t.Blocks-1, t.MatchingBlocks, t.Blocks, 100*float64(t.MatchingBlocks)/float64(max(t.Blocks, 1)))
+		if scanner {
+			fmt.Fprintf(w, ", %d records", t.Matches)
+		}
+		if t.Lost > 0 {
+			fmt.Fprintf(w, ", %d values lost", t.Lost)
+		}
+		fmt.Fprintf(w, "; on %s", t.Engine)
+		if t.Why != "" {
+			fmt.Fprintf(w, " (%s)", t.Why)
+		}
+		fmt.Fprintln(w)
 	}
 	for _, e := range st.Engines {
 		if e.Targets == 0 {
@@ -300,24 +515,34 @@ func printScanSummary(w io.Writer, st *compute.Stats) {
 			fmt.Fprintf(w, ", %.3fs of Execute Program latency summed over chunks\n", e.RunTime.Seconds())
 		}
 	}
+	if st.Reruns > 0 {
+		fmt.Fprintf(w, "  %d program runs filled their emit buffer and ran again with room\n", st.Reruns)
+	}
 }
 
-func writeScanJSON(w io.Writer, st *compute.Stats, maps []json.RawMessage) error {
+// scanJSON is the report line of --json.
+func scanJSON(st *compute.Stats, targets []compute.Target, scanner bool, maps []json.RawMessage) scanReport {
 	rep := scanReport{
-		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
+		Engine: st.Engine, Matches: st.Matches, Lost: st.Lost, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
-		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: maps,
+		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Losses: []scanLossJSON{}, Faults: []string{}, Maps: maps,
+	}
+	if scanner {
+		rep.Records = st.Matches
 	}
 	for _, e := range st.Engines {
 		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})
 	}
-	for _, t := range st.Targets {
-		rep.Targets = append(rep.Targets, scanTargetJSON{Name: t.Base, NSID: t.NSID, Engine: t.Engine, Blocks: t.Blocks, BytesScanned: t.BytesScanned, Matches: t.Matches})
+	for i, t := range st.Targets {
+		rep.MatchingBlocks += t.MatchingBlocks
+		rep.Targets = append(rep.Targets, scanTargetJSON{Name: t.Base, NSID: t.NSID, BlockSize: t.BlockSize, First: targets[i].Start, Engine: t.Engine, Why: t.Why,
+			Blocks: t.Blocks, Bytes: t.Bytes, BytesScanned: t.BytesScanned, Matches: t.Matches, MatchingBlocks: t.MatchingBlocks, Lost: t.Lost})
+	}
+	for _, l := range st.Losses {
+		rep.Losses = append(rep.Losses, scanLossJSON{Name: l.Base, LBA: l.LBA, Blocks: l.Blocks, Values: l.Values, Where: l.Where})
 	}
 	for _, f := range st.Faults {
 		rep.Faults = append(rep.Faults, f.Error())
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rep)
+	return rep
 }

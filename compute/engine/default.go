@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"os"
 	"sync"
 )
 
@@ -11,19 +10,13 @@ var (
 )
 
 // Default returns the engine Compile uses when given nil: the JIT where it
-// is available (linux/amd64), the interpreter elsewhere. The environment
-// variable BPFBLK_ENGINE=interpreter (or =jit) overrides the choice for the
-// whole process, for comparing engines without changing code.
+// is available (linux/amd64), the interpreter elsewhere. (The package reads
+// no environment: a tool that lets its users choose, as bpfblk does with
+// BPFBLK_ENGINE, passes EngineByName's engine to Compile.)
 func Default() Engine {
 	defaultOnce.Do(func() {
 		defaultEngine = Interpreter
 		if jitAvailable {
-			defaultEngine = JIT
-		}
-		switch os.Getenv("BPFBLK_ENGINE") {
-		case "interpreter":
-			defaultEngine = Interpreter
-		case "jit":
 			defaultEngine = JIT
 		}
 	})

@@ -113,6 +113,7 @@ type Instance struct {
 	emit        []uint64
 	nemit       int
 	overflow    bool
+	dropped     int
 	budget      int64 // left in the current slice; the JIT reads and writes it
 	remaining   int64 // budget of this run not yet handed to a slice
 	budgetLimit int64
@@ -249,6 +250,13 @@ type Context struct {
 	NSID       uint32
 	BlockSize  uint32 // 0 means len(Data)
 	BlockCount uint32 // 0 means len(Data)/BlockSize
+	// Overlap is how many bytes past each block's end a per-block filter's
+	// run sees, where Data has them: its data_end lies up to Overlap bytes
+	// into what follows, so that a pattern straddling two blocks is found
+	// at the block where it starts. A scanner sees all of Data.
+	Overlap uint32
+	// Data may end inside the last block (a short block, such as the tail
+	// of a file): that block's run sees only the bytes Data holds.
 }
 
 // Result is what a run produced.
@@ -261,6 +269,8 @@ type Result struct {
 	// Overflow is set when the program emitted more values than the buffer
 	// holds; bpfblk_emit returned -ENOSPC for those.
 	Overflow bool
+	// Dropped is the number of values bpfblk_emit refused for want of room.
+	Dropped int
 }
 
 // Run runs the program on ctx and writes emitted values (matching LBAs of a
@@ -271,7 +281,7 @@ type Result struct {
 // other type runs once over the whole chunk. A raw program gets r1 = data and
 // r2 = len(data).
 func (m *Instance) Run(ctx *Context, emit []uint64) (Result, error) {
-	m.emit, m.nemit, m.overflow = emit, 0, false
+	m.emit, m.nemit, m.overflow, m.dropped = emit, 0, false, 0
 	bs := ctx.BlockSize
 	if bs == 0 {
 		bs = uint32(len(ctx.Data))
@@ -280,7 +290,8 @@ func (m *Instance) Run(ctx *Context, emit []uint64) (Result, error) {
 	if count == 0 && bs != 0 {
 		count = uint32(len(ctx.Data)) / bs
 	}
-	if uint64(bs)*uint64(count) > uint64(len(ctx.Data)) {
+	// The last block may be short, but not empty.
+	if count > 0 && uint64(bs)*uint64(count-1) >= uint64(len(ctx.Data)) {
 		return Result{}, errors.Errorf("engine: %d blocks of %d bytes do not fit in %d bytes of data", count, bs, len(ctx.Data))
 	}
 	if len(ctx.Data) > 1<<31 {
@@ -296,7 +307,7 @@ func (m *Instance) Run(ctx *Context, emit []uint64) (Result, error) {
 			if b > 0 && m.interrupted() {
 				return res, errors.Wrapf(ErrInterrupted, "engine: before block %d (LBA %d)", b, ctx.LBA+uint64(b))
 			}
-			d := ctx.Data[uint64(b)*uint64(bs) : uint64(b+1)*uint64(bs)]
+			d := ctx.Data[uint64(b)*uint64(bs) : min(uint64(b+1)*uint64(bs)+uint64(ctx.Overlap), uint64(len(ctx.Data)))]
 			r0, err := m.runOnce(d, ctx.LBA+uint64(b), ctx.NSID, bs, 1)
 			if err != nil {
 				return res, errors.Wrapf(err, "block %d (LBA %d)", b, ctx.LBA+uint64(b))
@@ -314,7 +325,7 @@ func (m *Instance) Run(ctx *Context, emit []uint64) (Result, error) {
 		}
 		res.R0 = r0
 	}
-	res.Emitted, res.Overflow = m.nemit, m.overflow
+	res.Emitted, res.Overflow, res.Dropped = m.nemit, m.overflow, m.dropped
 	m.emit, m.data = nil, nil
 	m.regions[regionData] = region{}
 	return res, nil
@@ -357,6 +368,7 @@ func (m *Instance) runOnce(data []byte, lba uint64, nsid, bs, count uint32) (uin
 func (m *Instance) emitValue(v uint64) int64 {
 	if m.nemit >= len(m.emit) {
 		m.overflow = true
+		m.dropped++
 		return -abi.ENOSPC
 	}
 	m.emit[m.nemit] = v

@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 		"test.blockprofile", "test.mutexprofile", "test.trace", "test.coverprofile", "test.gocoverdir"} {
 		single = single || flagValue(f) != ""
 	}
+	if e := EngineByName(os.Getenv("BPFBLK_ENGINE")); e != nil {
+		engines = []Engine{e}
+	}
 	if jitAvailable && !single {
 		engines = []Engine{JIT, Interpreter}
 	}

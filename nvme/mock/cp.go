@@ -557,7 +557,9 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 		s.logf("slot %d: program fault over nsid %d LBA %d (%d bytes): %v", slot, ctx.NSID, ctx.LBA, dlen, err)
 		return fail(nvme.ErrProgramFault)
 	}
-	r := nvme.ExecResult{Count: uint32(res.Emitted), R0: res.R0}
+	// Count is every value the program emitted, those that did not fit
+	// too: the host learns how many it lost.
+	r := nvme.ExecResult{Count: uint32(min(uint64(res.Emitted)+uint64(res.Dropped), 1<<32-1)), R0: res.R0}
 	if res.Overflow {
 		r.Flags |= nvme.ExecOverflow
 	}

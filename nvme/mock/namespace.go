@@ -15,8 +15,10 @@ const (
 	// Memory is sparse memory: chunks are allocated on first write, so a
 	// 1 TiB namespace costs nothing until written.
 	Memory Kind = iota
-	// File is backed by a regular file (its size, rounded down to the LBA
-	// size, is the namespace size unless Size is set).
+	// File is backed by a regular file. Unless Size is set, the namespace
+	// holds the whole file: its size rounded up to the LBA size, so a file
+	// whose size is not a multiple of it ends in a block that reads as the
+	// file's tail followed by zeroes (writing that block extends the file).
 	File
 	// Null moves no data: writes are dropped, reads leave the host buffer
 	// untouched. For measuring the stack itself.
@@ -99,7 +101,7 @@ func newNamespace(id uint32, cfg NamespaceConfig) (*namespace, error) {
 			return nil, errors.Errorf("mock: namespace %d: %s is not a regular file", id, cfg.Path)
 		}
 		if size == 0 {
-			size = uint64(st.Size())
+			size = (uint64(st.Size()) + uint64(lba) - 1) / uint64(lba) * uint64(lba)
 		}
 		ns.store = &fileStore{f: f}
 	default:
