@@ -232,14 +232,22 @@ func (b *Bus) attach(c *Controller) {
 	b.ctrls.Store(&n)
 }
 
-// controller returns the open controller whose Identify CNTLID is cntlid.
-func (b *Bus) controller(cntlid uint16) *Controller {
+// peerOf returns the controller whose CNTLID is cntlid if c reaches it: it
+// is open and in c's NVM subsystem. Otherwise it returns nil and why.
+func (b *Bus) peerOf(c *Controller, cntlid uint16) (*Controller, string) {
 	l := b.attachedList()
 	i := int(cntlid) - 1
-	if i < 0 || i >= len(l) || l[i] == nil || l[i].c.closed.Load() {
-		return nil
+	if i < 0 || i >= len(l) || l[i] == nil {
+		return nil, "no such controller on the bus"
 	}
-	return l[i].c
+	p := l[i].c
+	if p.closed.Load() {
+		return nil, "the controller is closed"
+	}
+	if p.subsystem() != c.subsystem() {
+		return nil, "the controller is in NVM subsystem " + p.subsystem() + ", not in " + c.subsystem()
+	}
+	return p, ""
 }
 
 // computeOf returns the compute state of c.

@@ -65,6 +65,12 @@ type Config struct {
 	Seed uint64
 	// Compute sets the limits of compute namespaces (nil: defaults).
 	Compute *ComputeConfig
+	// Subsystem is the NQN of the NVM subsystem the controller belongs to.
+	// Controllers of a bus with the same Subsystem form one subsystem:
+	// Identify reports the NQN and CMIC bit 1 (more than one controller),
+	// and only they reach each other's namespaces (Memory Copy). Empty
+	// means a subsystem of its own, named after the serial number.
+	Subsystem string
 }
 
 const (
@@ -109,8 +115,17 @@ type Controller struct {
 	qc   []queueCounters
 	peer queueCounters
 
-	dmaMu sync.Mutex
-	dmas  map[uint64]*nvme.DMA
+	// peerQs are the queues on which peers' queues have this controller
+	// execute commands (peer.go): copy-on-write under peerMu.
+	peerMu sync.Mutex
+	peerQs atomic.Pointer[[]*peerQueue]
+	// prpPages are, by QID, the pages in which the controller's queues
+	// build the PRP lists of their peer Reads.
+	prpPages []prpPage
+
+	dmaMu    sync.Mutex
+	dmas     map[uint64]*nvme.DMA
+	internal []uint64 // bus addresses of the device's own memory (SLM, PRP pages)
 
 	cmb     []byte
 	cmbIOVA uint64
@@ -137,6 +152,8 @@ type sq struct {
 	scratch []byte
 	st      *queueCounters // the counters of this QID
 	cur     nvme.SQE       // the command being executed
+	owner   *Controller    // the controller whose queue this is
+	peers   []peerLink     // peer queues of source controllers (peer.go)
 	_       [linePad]byte
 }
 
@@ -260,6 +277,7 @@ func NewController(b *Bus, cfg Config) (*Controller, error) {
 	c.cqs = make([]atomic.Pointer[cq], c.cfg.MaxQueues+1)
 	c.numQueues = c.cfg.MaxQueues
 	c.qc = newQueueCounters(c.cfg.MaxQueues + 1)
+	c.prpPages = make([]prpPage, c.cfg.MaxQueues+1)
 	c.rng = rand.New(rand.NewPCG(cfg.Seed, uint64(idx)))
 	for i, nc := range cfg.Namespaces {
 		ns, err := newNamespace(uint32(i+1), nc)
@@ -373,6 +391,10 @@ func (c *Controller) Close() error {
 		c.bus.Unmap(iova)
 	}
 	clear(c.dmas)
+	for _, iova := range c.internal {
+		c.bus.Unmap(iova)
+	}
+	c.internal = nil
 	c.dmaMu.Unlock()
 	if c.cmbIOVA != 0 {
 		c.bus.Unmap(c.cmbIOVA)
@@ -546,7 +568,7 @@ func (c *Controller) enableLocked(cc uint32) bool {
 		return false
 	}
 	acqq := &cq{id: 0, mem: cm, size: uint16(cqs), phase: 1}
-	asqq := &sq{id: 0, mem: sm, size: uint16(sqs), cq: acqq, rng: c.rng, scratch: make([]byte, 4096), st: &c.qc[0]}
+	asqq := &sq{id: 0, mem: sm, size: uint16(sqs), cq: acqq, rng: c.rng, scratch: make([]byte, 4096), st: &c.qc[0], owner: c}
 	acqq.sqs = []*sq{asqq}
 	acqq.attached.Store(&acqq.sqs)
 	c.cqs[0].Store(acqq)

@@ -575,11 +575,7 @@ func (s *computeState) slmBytesLocked(c *Controller, r nvme.MemRange) []byte {
 	if ns == nil {
 		return nil
 	}
-	m := s.mem[ns.id]
-	if m == nil {
-		m = alignedAlloc(int(ns.slmSize()))
-		s.mem[ns.id] = m
-	}
+	m := c.slmMemLocked(s, ns)
 	if r.Offset > uint64(len(m)) || uint64(r.Length) > uint64(len(m))-r.Offset {
 		return nil
 	}
