@@ -3,6 +3,7 @@ package compute
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -191,9 +192,12 @@ type CoreStats struct {
 
 // TargetStats is what a scan did on one target.
 type TargetStats struct {
-	Base         string
-	NSID         uint32
-	Engine       string
+	Base   string
+	NSID   uint32
+	Engine string // "host" or the compute devices' names joined by "+"
+	// Why says why a target runs on host cores when compute devices were
+	// offered (none reaches it, or their memory is exhausted).
+	Why          string
 	Blocks       uint64
 	BytesScanned uint64
 	Matches      uint64
@@ -303,52 +307,61 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		}
 		total += n * uint64(b.BlockSize())
 		chunkBlocks := max(uint64(opts.ChunkBytes/b.BlockSize()), 1)
-		dev := cb.offloadFor(devs, b, t.Start, opts.Engine)
-		if dev == nil && opts.Engine == EngineDevice {
-			return fail(errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name()))
+		offs, why := cb.offloadFor(devs, b, opts.Engine)
+		if len(offs) == 0 && opts.Engine == EngineDevice {
+			return fail(errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (offload needs a controller with the Computational Programs and Subsystem Local Memory command sets in the NVM subsystem of the namespace): %s", cb.name, ti, b.Name(), why))
 		}
 		cur := newCursor(t.Start, t.Start+n, chunkBlocks)
-		if dev != nil {
-			// Offloaded chunks are driven from as many reactors as the
-			// target has rounds of InFlight chunks for, up to all of them;
-			// each takes its chunks from the target's cursor.
+		// Every device that reaches the target gets its offload jobs,
+		// driven from as many reactors as the target has rounds of
+		// InFlight chunks for, up to all of them; all of them take their
+		// chunks from the target's cursor.
+		var used []*offDevice
+		for k, dev := range offs {
 			chunks := (n + chunkBlocks - 1) / chunkBlocks
 			parts := int(min(uint64(len(reactors)), max(chunks/uint64(opts.InFlight), 1)))
 			var planned []job
 			var err error
 			for p := 0; p < parts && err == nil; p++ {
 				var j *offJob
-				if j, err = newOffJob(reactors[(ti+p)%len(reactors)], dev, b, exe.Program().Type, ti, cur, opts); err == nil {
+				if j, err = newOffJob(reactors[(ti+p+k)%len(reactors)], dev, b, exe.Program().Type, ti, cur, opts); err == nil {
 					planned = append(planned, j)
 				}
 			}
-			if err != nil && errors.Is(err, errNoDeviceMemory) && opts.Engine == EngineAuto {
-				// The device is full: scan this target on host cores.
+			if err != nil && errors.Is(err, errNoDeviceMemory) && (opts.Engine == EngineAuto || k+1 < len(offs) || len(used) > 0) {
+				// The device is full: the others (or host cores) take
+				// the target.
 				if terr := teardownJobs(planned); terr != nil {
 					jobs = append(jobs, planned...)
 					return fail(terr)
 				}
-				planned, dev, err = nil, nil, nil
+				why = dev.c.Name() + ": " + err.Error()
+				continue
 			}
 			if err != nil {
 				jobs = append(jobs, planned...)
 				return fail(errors.Wrapf(err, "compute bdev %s: target %d (%s)", cb.name, ti, b.Name()))
 			}
 			jobs = append(jobs, planned...)
+			used = append(used, dev)
 		}
 		engName := "host"
-		if dev != nil {
-			if dev.stats == 0 {
-				dev.stats = len(st.Engines)
-				st.Engines = append(st.Engines, EngineStats{Name: dev.c.Name()})
+		if len(used) > 0 {
+			names := make([]string, len(used))
+			for k, dev := range used {
+				if dev.stats == 0 {
+					dev.stats = len(st.Engines)
+					st.Engines = append(st.Engines, EngineStats{Name: dev.c.Name()})
+				}
+				names[k] = dev.c.Name()
+				st.Engines[dev.stats].Targets++
 			}
-			engName = dev.c.Name()
-			st.Engines[dev.stats].Targets++
+			engName, why = strings.Join(names, "+"), ""
 		} else {
 			st.Engines[0].Targets++
 			hosts = append(hosts, &hostTarget{cur: cur, index: ti, base: t.Base, bs: uint64(b.BlockSize()), nsid: b.Info().NSID, name: b.Name()})
 		}
-		st.Targets = append(st.Targets, TargetStats{Base: b.Name(), NSID: b.Info().NSID, Engine: engName, Blocks: n})
+		st.Targets = append(st.Targets, TargetStats{Base: b.Name(), NSID: b.Info().NSID, Engine: engName, Why: why, Blocks: n})
 	}
 	if len(hosts) > 0 {
 		// Every host worker runs its own instance: their maps must fit the
@@ -536,21 +549,29 @@ func hasWritableMaps(p *engine.Program) bool {
 	return false
 }
 
-// offloadFor returns the compute device that takes target base b, or nil.
-func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, start uint64, kind EngineKind) *offDevice {
+// offloadFor returns the compute devices that take target base b (every
+// one that reaches its data), or none and why.
+func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, kind EngineKind) ([]*offDevice, string) {
 	if kind == EngineHost {
-		return nil
+		return nil, ""
 	}
-	c, ns := bdev.NVMeNamespace(b)
+	if len(devs) == 0 {
+		return nil, "no controller with the Computational Programs and Subsystem Local Memory command sets took the program"
+	}
+	c, _ := bdev.NVMeNamespace(b)
 	if c == nil {
-		return nil
+		return nil, "not an NVMe namespace"
 	}
+	var out []*offDevice
+	var why []string
 	for _, d := range devs {
-		if d.reaches(c, ns, start) {
-			return d
+		if ok, w := d.reaches(c); ok {
+			out = append(out, d)
+		} else {
+			why = append(why, w)
 		}
 	}
-	return nil
+	return out, strings.Join(why, "; ")
 }
 
 // cursor hands out the chunks of one target to every reactor that scans it:

@@ -6,9 +6,14 @@
 //	file:PATH[,lba=512|4096]  an emulated controller namespace backed by a file;
 //	                          several file: devices become namespaces of one controller
 //	pci:0000:01:00.0          a real controller through VFIO
+//	csd[:N]                   an emulated computational storage controller (CP and
+//	                          SLM command sets) in the subsystem of the other devices;
+//	                          csd:1, csd:2, ... add more than one
 //
 // Every emulated controller of one Open shares one emulated bus, so they can
-// reach each other's memory as controllers on one PCIe fabric do.
+// reach each other's memory as controllers on one PCIe fabric do, and one
+// NVM subsystem (one SUBNQN, Identify CMIC bit 1), so a compute controller
+// reaches the namespaces of all of them.
 package device
 
 import (
@@ -18,6 +23,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/nvme"
@@ -36,6 +42,7 @@ const (
 	MockNull
 	File
 	PCI
+	CSD
 )
 
 // Spec is a parsed device address.
@@ -44,6 +51,7 @@ type Spec struct {
 	Path    string // File
 	LBASize int    // File: 512 or 4096
 	Addr    string // PCI, canonical "0000:01:00.0"
+	Index   int    // CSD: N of csd:N (csd is csd:0)
 }
 
 // Default is the device used when none is given.
@@ -72,6 +80,15 @@ func Parse(s string) (Spec, error) {
 			spec.LBASize = n
 		}
 		return spec, nil
+	case s == "csd" || strings.HasPrefix(s, "csd:"):
+		n := 0
+		if v, ok := strings.CutPrefix(s, "csd:"); ok {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil || n < 0 || n > 63 || strconv.Itoa(n) != v {
+				return Spec{}, errors.Errorf("device %q: want csd or csd:N with N from 0 to 63", s)
+			}
+		}
+		return Spec{Kind: CSD, Index: n}, nil
 	case strings.HasPrefix(s, pci.Scheme):
 		a, err := pci.ParseAddr(s)
 		if err != nil {
@@ -79,7 +96,7 @@ func Parse(s string) (Spec, error) {
 		}
 		return Spec{Kind: PCI, Addr: a.String()}, nil
 	}
-	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096] or pci:DDDD:BB:DD.F)", s)
+	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F or csd[:N])", s)
 }
 
 // ErrDuplicate marks an Open that names one device twice: the same address,
@@ -100,6 +117,8 @@ func (s Spec) Key() string {
 		return "mock:null"
 	case PCI:
 		return pci.Scheme + s.Addr
+	case CSD:
+		return "csd:" + strconv.Itoa(s.Index)
 	}
 	p, err := filepath.Abs(s.Path)
 	if err != nil {
@@ -128,7 +147,12 @@ type Set struct {
 	Controllers []*nvme.Controller
 	// Bus is the emulated bus of the mock controllers (nil if there are none).
 	Bus *mock.Bus
+	// Subsystem is the NQN of the NVM subsystem of the mock controllers.
+	Subsystem string
 }
+
+// subsystems numbers the NVM subsystems of the Opens of this process.
+var subsystems atomic.Int64
 
 // Open opens every address (Default when addrs is empty).
 func Open(addrs []string, opts Options) (_ *Set, err error) {
@@ -152,7 +176,7 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		seen[k] = a
 		specs = append(specs, s)
 	}
-	set := &Set{}
+	set := &Set{Subsystem: fmt.Sprintf("nqn.2026-01.io.bpfblk:subsystem.%d", subsystems.Add(1))}
 	defer func() {
 		if err != nil {
 			set.Close()
@@ -165,6 +189,7 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		return set.Bus
 	}
 	var files []mock.NamespaceConfig
+	var csds []Spec
 	for _, s := range specs {
 		switch s.Kind {
 		case Mock:
@@ -206,6 +231,8 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 			if err := set.addPCI(s.Addr, opts); err != nil {
 				return nil, err
 			}
+		case CSD:
+			csds = append(csds, s)
 		}
 	}
 	if len(files) > 0 {
@@ -214,7 +241,28 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 			return nil, err
 		}
 	}
+	for _, s := range csds {
+		if err := set.addMock(bus(), csdController(s.Index), opts); err != nil {
+			return nil, err
+		}
+	}
 	return set, nil
+}
+
+// csdController describes the computational storage controller of csd:n:
+// a compute namespace and 64 MiB of subsystem local memory, running
+// programs on one compute core beside its own device core (a second device
+// brings a second compute core).
+func csdController(n int) mock.Config {
+	return mock.Config{
+		Serial: fmt.Sprintf("BPFBLKCSDX%d", n), Model: "bpfblk computational storage controller",
+		Namespaces: []mock.NamespaceConfig{
+			{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+			{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
+		},
+		Mode:    mock.DeviceCore,
+		Compute: &mock.ComputeConfig{Cores: 1},
+	}
 }
 
 // demoControllers describes the embedded demo subsystem: two data
@@ -250,6 +298,7 @@ func demoControllers() []mock.Config {
 }
 
 func (set *Set) addMock(bus *mock.Bus, cfg mock.Config, opts Options) error {
+	cfg.Subsystem = set.Subsystem
 	mc, err := mock.NewController(bus, cfg)
 	if err != nil {
 		return errors.Wrap(err, "device mock")
