@@ -40,6 +40,17 @@ links), is a usage error, as is a PCI function given twice to setup.
 	file:PATH[,lba=512|4096]  a namespace backed by a file; several file: devices are
 	                          namespaces of one emulated controller
 	pci:DDDD:BB:DD.F          a real controller through VFIO (see bpfblk setup)
+	csd[:N]                   an emulated computational storage controller (Computational
+	                          Programs and Subsystem Local Memory command sets); csd is
+	                          csd:0, csd:1 ... add more (N up to 63)
+
+The emulated controllers of one command (mock, mock:null, file:, csd) form one
+NVM subsystem: one SUBNQN, Identify CMIC bit 1 set, distinct CNTLIDs. A compute
+controller reaches the namespaces of its subsystem and reads them peer to peer,
+so "--dev file:A --dev csd --engine device" scans A on the compute device, and
+several csd devices share the chunks of every target. A namespace outside the
+compute controllers' subsystem (a pci: controller) is scanned on host cores
+under --engine auto, and the summary says why; --engine device refuses it.
 
 # Exit status
 
@@ -104,8 +115,8 @@ as mock0n1) and LBA is decimal; a summary follows on stderr. --count prints
 only the number of matching blocks. --json prints one object:
 
 	{"matches", "bytes_scanned", "bytes_to_host", "bytes_through_host", "seconds",
-	 "engines": [{"name", "targets", "chunks", "bytes_scanned", "run_seconds"}],
-	 "targets": [{"name", "nsid", "engine", "blocks", "bytes_scanned", "matches"}],
+	 "engines": [{"name", "targets", "chunks", "bytes_scanned", "run_seconds", "emulated"}],
+	 "targets": [{"name", "nsid", "engine", "blocks", "bytes_scanned", "matches", "why"}],
 	 "faults": ["..."],
 	 "maps": [{"name", "type": "array"|"hash", "key_type", "value_type",
 	           "entries": [{"key", "value"}]}]}
@@ -115,6 +126,11 @@ decoded with the program's BTF as the C source declares them: integers as
 numbers, printable char arrays as strings, structs as objects, arrays as lists,
 and bytes without a usable type as a list of "0xNN" strings. Without --json
 the maps follow the summary on stderr, in the text form prog run prints.
+A target's "engine" is "host" or its compute devices' names joined by "+";
+"why" (only on a host target when compute devices were offered) says why no
+device took it. "emulated": true marks an engine that is an emulated device:
+its run_seconds is the emulator's time on host CPUs, not a real device's, and
+the summary says so.
 
 perf prints a header line and a table for people; --json prints
 
@@ -128,7 +144,9 @@ which any I/O failed exits 1.
 list prints one line per controller and one indented line per namespace; --json
 prints an array of {"name", "model", "serial", "firmware", "version",
 "max_transfer", "io_queues", "optional_commands", "cmb_bytes", "compute",
-"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}]}.
+"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}],
+"subnqn", "cntlid", "multi_controller"}; the text form starts with one
+"subsystem NQN: NAME (cntlid N), ..." line per NVM subsystem.
 
 identify prints "NAME:" and then one "  field value" line per Identify
 Controller field (the spec's lower-case field names: vid, sn, mn, ...); --json

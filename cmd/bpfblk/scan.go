@@ -15,6 +15,7 @@ import (
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
+	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/p2pdma"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
@@ -45,6 +46,9 @@ type scanEngineJSON struct {
 	Chunks       uint64  `json:"chunks"`
 	BytesScanned uint64  `json:"bytes_scanned"`
 	RunSeconds   float64 `json:"run_seconds"`
+	// Emulated marks an engine that is an emulated device (nvme/mock): its
+	// run time is the emulator's, not a real device's.
+	Emulated bool `json:"emulated,omitempty"`
 }
 
 type scanTargetJSON struct {
@@ -54,6 +58,9 @@ type scanTargetJSON struct {
 	Blocks       uint64 `json:"blocks"`
 	BytesScanned uint64 `json:"bytes_scanned"`
 	Matches      uint64 `json:"matches"`
+	// Why says why a target ran on host cores though compute devices were
+	// offered.
+	Why string `json:"why,omitempty"`
 }
 
 func runScan(args []string, stdout, stderr io.Writer) int {
@@ -149,7 +156,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	}
 	switch {
 	case *jsonOut:
-		if werr := writeScanJSON(stdout, st, mapsJSON(exe.Program(), st.Maps)); werr != nil {
+		if werr := writeScanJSON(stdout, st, mapsJSON(exe.Program(), st.Maps), emulatedControllers(set)); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
 	case *count:
@@ -175,7 +182,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			w.printf("%s %d\n", set.Bdevs[targets[m.Target].Base].Name(), m.LBA)
 		}
 		w.flush()
-		printScanSummary(stderr, st)
+		printScanSummary(stderr, st, emulatedControllers(set))
 		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
@@ -274,7 +281,19 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", v, u[i])
 }
 
-func printScanSummary(w io.Writer, st *compute.Stats) {
+// emulatedControllers names the set's emulated controllers (nvme/mock): what
+// they report as device time is the emulator's.
+func emulatedControllers(set *device.Set) map[string]bool {
+	emu := map[string]bool{}
+	for _, c := range set.Controllers {
+		if _, ok := c.Transport().(*mock.Controller); ok {
+			emu[c.Name()] = true
+		}
+	}
+	return emu
+}
+
+func printScanSummary(w io.Writer, st *compute.Stats, emu map[string]bool) {
 	secs := st.Elapsed.Seconds()
 	var blocks uint64
 	for _, t := range st.Targets {
@@ -285,6 +304,9 @@ func printScanSummary(w io.Writer, st *compute.Stats) {
 	fmt.Fprintf(w, "bytes to host %s, through host memory %s\n", humanBytes(st.BytesToHost), humanBytes(st.BytesThroughHost))
 	for _, t := range st.Targets {
 		fmt.Fprintf(w, "  %-10s nsid %-3d %-8s %9d blocks %10s %8d matches\n", t.Base, t.NSID, t.Engine, t.Blocks, humanBytes(t.BytesScanned), t.Matches)
+		if t.Why != "" {
+			fmt.Fprintf(w, "    on host cores: %s\n", t.Why)
+		}
 	}
 	for _, e := range st.Engines {
 		if e.Targets == 0 {
@@ -297,22 +319,26 @@ func printScanSummary(w io.Writer, st *compute.Stats) {
 		} else {
 			// Offloaded runs are timed from the host: Execute Program latency,
 			// summed over chunks that were in flight together.
-			fmt.Fprintf(w, ", %.3fs of Execute Program latency summed over chunks\n", e.RunTime.Seconds())
+			label := ""
+			if emu[e.Name] {
+				label = " (emulated device: the emulator's time on host CPUs)"
+			}
+			fmt.Fprintf(w, ", %.3fs of Execute Program latency summed over chunks%s\n", e.RunTime.Seconds(), label)
 		}
 	}
 }
 
-func writeScanJSON(w io.Writer, st *compute.Stats, maps []json.RawMessage) error {
+func writeScanJSON(w io.Writer, st *compute.Stats, maps []json.RawMessage, emu map[string]bool) error {
 	rep := scanReport{
 		Matches: st.Matches, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
 		Engines: []scanEngineJSON{}, Targets: []scanTargetJSON{}, Faults: []string{}, Maps: maps,
 	}
 	for _, e := range st.Engines {
-		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})
+		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds(), Emulated: emu[e.Name]})
 	}
 	for _, t := range st.Targets {
-		rep.Targets = append(rep.Targets, scanTargetJSON{Name: t.Base, NSID: t.NSID, Engine: t.Engine, Blocks: t.Blocks, BytesScanned: t.BytesScanned, Matches: t.Matches})
+		rep.Targets = append(rep.Targets, scanTargetJSON{Name: t.Base, NSID: t.NSID, Engine: t.Engine, Blocks: t.Blocks, BytesScanned: t.BytesScanned, Matches: t.Matches, Why: t.Why})
 	}
 	for _, f := range st.Faults {
 		rep.Faults = append(rep.Faults, f.Error())
