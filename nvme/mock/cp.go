@@ -528,7 +528,7 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 		nvme.PutExecResult(outMem, r)
 		return ok()
 	}
-	dlen := uint64(e.CDW14)
+	dlen := uint64(uint32(e.MPTR)) // DLEN: CDW4
 	if dlen == 0 {
 		dlen = uint64(in.Length)
 	}
