@@ -159,6 +159,14 @@ type Staging interface {
 	Name() string
 }
 
+// CPUReadCharger is a Staging whose memory costs the CPU more to read than
+// DRAM and that charges it (an emulated device BAR: uncached reads). Host
+// engines call ChargeCPURead with the bytes a program run is given, on the
+// core that runs it, and count the time as the run's.
+type CPUReadCharger interface {
+	ChargeCPURead(n int)
+}
+
 // ChunkFault is a chunk whose read or program run failed. Only that chunk's
 // results are missing.
 type ChunkFault struct {
@@ -761,6 +769,7 @@ type hostWorker struct {
 	descs   []*bdev.Desc  // by base
 	chans   []*bdev.Channel
 	staging Staging
+	charge  CPUReadCharger // staging's, if it charges CPU reads
 	domains []bufDomain
 	inst    *engine.Instance
 	typ     abi.Type
@@ -848,6 +857,7 @@ func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*h
 			// Spread the workers' first targets over the targets.
 			cur: i * len(targets) / len(reactors),
 		}
+		w.charge, _ = opts.Staging.(CPUReadCharger)
 		ws = append(ws, w)
 		w.chunks = make([]chunk, opts.InFlight)
 		for k := range w.chunks {
@@ -1031,6 +1041,9 @@ func (w *hostWorker) run(c *chunk) {
 	n := c.blocks * t.bs
 	ctx := engine.Context{Data: c.bufs[t.dom].Bytes[:n], LBA: c.lba, NSID: t.nsid, BlockSize: uint32(t.bs), BlockCount: uint32(c.blocks)}
 	t0 := time.Now()
+	if w.charge != nil {
+		w.charge.ChargeCPURead(int(n))
+	}
 	res, err := w.inst.Run(&ctx, c.emit)
 	w.runNS += int64(time.Since(t0))
 	w.chunkCount++

@@ -130,7 +130,12 @@ A target's "engine" is "host" or its compute devices' names joined by "+";
 "why" (only on a host target when compute devices were offered) says why no
 device took it. "emulated": true marks an engine that is an emulated device:
 its run_seconds is the emulator's time on host CPUs, not a real device's, and
-the summary says so.
+the summary says so. With --stage cmb the summary names the CMB the chunks were
+staged in; an emulated CMB charges every CPU read of it what an uncached BAR
+read costs (1 µs per 64 bytes by default, mock.Config.CMBReadCost), so the
+host engine's program time is what a real system would show, and the
+summary labels the CMB as emulated. perf's header says when the devices
+are emulated.
 
 perf prints a header line and a table for people; --json prints
 

@@ -183,6 +183,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		}
 		w.flush()
 		printScanSummary(stderr, st, emulatedControllers(set))
+		if opts.Staging != nil {
+			fmt.Fprintf(stderr, "host engines staged their chunks in %s\n", opts.Staging.Name())
+		}
 		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
 			return failure(stderr, "scan", werr)
 		}

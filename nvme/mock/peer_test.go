@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
@@ -118,5 +119,35 @@ func TestPeerOtherSubsystem(t *testing.T) {
 	log := r.cm.ComputeLog()
 	if len(log) == 0 || !strings.Contains(log[len(log)-1], "subsystem") {
 		t.Fatalf("compute log %q does not say why", log)
+	}
+}
+
+// TestCMBReadCost: a CPU read of an emulated CMB costs what the controller
+// is configured to charge (at least: the charge spins that long), by
+// default DefaultCMBReadCost per 64 bytes; a negative cost is free.
+func TestCMBReadCost(t *testing.T) {
+	bus := mock.NewBus()
+	slow, err := mock.NewController(bus, mock.Config{CMBSize: 1 << 20, CMBReadCost: 200 * time.Microsecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	def, err := mock.NewController(bus, mock.Config{CMBSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer def.Close()
+	free, err := mock.NewController(bus, mock.Config{CMBSize: 1 << 20, CMBReadCost: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer free.Close()
+	if def.CMBReadCost() != mock.DefaultCMBReadCost || free.CMBReadCost() != 0 || slow.CMBReadCost() != 200*time.Microsecond {
+		t.Fatalf("costs %v %v %v", def.CMBReadCost(), free.CMBReadCost(), slow.CMBReadCost())
+	}
+	t0 := time.Now()
+	slow.ChargeCMBRead(100 * 64) // 100 uncached 64-byte reads
+	if d := time.Since(t0); d < 20*time.Millisecond {
+		t.Fatalf("reading 6400 bytes of the CMB took %v, want at least 20ms", d)
 	}
 }
