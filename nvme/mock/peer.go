@@ -167,9 +167,11 @@ func (c *Controller) peerExecute(s *sq, e *nvme.SQE) completion {
 	if rules := c.faults.Load(); rules != nil && len(*rules) > 0 {
 		if r, done := c.applyFaults(*rules, s, e); done {
 			if r.noPost {
-				// A dropped peer Read never completes: the initiator's
-				// command cannot either.
-				return completion{status: nvme.ErrMemoryUnreachable.Field()}
+				// A dropped (or lost, or fatal) peer Read never
+				// completes: the initiator holds its own command instead
+				// (slmCopy), where an Abort finds it.
+				s.held = s.held[:0]
+				return r
 			}
 			c.noteError(s, e, r)
 			return r

@@ -151,3 +151,25 @@ func TestCMBReadCost(t *testing.T) {
 		t.Fatalf("reading 6400 bytes of the CMB took %v, want at least 20ms", d)
 	}
 }
+
+// BenchmarkPeerMemoryCopy: a 256 KiB Memory Copy from a peer controller
+// (two peer Reads' worth of PRPs); allocs/op is 0.
+func BenchmarkPeerMemoryCopy(b *testing.B) {
+	r := newCPRig(&testing.T{}, nil)
+	src := []nvme.MemCopySource{{Controller: r.data.IdentifyData().CNTLID, NSID: 1, LBA: 0, Blocks: 512}}
+	var res result
+	b.SetBytes(512 * 512)
+	b.ReportAllocs()
+	for range b.N {
+		res = result{}
+		if err := r.qp.MemoryCopy(r.cn.Memory[0], 0, src, &res, 0); err != nil {
+			b.Fatal(err)
+		}
+		for !res.done {
+			r.qp.Process(0)
+		}
+		if res.err != nil {
+			b.Fatal(res.err)
+		}
+	}
+}
