@@ -379,6 +379,10 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		}
 		ws, err := newHostWorkers(reactors, cb.descs, hosts, exe, opts)
 		for _, w := range ws {
+			// A cancelled scan stops its programs wherever they are; they
+			// watch ctx themselves, since the goroutine that would tell
+			// them waits for a core while programs occupy every core.
+			w.inst.SetContext(ctx)
 			jobs = append(jobs, w)
 		}
 		if err != nil {

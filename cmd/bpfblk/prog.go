@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -318,6 +321,15 @@ func progRun(target string, o *progOpts, stdout io.Writer) error {
 	inst := x.NewInstance()
 	inst.SetBudget(o.budget)
 	inst.SetTrace(stdout)
+	// SIGINT stops the program wherever it is (engine.ErrInterrupted).
+	var stop atomic.Bool
+	inst.SetInterrupt(&stop)
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		stop.Store(true)
+	}()
 	emit := make([]uint64, 1<<16)
 	res, err := inst.Run(&engine.Context{
 		Data: data, LBA: o.lba, NSID: o.nsid, BlockSize: o.blockSize,

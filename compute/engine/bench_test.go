@@ -176,6 +176,7 @@ func BenchmarkPatternFilter(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer kp.Close()
 		b.SetBytes(int64(len(buf)))
 		b.ResetTimer()
 		// The kernel repeats the run b.N times and reports the mean.

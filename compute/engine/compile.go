@@ -107,6 +107,7 @@ func compile(c *verifier.Code, info *verifier.Info, fuse bool) ([]insn, error) {
 				if verifier.IsLocalCall(ins) {
 					in.op = opCallLocal
 					in.off = int32(c.JumpTarget(pc))
+					in.imm = uint64(funcLen(info, len(c.Insns), int(in.off)))
 				} else {
 					in.op = opCall
 					in.imm = uint64(uint32(ins.Constant))
@@ -184,6 +185,19 @@ func compile(c *verifier.Code, info *verifier.Info, fuse bool) ([]insn, error) {
 		fusePairs(out)
 	}
 	return out, nil
+}
+
+// funcLen returns the number of slots of the function that starts at entry:
+// what a call charges to the budget, because a function runs at most that
+// many instructions before one of its own backward jumps or calls charges.
+func funcLen(info *verifier.Info, n, entry int) int {
+	end := n
+	for _, f := range info.Functions {
+		if f > entry && f < end {
+			end = f
+		}
+	}
+	return max(end-entry, 1)
 }
 
 // fusion enables superinstructions (tests compare runs with and without).

@@ -20,8 +20,9 @@ func (m *Instance) callHelper(pc int, id uint32) (uint64, error) {
 		}
 		key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
 		if key == nil {
-			return 0, m.helperFault(pc, r[2], mi.spec.KeySize, "bpf_map_lookup_elem key")
+			return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_lookup_elem key")
 		}
+		m.charge(uint64(mi.spec.KeySize))
 		v := mi.lookup(key)
 		if v < 0 {
 			return 0, nil
@@ -37,12 +38,13 @@ func (m *Instance) callHelper(pc int, id uint32) (uint64, error) {
 		}
 		key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
 		if key == nil {
-			return 0, m.helperFault(pc, r[2], mi.spec.KeySize, "bpf_map_update_elem key")
+			return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_update_elem key")
 		}
 		val := m.bytesAt(r[3], uint64(mi.spec.ValueSize))
 		if val == nil {
-			return 0, m.helperFault(pc, r[3], mi.spec.ValueSize, "bpf_map_update_elem value")
+			return 0, m.helperFault(pc, r[3], uint64(mi.spec.ValueSize), "bpf_map_update_elem value")
 		}
+		m.charge(uint64(len(key)) + uint64(len(val)))
 		return uint64(mi.update(key, val, r[4])), nil
 	case abi.HelperMapDelete:
 		mi, err := m.mapArg(pc, r[1])
@@ -51,8 +53,9 @@ func (m *Instance) callHelper(pc int, id uint32) (uint64, error) {
 		}
 		key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
 		if key == nil {
-			return 0, m.helperFault(pc, r[2], mi.spec.KeySize, "bpf_map_delete_elem key")
+			return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_delete_elem key")
 		}
+		m.charge(uint64(len(key)))
 		return uint64(mi.delete(key)), nil
 	case abi.HelperEmit:
 		return uint64(m.emitValue(r[2])), nil
@@ -63,11 +66,12 @@ func (m *Instance) callHelper(pc int, id uint32) (uint64, error) {
 		}
 		a, b := m.bytesAt(r[1], n), m.bytesAt(r[2], n)
 		if a == nil {
-			return 0, m.helperFault(pc, r[1], uint32(n), "bpfblk_memcmp a")
+			return 0, m.helperFault(pc, r[1], n, "bpfblk_memcmp a")
 		}
 		if b == nil {
-			return 0, m.helperFault(pc, r[2], uint32(n), "bpfblk_memcmp b")
+			return 0, m.helperFault(pc, r[2], n, "bpfblk_memcmp b")
 		}
+		m.charge(2 * n)
 		return uint64(int64(bytes.Compare(a, b))), nil
 	case abi.HelperMemmem:
 		hn, nn := r[2], r[4]
@@ -76,17 +80,22 @@ func (m *Instance) callHelper(pc int, id uint32) (uint64, error) {
 		}
 		h, n := m.bytesAt(r[1], hn), m.bytesAt(r[3], nn)
 		if h == nil {
-			return 0, m.helperFault(pc, r[1], uint32(hn), "bpfblk_memmem haystack")
+			return 0, m.helperFault(pc, r[1], hn, "bpfblk_memmem haystack")
 		}
 		if n == nil {
-			return 0, m.helperFault(pc, r[3], uint32(nn), "bpfblk_memmem needle")
+			return 0, m.helperFault(pc, r[3], nn, "bpfblk_memmem needle")
 		}
+		m.charge(hn + nn)
 		return uint64(int64(bytes.Index(h, n))), nil
 	case abi.HelperTrace:
+		if r[2] > abi.MaxCmpLen {
+			return negErrno(abi.EINVAL), nil
+		}
 		f := m.bytesAt(r[1], r[2])
 		if f == nil {
-			return 0, m.helperFault(pc, r[1], uint32(r[2]), "bpf_trace_printk format")
+			return 0, m.helperFault(pc, r[1], r[2], "bpf_trace_printk format")
 		}
+		m.charge(r[2])
 		if m.trace == nil {
 			return 0, nil
 		}
@@ -105,9 +114,16 @@ func (m *Instance) mapArg(pc int, h uint64) (*mapInst, error) {
 	return m.maps[i], nil
 }
 
-func (m *Instance) helperFault(pc int, addr uint64, n uint32, what string) error {
-	return &Fault{PC: pc, Addr: addr, Size: int(n), What: "helper " + what}
+// helperFault reports a helper's access of n bytes at addr. n was checked
+// against the largest length the helper accepts, so it fits an int.
+func (m *Instance) helperFault(pc int, addr, n uint64, what string) error {
+	return &Fault{PC: pc, Addr: addr, Size: int(min(n, 1<<40)), What: "helper " + what}
 }
+
+// charge takes the cost of a helper that read n bytes from the budget: one
+// unit per 16 bytes, about the time an instruction takes. The run notices a
+// negative slice when the helper returns (see refill).
+func (m *Instance) charge(n uint64) { m.budget -= int64(n >> 4) }
 
 // formatTrace expands a bpf_trace_printk format with up to three arguments
 // (%d %i %u %x %c %%, with l/ll modifiers). It allocates and is only called

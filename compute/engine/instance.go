@@ -1,8 +1,10 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"io"
+	"sync/atomic"
 
 	"github.com/pkg/errors"
 
@@ -23,11 +25,29 @@ type Code interface {
 }
 
 // DefaultBudget is the default per-run instruction budget. Loops are not
-// proven bounded at load; instead every taken backward jump charges the
-// length of the jumped-over span (an upper bound of the instructions executed
-// since the loop head) and every local call charges one, and a run that
-// exceeds its budget stops with ErrBudget.
+// proven bounded at load; instead the run pays for what it executes and
+// stops with ErrBudget when its budget is spent: every taken backward jump
+// charges the length of the jumped-over span (an upper bound of the
+// instructions executed since the loop head), every local call charges the
+// length of the callee (an upper bound of what it runs before its own loops
+// and calls charge), and a helper charges one unit per 16 bytes it reads. The
+// instructions a run executes are at most the units charged plus the length
+// of the program (see RATIONALE.md, "Termination").
 const DefaultBudget = 1 << 30
+
+// budgetSlice is how much budget a run spends between two returns of
+// control to Exec's Go loop, where an interruption (SetInterrupt,
+// SetContext) is noticed
+// and, for the JIT, the Go scheduler and a stop-the-world get their chance.
+// A unit is at most one instruction plus bounded slack, ~0.3-1 ns in the
+// JIT, so a slice takes tens of microseconds and at worst (loads that miss
+// every cache) about a millisecond.
+const budgetSlice = 1 << 16
+
+// ErrInterrupted is returned (wrapped with the instruction or block) when a
+// run stops because its interrupt flag was set (SetInterrupt) or its context
+// is done (SetContext).
+var ErrInterrupted = errors.New("run interrupted")
 
 // Executable is a program compiled by an engine, ready to instantiate.
 type Executable struct {
@@ -93,8 +113,13 @@ type Instance struct {
 	emit        []uint64
 	nemit       int
 	overflow    bool
-	budget      int64
+	budget      int64 // left in the current slice; the JIT reads and writes it
+	remaining   int64 // budget of this run not yet handed to a slice
 	budgetLimit int64
+	stop        *atomic.Bool
+	done        <-chan struct{}
+	sliceAt     int // interpreter: the instruction that spent the slice
+	sliceResume int // interpreter: where the next slice starts
 	depth       int
 	trace       io.Writer
 	jit         jitExit
@@ -141,6 +166,57 @@ func (x *Executable) NewInstance() *Instance {
 
 // SetBudget sets the per-run instruction budget (see DefaultBudget).
 func (m *Instance) SetBudget(n int64) { m.budgetLimit = n }
+
+// SetInterrupt makes runs of this instance stop with ErrInterrupted soon
+// after *stop becomes true (nil: never): at the latest after one budget
+// slice, a millisecond or so of work, whatever the program does, and before
+// each block of a per-block filter. The flag is only read, so one flag can
+// serve every instance of a scan; set it from any goroutine, for example
+// when a context is cancelled.
+func (m *Instance) SetInterrupt(stop *atomic.Bool) { m.stop = stop }
+
+// SetContext makes runs of this instance stop with ErrInterrupted soon
+// after ctx is done, as SetInterrupt does for a flag (both may be set). Only
+// ctx.Done() is kept: a cancellation reaches a running program without any
+// other goroutine having to run, which matters when programs occupy every
+// core.
+func (m *Instance) SetContext(ctx context.Context) { m.done = ctx.Done() }
+
+// interrupted reports whether the interrupt flag is set or the context done.
+func (m *Instance) interrupted() bool {
+	if m.stop != nil && m.stop.Load() {
+		return true
+	}
+	select {
+	case <-m.done: // a nil channel (no context) is never ready
+		return true
+	default:
+		return false
+	}
+}
+
+// refill is called when the current slice's budget went negative at
+// instruction pc: it ends the run with ErrBudget if the run's budget is
+// spent too, or with ErrInterrupted if the run is interrupted, and
+// otherwise hands out the next slice. It is not inlined and calls other
+// functions, so it has a stack-growth check through which the Go runtime
+// preempts a run of JIT code that it asked to stop (a stop-the-world, a
+// goroutine that ran for too long).
+//
+//go:noinline
+func (m *Instance) refill(pc int) error {
+	total := m.remaining + m.budget
+	if total < 0 {
+		m.budget, m.remaining = total, 0
+		return errors.Wrapf(ErrBudget, "engine: instruction %d: limit %d", pc, m.budgetLimit)
+	}
+	if m.interrupted() {
+		return errors.Wrapf(ErrInterrupted, "engine: instruction %d", pc)
+	}
+	give := min(total, budgetSlice)
+	m.budget, m.remaining = give, total-give
+	return nil
+}
 
 // SetTrace sets where bpf_trace_printk output goes (nil discards it).
 func (m *Instance) SetTrace(w io.Writer) { m.trace = w }
@@ -211,9 +287,15 @@ func (m *Instance) Run(ctx *Context, emit []uint64) (Result, error) {
 		return Result{}, errors.Errorf("engine: data of %d bytes is larger than 2 GiB", len(ctx.Data))
 	}
 	var res Result
+	if m.interrupted() {
+		return res, errors.Wrapf(ErrInterrupted, "engine: before LBA %d", ctx.LBA)
+	}
 	if m.typ == abi.TypeFilter {
 		matches := uint64(0)
 		for b := uint32(0); b < count; b++ {
+			if b > 0 && m.interrupted() {
+				return res, errors.Wrapf(ErrInterrupted, "engine: before block %d (LBA %d)", b, ctx.LBA+uint64(b))
+			}
 			d := ctx.Data[uint64(b)*uint64(bs) : uint64(b+1)*uint64(bs)]
 			r0, err := m.runOnce(d, ctx.LBA+uint64(b), ctx.NSID, bs, 1)
 			if err != nil {
@@ -267,7 +349,8 @@ func (m *Instance) runOnce(data []byte, lba uint64, nsid, bs, count uint32) (uin
 		binary.LittleEndian.PutUint32(c[abi.CtxReserved:], 0)
 		m.regs[1] = regionAddr(regionCtx, 0)
 	}
-	m.budget = m.budgetLimit
+	m.budget = min(m.budgetLimit, budgetSlice)
+	m.remaining = m.budgetLimit - m.budget
 	return m.code.Exec(m)
 }
 

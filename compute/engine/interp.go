@@ -46,12 +46,34 @@ func ld16(p unsafe.Pointer) uint64 { return uint64(*(*uint16)(p)) }
 func ld32(p unsafe.Pointer) uint64 { return uint64(*(*uint32)(p)) }
 func ld64(p unsafe.Pointer) uint64 { return *(*uint64)(p) }
 
-// Exec runs the program from slot 0 with the registers in m.regs.
+// errSlice is how run reports that the slice's budget is spent; m.sliceAt
+// and m.sliceResume say where.
+var errSlice = errors.New("engine: budget slice spent")
+
+// Exec runs the program from slot 0 with the registers in m.regs, one budget
+// slice at a time: between two slices m.refill ends the run (budget spent,
+// interrupted) or hands out the next slice.
 func (c *interpCode) Exec(m *Instance) (uint64, error) {
-	code := c.code
-	r := &m.regs
 	m.depth = 0
 	pc := 0
+	for {
+		r0, err := c.run(m, pc)
+		if err != errSlice {
+			return r0, err
+		}
+		if err := m.refill(m.sliceAt); err != nil {
+			return 0, err
+		}
+		pc = m.sliceResume
+	}
+}
+
+// run interprets from pc until the program returns, fails or spends its
+// slice (errSlice). Slice ends leave through labels after the loop, which
+// keeps the dispatch loop a plain loop for the compiler.
+func (c *interpCode) run(m *Instance, pc int) (uint64, error) {
+	code := c.code
+	r := &m.regs
 	var faultAddr uint64
 	var faultSize int
 	var faultWrite bool
@@ -748,13 +770,12 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 				return 0, err
 			}
 			r[0] = v
+			if m.budget < 0 { // the helper charged for the bytes it read
+				goto overHelper
+			}
 		case opCallLocal:
 			if m.depth+1 >= abi.MaxFrames {
 				return 0, errors.Wrapf(ErrCallDepth, "engine: instruction %d", pc-1)
-			}
-			m.budget--
-			if m.budget < 0 {
-				goto overBudget
 			}
 			f := &m.frames[m.depth]
 			f.ret = pc
@@ -763,6 +784,12 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			m.depth++
 			r[10] -= abi.StackSize
 			pc = int(in.off)
+			// The callee's length bounds what it runs before its own
+			// backward jumps and calls charge.
+			m.budget -= int64(in.imm)
+			if m.budget < 0 {
+				goto overCall
+			}
 		case opExit:
 			if m.depth == 0 {
 				return r[0], nil
@@ -915,6 +942,7 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			if off < 0 || off+n > int64(len(m.data)) {
 				// Legacy semantics: an out-of-bounds packet load ends the
 				// program with return value 0.
+				r[0] = 0
 				return 0, nil
 			}
 			d := m.data[off:]
@@ -934,8 +962,18 @@ func (c *interpCode) Exec(m *Instance) (uint64, error) {
 			return 0, errors.Errorf("engine: instruction %d: invalid internal opcode %d", pc-1, in.op)
 		}
 	}
-overBudget:
-	return 0, errors.Wrapf(ErrBudget, "engine: instruction %d: limit %d", pc-1, m.budgetLimit)
+	// The slice's budget is spent: Exec's refill ends the run (budget
+	// exhausted, interrupted) or resumes it where the charging instruction
+	// goes.
+overBudget: // a taken backward jump at pc-1
+	m.sliceAt, m.sliceResume = pc-1, int(code[pc-1].off)
+	return 0, errSlice
+overCall: // a local call, whose frame is pushed and pc set to the callee
+	m.sliceAt, m.sliceResume = m.frames[m.depth-1].ret-1, pc
+	return 0, errSlice
+overHelper: // a helper call at pc-1, whose result is in r0
+	m.sliceAt, m.sliceResume = pc-1, pc
+	return 0, errSlice
 fault:
 	what := "load"
 	if faultWrite {

@@ -55,10 +55,6 @@ const (
 	exitDepth
 )
 
-// jitSlice is the most budget the machine code runs on before it returns to
-// Go, so that a long run still reaches the scheduler every few milliseconds.
-const jitSlice = 1 << 22
-
 // Offsets into Instance that the generated code uses.
 var (
 	offRegs    = int32(unsafe.Offsetof(Instance{}.regs))
@@ -154,12 +150,11 @@ func (jitEngine) Compile(p *Program) (Code, error) {
 }
 
 // Exec runs the machine code, leaving it for helpers, faults and budget
-// slices.
+// slices. Run has handed out the first slice (m.budget) and keeps the rest of
+// the run's budget in m.remaining; every slice ends in m.refill, which also
+// notices an interruption and lets the runtime preempt the goroutine.
 func (c *jitCode) Exec(m *Instance) (uint64, error) {
 	m.depth = 0
-	remaining := m.budget
-	give := min(remaining, jitSlice)
-	m.budget, remaining = give, remaining-give
 	resume := c.start
 	for {
 		jitCall(c.entry, m, resume)
@@ -167,7 +162,6 @@ func (c *jitCode) Exec(m *Instance) (uint64, error) {
 		pc := int(info >> 32)
 		switch info & 0xff {
 		case exitReturn:
-			m.budget += remaining
 			runtime.KeepAlive(c)
 			return m.regs[0], nil
 		case exitHelper:
@@ -176,17 +170,17 @@ func (c *jitCode) Exec(m *Instance) (uint64, error) {
 				return 0, err
 			}
 			m.regs[0] = v
+			if m.budget < 0 { // the helper charged for the bytes it read
+				if err := m.refill(pc); err != nil {
+					return 0, err
+				}
+			}
 			resume = m.jit.resume
 		case exitBudget:
-			total := remaining + m.budget
-			if total < 0 {
-				m.budget = total
-				return 0, errors.Wrapf(ErrBudget, "engine: instruction %d: limit %d", pc, m.budgetLimit)
+			if err := m.refill(pc); err != nil {
+				return 0, err
 			}
-			give := min(total, jitSlice)
-			m.budget, remaining = give, total-give
 			resume = m.jit.resume
-			runtime.Gosched()
 		case exitFault:
 			f := &Fault{PC: pc, Addr: m.jit.addr, Size: int(info >> 8 & 0xff), Write: info&(1<<16) != 0, What: "load"}
 			if f.Write {
@@ -423,7 +417,7 @@ func (j *jitCompiler) insn(pc int) error {
 		a.Jmp(j.exit)
 		a.Bind(resume)
 	case opCallLocal:
-		j.callLocal(pc, int(in.off))
+		j.callLocal(pc, int(in.off), in.imm)
 	case opExit:
 		j.exitInsn()
 	case opLoadImm64:
@@ -690,17 +684,14 @@ func (j *jitCompiler) packetLoad(in *insn, src x86.Reg) {
 	}
 }
 
-// callLocal pushes a frame (return address, r6-r9, r10) into m.frames and
-// jumps to the callee with a fresh stack frame.
-func (j *jitCompiler) callLocal(pc, target int) {
+// callLocal pushes a frame (return address, r6-r9, r10) into m.frames,
+// charges cost (the callee's length) and jumps to the callee with a fresh
+// stack frame.
+func (j *jitCompiler) callLocal(pc, target int, cost uint64) {
 	a := &j.a
 	a.Load(x86.W64, false, jCnt, x86.M(jState, offDepth))
 	a.ALURI(x86.Cmp, x86.W64, jCnt, abi.MaxFrames-1)
 	a.Jcc(x86.CondAE, j.newStub(jitStub{kind: exitDepth, pc: pc}))
-	cont := a.NewLabel()
-	a.ALUMI(x86.Sub, x86.W64, x86.M(jState, offBudget), 1)
-	a.Jcc(x86.CondL, j.newStub(jitStub{kind: exitBudget, pc: pc, resume: cont}))
-	a.Bind(cont)
 	a.Load(x86.W64, false, jCnt, x86.M(jState, offDepth))
 	a.Lea(jTmp, x86.M(jCnt, 1))
 	a.Store(x86.W64, x86.M(jState, offDepth), jTmp)
@@ -713,6 +704,10 @@ func (j *jitCompiler) callLocal(pc, target int) {
 		a.Store(x86.W64, x86.MI(jState, jCnt, 1, offFrames+8+int32(8*i)), jitReg[6+i])
 	}
 	a.ALURI(x86.Sub, x86.W64, jitReg[10], abi.StackSize)
+	// Charge the callee's length (see Exec and the interpreter), with the
+	// frame pushed: a new slice resumes at the callee.
+	a.ALUMI(x86.Sub, x86.W64, x86.M(jState, offBudget), int32(cost))
+	a.Jcc(x86.CondL, j.newStub(jitStub{kind: exitBudget, pc: pc, resume: j.slot[target]}))
 	a.Jmp(j.slot[target])
 	a.Bind(back)
 }

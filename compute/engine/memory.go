@@ -41,7 +41,9 @@ func (r *region) set(b []byte, writable bool) {
 	}
 }
 
-// rp returns a pointer to n readable bytes at addr, or nil.
+// rp returns a pointer to n readable bytes at addr, or nil. It is the check
+// of the loads and stores, whose n is at most 8: the offset is below 2^32, so
+// o+n cannot wrap. Lengths a program computes go through bytesAt.
 func (m *Instance) rp(addr, n uint64) unsafe.Pointer {
 	rg := &m.regions[(addr>>32)&(maxRegions-1)]
 	o := addr & 0xffff_ffff
@@ -51,7 +53,7 @@ func (m *Instance) rp(addr, n uint64) unsafe.Pointer {
 	return unsafe.Add(rg.ptr, o)
 }
 
-// wp returns a pointer to n writable bytes at addr, or nil.
+// wp returns a pointer to n writable bytes at addr, or nil (n <= 8, see rp).
 func (m *Instance) wp(addr, n uint64) unsafe.Pointer {
 	rg := &m.regions[(addr>>32)&(maxRegions-1)]
 	o := addr & 0xffff_ffff
@@ -61,13 +63,22 @@ func (m *Instance) wp(addr, n uint64) unsafe.Pointer {
 	return unsafe.Add(rg.ptr, o)
 }
 
-// bytesAt returns the n readable bytes at addr as a slice, or nil.
+// bytesAt returns the n readable bytes at addr as a slice, or nil. n is any
+// value a program computed, so the check cannot wrap: n <= size and
+// o <= size-n.
 func (m *Instance) bytesAt(addr, n uint64) []byte {
-	p := m.rp(addr, n)
-	if p == nil {
+	rg := &m.regions[(addr>>32)&(maxRegions-1)]
+	o := addr & 0xffff_ffff
+	if addr>>32 >= maxRegions || n > rg.rsize || o > rg.rsize-n {
 		return nil
 	}
-	return unsafe.Slice((*byte)(p), n)
+	if rg.ptr == nil {
+		return nil
+	}
+	if n == 0 { // o may be the region's end, where no pointer may point
+		return unsafe.Slice((*byte)(rg.ptr), 0)
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(rg.ptr, o)), n)
 }
 
 // Fault is a memory access outside the program's regions, stopping the run.

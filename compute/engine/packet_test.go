@@ -54,9 +54,15 @@ func TestPacketLoads(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			res, err := x.NewInstance().Run(&engine.Context{Data: data}, nil)
+			inst := x.NewInstance()
+			res, err := inst.Run(&engine.Context{Data: data}, nil)
 			if err != nil || res.R0 != tc.want {
 				t.Fatalf("r0 = %#x, %v; want %#x", res.R0, err, tc.want)
+			}
+			// The registers agree with the result, also after a load
+			// past the end ended the program.
+			if r0 := inst.Regs()[0]; r0 != res.R0 {
+				t.Fatalf("Regs()[0] = %#x after a run that returned %#x", r0, res.R0)
 			}
 		})
 	}

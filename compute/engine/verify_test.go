@@ -79,6 +79,79 @@ func rejectCases() []rejectCase {
 		{"pointer bitwise", cat(asm.Instructions{asm.Mov.Reg(asm.R2, asm.R10), asm.And.Imm(asm.R2, 0xff)}, exit0), 1, "pointer arithmetic with And", true},
 		{"32-bit pointer arithmetic", cat(asm.Instructions{asm.Mov.Reg(asm.R2, asm.R10), asm.Add.Imm32(asm.R2, 8)}, exit0), 1, "32-bit arithmetic on a pointer", true},
 		{"emit from xdp", cat(asm.Instructions{asm.Mov.Imm(asm.R2, 1), asm.BuiltinFunc(abi.HelperEmit).Call()}, exit0), 1, "", true},
+		// Helpers that read memory: a length that is not a constant counts
+		// as its largest value, and every byte up to it must be inside the
+		// frame and initialised (the stack keeps what the last run left).
+		{"trace_printk of uninitialised stack, variable length", cat(asm.Instructions{
+			asm.StoreImm(asm.RFP, -8, 0x6425, asm.Word), asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), asm.And.Imm(asm.R2, 15), // 0..15 bytes
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -16),
+			asm.BuiltinFunc(abi.HelperTrace).Call(),
+		}, exit0), 6, "uninitialised stack at fp-16", true},
+		{"trace_printk length unbounded", cat(asm.Instructions{
+			asm.StoreImm(asm.RFP, -8, 0x6425, asm.Word), asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), asm.LSh.Imm(asm.R2, 32),
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -8),
+			asm.BuiltinFunc(abi.HelperTrace).Call(),
+		}, exit0), 6, "bound it", true},
+		{"trace_printk past the frame", cat(asm.Instructions{
+			asm.StoreImm(asm.RFP, -8, 0x6425, asm.Word), asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+			asm.LoadMem(asm.R2, asm.R1, 16, asm.Word), asm.And.Imm(asm.R2, 15),
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -8),
+			asm.BuiltinFunc(abi.HelperTrace).Call(),
+		}, exit0), 6, "outside the 512-byte frame", true},
+		{"memcmp of uninitialised stack, variable length", cat(stackInit(-32, 16), asm.Instructions{
+			asm.LoadMem(asm.R3, asm.R1, 16, asm.Word), asm.And.Imm(asm.R3, 15),
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -32), // initialised
+			asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -16), // not
+			asm.BuiltinFunc(abi.HelperMemcmp).Call(),
+		}, exit0), 10, "argument r2 (15 bytes, from r3): read of uninitialised stack at fp-16", false},
+		{"memcmp of uninitialised stack, large constant length", cat(stackInit(-32, 32), asm.Instructions{
+			asm.Mov.Imm(asm.R3, 100000),
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -32),
+			asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -32),
+			asm.BuiltinFunc(abi.HelperMemcmp).Call(),
+		}, exit0), 13, "outside the 512-byte frame", false},
+		{"memmem needle of uninitialised stack", cat(stackInit(-8, 8), asm.Instructions{
+			asm.Mov.Reg(asm.R6, asm.R1),
+			asm.LoadMem(asm.R4, asm.R6, 16, asm.Word), asm.And.Imm(asm.R4, 7), asm.Add.Imm(asm.R4, 1), // 1..8
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -8),
+			asm.Mov.Imm(asm.R2, 8),
+			asm.Mov.Reg(asm.R3, asm.RFP), asm.Add.Imm(asm.R3, -12), // 4 bytes below the initialised 8
+			asm.BuiltinFunc(abi.HelperMemmem).Call(),
+		}, exit0), 11, "argument r3 (8 bytes, from r4): read of uninitialised stack at fp-12", false},
+	}
+}
+
+// stackInit initialises n bytes of the stack from fp+off with zero words.
+func stackInit(off int16, n int16) asm.Instructions {
+	var out asm.Instructions
+	for o := off; o < off+n; o += 4 {
+		out = append(out, asm.StoreImm(asm.RFP, o, 0, asm.Word))
+	}
+	return out
+}
+
+// TestHelperLengthsUpToTheirBound: a bounded variable length over memory
+// that is initialised up to the bound verifies, and so does data_end - data
+// over the data (checked at run time), as pattern_memmem does.
+func TestHelperLengthsUpToTheirBound(t *testing.T) {
+	prog := cat(stackInit(-16, 16), asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R3, asm.R6, abi.CtxLBA, asm.Word), asm.And.Imm(asm.R3, 15),
+		asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -16),
+		asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -16),
+		asm.BuiltinFunc(abi.HelperMemcmp).Call(),
+		asm.LoadMem(asm.R1, asm.R6, abi.CtxData, asm.DWord),
+		asm.LoadMem(asm.R2, asm.R6, abi.CtxDataEnd, asm.DWord),
+		asm.Sub.Reg(asm.R2, asm.R1),
+		asm.Mov.Reg(asm.R3, asm.RFP), asm.Add.Imm(asm.R3, -4),
+		asm.Mov.Imm(asm.R4, 4),
+		asm.BuiltinFunc(abi.HelperMemmem).Call(),
+		asm.Return(),
+	})
+	if _, err := engine.FromInstructions("bounded", abi.TypeFilter, prog); err != nil {
+		t.Fatal(err)
 	}
 }
 

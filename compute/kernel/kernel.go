@@ -20,6 +20,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/pkg/errors"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfblk/bpfblk/compute/verifier"
 )
@@ -76,27 +77,13 @@ func probe() error {
 		if err != nil {
 			return errors.Wrap(err, "kernel BPF is not available")
 		}
-		keep(p)
+		defer p.Close()
 		buf := make([]byte, MinData)
 		if _, err := p.Run(&ebpf.RunOptions{Data: buf}); err != nil {
 			return errors.Wrap(err, "kernel BPF_PROG_TEST_RUN is not available")
 		}
 	}
 	return nil
-}
-
-// Programs are kept loaded until the process exits: freeing programs while
-// others are being loaded is what wedged the JIT allocator on a test VM, so
-// the harness never frees during a run.
-var (
-	keptMu sync.Mutex
-	kept   []*ebpf.Program
-)
-
-func keep(p *ebpf.Program) {
-	keptMu.Lock()
-	kept = append(kept, p)
-	keptMu.Unlock()
 }
 
 // Program is a program loaded into the kernel.
@@ -111,10 +98,22 @@ func LoadInstructions(insns asm.Instructions) (*Program, error) {
 		Type: ebpf.XDP, License: "GPL", Instructions: verifier.CanonicalAtomics(insns),
 	}, ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 16})
 	if err != nil {
-		return nil, errors.Wrap(err, "kernel verifier")
+		return nil, errors.Wrap(err, "kernel load")
 	}
-	keep(p)
 	return &Program{prog: p}, nil
+}
+
+// IsVerifierRejection reports whether err (from LoadInstructions or
+// LoadSpec) is the kernel's verifier refusing the program, as opposed to a
+// failure to load at all (no permission, no memory, no file descriptors),
+// which says nothing about the program.
+//
+// cilium/ebpf returns every failed load as an *ebpf.VerifierError, with
+// whatever log the kernel wrote; the verifier itself refuses a program with
+// EACCES or EINVAL.
+func IsVerifierRejection(err error) bool {
+	var ve *ebpf.VerifierError
+	return errors.As(err, &ve) && (errors.Is(err, unix.EACCES) || errors.Is(err, unix.EINVAL))
 }
 
 // LoadSpec loads one XDP program of a collection, with its maps, after
@@ -147,23 +146,20 @@ func LoadSpec(cs *ebpf.CollectionSpec, name string, vars map[string]any) (*Progr
 		Programs: ebpf.ProgramOptions{LogLevel: ebpf.LogLevelBranch, LogSizeStart: 1 << 16},
 	})
 	if err != nil {
-		return nil, errors.Wrap(err, "kernel verifier")
-	}
-	for _, p := range coll.Programs {
-		keep(p)
+		return nil, errors.Wrap(err, "kernel load")
 	}
 	return &Program{coll: coll, prog: coll.Programs[name]}, nil
 }
 
-// Close releases the program's maps. The program itself stays loaded until
-// the process exits (see keep).
+// Close unloads the program and its maps. Every loaded program holds a file
+// descriptor and kernel memory, so a test that loads many must close them;
+// one that does not runs out of descriptors (EMFILE) after some 20,000.
 func (p *Program) Close() error {
 	if p.coll != nil {
-		for _, m := range p.coll.Maps {
-			m.Close()
-		}
+		p.coll.Close()
+		return nil
 	}
-	return nil
+	return errors.Wrap(p.prog.Close(), "close kernel program")
 }
 
 // Run runs the program once on data and returns its return value and the

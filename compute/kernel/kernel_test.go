@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
 	"github.com/bpfblk/bpfblk/compute/kernel"
 )
@@ -38,4 +39,54 @@ func TestRunInKernel(t *testing.T) {
 	if _, err := kernel.LoadInstructions(asm.Instructions{asm.Return()}); err == nil {
 		t.Fatal("kernel accepted an exit without r0")
 	}
+}
+
+// TestLoadFailureIsNotARejection: a load that fails for lack of file
+// descriptors is not the verifier's answer, and programs closed after use
+// give their descriptors back.
+func TestLoadFailureIsNotARejection(t *testing.T) {
+	if err := kernel.Available(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	prog := asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}
+	_, err := kernel.LoadInstructions(asm.Instructions{asm.Return()})
+	if !kernel.IsVerifierRejection(err) {
+		t.Fatalf("an exit without r0: %v is not a verifier rejection", err)
+	}
+	var old unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	// Loading and closing more programs than the limit allows open at once.
+	low := old
+	low.Cur = 64
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
+	}
+	defer func() { _ = unix.Setrlimit(unix.RLIMIT_NOFILE, &old) }()
+	for i := 0; i < 200; i++ {
+		p, err := kernel.LoadInstructions(prog)
+		if err != nil {
+			t.Fatalf("load %d with programs closed after use: %v", i, err)
+		}
+		p.Close()
+	}
+	// Without closing, the descriptors run out, and that is no rejection.
+	var open []*kernel.Program
+	defer func() {
+		for _, p := range open {
+			p.Close()
+		}
+	}()
+	for i := 0; i < 200; i++ {
+		p, err := kernel.LoadInstructions(prog)
+		if err != nil {
+			if kernel.IsVerifierRejection(err) {
+				t.Fatalf("running out of descriptors reported as a verifier rejection: %v", err)
+			}
+			return
+		}
+		open = append(open, p)
+	}
+	t.Fatal("200 programs open under a limit of 64 descriptors")
 }

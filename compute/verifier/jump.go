@@ -347,6 +347,17 @@ func (v *verifier) localCall(k key, s *state, target int) error {
 	return nil
 }
 
+// maxHelperLen bounds a helper's length argument: the largest data a run
+// sees (the engine refuses more than 2 GiB).
+const maxHelperLen = 1 << 31
+
+func maxString(n uint64) string {
+	if n == unbounded {
+		return "2^64-1"
+	}
+	return strconv.FormatUint(n, 10)
+}
+
 // helperCall checks a helper's arguments and sets its result.
 func (v *verifier) helperCall(pc int, s *state, id uint32) *Error {
 	arg := func(r asm.Register) (value, *Error) { return v.readReg(pc, s, r) }
@@ -389,11 +400,39 @@ func (v *verifier) helperCall(pc int, s *state, id uint32) *Error {
 		}
 		return a, nil
 	}
-	constLen := func(a value) int {
-		if a.isConst() && a.min <= 1<<16 {
-			return int(a.min)
+	// sizedMem checks a pointer argument with a length argument n, as Linux
+	// checks ARG_PTR_TO_MEM with ARG_CONST_SIZE: n must be a bounded scalar
+	// and the helper may read n.max bytes, so [p, p+n.max) must be inside
+	// the frame (and initialised: the stack keeps what earlier runs left)
+	// or the map value. Data reads of a variable length are checked by the
+	// engine at run time, because clang passes data_end - data for "the
+	// whole block", which is not a proven range; a data read of a constant
+	// length must be proven like a load.
+	sizedMem := func(r, nr asm.Register) *Error {
+		n, err := scalarArg(nr)
+		if err != nil {
+			return err
 		}
-		return 0
+		if n.max > maxHelperLen {
+			return v.rejectf(pc, "argument %v is a length of up to %s bytes: bound it (at most %d), e.g. with & or a compare", nr, maxString(n.max), uint64(maxHelperLen))
+		}
+		p, err := arg(r)
+		if err != nil {
+			return err
+		}
+		switch p.k {
+		case kStack, kMapVal, kData:
+			if n.max == 0 || p.k == kData && !n.isConst() {
+				return nil
+			}
+			if _, err := v.access(pc, s, p, 0, int(n.max), false); err != nil {
+				return v.rejectf(pc, "argument %v (%d bytes, from %v): %s", r, n.max, nr, err.Reason)
+			}
+			return nil
+		case kMapValOrNull:
+			return v.rejectf(pc, "argument %v may be NULL: check the map lookup result first", r)
+		}
+		return v.rejectf(pc, "argument %v must point to memory, not a %v", r, p.k)
 	}
 	var r0 value
 	switch id {
@@ -452,39 +491,23 @@ func (v *verifier) helperCall(pc int, s *state, id uint32) *Error {
 		}
 		r0 = unknown()
 	case abi.HelperMemcmp:
-		n, err := scalarArg(asm.R3)
-		if err != nil {
+		if err := sizedMem(asm.R1, asm.R3); err != nil {
 			return err
 		}
-		if err := mem(asm.R1, constLen(n)); err != nil {
-			return err
-		}
-		if err := mem(asm.R2, constLen(n)); err != nil {
+		if err := sizedMem(asm.R2, asm.R3); err != nil {
 			return err
 		}
 		r0 = unknown()
 	case abi.HelperMemmem:
-		hn, err := scalarArg(asm.R2)
-		if err != nil {
+		if err := sizedMem(asm.R1, asm.R2); err != nil {
 			return err
 		}
-		nn, err := scalarArg(asm.R4)
-		if err != nil {
-			return err
-		}
-		if err := mem(asm.R1, constLen(hn)); err != nil {
-			return err
-		}
-		if err := mem(asm.R3, constLen(nn)); err != nil {
+		if err := sizedMem(asm.R3, asm.R4); err != nil {
 			return err
 		}
 		r0 = unknown()
 	case abi.HelperTrace:
-		n, err := scalarArg(asm.R2)
-		if err != nil {
-			return err
-		}
-		if err := mem(asm.R1, constLen(n)); err != nil {
+		if err := sizedMem(asm.R1, asm.R2); err != nil {
 			return err
 		}
 		r0 = unknown()

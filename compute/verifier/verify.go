@@ -590,6 +590,11 @@ func (v *verifier) ptrALU(pc int, aop asm.ALUOp, is64 bool, d, s value) (value, 
 		}
 	}
 	if o.isPtr() {
+		if aop == asm.Sub && d.k == kDataEnd && s.k == kData && s.off == 0 && s.min == 0 && s.max == 0 {
+			// data_end - data: the length of the data, which the engine
+			// keeps at most 2 GiB.
+			return scalar(0, maxHelperLen), nil
+		}
 		if aop == asm.Sub && d.k == s.k || aop == asm.Sub && d.k == kDataEnd && s.k == kData || aop == asm.Sub && d.k == kData && s.k == kDataEnd {
 			return unknown(), nil
 		}
