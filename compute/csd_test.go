@@ -105,7 +105,7 @@ func TestSeveralDevicesShareTargets(t *testing.T) {
 			t.Fatalf("engine %s ran %d chunks of %d targets: both devices must share the work", e.Name, e.Chunks, e.Targets)
 		}
 	}
-	if p2p := (b2.PeerWrite - b1.PeerWrite) - (b1.PeerWrite - b0.PeerWrite); p2p != total {
+	if p2p := p2p(b0, b1, b2); p2p != total {
 		t.Fatalf("peer-to-peer bytes %d, want the %d bytes scanned", p2p, total)
 	}
 	if toHost := (b2.HostWrite - b1.HostWrite) - (b1.HostWrite - b0.HostWrite); toHost != st.BytesToHost || toHost > total/20 {
@@ -114,6 +114,14 @@ func TestSeveralDevicesShareTargets(t *testing.T) {
 	if b2.Faults != b0.Faults || b2.PeerRead != b0.PeerRead {
 		t.Fatalf("bus %+v then %+v", b0, b2)
 	}
+	t.Logf("%d bytes scanned by %s (%d chunks) and %s (%d chunks); bus: %d bytes peer to peer, %d bytes into host memory (match lists %d)",
+		total, st.Engines[1].Name, st.Engines[1].Chunks, st.Engines[2].Name, st.Engines[2].Chunks, p2p(b0, b1, b2), (b2.HostWrite-b1.HostWrite)-(b1.HostWrite-b0.HostWrite), st.BytesToHost)
+}
+
+// p2p is the peer memory bytes of the scan between b1 and b2 less those of
+// the setup-only scan between b0 and b1.
+func p2p(b0, b1, b2 mock.BusStats) uint64 {
+	return (b2.PeerWrite - b1.PeerWrite) - (b1.PeerWrite - b0.PeerWrite)
 }
 
 // TestOtherSubsystemFallsBack: a namespace of a controller of another NVM

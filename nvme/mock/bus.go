@@ -10,6 +10,14 @@
 // writer's goroutine: deterministic) or on its own reactor (device-core mode,
 // in parallel like hardware). Faults are injected deterministically by seed.
 //
+// Controllers with the same Config.Subsystem form one NVM subsystem
+// (Identify SUBNQN, CMIC). A compute controller's Memory Copy from another
+// controller of its subsystem is a peer transfer: that controller executes a
+// Read whose DMA lands in the compute controller's memory at its bus address
+// (peer.go), counted as peer memory traffic; controllers of other subsystems
+// are unreachable. A host CPU read of an emulated CMB costs what an uncached
+// BAR read does (Config.CMBReadCost, charged by ChargeCMBRead).
+//
 // Like hardware with independent queues, nothing a command does writes a
 // cache line that another queue's commands write: the counters (bus bytes
 // and faults, SMART, fault hits, the error log) are kept per queue and

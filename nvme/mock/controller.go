@@ -96,6 +96,7 @@ type Controller struct {
 	bus   *Bus
 	cfg   Config
 	name  string
+	nqn   string // the NVM subsystem's NQN (Identify SUBNQN)
 	index int
 	cap   uint64
 	mdts  uint8
@@ -241,6 +242,7 @@ func NewController(b *Bus, cfg Config) (*Controller, error) {
 	if c.cfg.Model == "" {
 		c.cfg.Model = "bpfblk emulated NVMe controller"
 	}
+	c.nqn = subsystemNQN(&c.cfg)
 	if c.cfg.Firmware == "" {
 		c.cfg.Firmware = "1.0"
 	}

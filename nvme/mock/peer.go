@@ -43,11 +43,14 @@ type peerLink struct {
 }
 
 // subsystem returns the NQN of c's NVM subsystem.
-func (c *Controller) subsystem() string {
-	if c.cfg.Subsystem != "" {
-		return c.cfg.Subsystem
+func (c *Controller) subsystem() string { return c.nqn }
+
+// subsystemNQN is the NQN of the NVM subsystem of a controller of cfg.
+func subsystemNQN(cfg *Config) string {
+	if cfg.Subsystem != "" {
+		return cfg.Subsystem
 	}
-	return "nqn.2026-01.io.bpfblk:mock:" + c.cfg.Serial
+	return "nqn.2026-01.io.bpfblk:mock:" + cfg.Serial
 }
 
 // peerQueueFor returns the peer queue on c for initiator queue s, making
