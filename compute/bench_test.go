@@ -21,6 +21,7 @@ import (
 // and 4 KiB blocks) with the needle in 1% of the blocks, and a compute
 // controller on its own device core.
 type benchSet struct {
+	bus   *mock.Bus
 	bdevs []*bdev.Bdev
 	data  [][]byte
 	dev   *nvme.Controller
@@ -36,14 +37,14 @@ func newBenchSet(b *testing.B) *benchSet {
 	}
 	defer g.Stop()
 	bus := mock.NewBus()
-	s := &benchSet{}
+	s := &benchSet{bus: bus}
 	var closers []func()
 	rng := rand.New(rand.NewPCG(1, 1))
 	for _, nss := range [][]mock.NamespaceConfig{
 		{{Kind: mock.Memory, Size: 16 << 20, LBASize: 512}, {Kind: mock.Memory, Size: 16 << 20, LBASize: 4096}},
 		{{Kind: mock.Memory, Size: 16 << 20, LBASize: 4096}},
 	} {
-		mc, err := mock.NewController(bus, mock.Config{Namespaces: nss})
+		mc, err := mock.NewController(bus, mock.Config{Subsystem: testNQN, Namespaces: nss})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -81,7 +82,7 @@ func newBenchSet(b *testing.B) *benchSet {
 			s.total += uint64(len(data))
 		}
 	}
-	mc, err := mock.NewController(bus, mock.Config{Serial: "CSD0", Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 	}})

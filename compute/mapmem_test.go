@@ -69,7 +69,7 @@ func TestScanMapMemoryPerInstance(t *testing.T) {
 // submission queue that runs it and refuses queues beyond its map memory.
 func TestDeviceMapMemory(t *testing.T) {
 	f := newFixture(t)
-	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 	}, Compute: &mock.ComputeConfig{MapMemory: 12 << 10}, Mode: mock.DeviceCore})

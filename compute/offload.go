@@ -3,6 +3,7 @@ package compute
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -19,9 +20,12 @@ import (
 
 // Offload to a computational storage controller. A controller qualifies
 // because Identify says so (nvme.Controller.ComputeNamespaces: the CP and SLM
-// command sets); a target is offloaded to it when a one-block Memory Copy of
-// the target's namespace into its memory succeeds, i.e. when the device can
-// reach the data. Per chunk the host then submits
+// command sets); a target is offloaded to it when the device reaches the
+// data, which Identify Controller says too: the target's namespace is the
+// device's own or belongs to a controller of the device's NVM subsystem
+// (same SUBNQN, CMIC multi-controller), whose blocks the device reads peer
+// to peer. A target that several devices reach is shared by all of them:
+// each takes chunks from the target's cursor. Per chunk the host submits
 //
 //	Memory Copy (LBAs of the data namespace -> SLM data range)
 //	Execute Program (range set: data range, output range)
@@ -49,13 +53,7 @@ type offDevice struct {
 	held  []span // SLM this scan holds, returned by closeOffload
 	slot  int    // program slot, -1 until loaded
 	rsids []uint16
-	reach map[reachKey]bool
 	stats int // index in Stats.Engines
-}
-
-type reachKey struct {
-	c    *nvme.Controller
-	nsid uint32
 }
 
 // syncCommand submits one command on qp and waits for it.
@@ -91,7 +89,7 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 		if len(cns) == 0 || len(cns[0].Memory) == 0 {
 			continue
 		}
-		d := &offDevice{c: c, cn: cns[0], slm: cns[0].Memory[0], size: cns[0].Sizes[0], slot: -1, reach: map[reachKey]bool{}}
+		d := &offDevice{c: c, cn: cns[0], slm: cns[0].Memory[0], size: cns[0].Sizes[0], slot: -1}
 		d.pool = poolFor(c, d.slm, d.size)
 		if uint64(len(img)) > uint64(d.cn.Info.MaxProgram) || d.cn.Info.ProgTypes&1 == 0 {
 			continue
@@ -229,28 +227,23 @@ func (d *offDevice) release(mark int) {
 	d.held = d.held[:mark]
 }
 
-// reaches reports whether d can copy blocks of ns (of controller c) into its
-// memory: it tries a one-block Memory Copy.
-func (d *offDevice) reaches(c *nvme.Controller, ns *nvme.Namespace, lba uint64) bool {
-	k := reachKey{c, ns.ID}
-	if r, ok := d.reach[k]; ok {
-		return r
+// reaches reports whether d can copy blocks of a namespace of controller c
+// into its memory, from what Identify Controller reports: its own
+// namespaces, and those of the other controllers of its NVM subsystem (the
+// same SUBNQN, with CMIC saying the subsystem has several controllers). If
+// not, it says why.
+func (d *offDevice) reaches(c *nvme.Controller) (bool, string) {
+	if c == d.c {
+		return true, ""
 	}
-	ok := false
-	mark := len(d.held)
-	off, got := d.alloc(uint64(ns.BlockSize))
-	if !got {
-		return false // the device is full now; not remembered
+	di, ci := d.c.IdentifyData(), c.IdentifyData()
+	switch {
+	case di.CMIC&nvme.CMICMultiController == 0:
+		return false, fmt.Sprintf("compute device %s is alone in its NVM subsystem %s", d.c.Name(), di.SubNQN)
+	case ci.SubNQN != di.SubNQN || ci.SubNQN == "":
+		return false, fmt.Sprintf("%s is in NVM subsystem %q, not in %q of compute device %s", c.Name(), ci.SubNQN, di.SubNQN, d.c.Name())
 	}
-	if qp, err := d.c.NewQueuePair(4); err == nil {
-		src := []nvme.MemCopySource{{Controller: cntlid(d.c, c), NSID: ns.ID, LBA: lba, Blocks: 1}}
-		_, err = syncCommand(qp, func(cb nvme.Completer) error { return qp.MemoryCopy(d.slm, off, src, cb, 0) })
-		ok = err == nil
-		qp.Close()
-	}
-	d.release(mark)
-	d.reach[k] = ok
-	return ok
+	return true, ""
 }
 
 // cntlid names data controller c as a Memory Copy source of device dev.

@@ -21,11 +21,15 @@ import (
 	"github.com/bpfblk/bpfblk/nvme/mock"
 )
 
+// testNQN is the NVM subsystem of the fixtures' controllers: a compute
+// controller reaches the namespaces of the controllers of its subsystem.
+const testNQN = "nqn.2026-01.io.bpfblk:test:compute"
+
 // addCompute puts a compute-capable controller (CP + 64 MiB SLM) on the
 // fixture's bus and returns its driver.
 func (f *fixture) addCompute(t *testing.T, mode mock.Mode) *nvme.Controller {
 	t.Helper()
-	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Mode: mode, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mode, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 	}})

@@ -3,7 +3,9 @@ package compute
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -224,6 +226,14 @@ func (l Loss) String() string {
 	return fmt.Sprintf("%s blocks %d-%d on %s: %d emitted values lost", l.Base, l.LBA, l.LBA+l.Blocks-1, l.Where, l.Values)
 }
 
+// CPUReadCharger is a Staging whose memory costs the CPU more to read than
+// DRAM and that charges it (an emulated device BAR: uncached reads). Host
+// engines call ChargeCPURead with the bytes a program run is given, on the
+// core that runs it, and count the time as the run's.
+type CPUReadCharger interface {
+	ChargeCPURead(n int)
+}
+
 // ChunkFault is a chunk whose read or program run failed. Only that chunk's
 // results are missing.
 type ChunkFault struct {
@@ -387,8 +397,9 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		return nil, andThen(err, teardownJobs(jobs))
 	}
 	var total uint64
-	// Where each target goes: a compute device (offloaded) or the host.
-	placed := make([]*offDevice, len(targets))
+	// Where each target goes: the compute devices that share it
+	// (offloaded), or none (the host).
+	placed := make([][]*offDevice, len(targets))
 	curs := make([]*cursor, len(targets))
 	for ti, t := range targets {
 		if t.Base < 0 || t.Base >= len(cb.bases) {
@@ -424,14 +435,15 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		case tail != 0 && t.Start+n == b.NumBlocks():
 			why = fmt.Sprintf("its last block is partial (%d of %d bytes); offload runs whole blocks", tail, bs)
 		default:
-			if placed[ti] = cb.offloadFor(devs, b, t.Start); placed[ti] == nil {
-				why = "no compute device reaches its namespace"
+			var w string
+			if placed[ti], w = cb.offloadFor(devs, b, opts.Engine); len(placed[ti]) == 0 {
+				why = "no compute device reaches its namespace: " + w
 			}
 		}
-		if placed[ti] == nil && why == "" && opts.Engine != EngineHost {
+		if len(placed[ti]) == 0 && why == "" && opts.Engine != EngineHost {
 			why = "no compute device reaches its namespace"
 		}
-		if placed[ti] == nil && opts.Engine == EngineDevice {
+		if len(placed[ti]) == 0 && opts.Engine == EngineDevice {
 			return fail(errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (%s; offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name(), why))
 		}
 		ts.Why = why
@@ -440,12 +452,13 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	// Offloaded targets: per compute device, one job per reactor (as many
 	// as the chunks keep busy) that takes chunks from any of the device's
 	// targets, so the device memory and range sets a scan takes do not
-	// grow with the number of targets.
-	for _, d := range devs {
+	// grow with the number of targets. A target that several devices reach
+	// is shared by all of them: their jobs take chunks from its one cursor.
+	for k, d := range devs {
 		var mine []int
 		var chunks uint64
 		for ti := range targets {
-			if placed[ti] == d {
+			if slices.Contains(placed[ti], d) {
 				mine = append(mine, ti)
 				chunks += (st.Targets[ti].Blocks + curs[ti].per - 1) / curs[ti].per
 			}
@@ -458,7 +471,9 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		var err error
 		for p := 0; p < parts; p++ {
 			var j *offJob
-			j, err = newOffJob(reactors[p], d, cb.bases, targets, mine, curs, exe, opts)
+			// Devices start on different reactors, so that two devices
+			// with one job each are driven from two cores.
+			j, err = newOffJob(reactors[(p+k)%len(reactors)], d, cb.bases, targets, mine, curs, exe, opts)
 			if err != nil {
 				if p > 0 && errors.Is(err, errNoDeviceMemory) {
 					err = nil // fewer jobs: the device is full
@@ -467,15 +482,18 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			}
 			planned = append(planned, j)
 		}
-		if err != nil && errors.Is(err, errNoDeviceMemory) && opts.Engine == EngineAuto {
-			// The device is full: scan its targets on host cores.
+		if err != nil && errors.Is(err, errNoDeviceMemory) && (opts.Engine == EngineAuto || sharedByOthers(placed, mine, d)) {
+			// The device is full: its targets go to the other devices
+			// that reach them, or to host cores.
 			if terr := teardownJobs(planned); terr != nil {
 				jobs = append(jobs, planned...)
 				return fail(terr)
 			}
 			for _, ti := range mine {
-				placed[ti] = nil
-				st.Targets[ti].Why = "the memory of " + d.c.Name() + " is taken (memory range sets or subsystem local memory)"
+				placed[ti] = slices.DeleteFunc(placed[ti], func(o *offDevice) bool { return o == d })
+				if len(placed[ti]) == 0 {
+					st.Targets[ti].Why = "the memory of " + d.c.Name() + " is taken (memory range sets or subsystem local memory)"
+				}
 			}
 			continue
 		}
@@ -485,12 +503,14 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		}
 		d.stats = len(st.Engines)
 		st.Engines = append(st.Engines, EngineStats{Name: d.c.Name(), Targets: len(mine)})
-		for _, ti := range mine {
-			st.Targets[ti].Engine = d.c.Name()
-		}
 	}
 	for ti, t := range targets {
-		if placed[ti] != nil {
+		if len(placed[ti]) > 0 {
+			names := make([]string, len(placed[ti]))
+			for k, d := range placed[ti] {
+				names[k] = d.c.Name()
+			}
+			st.Targets[ti].Engine, st.Targets[ti].Why = strings.Join(names, "+"), ""
 			continue
 		}
 		b := cb.bases[t.Base]
@@ -709,18 +729,40 @@ func hasWritableMaps(p *engine.Program) bool {
 	return false
 }
 
-// offloadFor returns the compute device that takes target base b, or nil.
-func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, start uint64) *offDevice {
-	c, ns := bdev.NVMeNamespace(b)
-	if c == nil {
-		return nil
+// offloadFor returns the compute devices that take target base b (every
+// one that reaches its data), or none and why.
+func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, kind EngineKind) ([]*offDevice, string) {
+	if kind == EngineHost {
+		return nil, ""
 	}
+	if len(devs) == 0 {
+		return nil, "no controller with the Computational Programs and Subsystem Local Memory command sets took the program"
+	}
+	c, _ := bdev.NVMeNamespace(b)
+	if c == nil {
+		return nil, "not an NVMe namespace"
+	}
+	var out []*offDevice
+	var why []string
 	for _, d := range devs {
-		if d.reaches(c, ns, start) {
-			return d
+		if ok, w := d.reaches(c); ok {
+			out = append(out, d)
+		} else {
+			why = append(why, w)
 		}
 	}
-	return nil
+	return out, strings.Join(why, "; ")
+}
+
+// sharedByOthers reports whether every one of the targets is also placed on
+// a device other than d.
+func sharedByOthers(placed [][]*offDevice, targets []int, d *offDevice) bool {
+	for _, ti := range targets {
+		if !slices.ContainsFunc(placed[ti], func(o *offDevice) bool { return o != d }) {
+			return false
+		}
+	}
+	return true
 }
 
 // cursor hands out the chunks of one target to every reactor that scans it:
@@ -911,6 +953,7 @@ type hostWorker struct {
 	descs   []*bdev.Desc  // by base
 	chans   []*bdev.Channel
 	staging Staging
+	charge  CPUReadCharger // staging's, if it charges CPU reads
 	domains []bufDomain
 	inst    *engine.Instance
 	typ     abi.Type
@@ -1040,6 +1083,7 @@ func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*h
 			// Spread the workers' first targets over the targets.
 			cur: i * len(targets) / len(reactors),
 		}
+		w.charge, _ = opts.Staging.(CPUReadCharger)
 		ws = append(ws, w)
 		w.chunks = make([]chunk, opts.InFlight)
 		for k := range w.chunks {
@@ -1249,6 +1293,9 @@ func (w *hostWorker) run(c *chunk) {
 	w.pubScanned.Store(w.scanned)
 	for {
 		t0 := time.Now()
+		if w.charge != nil {
+			w.charge.ChargeCPURead(int(seen))
+		}
 		res, err := w.inst.Run(&ctx, c.emit)
 		w.runNS += int64(time.Since(t0))
 		if err != nil {

@@ -43,7 +43,7 @@ func newFixture(t *testing.T) *fixture {
 		{{Kind: mock.Memory, Size: 1 << 20, LBASize: 512}, {Kind: mock.Memory, Size: 2 << 20, LBASize: 4096}},
 		{{Kind: mock.Memory, Size: 3 << 19, LBASize: 4096}},
 	} {
-		mc, err := mock.NewController(bus, mock.Config{Namespaces: nss})
+		mc, err := mock.NewController(bus, mock.Config{Subsystem: testNQN, Namespaces: nss})
 		if err != nil {
 			t.Fatal(err)
 		}

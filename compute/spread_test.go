@@ -263,7 +263,7 @@ func TestCancelledScanIsClean(t *testing.T) {
 // device memory and the program slot; then a scan that fits succeeds.
 func TestOffloadStartFailureIsClean(t *testing.T) {
 	f := newFixture(t)
-	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 32 << 20, CSI: nvme.CSISLM},
 	}})

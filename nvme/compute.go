@@ -18,7 +18,8 @@ import (
 // gives every set at least two ranges:
 //
 //   - range 0 is the input: the program's data (its context's data .. data_end)
-//     is the first DLEN bytes of it (CDW14; 0 means the whole range);
+//     is the first DLEN bytes of it (DLEN is CDW4, as the drafts place it;
+//     0 means the whole range);
 //   - range 1 is the output: the device writes an ExecResult header there,
 //     followed by the values the program emitted (little-endian u64 each:
 //     matching LBAs for a per-block filter, byte offsets into the data for a
@@ -374,7 +375,7 @@ func (q *QueuePair) ExecuteProgram(ns *Namespace, slot, rsid uint16, dataLen uin
 	}
 	*e = SQE{OPC: OpExecProgram, CID: cid, NSID: ns.ID, CDW2: uint32(slot) | uint32(rsid)<<16,
 		CDW10: uint32(param1), CDW11: uint32(param1 >> 32), CDW12: uint32(param2), CDW13: uint32(param2 >> 32),
-		CDW14: dataLen, CDW15: flags}
+		MPTR: uint64(dataLen), CDW15: flags}
 	return nil
 }
 

@@ -32,4 +32,38 @@
 // The hot path (submission, Process, completion) allocates nothing, takes
 // no lock and writes nothing but the queue pair's own state, which is padded
 // off the cache lines of its neighbours.
+//
+// # Computational Programs and Subsystem Local Memory: departures from the drafts
+//
+// compute.go defines the CP (CSI 4) and SLM (CSI 3) command sets after the
+// public drafts (libnvme, SPDK forks, FEMU; the TP4091/TP4131 texts are not
+// public). Where bpfblk does not follow them, it is listed here, with why;
+// the driver and the emulated controller (nvme/mock) agree on every row.
+//
+//	item                      drafts                         bpfblk                                 why
+//	Execute Program DLEN      CDW4                           CDW4 (aligned)                         -
+//	Execute Program NUMR      CDW3: ranges used              ignored: the whole set; range 0 is     the drafts give no meaning to the ranges'
+//	                                                         input, range 1 output                  roles; bpfblk fixes them (compute.go)
+//	Execute Program data ptr  CDW6-9: host data              unused                                 input and output are device memory only
+//	"return map state"        not defined                    CDW15 bit 0 (ExecFlagState): write     eBPF maps live in the device; the drafts
+//	                                                         the merged maps to range 1             have no command to read program state
+//	CP/SLM statuses           no public values               0x40-0x48, command specific            placeholders, named in compute.go, until
+//	                                                         (Invalid Program ... Max Active)       the ratified values are public
+//	CP Identify Namespace     MAXACT, MAXMEMRS, MAXMEMR,     Slots u16@0, MaxActive u16@2,          field offsets are not public; MAXPB is
+//	(CNS 05h, CSI 4)          MAXPB (MiB), LPG; no offsets   MaxRangeSets u16@4, MaxRanges u16@6,   kept in bytes (programs are KiB), PTYPEs
+//	                                                         MaxProgram bytes u32@8, PTYPE bitmap   supported as a bitmap (bit 0: eBPF)
+//	                                                         u64@16
+//	program type and image    PTYPE vendor specific          PTYPE 0xC0; image = compute/image      no public eBPF PTYPE or image format: the
+//	                                                         (verified instructions, maps, BTF)     device re-verifies what it loads
+//	Memory Copy source        format 2h/3h: SNSID, SLBA,     format 2h plus SCNTLID u16 at bytes    the drafts name a subsystem-wide SNSID;
+//	                          NLB                            2-3 (reserved in the drafts): the      bpfblk's emulated controllers number
+//	                                                         controller of the source namespace,    their namespaces from 1 each, so the
+//	                                                         0 = this one                           controller must be named too
+//	reachability              reachability groups (log       Identify Controller: a compute         the group log's layout is not public;
+//	                          page) say which namespaces a   controller reaches the namespaces of   SUBNQN and CMIC are ratified NVMe base
+//	                          compute namespace reaches      the controllers with its SUBNQN        fields; others fail with 0x46 (Memory
+//	                                                         (CMIC bit 1 set)                       Namespace Not Reachable)
+//	Memory Copy from a peer   the device reads the SNSID     the compute controller has the         as a CSD doing peer-to-peer DMA; the bus
+//	                          internally                     source controller execute a Read       counts it as peer traffic
+//	                                                         into its SLM's bus address
 package nvme

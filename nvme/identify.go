@@ -47,6 +47,19 @@ type IdentifyController struct {
 	Raw       [IdentifyDataSize]byte
 }
 
+// CMIC (controller multi-path I/O and namespace sharing capabilities) bits.
+const (
+	// CMICMultiPort: the NVM subsystem may have two or more ports.
+	CMICMultiPort = 1 << 0
+	// CMICMultiController: the NVM subsystem may have two or more
+	// controllers (SUBNQN names it; its controllers share it).
+	CMICMultiController = 1 << 1
+	// CMICSRIOV: the controller is associated with an SR-IOV virtual function.
+	CMICSRIOV = 1 << 2
+	// CMICANA: the controller reports asymmetric namespace access.
+	CMICANA = 1 << 3
+)
+
 // ONCS bits.
 const (
 	ONCSCompare      = 1 << 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/pkg/errors"
 
@@ -149,6 +150,32 @@ func (r *Region) Owner() *nvme.Controller { return r.owner }
 
 // Name describes the region, e.g. "cmb of mock1".
 func (r *Region) Name() string { return "cmb of " + r.owner.Name() }
+
+// cmbReadCharger is a transport whose CMB is emulated in host memory and
+// that charges host CPU reads of it what an uncached BAR read costs
+// (nvme/mock).
+type cmbReadCharger interface {
+	CMBReadCost() time.Duration
+	ChargeCMBRead(n int)
+}
+
+// EmulatedReadCost returns what the emulated CMB charges a CPU read of 64
+// bytes, or 0 for real memory (whose reads cost what they cost) and for an
+// emulated CMB whose reads are free.
+func (r *Region) EmulatedReadCost() time.Duration {
+	if t, ok := r.owner.Transport().(cmbReadCharger); ok {
+		return t.CMBReadCost()
+	}
+	return 0
+}
+
+// ChargeCPURead charges a host CPU read of n bytes of the region, if its
+// CMB is emulated (see EmulatedReadCost): on the calling core.
+func (r *Region) ChargeCPURead(n int) {
+	if t, ok := r.owner.Transport().(cmbReadCharger); ok {
+		t.ChargeCMBRead(n)
+	}
+}
 
 // CMB returns what discovery found.
 func (r *Region) CMB() CMB { return r.cmb }

@@ -2,6 +2,7 @@ package p2pdma
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/pkg/errors"
@@ -62,8 +63,19 @@ func (s *CMBStaging) Free(base *bdev.Bdev, b bdev.Buffer) error {
 // ThroughHost reports false: staged bytes stay in the CMB.
 func (s *CMBStaging) ThroughHost() bool { return false }
 
-// Name describes the staging memory, e.g. "cmb of mock1".
-func (s *CMBStaging) Name() string { return s.r.Name() }
+// Name describes the staging memory, e.g. "cmb of mock1", and says when
+// the CMB is emulated and its CPU reads charged.
+func (s *CMBStaging) Name() string {
+	if d := s.r.EmulatedReadCost(); d > 0 {
+		return fmt.Sprintf("%s (emulated: CPU reads charged %v per 64 B, as uncached BAR reads)", s.r.Name(), d)
+	}
+	return s.r.Name()
+}
+
+// ChargeCPURead implements compute.CPUReadCharger: a CPU read of n bytes
+// of the region costs what its owner's transport says an uncached BAR read
+// costs (an emulated CMB charges it; real memory costs it by itself).
+func (s *CMBStaging) ChargeCPURead(n int) { s.r.ChargeCPURead(n) }
 
 // Region returns the region the staging allocates from.
 func (s *CMBStaging) Region() *Region { return s.r }

@@ -10,9 +10,14 @@
 //	                          a kernel block device or a file through io_uring
 //	tcp://HOST:PORT[/NQN]     a subsystem over NVMe/TCP; without NQN, every NVM
 //	                          subsystem the discovery controller at HOST:PORT lists
+//	csd[:N]                   an emulated computational storage controller (CP and
+//	                          SLM command sets) in the subsystem of the other devices;
+//	                          csd:1, csd:2, ... add more than one
 //
 // Every emulated controller of one Open shares one emulated bus, so they can
-// reach each other's memory as controllers on one PCIe fabric do.
+// reach each other's memory as controllers on one PCIe fabric do, and one
+// NVM subsystem (one SUBNQN, Identify CMIC bit 1), so a compute controller
+// reaches the namespaces of all of them.
 package device
 
 import (
@@ -22,6 +27,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/bdev/uring"
@@ -43,6 +49,7 @@ const (
 	PCI
 	Uring
 	TCP
+	CSD
 )
 
 // Spec is a parsed device address.
@@ -53,6 +60,7 @@ type Spec struct {
 	Addr    string // PCI, canonical "0000:01:00.0"; TCP, "HOST:PORT"
 	NQN     string // TCP: the subsystem, or "" to discover them
 	Uring   uring.Config
+	Index   int // CSD: N of csd:N (csd is csd:0)
 }
 
 // Default is the device used when none is given.
@@ -87,6 +95,15 @@ func Parse(s string) (Spec, error) {
 			return Spec{}, err
 		}
 		return Spec{Kind: Uring, Path: c.Path, Uring: c}, nil
+	case s == "csd" || strings.HasPrefix(s, "csd:"):
+		n := 0
+		if v, ok := strings.CutPrefix(s, "csd:"); ok {
+			var err error
+			if n, err = strconv.Atoi(v); err != nil || n < 0 || n > 63 || strconv.Itoa(n) != v {
+				return Spec{}, errors.Errorf("device %q: want csd or csd:N with N from 0 to 63", s)
+			}
+		}
+		return Spec{Kind: CSD, Index: n}, nil
 	case strings.HasPrefix(s, pci.Scheme):
 		a, err := pci.ParseAddr(s)
 		if err != nil {
@@ -96,7 +113,7 @@ func Parse(s string) (Spec, error) {
 	case strings.HasPrefix(s, tcpScheme):
 		return parseTCP(s)
 	}
-	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F, uring:PATH or tcp://HOST:PORT[/NQN])", s)
+	return Spec{}, errors.Errorf("device %q: unknown address (want mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F, uring:PATH, tcp://HOST:PORT[/NQN] or csd[:N])", s)
 }
 
 // ErrDuplicate marks an Open that names one device twice: the same address,
@@ -120,6 +137,8 @@ func (s Spec) Key() string {
 		return pci.Scheme + s.Addr
 	case TCP:
 		return tcpScheme + s.Addr + "/" + s.NQN
+	case CSD:
+		return "csd:" + strconv.Itoa(s.Index)
 	}
 	p, err := filepath.Abs(s.Path)
 	if err != nil {
@@ -155,7 +174,12 @@ type Set struct {
 	// file: devices whose size is not a multiple of their LBA size. Their
 	// namespace ends with that block, read as the file's tail and zeroes.
 	Lengths map[*bdev.Bdev]uint64
+	// Subsystem is the NQN of the NVM subsystem of the mock controllers.
+	Subsystem string
 }
+
+// subsystems numbers the NVM subsystems of the Opens of this process.
+var subsystems atomic.Int64
 
 // Open opens every address (Default when addrs is empty).
 func Open(addrs []string, opts Options) (_ *Set, err error) {
@@ -179,7 +203,7 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 		seen[k] = a
 		specs = append(specs, s)
 	}
-	set := &Set{}
+	set := &Set{Subsystem: fmt.Sprintf("nqn.2026-01.io.bpfblk:subsystem.%d", subsystems.Add(1))}
 	defer func() {
 		if err != nil {
 			set.Close()
@@ -194,6 +218,7 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 	var files []mock.NamespaceConfig
 	nUring := 0
 	var sizes []uint64
+	var csds []Spec
 	for _, s := range specs {
 		switch s.Kind {
 		case Mock:
@@ -250,6 +275,8 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 			if err := set.addTCP(s, opts); err != nil {
 				return nil, err
 			}
+		case CSD:
+			csds = append(csds, s)
 		}
 	}
 	if len(files) > 0 {
@@ -268,7 +295,28 @@ func Open(addrs []string, opts Options) (_ *Set, err error) {
 			}
 		}
 	}
+	for _, s := range csds {
+		if err := set.addMock(bus(), csdController(s.Index), opts); err != nil {
+			return nil, err
+		}
+	}
 	return set, nil
+}
+
+// csdController describes the computational storage controller of csd:n:
+// a compute namespace and 64 MiB of subsystem local memory, running
+// programs on one compute core beside its own device core (a second device
+// brings a second compute core).
+func csdController(n int) mock.Config {
+	return mock.Config{
+		Serial: fmt.Sprintf("BPFBLKCSDX%d", n), Model: "bpfblk computational storage controller",
+		Namespaces: []mock.NamespaceConfig{
+			{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+			{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
+		},
+		Mode:    mock.DeviceCore,
+		Compute: &mock.ComputeConfig{Cores: 1},
+	}
 }
 
 // demoControllers describes the embedded demo subsystem: two data
@@ -304,6 +352,7 @@ func demoControllers() []mock.Config {
 }
 
 func (set *Set) addMock(bus *mock.Bus, cfg mock.Config, opts Options) error {
+	cfg.Subsystem = set.Subsystem
 	mc, err := mock.NewController(bus, cfg)
 	if err != nil {
 		return errors.Wrap(err, "device mock")

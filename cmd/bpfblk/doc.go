@@ -55,10 +55,21 @@ links), is a usage error, as is a PCI function given twice to setup.
 	                          (default 512, or the file system's O_DIRECT alignment)
 	tcp://HOST:PORT/NQN       the subsystem NQN over NVMe/TCP (bpfblk serve, Linux nvmet-tcp)
 	tcp://HOST:PORT           every NVM subsystem the discovery controller at HOST:PORT lists
+	csd[:N]                   an emulated computational storage controller (Computational
+	                          Programs and Subsystem Local Memory command sets); csd is
+	                          csd:0, csd:1 ... add more (N up to 63)
 
 A device that works but not at its best (a uring: file that refuses O_DIRECT
 and is read through the page cache, one opened read-only) is named in one
 "bpfblk CMD: note: ..." line on stderr, once per device.
+
+The emulated controllers of one command (mock, mock:null, file:, csd) form one
+NVM subsystem: one SUBNQN, Identify CMIC bit 1 set, distinct CNTLIDs. A compute
+controller reaches the namespaces of its subsystem and reads them peer to peer,
+so "--dev file:A --dev csd --engine device" scans A on the compute device, and
+several csd devices share the chunks of every target. A namespace outside the
+compute controllers' subsystem (a pci: controller) is scanned on host cores
+under --engine auto, and the summary says why; --engine device refuses it.
 
 # Exit status
 
@@ -162,7 +173,7 @@ and the report
 
 	{"engine": "jit"|"interpreter", "matches", "matching_blocks", "records", "lost",
 	 "bytes_scanned", "bytes_to_host", "bytes_through_host", "seconds",
-	 "engines": [{"name", "targets", "chunks", "bytes_scanned", "run_seconds"}],
+	 "engines": [{"name", "targets", "chunks", "bytes_scanned", "run_seconds", "emulated"}],
 	 "targets": [{"name", "nsid", "block_size", "first", "engine", "why", "blocks", "bytes",
 	              "bytes_scanned", "matches", "matching_blocks", "lost"}],
 	 "losses": [{"name", "lba", "blocks", "values", "where"}],
@@ -192,6 +203,17 @@ host engines.
 BPFBLK_ENGINE=jit|interpreter picks the engine of host cores for scan and
 the default of prog run --engine; any other non-empty value is a usage error.
 
+A target's "engine" is "host" or its compute devices' names joined by "+";
+"why" (only on a host target when compute devices were offered) says why no
+device took it. "emulated": true marks an engine that is an emulated device:
+its run_seconds is the emulator's time on host CPUs, not a real device's, and
+the summary says so. With --stage cmb the summary names the CMB the chunks were
+staged in; an emulated CMB charges every CPU read of it what an uncached BAR
+read costs (1 µs per 64 bytes by default, mock.Config.CMBReadCost), so the
+host engine's program time is what a real system would show, and the
+summary labels the CMB as emulated. perf's header says when the devices
+are emulated.
+
 perf prints a header line and a table for people; --json prints
 
 	{"total": {"ios", "errors", "iops", "mib_per_s", "seconds",
@@ -216,7 +238,9 @@ emulated controller (its queues, the bdev layer, the reactor), not a drive.
 list prints one line per controller and one indented line per namespace; --json
 prints an array of {"name", "model", "serial", "firmware", "version",
 "max_transfer", "io_queues", "optional_commands", "cmb_bytes", "compute",
-"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}]}; a
+"namespaces": [{"nsid", "command_set", "blocks", "block_size", "bytes"}],
+"subnqn", "cntlid", "multi_controller"}; the text form starts with one
+"subsystem NQN: NAME (cntlid N), ..." line per NVM subsystem. A
 uring: device is one such entry named after its bdev (uring0), its model saying
 what it is, with one namespace of nsid 0 and command set "block".
 

@@ -38,6 +38,12 @@ type ctrlJSON struct {
 	CMBBytes   uint64   `json:"cmb_bytes"`
 	Compute    bool     `json:"compute"`
 	Namespaces []nsJSON `json:"namespaces"`
+	// SubNQN, CNTLID and MultiController say which NVM subsystem the
+	// controller belongs to (Identify SUBNQN, CNTLID, CMIC bit 1): a
+	// compute controller reaches the namespaces of its subsystem.
+	SubNQN          string `json:"subnqn"`
+	CNTLID          uint16 `json:"cntlid"`
+	MultiController bool   `json:"multi_controller"`
 }
 
 var csiNames = map[uint8]string{nvme.CSINVM: "NVM", 1: "KV", 2: "ZNS", nvme.CSISLM: "SLM", nvme.CSICP: "CP"}
@@ -51,6 +57,7 @@ func describe(c *nvme.Controller) ctrlJSON {
 		MaxXfer:  c.MaxTransfer(),
 		IOQueues: c.IOQueues(),
 		Optional: []string{},
+		SubNQN:   id.SubNQN, CNTLID: id.CNTLID, MultiController: id.CMIC&nvme.CMICMultiController != 0,
 	}
 	for _, op := range []struct {
 		op   uint8
@@ -112,6 +119,7 @@ func runList(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitOK
 	}
+	printSubsystems(stdout, ctrls)
 	for _, c := range ctrls {
 		if len(c.Namespaces) == 1 && c.Namespaces[0].CommandSet == "block" {
 			n := c.Namespaces[0]
@@ -136,6 +144,26 @@ func runList(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitOK
+}
+
+// printSubsystems prints one line per NVM subsystem: its NQN and its
+// controllers.
+func printSubsystems(w io.Writer, ctrls []ctrlJSON) {
+	var order []string
+	members := map[string][]string{}
+	for _, c := range ctrls {
+		if _, seen := members[c.SubNQN]; !seen {
+			order = append(order, c.SubNQN)
+		}
+		members[c.SubNQN] = append(members[c.SubNQN], fmt.Sprintf("%s (cntlid %d)", c.Name, c.CNTLID))
+	}
+	for _, nqn := range order {
+		name := nqn
+		if name == "" {
+			name = "(no SUBNQN)"
+		}
+		fmt.Fprintf(w, "subsystem %s: %s\n", name, strings.Join(members[nqn], ", "))
+	}
 }
 
 func runIdentify(args []string, stdout, stderr io.Writer) int {

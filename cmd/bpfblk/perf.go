@@ -127,7 +127,11 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 			return failure(stderr, "perf", err)
 		}
 	} else {
-		fmt.Fprintf(stdout, "%s, %d-byte I/O, queue depth %d per core and target, cores %s, %.1fs\n", w.Pattern, w.BlockSize, w.QueueDepth, *cores, rep.Total.Elapsed.Seconds())
+		note := ""
+		if emu := emulatedControllers(set); len(emu) > 0 {
+			note = " (emulated devices: latencies are the emulator's, on host CPUs)"
+		}
+		fmt.Fprintf(stdout, "%s, %d-byte I/O, queue depth %d per core and target, cores %s, %.1fs%s\n", w.Pattern, w.BlockSize, w.QueueDepth, *cores, rep.Total.Elapsed.Seconds(), note)
 		rep.Table(stdout)
 		if *hist {
 			rep.Histograms(stdout)

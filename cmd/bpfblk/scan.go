@@ -19,6 +19,7 @@ import (
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
+	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/p2pdma"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
@@ -74,6 +75,9 @@ type scanEngineJSON struct {
 	Chunks       uint64  `json:"chunks"`
 	BytesScanned uint64  `json:"bytes_scanned"`
 	RunSeconds   float64 `json:"run_seconds"`
+	// Emulated marks an engine that is an emulated device (nvme/mock): its
+	// run time is the emulator's, not a real device's.
+	Emulated bool `json:"emulated,omitempty"`
 }
 
 type scanTargetJSON struct {
@@ -222,7 +226,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		if jw == nil {
 			jw = &jsonLines{w: bufio.NewWriterSize(stdout, 64<<10)}
 		}
-		jw.write(scanJSON(st, targets, scanner, mapsJSON(exe.Program(), st.Maps)))
+		jw.write(scanJSON(st, targets, scanner, mapsJSON(exe.Program(), st.Maps), emulatedControllers(set)))
 		if werr := jw.flush(); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
@@ -250,7 +254,10 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		w.flush()
-		printScanSummary(stderr, st, targets, scanner)
+		printScanSummary(stderr, st, targets, scanner, emulatedControllers(set))
+		if opts.Staging != nil {
+			fmt.Fprintf(stderr, "host engines staged their chunks in %s\n", opts.Staging.Name())
+		}
 		if werr := printMaps(stderr, exe.Program(), st.Maps); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
@@ -468,7 +475,19 @@ func humanBytes(n uint64) string {
 	return fmt.Sprintf("%.1f %ciB", v, u[i])
 }
 
-func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, scanner bool) {
+// emulatedControllers names the set's emulated controllers (nvme/mock): what
+// they report as device time is the emulator's.
+func emulatedControllers(set *device.Set) map[string]bool {
+	emu := map[string]bool{}
+	for _, c := range set.Controllers {
+		if _, ok := c.Transport().(*mock.Controller); ok {
+			emu[c.Name()] = true
+		}
+	}
+	return emu
+}
+
+func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, scanner bool, emu map[string]bool) {
 	secs := st.Elapsed.Seconds()
 	fmt.Fprintf(w, "scanned %s in %.3fs (%.2f GB/s); host cores run the %s engine\n",
 		humanBytes(st.BytesScanned), secs, float64(st.BytesScanned)/secs/1e9, st.Engine)
@@ -512,7 +531,11 @@ func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, 
 		} else {
 			// Offloaded runs are timed from the host: Execute Program latency,
 			// summed over chunks that were in flight together.
-			fmt.Fprintf(w, ", %.3fs of Execute Program latency summed over chunks\n", e.RunTime.Seconds())
+			label := ""
+			if emu[e.Name] {
+				label = " (emulated device: the emulator's time on host CPUs)"
+			}
+			fmt.Fprintf(w, ", %.3fs of Execute Program latency summed over chunks%s\n", e.RunTime.Seconds(), label)
 		}
 	}
 	if st.Reruns > 0 {
@@ -521,7 +544,7 @@ func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, 
 }
 
 // scanJSON is the report line of --json.
-func scanJSON(st *compute.Stats, targets []compute.Target, scanner bool, maps []json.RawMessage) scanReport {
+func scanJSON(st *compute.Stats, targets []compute.Target, scanner bool, maps []json.RawMessage, emu map[string]bool) scanReport {
 	rep := scanReport{
 		Engine: st.Engine, Matches: st.Matches, Lost: st.Lost, BytesScanned: st.BytesScanned, BytesToHost: st.BytesToHost,
 		BytesThroughHost: st.BytesThroughHost, Seconds: st.Elapsed.Seconds(),
@@ -531,7 +554,7 @@ func scanJSON(st *compute.Stats, targets []compute.Target, scanner bool, maps []
 		rep.Records = st.Matches
 	}
 	for _, e := range st.Engines {
-		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds()})
+		rep.Engines = append(rep.Engines, scanEngineJSON{Name: e.Name, Targets: e.Targets, Chunks: e.Chunks, BytesScanned: e.BytesScanned, RunSeconds: e.RunTime.Seconds(), Emulated: emu[e.Name]})
 	}
 	for i, t := range st.Targets {
 		rep.MatchingBlocks += t.MatchingBlocks

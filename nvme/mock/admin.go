@@ -174,8 +174,12 @@ func (c *Controller) identifyController(b []byte) {
 	}
 	le.PutUint16(b[520:], oncs)
 	b[525] = 1 // VWC present
-	putString(b[768:1024], "nqn.2026-01.io.bpfblk:mock:"+c.cfg.Serial)
-	for i := 768 + len("nqn.2026-01.io.bpfblk:mock:"+c.cfg.Serial); i < 1024; i++ {
+	if c.cfg.Subsystem != "" {
+		b[76] = nvme.CMICMultiController // CMIC: the subsystem may hold several controllers
+	}
+	nqn := c.subsystem()
+	putString(b[768:1024], nqn)
+	for i := 768 + min(len(nqn), 256); i < 1024; i++ {
 		b[i] = 0
 	}
 }
@@ -340,7 +344,7 @@ func (c *Controller) createSQ(e *nvme.SQE) completion {
 	}
 	q := c.cqs[cqid].Load()
 	s := &sq{id: uint16(qid), mem: mem, size: uint16(size), cq: q,
-		rng: rand.New(rand.NewPCG(c.cfg.Seed, uint64(c.index)<<16|uint64(qid))), scratch: make([]byte, 64<<10), st: &c.qc[qid]}
+		rng: rand.New(rand.NewPCG(c.cfg.Seed, uint64(c.index)<<16|uint64(qid))), scratch: make([]byte, 64<<10), st: &c.qc[qid], owner: c}
 	q.mu.Lock()
 	q.sqs = append(append([]*sq(nil), q.sqs...), s)
 	l := q.sqs

@@ -10,6 +10,14 @@
 // writer's goroutine: deterministic) or on its own reactor (device-core mode,
 // in parallel like hardware). Faults are injected deterministically by seed.
 //
+// Controllers with the same Config.Subsystem form one NVM subsystem
+// (Identify SUBNQN, CMIC). A compute controller's Memory Copy from another
+// controller of its subsystem is a peer transfer: that controller executes a
+// Read whose DMA lands in the compute controller's memory at its bus address
+// (peer.go), counted as peer memory traffic; controllers of other subsystems
+// are unreachable. A host CPU read of an emulated CMB costs what an uncached
+// BAR read does (Config.CMBReadCost, charged by ChargeCMBRead).
+//
 // Like hardware with independent queues, nothing a command does writes a
 // cache line that another queue's commands write: the counters (bus bytes
 // and faults, SMART, fault hits, the error log) are kept per queue and
@@ -232,14 +240,22 @@ func (b *Bus) attach(c *Controller) {
 	b.ctrls.Store(&n)
 }
 
-// controller returns the open controller whose Identify CNTLID is cntlid.
-func (b *Bus) controller(cntlid uint16) *Controller {
+// peerOf returns the controller whose CNTLID is cntlid if c reaches it: it
+// is open and in c's NVM subsystem. Otherwise it returns nil and why.
+func (b *Bus) peerOf(c *Controller, cntlid uint16) (*Controller, string) {
 	l := b.attachedList()
 	i := int(cntlid) - 1
-	if i < 0 || i >= len(l) || l[i] == nil || l[i].c.closed.Load() {
-		return nil
+	if i < 0 || i >= len(l) || l[i] == nil {
+		return nil, "no such controller on the bus"
 	}
-	return l[i].c
+	p := l[i].c
+	if p.closed.Load() {
+		return nil, "the controller is closed"
+	}
+	if p.subsystem() != c.subsystem() {
+		return nil, "the controller is in NVM subsystem " + p.subsystem() + ", not in " + c.subsystem()
+	}
+	return p, ""
 }
 
 // computeOf returns the compute state of c.

@@ -52,6 +52,11 @@ type Config struct {
 	// CMBSize adds a Controller Memory Buffer of this many bytes (rounded up
 	// to 1 MiB) in BAR 2; 0 means none.
 	CMBSize int
+	// CMBReadCost is what a host CPU read of 64 bytes of the CMB costs: an
+	// uncached read of a PCIe BAR, one non-posted round trip, which loads
+	// do not overlap. 0 means DefaultCMBReadCost; negative means free
+	// (DRAM speed, which no real device offers). See CMBReadCost.
+	CMBReadCost time.Duration
 	// DSTRD is the doorbell stride field of CAP.
 	DSTRD uint8
 	// TO is CAP.TO in 500 ms units (default 2).
@@ -65,7 +70,19 @@ type Config struct {
 	Seed uint64
 	// Compute sets the limits of compute namespaces (nil: defaults).
 	Compute *ComputeConfig
+	// Subsystem is the NQN of the NVM subsystem the controller belongs to.
+	// Controllers of a bus with the same Subsystem form one subsystem:
+	// Identify reports the NQN and CMIC bit 1 (more than one controller),
+	// and only they reach each other's namespaces (Memory Copy). Empty
+	// means a subsystem of its own, named after the serial number.
+	Subsystem string
 }
+
+// DefaultCMBReadCost is the default cost of a CPU read of 64 bytes of an
+// emulated CMB: about one PCIe round trip of an uncached read (0.5-1 µs on
+// common root complexes; a 64-byte load is the widest a core issues), so a
+// core reads a BAR at some 60 MiB/s, two orders of magnitude below DRAM.
+const DefaultCMBReadCost = time.Microsecond
 
 const (
 	defaultVID = 0xb9f0
@@ -79,6 +96,7 @@ type Controller struct {
 	bus   *Bus
 	cfg   Config
 	name  string
+	nqn   string // the NVM subsystem's NQN (Identify SUBNQN)
 	index int
 	cap   uint64
 	mdts  uint8
@@ -109,8 +127,17 @@ type Controller struct {
 	qc   []queueCounters
 	peer queueCounters
 
-	dmaMu sync.Mutex
-	dmas  map[uint64]*nvme.DMA
+	// peerQs are the queues on which peers' queues have this controller
+	// execute commands (peer.go): copy-on-write under peerMu.
+	peerMu sync.Mutex
+	peerQs atomic.Pointer[[]*peerQueue]
+	// prpPages are, by QID, the pages in which the controller's queues
+	// build the PRP lists of their peer Reads.
+	prpPages []prpPage
+
+	dmaMu    sync.Mutex
+	dmas     map[uint64]*nvme.DMA
+	internal []uint64 // bus addresses of the device's own memory (SLM, PRP pages)
 
 	cmb     []byte
 	cmbIOVA uint64
@@ -137,6 +164,8 @@ type sq struct {
 	scratch []byte
 	st      *queueCounters // the counters of this QID
 	cur     nvme.SQE       // the command being executed
+	owner   *Controller    // the controller whose queue this is
+	peers   []peerLink     // peer queues of source controllers (peer.go)
 	_       [linePad]byte
 }
 
@@ -213,6 +242,7 @@ func NewController(b *Bus, cfg Config) (*Controller, error) {
 	if c.cfg.Model == "" {
 		c.cfg.Model = "bpfblk emulated NVMe controller"
 	}
+	c.nqn = subsystemNQN(&c.cfg)
 	if c.cfg.Firmware == "" {
 		c.cfg.Firmware = "1.0"
 	}
@@ -260,6 +290,7 @@ func NewController(b *Bus, cfg Config) (*Controller, error) {
 	c.cqs = make([]atomic.Pointer[cq], c.cfg.MaxQueues+1)
 	c.numQueues = c.cfg.MaxQueues
 	c.qc = newQueueCounters(c.cfg.MaxQueues + 1)
+	c.prpPages = make([]prpPage, c.cfg.MaxQueues+1)
 	c.rng = rand.New(rand.NewPCG(cfg.Seed, uint64(idx)))
 	for i, nc := range cfg.Namespaces {
 		ns, err := newNamespace(uint32(i+1), nc)
@@ -358,6 +389,31 @@ func (c *Controller) MapBAR(bir int) (*nvme.DMA, error) {
 	return &nvme.DMA{Buf: c.cmb, IOVA: c.cmbIOVA}, nil
 }
 
+// CMBReadCost returns the emulated cost of a host CPU read of 64 bytes of
+// the CMB (Config.CMBReadCost), 0 when reads are free. Host code that runs
+// on memory in the CMB charges it with ChargeCMBRead.
+func (c *Controller) CMBReadCost() time.Duration {
+	switch {
+	case c.cfg.CMBReadCost < 0:
+		return 0
+	case c.cfg.CMBReadCost == 0:
+		return DefaultCMBReadCost
+	}
+	return c.cfg.CMBReadCost
+}
+
+// ChargeCMBRead spends what a host CPU read of n bytes of the CMB costs on
+// the calling core: it spins, as a core stalled on uncached loads does
+// (sleeping would free the core, which a stalled one is not).
+func (c *Controller) ChargeCMBRead(n int) {
+	d := time.Duration((n+63)/64) * c.CMBReadCost()
+	if d <= 0 {
+		return
+	}
+	for end := time.Now().Add(d); time.Now().Before(end); {
+	}
+}
+
 // Close implements nvme.Transport: the controller is disabled, its device
 // core stopped and all its DMA memory unmapped.
 func (c *Controller) Close() error {
@@ -373,6 +429,10 @@ func (c *Controller) Close() error {
 		c.bus.Unmap(iova)
 	}
 	clear(c.dmas)
+	for _, iova := range c.internal {
+		c.bus.Unmap(iova)
+	}
+	c.internal = nil
 	c.dmaMu.Unlock()
 	if c.cmbIOVA != 0 {
 		c.bus.Unmap(c.cmbIOVA)
@@ -546,7 +606,7 @@ func (c *Controller) enableLocked(cc uint32) bool {
 		return false
 	}
 	acqq := &cq{id: 0, mem: cm, size: uint16(cqs), phase: 1}
-	asqq := &sq{id: 0, mem: sm, size: uint16(sqs), cq: acqq, rng: c.rng, scratch: make([]byte, 4096), st: &c.qc[0]}
+	asqq := &sq{id: 0, mem: sm, size: uint16(sqs), cq: acqq, rng: c.rng, scratch: make([]byte, 4096), st: &c.qc[0], owner: c}
 	acqq.sqs = []*sq{asqq}
 	acqq.attached.Store(&acqq.sqs)
 	c.cqs[0].Store(acqq)

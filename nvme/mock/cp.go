@@ -528,7 +528,7 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 		nvme.PutExecResult(outMem, r)
 		return ok()
 	}
-	dlen := uint64(e.CDW14)
+	dlen := uint64(uint32(e.MPTR)) // DLEN: CDW4
 	if dlen == 0 {
 		dlen = uint64(in.Length)
 	}
@@ -577,11 +577,7 @@ func (s *computeState) slmBytesLocked(c *Controller, r nvme.MemRange) []byte {
 	if ns == nil {
 		return nil
 	}
-	m := s.mem[ns.id]
-	if m == nil {
-		m = alignedAlloc(int(ns.slmSize()))
-		s.mem[ns.id] = m
-	}
+	m := c.slmMemLocked(s, ns)
 	if r.Offset > uint64(len(m)) || uint64(r.Length) > uint64(len(m))-r.Offset {
 		return nil
 	}

@@ -14,13 +14,15 @@ import (
 )
 
 // Example_computeOffload runs a filter where the data is: a data controller
-// and a computational storage controller share a bus; the host discovers
+// and a computational storage controller of one NVM subsystem share a bus
+// (the data reaches the compute controller peer to peer); the host discovers
 // the compute namespace from Identify, loads a verified program, copies LBAs
 // into device memory and reads back only the match list.
 func Example_computeOffload() {
 	bus := mock.NewBus()
-	dm, _ := mock.NewController(bus, mock.Config{Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20}}})
-	cm, _ := mock.NewController(bus, mock.Config{Namespaces: []mock.NamespaceConfig{
+	const nqn = "nqn.2026-01.io.example:csd"
+	dm, _ := mock.NewController(bus, mock.Config{Subsystem: nqn, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20}}})
+	cm, _ := mock.NewController(bus, mock.Config{Subsystem: nqn, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM},
 	}})

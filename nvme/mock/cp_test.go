@@ -29,14 +29,17 @@ type cpRig struct {
 	buf        *nvme.DMA
 }
 
+// rigNQN is the NVM subsystem of the rig's controllers.
+const rigNQN = "nqn.2026-01.io.bpfblk:test:rig"
+
 func newCPRig(t *testing.T, limits *mock.ComputeConfig) *cpRig {
 	t.Helper()
 	bus := mock.NewBus()
-	dm, err := mock.NewController(bus, mock.Config{Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20, LBASize: 512}}})
+	dm, err := mock.NewController(bus, mock.Config{Subsystem: rigNQN, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20, LBASize: 512}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cm, err := mock.NewController(bus, mock.Config{Compute: limits, Namespaces: []mock.NamespaceConfig{
+	cm, err := mock.NewController(bus, mock.Config{Subsystem: rigNQN, Compute: limits, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM},
 		{Kind: mock.Memory, Size: 1 << 20, LBASize: 4096},

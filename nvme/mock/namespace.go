@@ -58,6 +58,7 @@ type namespace struct {
 	store   backend
 	ops     *CommandSet
 	slm     atomic.Pointer[[]byte] // memory of an SLM namespace, once allocated
+	slmIOVA uint64                 // its bus address (set before slm is stored)
 }
 
 func newNamespace(id uint32, cfg NamespaceConfig) (*namespace, error) {

@@ -33,10 +33,26 @@ func (c *Controller) slmMem(ns *namespace) []byte {
 	s := c.compute()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return c.slmMemLocked(s, ns)
+}
+
+// slmMemLocked is slmMem for a caller that holds s.mu. The memory is mapped
+// on the bus as peer memory, at the address at which peers' DMA reaches it
+// (Memory Copy from another controller's namespace: peer.go).
+func (c *Controller) slmMemLocked(s *computeState, ns *namespace) []byte {
+	if m := ns.slm.Load(); m != nil {
+		return *m
+	}
 	m := s.mem[ns.id]
 	if m == nil {
 		m = alignedAlloc(int(ns.slmSize()))
 		s.mem[ns.id] = m
+	}
+	if iova, err := c.bus.Map(m, PeerMemory); err == nil {
+		c.dmaMu.Lock()
+		c.internal = append(c.internal, iova)
+		c.dmaMu.Unlock()
+		ns.slmIOVA = iova
 	}
 	ns.slm.Store(&m)
 	return m
@@ -105,11 +121,16 @@ func slmFill(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 }
 
 // slmCopy is Memory Copy with descriptor format 2h: LBA ranges of NVM
-// namespaces, in order, to consecutive SLM bytes from CDW10-11.
+// namespaces, in order, to consecutive SLM bytes from CDW10-11. A range of
+// this controller's own namespace (SCNTLID 0 or this controller's ID) is
+// read internally; a range of another controller's namespace is a peer
+// transfer: that controller executes a Read whose DMA lands in this
+// controller's memory through the bus (peer.go). Only controllers of this
+// controller's NVM subsystem are reachable.
 func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	dst := uint64(e.CDW10) | uint64(e.CDW11)<<32
 	nr := int(e.CDW12&0xff) + 1
-	if e.CDW12>>8&0xf != nvme.MemCopyFormatLBA {
+	if e.CDW12>>8&0xf != nvme.MemCopyFormatLBA || dst&3 != 0 {
 		return failDNR(nvme.ErrInvalidField)
 	}
 	desc := s.scratch[:nr*nvme.MemCopySourceSize]
@@ -127,8 +148,10 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	for i := 0; i < nr; i++ {
 		d := nvme.ParseMemCopySource(desc[i*nvme.MemCopySourceSize:])
 		sc := c
-		if d.Controller != 0 {
-			if sc = c.bus.controller(d.Controller); sc == nil {
+		if d.Controller != 0 && d.Controller != uint16(c.index+1) {
+			var why string
+			if sc, why = c.bus.peerOf(c, d.Controller); sc == nil {
+				c.compute().logf("memory copy: source %d names controller %#x: %s", i, d.Controller, why)
 				return failDNR(nvme.ErrMemoryUnreachable)
 			}
 		}
@@ -136,7 +159,7 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 			return failDNR(nvme.ErrInvalidNamespace)
 		}
 		sns := sc.namespaces[d.NSID-1]
-		if d.LBA >= sns.blocks || uint64(d.Blocks) > sns.blocks-d.LBA {
+		if d.Blocks == 0 || d.LBA >= sns.blocks || uint64(d.Blocks) > sns.blocks-d.LBA {
 			return failDNR(nvme.ErrLBAOutOfRange)
 		}
 		n := uint64(d.Blocks) << sns.shift
@@ -151,28 +174,37 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 	off := dst
 	for i := 0; i < nr; i++ {
 		x := &srcs[i]
-		// The source controller's fault rules apply to the device-internal
-		// read as they would to a host Read of the same blocks.
-		if rules := x.c.faults.Load(); rules != nil && len(*rules) > 0 {
-			rd := nvme.SQE{OPC: nvme.OpRead, CID: e.CID, NSID: x.d.NSID, CDW10: uint32(x.d.LBA), CDW11: uint32(x.d.LBA >> 32), CDW12: x.d.Blocks - 1}
-			if r, done := x.c.applyFaults(*rules, s, &rd); done {
+		if x.c != c {
+			if ns.slmIOVA == 0 {
+				return fail(nvme.ErrMemoryUnreachable) // the memory could not be mapped on the bus
+			}
+			r := c.peerRead(s, x.c, x.d.NSID, x.d.LBA, uint64(x.d.Blocks), ns.slmIOVA+off, e.CID)
+			if r.noPost {
+				// The source dropped the Read: the Memory Copy waits for
+				// it forever, and an Abort finds it here.
+				s.held = append(s.held, heldCmd{cid: e.CID})
 				return r
 			}
+			if r.status != 0 {
+				return r
+			}
+			off += x.len
+			continue
 		}
-		if x.c.closed.Load() {
-			return fail(nvme.ErrMemoryUnreachable)
+		// The controller's own namespace: its fault rules apply to the
+		// internal read as to a host Read of the same blocks.
+		if rules := c.faults.Load(); rules != nil && len(*rules) > 0 {
+			rd := nvme.SQE{OPC: nvme.OpRead, CID: e.CID, NSID: x.d.NSID, CDW10: uint32(x.d.LBA), CDW11: uint32(x.d.LBA >> 32), CDW12: x.d.Blocks - 1}
+			if r, done := c.applyFaults(*rules, s, &rd); done {
+				return r
+			}
 		}
 		if !x.ns.null {
 			if x.ns.store.readAt(mem[off:off+x.len], int64(x.d.LBA<<x.ns.shift)) != nil {
 				return fail(nvme.ErrUnrecoveredRead)
 			}
 		}
-		if x.c != c {
-			s.st.bus[PeerMemory][1].Add(x.len) // peer-to-peer into device memory
-			x.c.peer.unitsRead.Add(x.len)
-		} else {
-			s.st.unitsRead.Add(x.len)
-		}
+		s.st.unitsRead.Add(x.len)
 		off += x.len
 	}
 	return ok()

@@ -79,21 +79,38 @@ func (q *queueCounters) note(ent nvme.ErrorLogEntry) {
 // newQueueCounters returns the counter blocks of a controller, one per QID.
 func newQueueCounters(n int) []queueCounters { return make([]queueCounters, n) }
 
-// sum adds up a counter over the queues of c (and what peers counted on it).
+// sum adds up a counter over the queues of c, its peer queues and what
+// peers counted on it.
 func (c *Controller) sum(f func(*counters) *atomic.Uint64) uint64 {
 	var n uint64
 	for i := range c.qc {
 		n += f(&c.qc[i].counters).Load()
 	}
+	for _, pq := range c.peerQueues() {
+		n += f(&pq.st.counters).Load()
+	}
 	return n + f(&c.peer.counters).Load()
+}
+
+// errorQueues returns the counter blocks whose errors the Error
+// Information log shows: the queues' and the peer queues'.
+func (c *Controller) errorQueues() []*queueCounters {
+	qs := make([]*queueCounters, 0, len(c.qc)+len(c.peerQueues()))
+	for i := range c.qc {
+		qs = append(qs, &c.qc[i])
+	}
+	for _, pq := range c.peerQueues() {
+		qs = append(qs, &pq.st)
+	}
+	return qs
 }
 
 // errorLog merges the queues' error entries, newest first, at most
 // errLogEntries of them, numbering them from the total error count down.
 func (c *Controller) errorLog() (ents []nvme.ErrorLogEntry, total uint64) {
 	var all []errEntry
-	for i := range c.qc {
-		r := c.qc[i].errs.Load()
+	for _, q := range c.errorQueues() {
+		r := q.errs.Load()
 		if r == nil {
 			continue
 		}

@@ -1,0 +1,210 @@
+package compute_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/nvme/mock"
+	"github.com/bpfblk/bpfblk/poller"
+)
+
+// newCSD puts a compute controller (CP + 64 MiB SLM, on its own device core
+// with one compute core) of subsystem nqn on bus.
+func newCSD(tb testing.TB, bus *mock.Bus, serial, nqn string) *nvme.Controller {
+	tb.Helper()
+	mc, err := mock.NewController(bus, mock.Config{Serial: serial, Subsystem: nqn, Mode: mock.DeviceCore,
+		Compute: &mock.ComputeConfig{Cores: 1}, Namespaces: []mock.NamespaceConfig{
+			{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+			{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
+		}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := nvme.NewController(mc, nvme.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Close(); mc.Close() })
+	return c
+}
+
+// addBase makes a bdev of namespace 1 of c, writes data into it and adds
+// it to the fixture; it returns its index.
+func (f *fixture) addBase(t *testing.T, c *nvme.Controller, data []byte) int {
+	t.Helper()
+	ns := c.Namespaces()[0]
+	b, err := bdev.NewNVMe(c.Name()+"n1", c, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	d, err := bdev.Open(b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := bdev.NewSync(d, f.g.Reactors()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteAt(context.Background(), data, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	d.Close()
+	f.bdevs = append(f.bdevs, b)
+	f.data = append(f.data, data)
+	return len(f.bdevs) - 1
+}
+
+// TestSeveralDevicesShareTargets: two compute devices of the data's
+// subsystem both take chunks of every target; the matches equal the
+// reference; every scanned byte crossed the bus peer to peer (the data
+// controllers' Reads into the devices' memory) and host memory received
+// only the match lists.
+func TestSeveralDevicesShareTargets(t *testing.T) {
+	f := newFixture(t)
+	d1 := newCSD(t, f.bus, "CSDA", testNQN)
+	d2 := newCSD(t, f.bus, "CSDB", testNQN)
+	cb, err := compute.NewBdev("scan0", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	opts := compute.Options{Engine: compute.EngineDevice, ChunkBytes: 16 << 10, InFlight: 2, Devices: []*nvme.Controller{d1, d2}}
+	// The bus traffic of a scan's setup and teardown (Identify, Load
+	// Program, range sets), measured with no targets.
+	b0 := f.bus.Stats()
+	if _, err := cb.Scan(context.Background(), f.g, memmemExe(t), nil, opts); err != nil {
+		t.Fatal(err)
+	}
+	b1 := f.bus.Stats()
+	got, st := f.scanAll(t, cb, opts)
+	b2 := f.bus.Stats()
+	var total uint64
+	for i := range f.bdevs {
+		if want := f.reference(i); !slices.Equal(got[i], want) {
+			t.Fatalf("%s: %d matches, reference %d", f.bdevs[i].Name(), len(got[i]), len(want))
+		}
+		if want := d1.Name() + "+" + d2.Name(); st.Targets[i].Engine != want {
+			t.Fatalf("target %d ran on %q, want %q", i, st.Targets[i].Engine, want)
+		}
+		total += uint64(len(f.data[i]))
+	}
+	if st.BytesScanned != total || len(st.Faults) != 0 || len(st.Engines) != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+	for _, e := range st.Engines[1:] {
+		if e.Chunks == 0 || e.Targets != len(f.bdevs) {
+			t.Fatalf("engine %s ran %d chunks of %d targets: both devices must share the work", e.Name, e.Chunks, e.Targets)
+		}
+	}
+	if p2p := p2p(b0, b1, b2); p2p != total {
+		t.Fatalf("peer-to-peer bytes %d, want the %d bytes scanned", p2p, total)
+	}
+	if toHost := (b2.HostWrite - b1.HostWrite) - (b1.HostWrite - b0.HostWrite); toHost != st.BytesToHost || toHost > total/20 {
+		t.Fatalf("host memory received %d bytes, the scan reports %d to host (match lists) of %d scanned", toHost, st.BytesToHost, total)
+	}
+	if b2.Faults != b0.Faults || b2.PeerRead != b0.PeerRead {
+		t.Fatalf("bus %+v then %+v", b0, b2)
+	}
+	t.Logf("%d bytes scanned by %s (%d chunks) and %s (%d chunks); bus: %d bytes peer to peer, %d bytes into host memory (match lists %d)",
+		total, st.Engines[1].Name, st.Engines[1].Chunks, st.Engines[2].Name, st.Engines[2].Chunks, p2p(b0, b1, b2), (b2.HostWrite-b1.HostWrite)-(b1.HostWrite-b0.HostWrite), st.BytesToHost)
+}
+
+// p2p is the peer memory bytes of the scan between b1 and b2 less those of
+// the setup-only scan between b0 and b1.
+func p2p(b0, b1, b2 mock.BusStats) uint64 {
+	return (b2.PeerWrite - b1.PeerWrite) - (b1.PeerWrite - b0.PeerWrite)
+}
+
+// TestOtherSubsystemFallsBack: a namespace of a controller of another NVM
+// subsystem is not reachable: auto scans it on host cores and says why,
+// device refuses the scan; the other targets are offloaded.
+func TestOtherSubsystemFallsBack(t *testing.T) {
+	f := newFixture(t)
+	dev := newCSD(t, f.bus, "CSDA", testNQN)
+	om, err := mock.NewController(f.bus, mock.Config{Serial: "ELSEWHERE", Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20, LBASize: 512}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := nvme.NewController(om, nvme.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Close(); om.Close() })
+	// The other controller's namespace holds the first namespace's data.
+	ob := f.addBase(t, other, f.data[0])
+	cb, err := compute.NewBdev("scan0", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	_, err = cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}})
+	if err == nil || !strings.Contains(err.Error(), "not in") || !strings.Contains(err.Error(), "NVM subsystem") {
+		t.Fatalf("device engine over another subsystem's namespace: %v", err)
+	}
+	got, st := f.scanAll(t, cb, compute.Options{Devices: []*nvme.Controller{dev}})
+	for i := range f.bdevs {
+		if !slices.Equal(got[i], f.reference(i)) {
+			t.Fatalf("%s: %d matches, reference %d", f.bdevs[i].Name(), len(got[i]), len(f.reference(i)))
+		}
+		want := dev.Name()
+		if i == ob {
+			want = "host"
+			if !strings.Contains(st.Targets[i].Why, "NVM subsystem") {
+				t.Fatalf("target %d on the host says %q", i, st.Targets[i].Why)
+			}
+		}
+		if st.Targets[i].Engine != want {
+			t.Fatalf("target %d ran on %q, want %q", i, st.Targets[i].Engine, want)
+		}
+	}
+}
+
+// BenchmarkOffloadDevices scans the bench set (48 MiB) offloaded to one and
+// to two compute devices (each with one compute core) from two reactors,
+// with the compute-bound byte-loop filter, so that the devices' compute
+// cores are the bottleneck. Each iteration runs both, one after the other
+// under the same load; one_MiB/s and two_MiB/s are their throughputs over
+// Stats.Elapsed (setup such as loading the program excluded), x_one their
+// ratio.
+func BenchmarkOffloadDevices(b *testing.B) {
+	s := newBenchSet(b)
+	defer s.close()
+	devs := []*nvme.Controller{newCSD(b, s.bus, "CSDA", testNQN), newCSD(b, s.bus, "CSDB", testNQN)}
+	cb, err := compute.NewBdev("bench", s.bdevs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cb.Close()
+	g, err := poller.Start(poller.Config{Cores: "0-1", NoPin: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Stop()
+	exe := patternProgram(&testing.T{})
+	var elapsed [2]time.Duration
+	b.SetBytes(2 * int64(s.total))
+	for range b.N {
+		for n := 1; n <= 2; n++ {
+			st, err := cb.Scan(context.Background(), g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineDevice, Devices: devs[:n]})
+			if err != nil || len(st.Faults) > 0 {
+				b.Fatal(err, st.Faults)
+			}
+			if len(st.Engines) != n+1 {
+				b.Fatalf("%d devices offered, engines %+v", n, st.Engines)
+			}
+			elapsed[n-1] += st.Elapsed
+		}
+	}
+	rate := func(d time.Duration) float64 { return float64(s.total) * float64(b.N) / d.Seconds() / (1 << 20) }
+	b.ReportMetric(rate(elapsed[0]), "one_MiB/s")
+	b.ReportMetric(rate(elapsed[1]), "two_MiB/s")
+	b.ReportMetric(elapsed[0].Seconds()/elapsed[1].Seconds(), "x_one")
+}
