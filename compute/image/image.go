@@ -297,7 +297,11 @@ func DecodeMaps(b []byte) ([]engine.MapData, error) {
 
 // DecodeMapsFor is DecodeMaps for the state of program p: every map must be
 // one of p's writable maps, at most once, with its kind, key and value
-// sizes, no more entries than its max entries, and array keys below it.
+// sizes; an array no more entries than its max entries, and keys below it.
+// A hash map's state may hold more: a device merges the maps of all the
+// instances (one per compute core) that ran the program, and each may
+// hold max entries keys of its own. (Its size is still bounded by the
+// reply's.)
 func DecodeMapsFor(b []byte, p *engine.Program) ([]engine.MapData, error) {
 	return decodeMaps(b, p)
 }
@@ -346,7 +350,7 @@ func decodeMaps(b []byte, p *engine.Program) ([]engine.MapData, error) {
 				return nil, errors.Errorf("%s: map sent twice", where())
 			}
 			seen[j] = true
-			if s.Kind != m.Kind || s.KeySize != ks || s.ValueSize != vs || cnt > s.MaxEntries {
+			if s.Kind != m.Kind || s.KeySize != ks || s.ValueSize != vs || (m.Kind == verifier.MapArray && cnt > s.MaxEntries) {
 				return nil, errors.Errorf("%s: kind %d, key %d B, value %d B, %d entries; the program declares kind %d, key %d B, value %d B, at most %d entries",
 					where(), m.Kind, ks, vs, cnt, s.Kind, s.KeySize, s.ValueSize, s.MaxEntries)
 			}
