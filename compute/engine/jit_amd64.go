@@ -70,11 +70,12 @@ var (
 
 // Layouts the generated code indexes with scaled addressing.
 const (
-	regionSize = 24 // ptr, rsize, wsize
+	regionSize = 32 // ptr, rsize, wsize, bias
 	frameSize  = 48 // ret, r6..r9, r10
 )
 
 var _ = [1]struct{}{}[unsafe.Sizeof(region{})-regionSize]
+var _ = [1]struct{}{}[unsafe.Offsetof(region{}.bias)-24]
 var _ = [1]struct{}{}[unsafe.Sizeof(frame{})-frameSize]
 var _ = [1]struct{}{}[unsafe.Offsetof(frame{}.regs)-8]
 var _ = [1]struct{}{}[unsafe.Offsetof(frame{}.r10)-40]
@@ -112,13 +113,14 @@ type jitStub struct {
 }
 
 type jitCompiler struct {
-	a     x86.Asm
-	code  []insn
-	slot  []x86.Label
-	stubs []jitStub
-	exit  x86.Label // store the registers and return to Go
-	ret   x86.Label // return r0 from the program
-	ret0  x86.Label // return 0 (legacy packet load out of bounds)
+	a        x86.Asm
+	checkAll bool // ignore the verifier's proofs
+	code     []insn
+	slot     []x86.Label
+	stubs    []jitStub
+	exit     x86.Label // store the registers and return to Go
+	ret      x86.Label // return r0 from the program
+	ret0     x86.Label // return 0 (legacy packet load out of bounds)
 }
 
 func (jitEngine) Compile(p *Program) (Code, error) {
@@ -126,7 +128,7 @@ func (jitEngine) Compile(p *Program) (Code, error) {
 	if err != nil {
 		return nil, err
 	}
-	mc, start, err := jitTranslate(code)
+	mc, start, err := jitTranslate(code, p.Checked)
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +199,8 @@ func (c *jitCode) Exec(m *Instance) (uint64, error) {
 
 // jitTranslate turns the pre-decoded program into machine code and returns
 // it with the offset of slot 0.
-func jitTranslate(code []insn) ([]byte, int, error) {
-	j := &jitCompiler{code: code}
+func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
+	j := &jitCompiler{code: code, checkAll: checkAll}
 	a := &j.a
 	j.slot = make([]x86.Label, len(code))
 	for i := range j.slot {
@@ -286,12 +288,25 @@ func (j *jitCompiler) checked(pc int, base x86.Reg, off int32, n uint8, write bo
 	a.ShiftRI(x86.Shr, x86.W64, jCnt, 32)
 	a.ALURI(x86.Cmp, x86.W64, jCnt, maxRegions-1)
 	a.Jcc(x86.CondA, fault)
-	a.Lea(jCnt, x86.MI(jCnt, jCnt, 2, 0)) // region index * 3
-	a.MovRR(x86.W32, jTmp, jTmp)          // offset within the region
+	a.ShiftRI(x86.Shl, x86.W64, jCnt, 5) // region index * regionSize
+	a.MovRR(x86.W32, jTmp, jTmp)         // offset within the region
 	a.ALURI(x86.Add, x86.W64, jTmp, int32(n))
-	a.ALURM(x86.Cmp, x86.W64, jTmp, x86.MI(jState, jCnt, 8, limit))
+	a.ALURM(x86.Cmp, x86.W64, jTmp, x86.MI(jState, jCnt, 1, limit))
 	a.Jcc(x86.CondA, fault)
-	a.ALURM(x86.Add, x86.W64, jTmp, x86.MI(jState, jCnt, 8, offRegions))
+	a.ALURM(x86.Add, x86.W64, jTmp, x86.MI(jState, jCnt, 1, offRegions))
+}
+
+// access returns the memory operand of an n-byte access at base+off by the
+// instruction in: for an access the verifier proved inside region in.rgn,
+// [bias + base + off] with the region's bias (host pointer - index<<32)
+// loaded into r11, no check; otherwise the checked address.
+func (j *jitCompiler) access(pc int, in *insn, base x86.Reg, n uint8, write bool) x86.Mem {
+	if in.rgn != 0 && !j.checkAll {
+		j.a.Load(x86.W64, false, jTmp, x86.M(jState, offRegions+int32(in.rgn)*regionSize+24))
+		return x86.MI(jTmp, base, 1, in.off)
+	}
+	j.checked(pc, base, in.off, n, write)
+	return x86.M(jTmp, -int32(n))
 }
 
 // jump emits a conditional (cond != nil) or unconditional jump from slot pc
@@ -429,18 +444,15 @@ func (j *jitCompiler) insn(pc int) error {
 			w = x86.Width(op - opLdxSB)
 		}
 		n := uint8(1) << w
-		j.checked(pc, src, in.off, n, false)
-		a.Load(w, signed, dst, x86.M(jTmp, -int32(n)))
+		a.Load(w, signed, dst, j.access(pc, in, src, n, false))
 	case opStB, opStH, opStW, opStDW:
 		w := x86.Width(op - opStB)
 		n := uint8(1) << w
-		j.checked(pc, dst, in.off, n, true)
-		a.StoreImm(w, x86.M(jTmp, -int32(n)), int32(in.imm))
+		a.StoreImm(w, j.access(pc, in, dst, n, true), int32(in.imm))
 	case opStxB, opStxH, opStxW, opStxDW:
 		w := x86.Width(op - opStxB)
 		n := uint8(1) << w
-		j.checked(pc, dst, in.off, n, true)
-		a.Store(w, x86.M(jTmp, -int32(n)), src)
+		a.Store(w, j.access(pc, in, dst, n, true), src)
 	case opAtomic32, opAtomic64:
 		return j.atomic(pc, in, dst, src)
 	case opLdAbsB, opLdAbsH, opLdAbsW, opLdIndB, opLdIndH, opLdIndW:
@@ -614,8 +626,7 @@ func (j *jitCompiler) atomic(pc int, in *insn, dst, src x86.Reg) error {
 	if in.op == opAtomic32 {
 		w, n = x86.W32, 4
 	}
-	j.checked(pc, dst, in.off, n, true)
-	m := x86.M(jTmp, -int32(n))
+	m := j.access(pc, in, dst, n, true)
 	switch in.imm {
 	case atomicXchg:
 		a.Load(w, false, jCnt, m)

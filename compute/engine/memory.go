@@ -30,10 +30,14 @@ type region struct {
 	ptr   unsafe.Pointer
 	rsize uint64 // readable bytes
 	wsize uint64 // writable bytes: 0 for read-only regions
+	// bias is ptr - index<<32: the JIT's unchecked access to a proven
+	// engine address a is at host address a + bias (see RATIONALE.md).
+	bias uintptr
 }
 
-func (r *region) set(b []byte, writable bool) {
+func (r *region) set(index int, b []byte, writable bool) {
 	r.ptr = unsafe.Pointer(unsafe.SliceData(b))
+	r.bias = uintptr(r.ptr) - uintptr(index)<<32
 	r.rsize = uint64(len(b))
 	r.wsize = 0
 	if writable {
