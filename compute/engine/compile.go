@@ -13,7 +13,7 @@ type insn struct {
 	op  uint8
 	dst uint8
 	src uint8
-	rgn uint8 // loads and stores: the region the verifier proved, or 0 (check)
+	rgn uint8  // loads and stores: the region the verifier proved, or 0 (check)
 	off int32  // memory offset, or absolute target slot for jumps and calls
 	imm uint64 // ALU64/jump: sign-extended imm; ALU32: uint32(imm); LDDW: value
 }

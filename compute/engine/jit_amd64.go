@@ -223,8 +223,19 @@ func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
 	}
 	a.Ret()
 
-	for pc := range code {
+	target := jumpTargets(code)
+	for pc := 0; pc < len(code); pc++ {
 		a.Bind(j.slot[pc])
+		// clang's zero-extension, r <<= 32; r >>= 32, is one 32-bit move
+		// when nothing jumps between the two.
+		if in := &code[pc]; pc+1 < len(code) && in.op == opLsh64I && uint8(in.imm) == 32 && !target[pc+1] {
+			if nx := &code[pc+1]; nx.op == opRsh64I && uint8(nx.imm) == 32 && nx.dst == in.dst && in.dst <= 10 {
+				a.MovRR(x86.W32, jitReg[in.dst], jitReg[in.dst])
+				pc++
+				a.Bind(j.slot[pc])
+				continue
+			}
+		}
 		if err := j.insn(pc); err != nil {
 			return nil, 0, err
 		}
@@ -239,6 +250,20 @@ func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	return mc, a.Offset(j.slot[0]), nil
+}
+
+// jumpTargets marks the slots that jumps and local calls land on.
+func jumpTargets(code []insn) []bool {
+	t := make([]bool, len(code))
+	for _, in := range code {
+		switch {
+		case in.op == opJa || in.op == opCallLocal || in.op >= opJeq64I && in.op <= opJsle32R:
+			if in.off >= 0 && int(in.off) < len(code) {
+				t[in.off] = true
+			}
+		}
+	}
+	return t
 }
 
 func (j *jitCompiler) newStub(s jitStub) x86.Label {
@@ -386,6 +411,8 @@ func (j *jitCompiler) insn(pc int) error {
 			a.TestRI(w, dst, int32(in.imm))
 		case reg:
 			a.ALURR(x86.Cmp, w, dst, src)
+		case int32(in.imm) == 0:
+			a.TestRR(w, dst, dst) // the same flags as cmp $0, shorter
 		default:
 			a.ALURI(x86.Cmp, w, dst, int32(in.imm))
 		}
