@@ -131,6 +131,7 @@ type jitExit struct {
 	addr   uint64  // fault address, or helper id
 	resume uintptr // code address to continue at
 	spill  [2]uint64
+	bp     uintptr // Go's frame pointer while the code keeps the budget in rbp
 }
 
 // NewInstance creates a fresh instance with its own copy of every writable

@@ -41,9 +41,10 @@ var jitReg = [11]x86.Reg{
 }
 
 const (
-	jState = x86.R10
-	jTmp   = x86.R11
-	jCnt   = x86.RCX
+	jState  = x86.R10
+	jTmp    = x86.R11
+	jCnt    = x86.RCX
+	jData   = x86.RBP // the data region's bias while the code runs; Go's rbp is in jit.bp
 )
 
 // Exit kinds, in the low byte of jitExit.info.
@@ -66,6 +67,7 @@ var (
 	offAddr    = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.addr))
 	offResume  = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.resume))
 	offSpill   = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.spill))
+	offBP      = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.bp))
 )
 
 // Layouts the generated code indexes with scaled addressing.
@@ -208,7 +210,11 @@ func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
 	}
 	j.exit, j.ret, j.ret0 = a.NewLabel(), a.NewLabel(), a.NewLabel()
 
-	// Entry (offset 0): load the registers, continue at r11.
+	// Entry (offset 0): keep Go's rbp, load the data region's bias into rbp
+	// (the data does not change during a run; every entry, after a helper
+	// too, reloads it) and the registers, continue at r11.
+	a.Store(x86.W64, x86.M(jState, offBP), x86.RBP)
+	a.Load(x86.W64, false, jData, x86.M(jState, offRegions+regionData*regionSize+24))
 	for i, r := range jitReg {
 		a.Load(x86.W64, false, r, x86.M(jState, offRegs+int32(8*i)))
 	}
@@ -221,6 +227,7 @@ func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
 	for i, r := range jitReg {
 		a.Store(x86.W64, x86.M(jState, offRegs+int32(8*i)), r)
 	}
+	a.Load(x86.W64, false, x86.RBP, x86.M(jState, offBP))
 	a.Ret()
 
 	target := jumpTargets(code)
@@ -228,6 +235,15 @@ func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
 		a.Bind(j.slot[pc])
 		// clang's zero-extension, r <<= 32; r >>= 32, is one 32-bit move
 		// when nothing jumps between the two.
+		if in := &code[pc]; pc+2 < len(code) && in.op == opMov64R && in.dst != in.src && in.dst <= 10 && in.src <= 10 && !target[pc+1] && !target[pc+2] {
+			if sh, nx := &code[pc+1], &code[pc+2]; sh.op == opLsh64I && uint8(sh.imm) == 32 && sh.dst == in.dst && nx.op == opRsh64I && uint8(nx.imm) == 32 && nx.dst == in.dst {
+				a.MovRR(x86.W32, jitReg[in.dst], jitReg[in.src])
+				a.Bind(j.slot[pc+1])
+				a.Bind(j.slot[pc+2])
+				pc += 2
+				continue
+			}
+		}
 		if in := &code[pc]; pc+1 < len(code) && in.op == opLsh64I && uint8(in.imm) == 32 && !target[pc+1] {
 			if nx := &code[pc+1]; nx.op == opRsh64I && uint8(nx.imm) == 32 && nx.dst == in.dst && in.dst <= 10 {
 				a.MovRR(x86.W32, jitReg[in.dst], jitReg[in.dst])
@@ -326,6 +342,9 @@ func (j *jitCompiler) checked(pc int, base x86.Reg, off int32, n uint8, write bo
 // [bias + base + off] with the region's bias (host pointer - index<<32)
 // loaded into r11, no check; otherwise the checked address.
 func (j *jitCompiler) access(pc int, in *insn, base x86.Reg, n uint8, write bool) x86.Mem {
+	if in.rgn == regionData && !j.checkAll {
+		return x86.MI(jData, base, 1, in.off)
+	}
 	if in.rgn != 0 && !j.checkAll {
 		j.a.Load(x86.W64, false, jTmp, x86.M(jState, offRegions+int32(in.rgn)*regionSize+24))
 		return x86.MI(jTmp, base, 1, in.off)
@@ -352,8 +371,8 @@ func (j *jitCompiler) jump(pc, t int, cond *x86.Cond) {
 	}
 	over := j.newStub(jitStub{kind: exitBudget, pc: pc, resume: j.slot[t]})
 	a.ALUMI(x86.Sub, x86.W64, x86.M(jState, offBudget), int32(pc+1-t))
-	a.Jcc(x86.CondL, over)
-	a.Jmp(j.slot[t])
+	a.Jcc(x86.CondGE, j.slot[t])
+	a.Jmp(over)
 	a.Bind(skip)
 }
 
