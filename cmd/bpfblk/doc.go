@@ -149,7 +149,9 @@ decoded with the program's BTF as bpftool's map dump does (integers in decimal,
 printable char arrays as strings, structs as {field: value}, arrays as lists,
 bytes without a usable type in hex). --log (prog verify, prog run, scan) adds,
 on a rejection, the verifier's path to the failing instruction with the
-register states, in the manner of the kernel verifier's log.
+register states, in the manner of the kernel verifier's log. --checked (prog
+run) makes the JIT check every memory access at run time instead of trusting
+the verifier's proofs.
 
 setup prints what it did (or, with --dry-run, what it would write to sysfs) one
 line per controller, and status prints tables for people.
