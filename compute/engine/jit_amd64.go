@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	"github.com/klauspost/cpuid/v2"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 
@@ -41,10 +42,10 @@ var jitReg = [11]x86.Reg{
 }
 
 const (
-	jState  = x86.R10
-	jTmp    = x86.R11
-	jCnt    = x86.RCX
-	jData   = x86.RBP // the data region's bias while the code runs; Go's rbp is in jit.bp
+	jState = x86.R10
+	jTmp   = x86.R11
+	jCnt   = x86.RCX
+	jData  = x86.RBP // the data region's bias while the code runs; Go's rbp is in jit.bp
 )
 
 // Exit kinds, in the low byte of jitExit.info.
@@ -114,7 +115,20 @@ type jitStub struct {
 	resume x86.Label // budget
 }
 
+// jitCPU is what the CPU offers beyond x86-64's baseline that the JIT uses:
+// BMI2's SHLX/SHRX/SARX for shifts by a register (no move to CL) and MOVBE
+// for a load followed by a byte swap. Tests force the baseline.
+var jitCPU = jitFeatures{
+	bmi2:  cpuid.CPU.Supports(cpuid.BMI2),
+	movbe: cpuid.CPU.Supports(cpuid.MOVBE),
+}
+
+type jitFeatures struct {
+	bmi2, movbe bool
+}
+
 type jitCompiler struct {
+	cpu      jitFeatures
 	a        x86.Asm
 	checkAll bool // ignore the verifier's proofs
 	code     []insn
@@ -202,7 +216,7 @@ func (c *jitCode) Exec(m *Instance) (uint64, error) {
 // jitTranslate turns the pre-decoded program into machine code and returns
 // it with the offset of slot 0.
 func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
-	j := &jitCompiler{code: code, checkAll: checkAll}
+	j := &jitCompiler{code: code, checkAll: checkAll, cpu: jitCPU}
 	a := &j.a
 	j.slot = make([]x86.Label, len(code))
 	for i := range j.slot {
@@ -252,6 +266,11 @@ func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
 				continue
 			}
 		}
+		if pc+1 < len(code) && !target[pc+1] && j.loadSwap(pc) {
+			pc++
+			a.Bind(j.slot[pc])
+			continue
+		}
 		if err := j.insn(pc); err != nil {
 			return nil, 0, err
 		}
@@ -266,6 +285,33 @@ func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	return mc, a.Offset(j.slot[0]), nil
+}
+
+// loadSwap emits an unsigned 16-, 32- or 64-bit load followed by a byte swap
+// of the loaded register to the same width (ntohs, ntohl, be64toh) as one
+// MOVBE, if the CPU has it, and reports whether it did.
+func (j *jitCompiler) loadSwap(pc int) bool {
+	in, nx := &j.code[pc], &j.code[pc+1]
+	if !j.cpu.movbe || nx.dst != in.dst || in.dst > 10 || in.src > 10 {
+		return false
+	}
+	var w x86.Width
+	switch {
+	case in.op == opLdxH && (nx.op == opBe16 || nx.op == opBswap16):
+		w = x86.W16
+	case in.op == opLdxW && (nx.op == opBe32 || nx.op == opBswap32):
+		w = x86.W32
+	case in.op == opLdxDW && (nx.op == opBe64 || nx.op == opBswap64):
+		w = x86.W64
+	default:
+		return false
+	}
+	dst := jitReg[in.dst]
+	j.a.Movbe(w, dst, j.access(pc, in, jitReg[in.src], 1<<w, false))
+	if w == x86.W16 {
+		j.a.Movzx16(dst, dst)
+	}
+	return true
 }
 
 // jumpTargets marks the slots that jumps and local calls land on.
@@ -559,6 +605,8 @@ func (j *jitCompiler) alu(pc int, in *insn, dst, src x86.Reg) error {
 			mask = 31
 		}
 		switch {
+		case reg && j.cpu.bmi2:
+			a.ShiftX(jitShift[ibase], w, dst, dst, src)
 		case reg:
 			a.MovRR(x86.W64, jCnt, src)
 			a.ShiftRCL(jitShift[ibase], w, dst)
@@ -735,7 +783,11 @@ func (j *jitCompiler) packetLoad(in *insn, src x86.Reg) {
 	case 2:
 		a.Load(x86.W16, false, x86.RAX, m)
 		a.ShiftRI(x86.Rol, x86.W16, x86.RAX, 8)
-	default:
+	case 4:
+		if j.cpu.movbe {
+			a.Movbe(x86.W32, x86.RAX, m)
+			return
+		}
 		a.Load(x86.W32, false, x86.RAX, m)
 		a.Bswap(x86.W32, x86.RAX)
 	}

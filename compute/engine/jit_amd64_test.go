@@ -77,3 +77,35 @@ func TestJITCheckedOption(t *testing.T) {
 		t.Fatalf("checked code has %d checked accesses, want the filter's 3", n)
 	}
 }
+
+// TestJITEmitsCPUForms: with BMI2 and MOVBE the JIT emits SHLX/SHRX/SARX
+// (VEX, opcode F7) and MOVBE (0F 38 F0) for the swap-and-shift program, and
+// with the baseline neither.
+func TestJITEmitsCPUForms(t *testing.T) {
+	prog := asm.Instructions{
+		asm.LoadMem(asm.R3, asm.R1, 0, asm.Word), asm.HostTo(asm.BE, asm.R3, asm.Word),
+		asm.Mov.Reg(asm.R0, asm.R2), asm.LSh.Reg(asm.R0, asm.R3), asm.Return(),
+	}
+	p, err := FromInstructions("t", abi.TypeRaw, prog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := compile(p.code, p.info, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := jitCPU
+	defer func() { jitCPU = saved }()
+	for _, f := range []jitFeatures{{bmi2: true, movbe: true}, {}} {
+		jitCPU = f
+		mc, _, err := jitTranslate(code, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hasMovbe := bytes.Contains(mc, []byte{0x0f, 0x38, 0xf0})
+		hasShlx := bytes.Contains(mc, []byte{0xc4, 0xe2, 0xe9, 0xf7, 0xc0}) // shlx rax, rax, rdx
+		if hasMovbe != f.movbe || hasShlx != f.bmi2 {
+			t.Fatalf("features %+v: movbe %v, shlx %v in %x", f, hasMovbe, hasShlx, mc)
+		}
+	}
+}
