@@ -188,6 +188,9 @@ func (m *Instance) interrupted() bool {
 	if m.stop != nil && m.stop.Load() {
 		return true
 	}
+	if m.done == nil { // no context: spare the select, once per block
+		return false
+	}
 	select {
 	case <-m.done: // a nil channel (no context) is never ready
 		return true
