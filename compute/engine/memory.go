@@ -7,8 +7,10 @@ import (
 
 // The engine's address space. A program sees 64-bit addresses whose upper 32
 // bits select a region and whose lower 32 bits are an offset into it. Every
-// load and store is checked against the region's readable or writable size;
-// region 0 is empty, so NULL and any small integer fault.
+// load and store is checked against the region's readable or writable size,
+// except those the verifier proved inside their region, which the JIT runs
+// unchecked (RATIONALE.md, "Proven accesses"); region 0 is empty, so NULL
+// and any small integer fault.
 const (
 	regionNull  = 0
 	regionData  = 1
