@@ -266,7 +266,9 @@ decoded with the program's BTF as bpftool's map dump does (integers in decimal,
 printable char arrays as strings, structs as {field: value}, arrays as lists,
 bytes without a usable type in hex). --log (prog verify, prog run, scan) adds,
 on a rejection, the verifier's path to the failing instruction with the
-register states, in the manner of the kernel verifier's log.
+register states, in the manner of the kernel verifier's log. --checked (prog
+run) makes the JIT check every memory access at run time instead of trusting
+the verifier's proofs.
 
 serve exports the NVM namespaces of its devices (NSIDs 1, 2, ... in --dev
 order) as one NVMe/TCP subsystem, with a discovery controller, until SIGINT or

@@ -30,8 +30,8 @@ const progUsage = `usage:
   bpfblk prog dis    FILE.o[:PROGRAM] | --raw FILE
   bpfblk prog run    FILE.o[:PROGRAM] [--data FILE] [--set NAME=VALUE]...
                      [--lba N] [--nsid N] [--block-size N] [--budget N]
-                     [--engine jit|interpreter] [--map-memory BYTES] [--log]
-  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter] [--log]
+                     [--engine jit|interpreter] [--checked] [--map-memory BYTES] [--log]
+  bpfblk prog run    --raw FILE [--data FILE] [--engine jit|interpreter] [--checked] [--log]
 
 verify runs bpfblk's verifier (exit 1 with the instruction, its C source line
 and the reason on rejection); --kernel also asks the Linux verifier (xdp
@@ -42,7 +42,9 @@ run prints "r0 = N" (unsigned decimal), the emitted values, then the maps.
 r1 = data and r2 = data length. A filter's data is split into --block-size
 blocks (default: one block of the whole data). --engine picks how the
 program runs: jit (x86-64 machine code, the default on linux/amd64) or
-interpreter; both give the same results.
+interpreter; both give the same results. --checked makes the JIT check
+every load and store at run time, as for accesses the verifier could not
+prove (for debugging a suspected verifier bug; the interpreter always checks).
 
 ` + mapMemoryHelp + `
 run 'bpfblk prog SUBCOMMAND -h' for a subcommand's flags
@@ -53,7 +55,7 @@ var progSynopses = map[string]string{
 	"verify": "prog verify FILE.o[:PROGRAM] | --raw FILE [--set NAME=VALUE]... [--kernel] [--map-memory BYTES]",
 	"dis":    "prog dis FILE.o[:PROGRAM] | --raw FILE",
 	"run": "prog run FILE.o[:PROGRAM] | --raw FILE [--data FILE] [--set NAME=VALUE]... [--lba N] [--nsid N]\n" +
-		"                [--block-size N] [--budget N] [--engine jit|interpreter] [--map-memory BYTES]",
+		"                [--block-size N] [--budget N] [--engine jit|interpreter] [--checked] [--map-memory BYTES]",
 }
 
 // progAbout says what each subcommand prints.
@@ -97,6 +99,7 @@ type progOpts struct {
 	engine    string
 	mapMemory *byteSize
 	log       bool
+	checked   bool
 }
 
 func runProg(args []string, stdout, stderr io.Writer) int {
@@ -135,6 +138,7 @@ func runProg(args []string, stdout, stderr io.Writer) int {
 		fs.uint32Var(&o.blockSize, "block-size", 0, 0, maxProgBlock, "block size in `BYTES`: 0 (the whole data is one block) or a multiple of 512").mult = 512
 		fs.int64Var(&o.budget, "budget", engine.DefaultBudget, 1, maxProgBudget, "instruction budget `N` per run (above 0)")
 		fs.StringVar(&o.engine, "engine", "", "jit or interpreter (default: $BPFBLK_ENGINE, else "+engine.Default().Name()+")")
+		fs.BoolVar(&o.checked, "checked", false, "check every memory access at run time, ignoring the verifier's proofs (debugging)")
 	}
 	pos, code, ok := fs.parse(args[1:])
 	if !ok {
@@ -232,13 +236,13 @@ func loadProgram(target string, o *progOpts) (*engine.Program, error) {
 		if err != nil {
 			return nil, err
 		}
-		return engine.FromBytesWith(target, abi.TypeRaw, b, &engine.LoadOptions{VerifierLog: o.log})
+		return engine.FromBytesWith(target, abi.TypeRaw, b, &engine.LoadOptions{VerifierLog: o.log, Checked: o.checked})
 	}
 	cs, ps, vars, err := loadTarget(target, o)
 	if err != nil {
 		return nil, err
 	}
-	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars, VerifierLog: o.log}
+	lo := &engine.LoadOptions{Program: ps.Name, Vars: vars, VerifierLog: o.log, Checked: o.checked}
 	if o.mapMemory != nil {
 		lo.MapMemory = int64(*o.mapMemory)
 	}

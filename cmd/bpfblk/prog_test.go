@@ -103,6 +103,12 @@ func TestProgRunFilterAndMaps(t *testing.T) {
 	if code != exitOK || out != "r0 = 1\nemitted = 1\n  1002\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// --checked: every access checked at run time, the same result.
+	code, out, errOut = runCLI("prog", "run", patternObj+":pattern_filter", "--data", df, "--block-size", "512",
+		"--lba", "1000", "--set", "pattern=hex:6e6565646c65", "--set", "pattern_len=6", "--checked")
+	if code != exitOK || out != "r0 = 1\nemitted = 1\n  1002\n" {
+		t.Fatalf("--checked: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 	// pattern is a __u64: text is not guessed into bytes.
 	code, _, errOut = runCLI("prog", "run", patternObj+":pattern_filter", "--data", df, "--set", "pattern=needle")
 	if code != exitUsage || !strings.Contains(errOut, `--set pattern: "needle" is not a number (__u64 takes decimal, 0x hex, or hex:BYTES)`) {

@@ -13,7 +13,7 @@ type insn struct {
 	op  uint8
 	dst uint8
 	src uint8
-	_   uint8
+	rgn uint8  // loads and stores: the region the verifier proved, or 0 (check)
 	off int32  // memory offset, or absolute target slot for jumps and calls
 	imm uint64 // ALU64/jump: sign-extended imm; ALU32: uint32(imm); LDDW: value
 }
@@ -176,6 +176,9 @@ func compile(c *verifier.Code, info *verifier.Info, fuse bool) ([]insn, error) {
 				in.op = opStxB + sizeIndex(op.Size())
 			}
 		}
+		if cls := op.Class(); (cls == asm.LdXClass || cls == asm.StClass || cls == asm.StXClass) && pc < len(info.Access) {
+			in.rgn = provenRegion(info.Access[pc])
+		}
 		if in.op == opInvalid {
 			return nil, errors.Errorf("instruction %d: unsupported opcode %v", pc, op)
 		}
@@ -185,6 +188,23 @@ func compile(c *verifier.Code, info *verifier.Info, fuse bool) ([]insn, error) {
 		fusePairs(out)
 	}
 	return out, nil
+}
+
+// provenRegion is the engine region of a proven access, or 0.
+func provenRegion(a verifier.Access) uint8 {
+	switch a.Region {
+	case verifier.RegionCtx:
+		return regionCtx
+	case verifier.RegionData:
+		return regionData
+	case verifier.RegionStack:
+		return regionStack
+	case verifier.RegionMap:
+		if a.Map < maxMaps {
+			return uint8(regionMap0 + a.Map)
+		}
+	}
+	return 0
 }
 
 // funcLen returns the number of slots of the function that starts at entry:

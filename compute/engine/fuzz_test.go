@@ -168,7 +168,14 @@ func genProgram(b []byte) asm.Instructions {
 			}
 			switch s.u8() % 4 {
 			case 0:
-				body = append(body, asm.LoadMem(reg(), base, off, size))
+				dst := reg()
+				body = append(body, asm.LoadMem(dst, base, off, size))
+				// A load then a byte swap of it (ntohl): the JIT's MOVBE.
+				if sw := s.u8(); size != asm.Byte && sw%4 == 0 {
+					body = append(body, asm.HostTo(asm.BE, dst, size))
+				} else if size != asm.Byte && sw%4 == 1 {
+					body = append(body, asm.BSwap(dst, size))
+				}
 			case 1:
 				if size == asm.DWord {
 					size = asm.Word

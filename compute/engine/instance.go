@@ -132,6 +132,7 @@ type jitExit struct {
 	addr   uint64  // fault address, or helper id
 	resume uintptr // code address to continue at
 	spill  [2]uint64
+	bp     uintptr // Go's frame pointer while the code keeps the budget in rbp
 }
 
 // NewInstance creates a fresh instance with its own copy of every writable
@@ -152,15 +153,15 @@ func (x *Executable) NewInstance() *Instance {
 	} else {
 		m.ctx = make([]byte, abi.CtxSize)
 	}
-	m.regions[regionStack].set(m.stack, true)
-	m.regions[regionCtx].set(m.ctx, false)
+	m.regions[regionStack].set(regionStack, m.stack, true)
+	m.regions[regionCtx].set(regionCtx, m.ctx, false)
 	for i := range p.Maps {
 		mi := x.shared[i]
 		if mi == nil {
 			mi = newMapInst(&p.Maps[i], i)
 		}
 		m.maps = append(m.maps, mi)
-		m.regions[regionMap0+i].set(mi.values, !p.Maps[i].ReadOnly)
+		m.regions[regionMap0+i].set(regionMap0+i, mi.values, !p.Maps[i].ReadOnly)
 	}
 	return m
 }
@@ -187,6 +188,9 @@ func (m *Instance) SetContext(ctx context.Context) { m.done = ctx.Done() }
 func (m *Instance) interrupted() bool {
 	if m.stop != nil && m.stop.Load() {
 		return true
+	}
+	if m.done == nil { // no context: spare the select, once per block
+		return false
 	}
 	select {
 	case <-m.done: // a nil channel (no context) is never ready
@@ -333,7 +337,7 @@ func (m *Instance) Run(ctx *Context, emit []uint64) (Result, error) {
 
 func (m *Instance) runOnce(data []byte, lba uint64, nsid, bs, count uint32) (uint64, error) {
 	m.data = data
-	m.regions[regionData].set(data, m.typ == abi.TypeRaw || m.typ == abi.TypeXDP)
+	m.regions[regionData].set(regionData, data, m.typ == abi.TypeRaw || m.typ == abi.TypeXDP)
 	m.regs = [16]uint64{}
 	m.regs[10] = regionAddr(regionStack, uint64(len(m.stack)))
 	dataAddr := regionAddr(regionData, 0)

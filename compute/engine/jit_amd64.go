@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"unsafe"
 
+	"github.com/klauspost/cpuid/v2"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 
@@ -44,6 +45,7 @@ const (
 	jState = x86.R10
 	jTmp   = x86.R11
 	jCnt   = x86.RCX
+	jData  = x86.RBP // the data region's bias while the code runs; Go's rbp is in jit.bp
 )
 
 // Exit kinds, in the low byte of jitExit.info.
@@ -66,15 +68,17 @@ var (
 	offAddr    = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.addr))
 	offResume  = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.resume))
 	offSpill   = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.spill))
+	offBP      = int32(unsafe.Offsetof(Instance{}.jit) + unsafe.Offsetof(jitExit{}.bp))
 )
 
 // Layouts the generated code indexes with scaled addressing.
 const (
-	regionSize = 24 // ptr, rsize, wsize
+	regionSize = 32 // ptr, rsize, wsize, bias
 	frameSize  = 48 // ret, r6..r9, r10
 )
 
 var _ = [1]struct{}{}[unsafe.Sizeof(region{})-regionSize]
+var _ = [1]struct{}{}[unsafe.Offsetof(region{}.bias)-24]
 var _ = [1]struct{}{}[unsafe.Sizeof(frame{})-frameSize]
 var _ = [1]struct{}{}[unsafe.Offsetof(frame{}.regs)-8]
 var _ = [1]struct{}{}[unsafe.Offsetof(frame{}.r10)-40]
@@ -111,14 +115,28 @@ type jitStub struct {
 	resume x86.Label // budget
 }
 
+// jitCPU is what the CPU offers beyond x86-64's baseline that the JIT uses:
+// BMI2's SHLX/SHRX/SARX for shifts by a register (no move to CL) and MOVBE
+// for a load followed by a byte swap. Tests force the baseline.
+var jitCPU = jitFeatures{
+	bmi2:  cpuid.CPU.Supports(cpuid.BMI2),
+	movbe: cpuid.CPU.Supports(cpuid.MOVBE),
+}
+
+type jitFeatures struct {
+	bmi2, movbe bool
+}
+
 type jitCompiler struct {
-	a     x86.Asm
-	code  []insn
-	slot  []x86.Label
-	stubs []jitStub
-	exit  x86.Label // store the registers and return to Go
-	ret   x86.Label // return r0 from the program
-	ret0  x86.Label // return 0 (legacy packet load out of bounds)
+	cpu      jitFeatures
+	a        x86.Asm
+	checkAll bool // ignore the verifier's proofs
+	code     []insn
+	slot     []x86.Label
+	stubs    []jitStub
+	exit     x86.Label // store the registers and return to Go
+	ret      x86.Label // return r0 from the program
+	ret0     x86.Label // return 0 (legacy packet load out of bounds)
 }
 
 func (jitEngine) Compile(p *Program) (Code, error) {
@@ -126,7 +144,7 @@ func (jitEngine) Compile(p *Program) (Code, error) {
 	if err != nil {
 		return nil, err
 	}
-	mc, start, err := jitTranslate(code)
+	mc, start, err := jitTranslate(code, p.Checked)
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +215,8 @@ func (c *jitCode) Exec(m *Instance) (uint64, error) {
 
 // jitTranslate turns the pre-decoded program into machine code and returns
 // it with the offset of slot 0.
-func jitTranslate(code []insn) ([]byte, int, error) {
-	j := &jitCompiler{code: code}
+func jitTranslate(code []insn, checkAll bool) ([]byte, int, error) {
+	j := &jitCompiler{code: code, checkAll: checkAll, cpu: jitCPU}
 	a := &j.a
 	j.slot = make([]x86.Label, len(code))
 	for i := range j.slot {
@@ -206,7 +224,11 @@ func jitTranslate(code []insn) ([]byte, int, error) {
 	}
 	j.exit, j.ret, j.ret0 = a.NewLabel(), a.NewLabel(), a.NewLabel()
 
-	// Entry (offset 0): load the registers, continue at r11.
+	// Entry (offset 0): keep Go's rbp, load the data region's bias into rbp
+	// (the data does not change during a run; every entry, after a helper
+	// too, reloads it) and the registers, continue at r11.
+	a.Store(x86.W64, x86.M(jState, offBP), x86.RBP)
+	a.Load(x86.W64, false, jData, x86.M(jState, offRegions+regionData*regionSize+24))
 	for i, r := range jitReg {
 		a.Load(x86.W64, false, r, x86.M(jState, offRegs+int32(8*i)))
 	}
@@ -219,10 +241,36 @@ func jitTranslate(code []insn) ([]byte, int, error) {
 	for i, r := range jitReg {
 		a.Store(x86.W64, x86.M(jState, offRegs+int32(8*i)), r)
 	}
+	a.Load(x86.W64, false, x86.RBP, x86.M(jState, offBP))
 	a.Ret()
 
-	for pc := range code {
+	target := jumpTargets(code)
+	for pc := 0; pc < len(code); pc++ {
 		a.Bind(j.slot[pc])
+		// clang's zero-extension, r <<= 32; r >>= 32, is one 32-bit move
+		// when nothing jumps between the two.
+		if in := &code[pc]; pc+2 < len(code) && in.op == opMov64R && in.dst != in.src && in.dst <= 10 && in.src <= 10 && !target[pc+1] && !target[pc+2] {
+			if sh, nx := &code[pc+1], &code[pc+2]; sh.op == opLsh64I && uint8(sh.imm) == 32 && sh.dst == in.dst && nx.op == opRsh64I && uint8(nx.imm) == 32 && nx.dst == in.dst {
+				a.MovRR(x86.W32, jitReg[in.dst], jitReg[in.src])
+				a.Bind(j.slot[pc+1])
+				a.Bind(j.slot[pc+2])
+				pc += 2
+				continue
+			}
+		}
+		if in := &code[pc]; pc+1 < len(code) && in.op == opLsh64I && uint8(in.imm) == 32 && !target[pc+1] {
+			if nx := &code[pc+1]; nx.op == opRsh64I && uint8(nx.imm) == 32 && nx.dst == in.dst && in.dst <= 10 {
+				a.MovRR(x86.W32, jitReg[in.dst], jitReg[in.dst])
+				pc++
+				a.Bind(j.slot[pc])
+				continue
+			}
+		}
+		if pc+1 < len(code) && !target[pc+1] && j.loadSwap(pc) {
+			pc++
+			a.Bind(j.slot[pc])
+			continue
+		}
 		if err := j.insn(pc); err != nil {
 			return nil, 0, err
 		}
@@ -237,6 +285,47 @@ func jitTranslate(code []insn) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	return mc, a.Offset(j.slot[0]), nil
+}
+
+// loadSwap emits an unsigned 16-, 32- or 64-bit load followed by a byte swap
+// of the loaded register to the same width (ntohs, ntohl, be64toh) as one
+// MOVBE, if the CPU has it, and reports whether it did.
+func (j *jitCompiler) loadSwap(pc int) bool {
+	in, nx := &j.code[pc], &j.code[pc+1]
+	if !j.cpu.movbe || nx.dst != in.dst || in.dst > 10 || in.src > 10 {
+		return false
+	}
+	var w x86.Width
+	switch {
+	case in.op == opLdxH && (nx.op == opBe16 || nx.op == opBswap16):
+		w = x86.W16
+	case in.op == opLdxW && (nx.op == opBe32 || nx.op == opBswap32):
+		w = x86.W32
+	case in.op == opLdxDW && (nx.op == opBe64 || nx.op == opBswap64):
+		w = x86.W64
+	default:
+		return false
+	}
+	dst := jitReg[in.dst]
+	j.a.Movbe(w, dst, j.access(pc, in, jitReg[in.src], 1<<w, false))
+	if w == x86.W16 {
+		j.a.Movzx16(dst, dst)
+	}
+	return true
+}
+
+// jumpTargets marks the slots that jumps and local calls land on.
+func jumpTargets(code []insn) []bool {
+	t := make([]bool, len(code))
+	for _, in := range code {
+		switch {
+		case in.op == opJa || in.op == opCallLocal || in.op >= opJeq64I && in.op <= opJsle32R:
+			if in.off >= 0 && int(in.off) < len(code) {
+				t[in.off] = true
+			}
+		}
+	}
+	return t
 }
 
 func (j *jitCompiler) newStub(s jitStub) x86.Label {
@@ -286,12 +375,28 @@ func (j *jitCompiler) checked(pc int, base x86.Reg, off int32, n uint8, write bo
 	a.ShiftRI(x86.Shr, x86.W64, jCnt, 32)
 	a.ALURI(x86.Cmp, x86.W64, jCnt, maxRegions-1)
 	a.Jcc(x86.CondA, fault)
-	a.Lea(jCnt, x86.MI(jCnt, jCnt, 2, 0)) // region index * 3
-	a.MovRR(x86.W32, jTmp, jTmp)          // offset within the region
+	a.ShiftRI(x86.Shl, x86.W64, jCnt, 5) // region index * regionSize
+	a.MovRR(x86.W32, jTmp, jTmp)         // offset within the region
 	a.ALURI(x86.Add, x86.W64, jTmp, int32(n))
-	a.ALURM(x86.Cmp, x86.W64, jTmp, x86.MI(jState, jCnt, 8, limit))
+	a.ALURM(x86.Cmp, x86.W64, jTmp, x86.MI(jState, jCnt, 1, limit))
 	a.Jcc(x86.CondA, fault)
-	a.ALURM(x86.Add, x86.W64, jTmp, x86.MI(jState, jCnt, 8, offRegions))
+	a.ALURM(x86.Add, x86.W64, jTmp, x86.MI(jState, jCnt, 1, offRegions))
+}
+
+// access returns the memory operand of an n-byte access at base+off by the
+// instruction in: for an access the verifier proved inside region in.rgn,
+// [bias + base + off] with the region's bias (host pointer - index<<32)
+// loaded into r11, no check; otherwise the checked address.
+func (j *jitCompiler) access(pc int, in *insn, base x86.Reg, n uint8, write bool) x86.Mem {
+	if in.rgn == regionData && !j.checkAll {
+		return x86.MI(jData, base, 1, in.off)
+	}
+	if in.rgn != 0 && !j.checkAll {
+		j.a.Load(x86.W64, false, jTmp, x86.M(jState, offRegions+int32(in.rgn)*regionSize+24))
+		return x86.MI(jTmp, base, 1, in.off)
+	}
+	j.checked(pc, base, in.off, n, write)
+	return x86.M(jTmp, -int32(n))
 }
 
 // jump emits a conditional (cond != nil) or unconditional jump from slot pc
@@ -312,8 +417,8 @@ func (j *jitCompiler) jump(pc, t int, cond *x86.Cond) {
 	}
 	over := j.newStub(jitStub{kind: exitBudget, pc: pc, resume: j.slot[t]})
 	a.ALUMI(x86.Sub, x86.W64, x86.M(jState, offBudget), int32(pc+1-t))
-	a.Jcc(x86.CondL, over)
-	a.Jmp(j.slot[t])
+	a.Jcc(x86.CondGE, j.slot[t])
+	a.Jmp(over)
 	a.Bind(skip)
 }
 
@@ -371,6 +476,8 @@ func (j *jitCompiler) insn(pc int) error {
 			a.TestRI(w, dst, int32(in.imm))
 		case reg:
 			a.ALURR(x86.Cmp, w, dst, src)
+		case int32(in.imm) == 0:
+			a.TestRR(w, dst, dst) // the same flags as cmp $0, shorter
 		default:
 			a.ALURI(x86.Cmp, w, dst, int32(in.imm))
 		}
@@ -429,18 +536,15 @@ func (j *jitCompiler) insn(pc int) error {
 			w = x86.Width(op - opLdxSB)
 		}
 		n := uint8(1) << w
-		j.checked(pc, src, in.off, n, false)
-		a.Load(w, signed, dst, x86.M(jTmp, -int32(n)))
+		a.Load(w, signed, dst, j.access(pc, in, src, n, false))
 	case opStB, opStH, opStW, opStDW:
 		w := x86.Width(op - opStB)
 		n := uint8(1) << w
-		j.checked(pc, dst, in.off, n, true)
-		a.StoreImm(w, x86.M(jTmp, -int32(n)), int32(in.imm))
+		a.StoreImm(w, j.access(pc, in, dst, n, true), int32(in.imm))
 	case opStxB, opStxH, opStxW, opStxDW:
 		w := x86.Width(op - opStxB)
 		n := uint8(1) << w
-		j.checked(pc, dst, in.off, n, true)
-		a.Store(w, x86.M(jTmp, -int32(n)), src)
+		a.Store(w, j.access(pc, in, dst, n, true), src)
 	case opAtomic32, opAtomic64:
 		return j.atomic(pc, in, dst, src)
 	case opLdAbsB, opLdAbsH, opLdAbsW, opLdIndB, opLdIndH, opLdIndW:
@@ -501,6 +605,8 @@ func (j *jitCompiler) alu(pc int, in *insn, dst, src x86.Reg) error {
 			mask = 31
 		}
 		switch {
+		case reg && j.cpu.bmi2:
+			a.ShiftX(jitShift[ibase], w, dst, dst, src)
 		case reg:
 			a.MovRR(x86.W64, jCnt, src)
 			a.ShiftRCL(jitShift[ibase], w, dst)
@@ -614,8 +720,7 @@ func (j *jitCompiler) atomic(pc int, in *insn, dst, src x86.Reg) error {
 	if in.op == opAtomic32 {
 		w, n = x86.W32, 4
 	}
-	j.checked(pc, dst, in.off, n, true)
-	m := x86.M(jTmp, -int32(n))
+	m := j.access(pc, in, dst, n, true)
 	switch in.imm {
 	case atomicXchg:
 		a.Load(w, false, jCnt, m)
@@ -678,7 +783,11 @@ func (j *jitCompiler) packetLoad(in *insn, src x86.Reg) {
 	case 2:
 		a.Load(x86.W16, false, x86.RAX, m)
 		a.ShiftRI(x86.Rol, x86.W16, x86.RAX, 8)
-	default:
+	case 4:
+		if j.cpu.movbe {
+			a.Movbe(x86.W32, x86.RAX, m)
+			return
+		}
 		a.Load(x86.W32, false, x86.RAX, m)
 		a.Bswap(x86.W32, x86.RAX)
 	}

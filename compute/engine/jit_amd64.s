@@ -5,7 +5,8 @@
 // func jitCall(entry uintptr, m *Instance, resume uintptr)
 //
 // The generated code uses no stack of its own beyond the return address of
-// this CALL, keeps rsp and rbp, and may clobber every other register (this
+// this CALL, keeps rsp, restores rbp (which holds the slice's budget while
+// it runs) before returning, and may clobber every other register (this
 // is an ABI0 function: Go's wrapper restores R14 and X15 after it returns).
 TEXT ·jitCall(SB), NOSPLIT, $0-24
 	MOVQ entry+0(FP), AX

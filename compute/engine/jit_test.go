@@ -60,10 +60,15 @@ func runWith(t testing.TB, e engine.Engine, p *engine.Program, data []byte, bs u
 // budget), final registers, data and emitted values.
 func agree(t testing.TB, p *engine.Program, data []byte, bs uint32, budget int64, what string) {
 	t.Helper()
-	j := runWith(t, engine.JIT, p, data, bs, budget)
+	j := runWith(t, engine.JIT, p, data, bs, budget) // proven accesses unchecked
 	i := runWith(t, engine.Interpreter, p, data, bs, budget)
 	if j.String() != i.String() {
 		t.Fatalf("%s: engines differ\njit:         %v\ninterpreter: %v\nprogram:\n%v", what, j, i, p.Insns)
+	}
+	q := *p
+	q.Checked = true
+	if c := runWith(t, engine.JIT, &q, data, bs, budget); c.String() != j.String() {
+		t.Fatalf("%s: JIT with every access checked differs\nchecked: %v\nproven:  %v\nprogram:\n%v", what, c, j, p.Insns)
 	}
 }
 

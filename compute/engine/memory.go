@@ -7,8 +7,10 @@ import (
 
 // The engine's address space. A program sees 64-bit addresses whose upper 32
 // bits select a region and whose lower 32 bits are an offset into it. Every
-// load and store is checked against the region's readable or writable size;
-// region 0 is empty, so NULL and any small integer fault.
+// load and store is checked against the region's readable or writable size,
+// except those the verifier proved inside their region, which the JIT runs
+// unchecked (RATIONALE.md, "Proven accesses"); region 0 is empty, so NULL
+// and any small integer fault.
 const (
 	regionNull  = 0
 	regionData  = 1
@@ -30,10 +32,14 @@ type region struct {
 	ptr   unsafe.Pointer
 	rsize uint64 // readable bytes
 	wsize uint64 // writable bytes: 0 for read-only regions
+	// bias is ptr - index<<32: the JIT's unchecked access to a proven
+	// engine address a is at host address a + bias (see RATIONALE.md).
+	bias uintptr
 }
 
-func (r *region) set(b []byte, writable bool) {
+func (r *region) set(index int, b []byte, writable bool) {
 	r.ptr = unsafe.Pointer(unsafe.SliceData(b))
+	r.bias = uintptr(r.ptr) - uintptr(index)<<32
 	r.rsize = uint64(len(b))
 	r.wsize = 0
 	if writable {

@@ -61,6 +61,12 @@ type Program struct {
 	// Maps are the maps the program refers to, including global data
 	// sections (.rodata, .data, .bss) as one-entry array maps.
 	Maps []MapSpec
+	// Checked makes the JIT check every load and store at run time, as it
+	// does for accesses the verifier did not prove, instead of trusting the
+	// verifier's proofs (see RATIONALE.md, "Proven accesses"): for
+	// debugging a suspected verifier bug. Set it before Compile
+	// (LoadOptions.Checked sets it at load).
+	Checked bool
 
 	code     *verifier.Code
 	info     *verifier.Info
@@ -90,6 +96,8 @@ type LoadOptions struct {
 	// register states on the path that led to it (see verifier.Options).
 	// Off, verification records nothing.
 	VerifierLog bool
+	// Checked sets Program.Checked: every access checked at run time.
+	Checked bool
 }
 
 func (o *LoadOptions) verifierOptions() *verifier.Options {
@@ -215,6 +223,7 @@ func LoadSpec(cs *ebpf.CollectionSpec, opts *LoadOptions) (*Program, error) {
 		return nil, err
 	}
 	p.mapLimit = limit
+	p.Checked = opts.Checked
 	return p, nil
 }
 
@@ -345,7 +354,7 @@ func FromBytes(name string, typ abi.Type, raw []byte) (*Program, error) {
 }
 
 // FromBytesWith is FromBytes with options; of LoadOptions only VerifierLog
-// applies to raw instructions.
+// and Checked apply to raw instructions.
 func FromBytesWith(name string, typ abi.Type, raw []byte, opts *LoadOptions) (*Program, error) {
 	if len(raw)%asm.InstructionSize != 0 {
 		return nil, errors.Errorf("program %s: %d bytes is not a whole number of 8-byte instructions", name, len(raw))
@@ -354,7 +363,12 @@ func FromBytesWith(name string, typ abi.Type, raw []byte, opts *LoadOptions) (*P
 	if err != nil {
 		return nil, errors.Wrapf(err, "program %s: decode", name)
 	}
-	return newProgramWith(name, typ, insns, nil, nil, opts.verifierOptions())
+	p, err := newProgramWith(name, typ, insns, nil, nil, opts.verifierOptions())
+	if err != nil {
+		return nil, err
+	}
+	p.Checked = opts != nil && opts.Checked
+	return p, nil
 }
 
 func newProgram(name string, typ abi.Type, insns asm.Instructions, maps []MapSpec, ref func(int) int) (*Program, error) {

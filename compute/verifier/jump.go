@@ -248,7 +248,7 @@ func (v *verifier) proveData(s *state, p value, jop asm.JumpOp) {
 		return
 	}
 	upd := func(x *value) {
-		if x.k == kData && x.id == p.id && x.min == p.min && x.max == p.max && r > x.rng {
+		if x.k == kData && x.idx == 0 && p.idx == 0 && x.id == p.id && x.min == p.min && x.max == p.max && r > x.rng {
 			x.rng = r
 		}
 	}

@@ -26,12 +26,16 @@ func (k kind) String() string { return kindNames[k] }
 
 const unbounded = math.MaxUint64
 
+// frozen in the idx of a data pointer means its variable part is no longer
+// known to be shared with any other pointer's: see freezeID.
+const frozen = 1
+
 // value is an abstract register value.
 //
 // Scalars: [min, max] unsigned range. Pointers: base + var + off with var in
 // [min, max] (unbounded max means unknown). Data pointers also carry id (all
 // pointers derived from the same variable part share it) and rng: the program
-// proved base+var+rng <= data_end.
+// proved base+var+rng <= data_end. A data pointer's idx is 0, or frozen.
 type value struct {
 	k   kind
 	min uint64
@@ -118,6 +122,13 @@ func joinValue(a, b value, jid int32) value {
 		}
 		return value{k: kMixed}
 	case kData, kStack, kMapVal, kMapValOrNull:
+		if a.k == kData && a.idx != b.idx {
+			// A frozen pointer (see freezeID) stays frozen.
+			a.idx, b.idx = frozen, frozen
+			if a == b {
+				return a
+			}
+		}
 		if a.idx != b.idx {
 			return value{k: kMixed}
 		}

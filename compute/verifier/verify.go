@@ -25,6 +25,38 @@ type Info struct {
 	CtxField []CtxField
 	// Functions are the entry slots of the program's functions (0 first).
 	Functions []int
+	// Access is indexed by slot: for each load, store and atomic, the
+	// region that every execution of it touches if the verifier proved the
+	// access inside it on every path (see Access). The engine may run
+	// proven accesses without a run-time check.
+	Access []Access
+}
+
+// Region names the memory an access was proven inside.
+type Region uint8
+
+// Regions of a proof. RegionNone: not proven, the engine must check.
+const (
+	RegionNone Region = iota
+	RegionCtx
+	RegionData
+	RegionStack
+	RegionMap
+)
+
+// Access is what the verifier proved about one load, store or atomic: on
+// every path that reaches it, base register + offset lies in Region (for
+// RegionMap, in the value memory of map Map) and the access's last byte is
+// inside the memory that region has for the whole run: the context's fixed
+// fields, [data, data_end) as compared at run time with a bounded variable
+// part (raw programs, which have no data_end, are never proven), the
+// current call's frames of the stack, one value of the map. Nothing a
+// program can do changes those sizes during a run: the data is fixed for the
+// run, map values are preallocated and never move or shrink, and the stack
+// is all frames. An access whose paths disagree on the region is not proven.
+type Access struct {
+	Region Region
+	Map    uint32
 }
 
 // MaxSteps bounds the work of the verifier; larger programs are rejected as
@@ -50,6 +82,7 @@ type verifier struct {
 	fpBuf   []byte
 	scratch joinScratch
 	ctxSeen []bool
+	accSeen []bool
 	log     *trail // nil unless Options.Log
 	cur     uint64 // the step being executed (with log only)
 }
@@ -92,7 +125,8 @@ func verify(c *Code, typ abi.Type, log *trail) (*Info, error) {
 	}
 	v := &verifier{
 		c: c, typ: typ,
-		info:    &Info{CtxField: make([]CtxField, len(c.Insns)), Functions: fns},
+		info:    &Info{CtxField: make([]CtxField, len(c.Insns)), Functions: fns, Access: make([]Access, len(c.Insns))},
+		accSeen: make([]bool, len(c.Insns)),
 		slots:   map[key]*pcStates{},
 		ctxSeen: make([]bool, len(c.Insns)),
 		log:     log,
@@ -240,6 +274,7 @@ func (v *verifier) step(k key, s *state) error {
 		if err != nil {
 			return err
 		}
+		v.prove(pc, base)
 		if op.Mode() == asm.MemSXMode && res.k == kScalar {
 			res = unknown()
 		}
@@ -268,6 +303,7 @@ func (v *verifier) step(k key, s *state) error {
 			if _, err := v.accessStore(pc, s, base, int64(ins.Offset), size, unknown()); err != nil {
 				return err
 			}
+			v.prove(pc, base)
 			a := uint32(ins.Constant)
 			if a == 0xf1 {
 				if r0, err := v.readReg(pc, s, asm.R0); err != nil {
@@ -287,6 +323,7 @@ func (v *verifier) step(k key, s *state) error {
 		if _, err := v.accessStore(pc, s, base, int64(ins.Offset), size, src); err != nil {
 			return err
 		}
+		v.prove(pc, base)
 	case asm.JumpClass, asm.Jump32Class:
 		return v.jump(k, s, ins, cls == asm.Jump32Class)
 	}
@@ -339,6 +376,9 @@ func (v *verifier) alu(pc int, s *state, ins asm.Instruction, is64 bool) *Error 
 		r, err := v.ptrALU(pc, aop, is64, dst, src)
 		if err != nil {
 			return err
+		}
+		if r.k == kData && r.id == int32(pc+1) {
+			freezeID(s, r.id)
 		}
 		s.regs[ins.Dst] = r
 		return nil
@@ -642,6 +682,65 @@ func (v *verifier) ptrALU(pc int, aop asm.ALUOp, is64 bool, d, s value) (value, 
 		p.rng = 0
 	}
 	return p, nil
+}
+
+// prove records what the access at pc through base, which the verifier has
+// just accepted on this path, is proven to touch; the proof stands only if
+// every path agrees.
+func (v *verifier) prove(pc int, base value) {
+	var a Access
+	switch base.k {
+	case kCtx:
+		a.Region = RegionCtx
+	case kStack:
+		a.Region = RegionStack
+	case kMapVal:
+		a.Region, a.Map = RegionMap, uint32(base.idx)
+	case kData:
+		// Raw programs' data accesses are not proven (dataCheck). Otherwise
+		// the access is within the proven range of a pointer whose variable
+		// part is bounded (below 2^40), so the pointer cannot have wrapped
+		// into another region: the comparison with data_end bounds it.
+		if v.typ != abi.TypeRaw && base.max != unbounded {
+			a.Region = RegionData
+		}
+	}
+	if !v.accSeen[pc] {
+		v.accSeen[pc] = true
+		v.info.Access[pc] = a
+		return
+	}
+	if v.info.Access[pc] != a {
+		v.info.Access[pc] = Access{}
+	}
+}
+
+// freezeID is called when instruction pc gives a new data pointer the id
+// pc+1. Ids name a variable part by the instruction that added it, so a
+// pointer made by an earlier execution of the same instruction (a previous
+// loop iteration) has the same id but, in general, a different variable part:
+// a comparison of the new pointer with data_end must not prove bytes for the
+// old one. Old pointers keep the bytes already proven for them and never
+// gain more. The JIT relies on this: it trusts proven data accesses.
+func freezeID(s *state, id int32) {
+	fr := func(x *value) {
+		if x.k == kData && x.id == id {
+			x.idx = frozen
+		}
+	}
+	for i := range s.regs {
+		fr(&s.regs[i])
+	}
+	for _, f := range s.frames {
+		for i := range f.slots {
+			if f.spilled&(1<<i) != 0 {
+				fr(&f.slots[i])
+			}
+		}
+		for i := range f.saved {
+			fr(&f.saved[i])
+		}
+	}
 }
 
 // access checks a load of size bytes at base+off and returns the loaded value.

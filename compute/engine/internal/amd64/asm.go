@@ -480,3 +480,30 @@ func (a *Asm) Ret() { a.b(0xc3) }
 
 // Int3 is a breakpoint (padding that must never run).
 func (a *Asm) Int3() { a.b(0xcc) }
+
+// ShiftX is dst = src shifted by count (masked to 5 or 6 bits, like the
+// shifts by CL), in one BMI2 instruction (SHLX, SHRX, SARX) that takes the
+// count from any register and leaves the flags alone. op is Shl, Shr or
+// Sar. The caller checks that the CPU has BMI2.
+func (a *Asm) ShiftX(op Shift, w Width, dst, src, count Reg) {
+	pp := map[Shift]byte{Shl: 1, Sar: 2, Shr: 3}[op] // 66, F3, F2
+	// Three-byte VEX: C4, ~R ~X ~B and map 0F38, W ~vvvv L=0 pp.
+	b1 := byte(0x02)
+	if dst&8 == 0 {
+		b1 |= 0x80
+	}
+	b1 |= 0x40 // no index register
+	if src&8 == 0 {
+		b1 |= 0x20
+	}
+	b2 := byte(^count&15)<<3 | pp
+	if w == W64 {
+		b2 |= 0x80
+	}
+	a.b(0xc4, b1, b2, 0xf7, 0xc0|byte(dst&7)<<3|byte(src&7))
+}
+
+// Movbe loads a 16-, 32- or 64-bit big-endian value from m into dst, byte
+// swapped (MOVBE). The 16-bit form leaves dst's upper bits alone. The
+// caller checks that the CPU has MOVBE.
+func (a *Asm) Movbe(w Width, dst Reg, m Mem) { a.rm(wpfx(w), []byte{0x0f, 0x38, 0xf0}, dst, m) }

@@ -92,6 +92,13 @@ var encodings = []struct {
 	{func(a *Asm) { a.JmpR(R11) }, "jmp r11"},
 	{func(a *Asm) { a.JmpM(MI(R10, RCX, 1, 0x700)) }, "jmp QWORD PTR [r10+rcx*1+0x700]"},
 	{func(a *Asm) { a.Ret() }, "ret"},
+	{func(a *Asm) { a.ShiftX(Shl, W64, RAX, RDI, RCX) }, "shlx rax,rdi,rcx"},
+	{func(a *Asm) { a.ShiftX(Shr, W32, R9, R15, RSI) }, "shrx r9d,r15d,esi"},
+	{func(a *Asm) { a.ShiftX(Sar, W64, R13, RBX, R12) }, "sarx r13,rbx,r12"},
+	{func(a *Asm) { a.ShiftX(Shl, W32, RDX, R8, R15) }, "shlx edx,r8d,r15d"},
+	{func(a *Asm) { a.Movbe(W64, R14, MI(RBP, R13, 1, 8)) }, "movbe r14,QWORD PTR [rbp+r13*1+0x8]"},
+	{func(a *Asm) { a.Movbe(W32, RAX, MI(RCX, R11, 1, 0)) }, "movbe eax,DWORD PTR [rcx+r11*1]"},
+	{func(a *Asm) { a.Movbe(W16, RSI, M(R11, -2)) }, "movbe si,WORD PTR [r11-0x2]"},
 }
 
 var spaces = regexp.MustCompile(`\s+`)
