@@ -10,6 +10,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
@@ -82,7 +83,7 @@ func newBenchSet(b *testing.B) *benchSet {
 			s.total += uint64(len(data))
 		}
 	}
-	mc, err := mock.NewController(bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 	}})

@@ -9,6 +9,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/poller"
@@ -19,7 +20,7 @@ import (
 func newCSD(tb testing.TB, bus *mock.Bus, serial, nqn string) *nvme.Controller {
 	tb.Helper()
 	mc, err := mock.NewController(bus, mock.Config{Serial: serial, Subsystem: nqn, Mode: mock.DeviceCore,
-		Compute: &mock.ComputeConfig{Cores: 1}, Namespaces: []mock.NamespaceConfig{
+		Compute: &mock.ComputeConfig{Cores: 1, Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 			{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 			{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 		}})

@@ -6,6 +6,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/poller"
@@ -15,7 +16,7 @@ import (
 // EngineAuto the program runs on the demo's compute-capable controller, and
 // only the match lists reach the host.
 func ExampleBdev_Scan() {
-	set, err := device.Open([]string{"mock"}, device.Options{})
+	set, err := device.Open([]string{"mock"}, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		fmt.Println(err)
 		return

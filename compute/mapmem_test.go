@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
@@ -72,7 +73,7 @@ func TestDeviceMapMemory(t *testing.T) {
 	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
-	}, Compute: &mock.ComputeConfig{MapMemory: 12 << 10}, Mode: mock.DeviceCore})
+	}, Compute: &mock.ComputeConfig{MapMemory: 12 << 10, Runner: csd.Runner{}}, Mode: mock.DeviceCore})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
@@ -29,7 +30,7 @@ const testNQN = "nqn.2026-01.io.bpfblk:test:compute"
 // fixture's bus and returns its driver.
 func (f *fixture) addCompute(t *testing.T, mode mock.Mode) *nvme.Controller {
 	t.Helper()
-	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mode, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mode, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 	}})

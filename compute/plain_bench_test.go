@@ -17,6 +17,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/poller"
@@ -197,7 +198,7 @@ func BenchmarkScanVsPlainLoop(b *testing.B) {
 	if want == 0 {
 		b.Fatal("no block of the files matches")
 	}
-	set, err := device.Open(addrs, device.Options{})
+	set, err := device.Open(addrs, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		b.Fatal(err)
 	}

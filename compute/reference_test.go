@@ -14,6 +14,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
@@ -104,7 +105,7 @@ func openDemo(t *testing.T) (*device.Set, *poller.Group, []*demoNS) {
 	// Admin commands such as Load Program (which verifies the program on
 	// the device) get more than the default 5 s: a loaded machine running
 	// the race detector takes that long.
-	set, err := device.Open([]string{"mock"}, device.Options{NVMe: nvme.Options{AdminTimeout: time.Minute}})
+	set, err := device.Open([]string{"mock"}, device.Options{NVMe: nvme.Options{AdminTimeout: time.Minute}, Programs: csd.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/poller"
@@ -263,7 +264,7 @@ func TestCancelledScanIsClean(t *testing.T) {
 // device memory and the program slot; then a scan that fits succeeds.
 func TestOffloadStartFailureIsClean(t *testing.T) {
 	f := newFixture(t)
-	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 32 << 20, CSI: nvme.CSISLM},
 	}})

@@ -156,6 +156,11 @@ type Options struct {
 	Mode mock.Mode
 	// NVMe tunes the driver of every controller.
 	NVMe nvme.Options
+	// Programs runs the programs of the emulated computational storage
+	// controllers (csd, and the one of the demo subsystem): the emulator
+	// has no engine of its own (compute/csd.Runner is the project's). Nil:
+	// they refuse every program.
+	Programs mock.ProgramRunner
 }
 
 // Set is the open devices: controllers and the bdevs of their namespaces. It
@@ -353,6 +358,12 @@ func demoControllers() []mock.Config {
 
 func (set *Set) addMock(bus *mock.Bus, cfg mock.Config, opts Options) error {
 	cfg.Subsystem = set.Subsystem
+	var cc mock.ComputeConfig
+	if cfg.Compute != nil {
+		cc = *cfg.Compute
+	}
+	cc.Runner = opts.Programs
+	cfg.Compute = &cc
 	mc, err := mock.NewController(bus, cfg)
 	if err != nil {
 		return errors.Wrap(err, "device mock")

@@ -13,12 +13,13 @@ import (
 	"testing"
 
 	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/compute/csd"
 )
 
 // demoReference computes the default scan's output in plain Go.
 func demoReference(t *testing.T, pattern string) (lines []string) {
 	t.Helper()
-	set, err := device.Open([]string{"mock"}, device.Options{})
+	set, err := device.Open([]string{"mock"}, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +283,7 @@ func TestScanPartialLastBlock(t *testing.T) {
 func TestScanRecordsReachTheHost(t *testing.T) {
 	recs := filepath.Join("..", "..", "filters", "records_bpfel.o")
 	var want uint64
-	set, err := device.Open([]string{"mock"}, device.Options{})
+	set, err := device.Open([]string{"mock"}, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}
