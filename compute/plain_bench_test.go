@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
@@ -35,7 +36,7 @@ var (
 
 // logNeedle is what the benchmark looks for, as `bpfblk scan` does by
 // default.
-var logNeedle = []byte(device.DemoPattern)
+var logNeedle = []byte(demo.Pattern)
 
 // writeLogFiles writes n files of size bytes of log-like text into dir.
 func writeLogFiles(tb testing.TB, dir string, n int, size int64) []string {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
@@ -97,7 +98,7 @@ type scanTargetJSON struct {
 
 func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newCmdline("scan", scanSynopsis, stdout, stderr)
-	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
+	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+demo.Pattern)
 	var sets, nsFlags multiFlag
 	fs.Var(&sets, "set", setHelp)
 	devs := fs.devFlag()
@@ -401,7 +402,7 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifi
 		if err != nil {
 			return nil, errors.Wrap(err, "built-in filter")
 		}
-		if err := builtinPattern(vars, device.DemoPattern); err != nil {
+		if err := builtinPattern(vars, demo.Pattern); err != nil {
 			return nil, err
 		}
 		typed, err := typeVars(spec.Variables, vars)
