@@ -185,8 +185,8 @@ func BenchmarkScan(b *testing.B) {
 		exe := p.load(b)
 		for _, eng := range []struct {
 			name string
-			kind compute.EngineKind
-		}{{"host", compute.EngineHost}, {"device", compute.EngineDevice}} {
+			kind compute.Placement
+		}{{"host", compute.PlaceHost}, {"device", compute.PlaceDevice}} {
 			for _, cores := range []string{"0", "0-1"} {
 				b.Run(fmt.Sprintf("filter=%s/engine=%s/reactors=%d", p.name, eng.name, len(cores)/2+1), func(b *testing.B) {
 					g, err := poller.Start(poller.Config{Cores: cores, NoPin: true})
@@ -194,7 +194,7 @@ func BenchmarkScan(b *testing.B) {
 						b.Fatal(err)
 					}
 					defer g.Stop()
-					opts := compute.Options{Engine: eng.kind, Devices: []*nvme.Controller{s.dev}}
+					opts := compute.Options{Placement: eng.kind, Devices: []*nvme.Controller{s.dev}}
 					b.SetBytes(int64(s.total))
 					b.ResetTimer()
 					var toHost, scanned uint64

@@ -13,7 +13,7 @@ import (
 )
 
 // Scan the embedded demo subsystem for blocks holding ERROR log lines. With
-// EngineAuto the program runs on the demo's compute-capable controller, and
+// PlaceAuto the program runs on the demo's compute-capable controller, and
 // only the match lists reach the host.
 func ExampleBdev_Scan() {
 	set, err := device.Open([]string{"mock"}, device.Options{Programs: csd.Runner{}})

@@ -55,12 +55,12 @@ func TestScanMapMemoryPerInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	_, err = cb.Scan(context.Background(), f.g, tallyExe(t, 12<<10), cb.AllTargets(), compute.Options{Engine: compute.EngineHost})
+	_, err = cb.Scan(context.Background(), f.g, tallyExe(t, 12<<10), cb.AllTargets(), compute.Options{Placement: compute.PlaceHost})
 	var me *engine.MapMemoryError
 	if !errors.As(err, &me) || me.Instances != 2 || !strings.Contains(err.Error(), "for 2 instances, over the map memory limit of 12 KiB") {
 		t.Fatalf("got %v", err)
 	}
-	st, err := cb.Scan(context.Background(), f.g, tallyExe(t, 1<<20), cb.AllTargets(), compute.Options{Engine: compute.EngineHost})
+	st, err := cb.Scan(context.Background(), f.g, tallyExe(t, 1<<20), cb.AllTargets(), compute.Options{Placement: compute.PlaceHost})
 	if err != nil || len(st.Maps) != 1 || len(st.Maps[0].Entries) != 1024 {
 		t.Fatalf("%v", err)
 	}
@@ -91,7 +91,7 @@ func TestDeviceMapMemory(t *testing.T) {
 	// reactor drives the device, each through its own queue, and the
 	// device core runs the first chunks while the second job starts.)
 	st, err := cb.Scan(context.Background(), f.g, tallyExe(t, 1<<20), cb.AllTargets(),
-		compute.Options{Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 16 << 10, InFlight: 1})
+		compute.Options{Placement: compute.PlaceDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 16 << 10, InFlight: 1})
 	if err == nil && (st == nil || len(st.Faults) == 0) {
 		t.Fatal("device ran more instances than its map memory holds")
 	}

@@ -222,7 +222,7 @@ func BenchmarkScanVsPlainLoop(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				t0, c0 := time.Now(), cpuTime(b)
-				st, err := cb.Scan(context.Background(), g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineHost})
+				st, err := cb.Scan(context.Background(), g, exe, cb.AllTargets(), compute.Options{Placement: compute.PlaceHost})
 				scanT += time.Since(t0)
 				cpu += cpuTime(b) - c0
 				if err != nil || len(st.Faults) > 0 {

@@ -85,7 +85,7 @@ func (s *sparseSet) scan(t *testing.T, cb *compute.Bdev, chunk int) *compute.Sta
 	t.Helper()
 	got := make([][]uint64, len(s.bdevs))
 	st, err := cb.Scan(context.Background(), s.g, memmemExe(t), cb.AllTargets(), compute.Options{
-		Engine: compute.EngineHost, ChunkBytes: chunk,
+		Placement: compute.PlaceHost, ChunkBytes: chunk,
 		OnMatch: func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) },
 	})
 	if err != nil {
@@ -183,7 +183,7 @@ func TestScanStartFailureIsClean(t *testing.T) {
 		runs = 100
 	}
 	for i := range runs {
-		_, err := both.Scan(context.Background(), s.g, exe, both.AllTargets(), compute.Options{Engine: compute.EngineHost, ChunkBytes: 4 << 10, InFlight: 2})
+		_, err := both.Scan(context.Background(), s.g, exe, both.AllTargets(), compute.Options{Placement: compute.PlaceHost, ChunkBytes: 4 << 10, InFlight: 2})
 		if err == nil {
 			t.Fatalf("run %d: a scan needing 2 queue pairs of 1 started", i)
 		}
@@ -236,7 +236,7 @@ func TestCancelledScanIsClean(t *testing.T) {
 	exe := memmemExe(t)
 	for i := range 20 {
 		ctx, cancel := context.WithCancel(context.Background())
-		opts := compute.Options{Engine: compute.EngineHost, ChunkBytes: 16 << 10}
+		opts := compute.Options{Placement: compute.PlaceHost, ChunkBytes: 16 << 10}
 		if i%2 == 0 {
 			cancel() // before the start: the first reads are in flight when the scan sees it
 		} else {
@@ -287,7 +287,7 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 		runs = 10
 	}
 	for i := range runs {
-		_, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineDevice, ChunkBytes: 64 << 10, InFlight: 2, Devices: []*nvme.Controller{dev}})
+		_, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Placement: compute.PlaceDevice, ChunkBytes: 64 << 10, InFlight: 2, Devices: []*nvme.Controller{dev}})
 		if err == nil || !strings.Contains(err.Error(), "queue pairs are in use") {
 			t.Fatalf("run %d: %v, want a start that runs out of queue pairs", i, err)
 		}
@@ -307,7 +307,7 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 	}
 	// One job (five chunks, eight in flight) fits, if the device memory,
 	// the range sets and the program slot are free again.
-	got, st := f.scanAll(t, cb, compute.Options{Engine: compute.EngineDevice, ChunkBytes: 1 << 20, InFlight: 8, Devices: []*nvme.Controller{dev}})
+	got, st := f.scanAll(t, cb, compute.Options{Placement: compute.PlaceDevice, ChunkBytes: 1 << 20, InFlight: 8, Devices: []*nvme.Controller{dev}})
 	for i := range f.bdevs {
 		if want := f.reference(i); !slices.Equal(got[i], want) {
 			t.Fatalf("%s: %d matches, reference %d", f.bdevs[i].Name(), len(got[i]), len(want))

@@ -88,7 +88,7 @@ func TestScanStagedInCMB(t *testing.T) {
 	scan := func(staging compute.Staging) ([]compute.Match, *compute.Stats) {
 		var ms []compute.Match
 		st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{
-			Engine: compute.EngineHost, Staging: staging, ChunkBytes: 64 << 10,
+			Placement: compute.PlaceHost, Staging: staging, ChunkBytes: 64 << 10,
 			OnMatch: func(m compute.Match) { ms = append(ms, m) }})
 		if err != nil {
 			t.Fatal(err)
