@@ -217,7 +217,7 @@ func FuzzParseIdentify(f *testing.F) {
 			}
 		}
 		ParseNSDescriptors(page)
-		ParseIOCommandSets(page)
+		parseIOCommandSets(page)
 		ParseSMARTLog(page[:SMARTLogSize])
 		ParseErrorLog(b)
 		ParseIdentifyController(b)
