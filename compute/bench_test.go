@@ -10,6 +10,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
@@ -82,7 +83,7 @@ func newBenchSet(b *testing.B) *benchSet {
 			s.total += uint64(len(data))
 		}
 	}
-	mc, err := mock.NewController(bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 	}})
@@ -184,8 +185,8 @@ func BenchmarkScan(b *testing.B) {
 		exe := p.load(b)
 		for _, eng := range []struct {
 			name string
-			kind compute.EngineKind
-		}{{"host", compute.EngineHost}, {"device", compute.EngineDevice}} {
+			kind compute.Placement
+		}{{"host", compute.PlaceHost}, {"device", compute.PlaceDevice}} {
 			for _, cores := range []string{"0", "0-1"} {
 				b.Run(fmt.Sprintf("filter=%s/engine=%s/reactors=%d", p.name, eng.name, len(cores)/2+1), func(b *testing.B) {
 					g, err := poller.Start(poller.Config{Cores: cores, NoPin: true})
@@ -193,7 +194,7 @@ func BenchmarkScan(b *testing.B) {
 						b.Fatal(err)
 					}
 					defer g.Stop()
-					opts := compute.Options{Engine: eng.kind, Devices: []*nvme.Controller{s.dev}}
+					opts := compute.Options{Placement: eng.kind, Devices: []*nvme.Controller{s.dev}}
 					b.SetBytes(int64(s.total))
 					b.ResetTimer()
 					var toHost, scanned uint64

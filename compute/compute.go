@@ -27,7 +27,7 @@
 // of a device what its reactors keep in flight, however many targets it
 // has, and gives it all back when it ends.
 //
-// Stats.Targets says where each target ran and, when EngineAuto kept it on
+// Stats.Targets says where each target ran and, when PlaceAuto kept it on
 // the host, why (no compute device, none that reaches the namespace, a
 // partial last block, an overlap, the device's memory taken).
 //

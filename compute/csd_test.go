@@ -9,6 +9,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/poller"
@@ -19,7 +20,7 @@ import (
 func newCSD(tb testing.TB, bus *mock.Bus, serial, nqn string) *nvme.Controller {
 	tb.Helper()
 	mc, err := mock.NewController(bus, mock.Config{Serial: serial, Subsystem: nqn, Mode: mock.DeviceCore,
-		Compute: &mock.ComputeConfig{Cores: 1}, Namespaces: []mock.NamespaceConfig{
+		Compute: &mock.ComputeConfig{Cores: 1, Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 			{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 			{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 		}})
@@ -76,7 +77,7 @@ func TestSeveralDevicesShareTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	opts := compute.Options{Engine: compute.EngineDevice, ChunkBytes: 16 << 10, InFlight: 2, Devices: []*nvme.Controller{d1, d2}}
+	opts := compute.Options{Placement: compute.PlaceDevice, ChunkBytes: 16 << 10, InFlight: 2, Devices: []*nvme.Controller{d1, d2}}
 	// The bus traffic of a scan's setup and teardown (Identify, Load
 	// Program, range sets), measured with no targets.
 	b0 := f.bus.Stats()
@@ -145,7 +146,7 @@ func TestOtherSubsystemFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	_, err = cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}})
+	_, err = cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Placement: compute.PlaceDevice, Devices: []*nvme.Controller{dev}})
 	if err == nil || !strings.Contains(err.Error(), "not in") || !strings.Contains(err.Error(), "NVM subsystem") {
 		t.Fatalf("device engine over another subsystem's namespace: %v", err)
 	}
@@ -193,7 +194,7 @@ func BenchmarkOffloadDevices(b *testing.B) {
 	b.SetBytes(2 * int64(s.total))
 	for range b.N {
 		for n := 1; n <= 2; n++ {
-			st, err := cb.Scan(context.Background(), g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineDevice, Devices: devs[:n]})
+			st, err := cb.Scan(context.Background(), g, exe, cb.AllTargets(), compute.Options{Placement: compute.PlaceDevice, Devices: devs[:n]})
 			if err != nil || len(st.Faults) > 0 {
 				b.Fatal(err, st.Faults)
 			}

@@ -6,16 +6,17 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/poller"
 )
 
 // Scan the embedded demo subsystem for blocks holding ERROR log lines. With
-// EngineAuto the program runs on the demo's compute-capable controller, and
+// PlaceAuto the program runs on the demo's compute-capable controller, and
 // only the match lists reach the host.
 func ExampleBdev_Scan() {
-	set, err := device.Open([]string{"mock"}, device.Options{})
+	set, err := device.Open([]string{"mock"}, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
@@ -54,12 +55,12 @@ func TestScanMapMemoryPerInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	_, err = cb.Scan(context.Background(), f.g, tallyExe(t, 12<<10), cb.AllTargets(), compute.Options{Engine: compute.EngineHost})
+	_, err = cb.Scan(context.Background(), f.g, tallyExe(t, 12<<10), cb.AllTargets(), compute.Options{Placement: compute.PlaceHost})
 	var me *engine.MapMemoryError
 	if !errors.As(err, &me) || me.Instances != 2 || !strings.Contains(err.Error(), "for 2 instances, over the map memory limit of 12 KiB") {
 		t.Fatalf("got %v", err)
 	}
-	st, err := cb.Scan(context.Background(), f.g, tallyExe(t, 1<<20), cb.AllTargets(), compute.Options{Engine: compute.EngineHost})
+	st, err := cb.Scan(context.Background(), f.g, tallyExe(t, 1<<20), cb.AllTargets(), compute.Options{Placement: compute.PlaceHost})
 	if err != nil || len(st.Maps) != 1 || len(st.Maps[0].Entries) != 1024 {
 		t.Fatalf("%v", err)
 	}
@@ -72,7 +73,7 @@ func TestDeviceMapMemory(t *testing.T) {
 	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
-	}, Compute: &mock.ComputeConfig{MapMemory: 12 << 10}, Mode: mock.DeviceCore})
+	}, Compute: &mock.ComputeConfig{MapMemory: 12 << 10, Runner: csd.Runner{}}, Mode: mock.DeviceCore})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +91,7 @@ func TestDeviceMapMemory(t *testing.T) {
 	// reactor drives the device, each through its own queue, and the
 	// device core runs the first chunks while the second job starts.)
 	st, err := cb.Scan(context.Background(), f.g, tallyExe(t, 1<<20), cb.AllTargets(),
-		compute.Options{Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 16 << 10, InFlight: 1})
+		compute.Options{Placement: compute.PlaceDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 16 << 10, InFlight: 1})
 	if err == nil && (st == nil || len(st.Faults) == 0) {
 		t.Fatal("device ran more instances than its map memory holds")
 	}

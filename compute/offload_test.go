@@ -15,6 +15,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
@@ -29,7 +30,7 @@ const testNQN = "nqn.2026-01.io.bpfblk:test:compute"
 // fixture's bus and returns its driver.
 func (f *fixture) addCompute(t *testing.T, mode mock.Mode) *nvme.Controller {
 	t.Helper()
-	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mode, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mode, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 64 << 20, CSI: nvme.CSISLM},
 	}})
@@ -87,12 +88,12 @@ func TestEnginesMatchReference(t *testing.T) {
 	}
 	defer cb.Close()
 	for _, run := range []struct {
-		kind  compute.EngineKind
+		kind  compute.Placement
 		chunk int
-	}{{compute.EngineAuto, 64 << 10}, {compute.EngineDevice, 4096}, {compute.EngineHost, 1 << 20}} {
+	}{{compute.PlaceAuto, 64 << 10}, {compute.PlaceDevice, 4096}, {compute.PlaceHost, 1 << 20}} {
 		kind, chunk := run.kind, run.chunk
 		{
-			got, st := f.scanAll(t, cb, compute.Options{Engine: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}})
+			got, st := f.scanAll(t, cb, compute.Options{Placement: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}})
 			var total, matches uint64
 			for i := range f.bdevs {
 				want := f.reference(i)
@@ -102,7 +103,7 @@ func TestEnginesMatchReference(t *testing.T) {
 				total += uint64(len(f.data[i]))
 				matches += uint64(len(want))
 				wantEngine := dev.Name()
-				if kind == compute.EngineHost {
+				if kind == compute.PlaceHost {
 					wantEngine = "host"
 				}
 				if st.Targets[i].Engine != wantEngine {
@@ -112,7 +113,7 @@ func TestEnginesMatchReference(t *testing.T) {
 			if st.BytesScanned != total || len(st.Faults) != 0 || st.Matches != matches {
 				t.Fatalf("engine %d: stats %+v", kind, st)
 			}
-			if kind == compute.EngineHost {
+			if kind == compute.PlaceHost {
 				if st.BytesToHost != total || st.BytesThroughHost != total {
 					t.Fatalf("host engine: to host %d, through host %d, want %d", st.BytesToHost, st.BytesThroughHost, total)
 				}
@@ -138,7 +139,7 @@ func TestEngineDeviceWithoutComputeFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cb.Close()
-	_, err = cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Engine: compute.EngineDevice})
+	_, err = cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Placement: compute.PlaceDevice})
 	if err == nil || !strings.Contains(err.Error(), "no compute-capable controller can reach") {
 		t.Fatalf("device engine without a compute device: %v", err)
 	}
@@ -167,8 +168,8 @@ func TestOffloadFaults(t *testing.T) {
 	f.mocks[0].InjectFault(mock.Fault{NSID: 1, LBA: 700, Blocks: 1, Status: nvme.ErrUnrecoveredRead})
 	f.mocks[1].InjectFault(mock.Fault{NSID: 1, LBA: 5, Blocks: 1, Status: nvme.ErrUnrecoveredRead})
 	const chunk = 16 << 10
-	for _, kind := range []compute.EngineKind{compute.EngineDevice, compute.EngineHost} {
-		got, st := f.scanAll(t, cb, compute.Options{Engine: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}})
+	for _, kind := range []compute.Placement{compute.PlaceDevice, compute.PlaceHost} {
+		got, st := f.scanAll(t, cb, compute.Options{Placement: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}})
 		if len(st.Faults) != 2 {
 			t.Fatalf("engine %d: faults %v", kind, st.Faults)
 		}
@@ -260,10 +261,10 @@ func TestProgramFaultInOneChunk(t *testing.T) {
 	}
 	defer cb.Close()
 	exe := chunkStartScanner(t)
-	for _, kind := range []compute.EngineKind{compute.EngineDevice, compute.EngineHost} {
+	for _, kind := range []compute.Placement{compute.PlaceDevice, compute.PlaceHost} {
 		got := make([][]uint64, len(f.bdevs))
 		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{
-			Engine: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}, InFlight: 3,
+			Placement: kind, ChunkBytes: chunk, Devices: []*nvme.Controller{dev}, InFlight: 3,
 			OnMatch: func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) },
 		})
 		if err != nil {
@@ -353,8 +354,8 @@ func TestOffloadMaps(t *testing.T) {
 	for _, b := range f.bdevs {
 		blocks += b.NumBlocks()
 	}
-	for _, kind := range []compute.EngineKind{compute.EngineDevice, compute.EngineHost} {
-		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Engine: kind, Devices: []*nvme.Controller{dev}, ChunkBytes: 64 << 10})
+	for _, kind := range []compute.Placement{compute.PlaceDevice, compute.PlaceHost} {
+		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Placement: kind, Devices: []*nvme.Controller{dev}, ChunkBytes: 64 << 10})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -393,7 +394,7 @@ func TestConcurrentOffloadScans(t *testing.T) {
 		got[i] = make([][]uint64, len(cb.Bases()))
 		go func() {
 			st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{
-				Engine: compute.EngineDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 32 << 10,
+				Placement: compute.PlaceDevice, Devices: []*nvme.Controller{dev}, ChunkBytes: 32 << 10,
 				OnMatch: func(m compute.Match) { got[i][m.Target] = append(got[i][m.Target], m.LBA) },
 			})
 			if err == nil && len(st.Faults) > 0 {

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/poller"
@@ -34,7 +36,7 @@ var (
 
 // logNeedle is what the benchmark looks for, as `bpfblk scan` does by
 // default.
-var logNeedle = []byte(device.DemoPattern)
+var logNeedle = []byte(demo.Pattern)
 
 // writeLogFiles writes n files of size bytes of log-like text into dir.
 func writeLogFiles(tb testing.TB, dir string, n int, size int64) []string {
@@ -197,7 +199,7 @@ func BenchmarkScanVsPlainLoop(b *testing.B) {
 	if want == 0 {
 		b.Fatal("no block of the files matches")
 	}
-	set, err := device.Open(addrs, device.Options{})
+	set, err := device.Open(addrs, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -220,7 +222,7 @@ func BenchmarkScanVsPlainLoop(b *testing.B) {
 			b.ResetTimer()
 			for range b.N {
 				t0, c0 := time.Now(), cpuTime(b)
-				st, err := cb.Scan(context.Background(), g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineHost})
+				st, err := cb.Scan(context.Background(), g, exe, cb.AllTargets(), compute.Options{Placement: compute.PlaceHost})
 				scanT += time.Since(t0)
 				cpu += cpuTime(b) - c0
 				if err != nil || len(st.Faults) > 0 {

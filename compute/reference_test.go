@@ -14,6 +14,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
@@ -104,7 +105,7 @@ func openDemo(t *testing.T) (*device.Set, *poller.Group, []*demoNS) {
 	// Admin commands such as Load Program (which verifies the program on
 	// the device) get more than the default 5 s: a loaded machine running
 	// the race detector takes that long.
-	set, err := device.Open([]string{"mock"}, device.Options{NVMe: nvme.Options{AdminTimeout: time.Minute}})
+	set, err := device.Open([]string{"mock"}, device.Options{NVMe: nvme.Options{AdminTimeout: time.Minute}, Programs: csd.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,14 +249,14 @@ func TestExampleFiltersMatchReference(t *testing.T) {
 			targets := refTargets(nss)
 			want := reference(f, nss, targets, uint64(chunk))
 			sortMatches(want)
-			engines := []compute.EngineKind{compute.EngineHost, compute.EngineDevice}
+			engines := []compute.Placement{compute.PlaceHost, compute.PlaceDevice}
 			if f.overlap > 0 {
 				engines = engines[:1]
 			}
 			for _, eng := range engines {
-				name := fmt.Sprintf("%s/chunk=%d/%v", f.name, chunk, map[compute.EngineKind]string{compute.EngineHost: "host", compute.EngineDevice: "device"}[eng])
+				name := fmt.Sprintf("%s/chunk=%d/%v", f.name, chunk, map[compute.Placement]string{compute.PlaceHost: "host", compute.PlaceDevice: "device"}[eng])
 				var got []refMatch
-				st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Engine: eng, ChunkBytes: chunk, Devices: set.Controllers, Overlap: f.overlap,
+				st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Placement: eng, ChunkBytes: chunk, Devices: set.Controllers, Overlap: f.overlap,
 					OnMatch: func(m compute.Match) { got = append(got, refMatch{targets[m.Target].Base, m.LBA, m.Offset}) }})
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
@@ -311,8 +312,8 @@ func TestAggregateMatchesReference(t *testing.T) {
 		}
 		// (Host engines only: the device's merged by_key holds more keys
 		// than the map declares, which reading its state refuses.)
-		for _, eng := range []compute.EngineKind{compute.EngineHost} {
-			st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Engine: eng, ChunkBytes: chunk, Devices: set.Controllers})
+		for _, eng := range []compute.Placement{compute.PlaceHost} {
+			st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Placement: eng, ChunkBytes: chunk, Devices: set.Controllers})
 			if err != nil || len(st.Faults) > 0 {
 				t.Fatalf("chunk %d: %v %v", chunk, err, st.Faults)
 			}
@@ -343,9 +344,9 @@ func TestEmitLossIsCounted(t *testing.T) {
 	targets := refTargets(nss)
 	const chunk, capVals = 64 << 10, 3000 // a chunk emits 4096 values
 	want := reference(f, nss, targets, chunk)
-	for _, eng := range []compute.EngineKind{compute.EngineHost, compute.EngineDevice} {
+	for _, eng := range []compute.Placement{compute.PlaceHost, compute.PlaceDevice} {
 		var got uint64
-		st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Engine: eng, ChunkBytes: chunk, EmitCap: capVals, Devices: set.Controllers,
+		st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Placement: eng, ChunkBytes: chunk, EmitCap: capVals, Devices: set.Controllers,
 			OnMatch: func(compute.Match) { got++ }})
 		if err != nil || len(st.Faults) > 0 {
 			t.Fatalf("engine %d: %v %v", eng, err, st.Faults)
@@ -392,7 +393,7 @@ func TestOffloadManyTargets(t *testing.T) {
 	sortMatches(want)
 	for run := 0; run < 3; run++ {
 		var got []refMatch
-		st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Engine: compute.EngineDevice, Devices: set.Controllers,
+		st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{Placement: compute.PlaceDevice, Devices: set.Controllers,
 			OnMatch: func(m compute.Match) { got = append(got, refMatch{targets[m.Target].Base, m.LBA, m.Offset}) }})
 		if err != nil || len(st.Faults) > 0 {
 			t.Fatalf("run %d: %v %v", run, err, st.Faults)

@@ -122,36 +122,39 @@ type Match struct {
 	Offset uint32 // byte offset within the block (scanners)
 }
 
-// EngineKind selects where programs run.
-type EngineKind int
+// Placement selects where programs run: on a compute device or on host
+// cores. (How host cores run them, JIT or interpreter, is the engine:
+// compute/engine.Engine.)
+type Placement int
 
-// Engine choices.
+// Placements.
 const (
-	// EngineAuto offloads a target to a compute-capable controller that can
+	// PlaceAuto offloads a target to a compute-capable controller that can
 	// reach its data and runs it on host cores otherwise.
-	EngineAuto EngineKind = iota
-	// EngineDevice requires offload; a target no compute device reaches fails.
-	EngineDevice
-	// EngineHost runs every target on host compute cores.
-	EngineHost
+	PlaceAuto Placement = iota
+	// PlaceDevice requires offload; a target no compute device reaches fails.
+	PlaceDevice
+	// PlaceHost runs every target on host compute cores.
+	PlaceHost
 )
 
-// ParseEngine parses "auto", "device" or "host".
-func ParseEngine(s string) (EngineKind, error) {
+// ParsePlacement parses "auto", "device" or "host".
+func ParsePlacement(s string) (Placement, error) {
 	switch s {
 	case "auto":
-		return EngineAuto, nil
+		return PlaceAuto, nil
 	case "device":
-		return EngineDevice, nil
+		return PlaceDevice, nil
 	case "host":
-		return EngineHost, nil
+		return PlaceHost, nil
 	}
-	return 0, errors.Errorf("unknown engine %q (want auto, device or host)", s)
+	return 0, errors.Errorf("unknown placement %q (want auto, device or host)", s)
 }
 
 // Options tune Scan.
 type Options struct {
-	Engine EngineKind
+	// Placement is where each target's program runs (PlaceAuto).
+	Placement Placement
 	// ChunkBytes is the size of one program run's data (rounded down to the
 	// base's block size, at least one block); 0 means 256 KiB. It is also
 	// the unit in which reactors take work from a target: every reactor
@@ -272,7 +275,7 @@ type TargetStats struct {
 	BlockSize uint32
 	// Engine is where the target ran: "host" or the compute device's name.
 	Engine string
-	// Why says, when a target that EngineAuto could have offloaded ran on
+	// Why says, when a target that PlaceAuto could have offloaded ran on
 	// the host, what kept it there.
 	Why    string
 	Blocks uint64
@@ -325,10 +328,10 @@ type Stats struct {
 // are; then the error is ctx's. Faulty chunks are reported in Stats.Faults
 // and do not stop the scan.
 //
-// Per target the engine is chosen by opts.Engine: EngineAuto offloads to a
+// Per target the placement is chosen by opts.Placement: PlaceAuto offloads to a
 // compute-capable controller of opts.Devices that reaches the target's data
-// and scans on host cores otherwise, EngineDevice fails unless every target
-// can be offloaded, EngineHost never offloads.
+// and scans on host cores otherwise, PlaceDevice fails unless every target
+// can be offloaded, PlaceHost never offloads.
 //
 // Host targets are scanned by one worker per reactor of g. Each target has a
 // cursor that hands out its chunks (opts.ChunkBytes) with one atomic add per
@@ -371,13 +374,13 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	var devs []*offDevice
 	// noDevice says why targets that auto would offload run on the host.
 	noDevice := "no compute-capable controller among the devices"
-	if opts.Engine != EngineHost && len(opts.Devices) > 0 {
+	if opts.Placement != PlaceHost && len(opts.Devices) > 0 {
 		img, err := image.Encode(exe.Program())
 		if err != nil {
 			return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
 		}
 		if devs, err = openOffload(opts.Devices, img); err != nil {
-			if opts.Engine == EngineDevice {
+			if opts.Placement == PlaceDevice {
 				return nil, errors.Wrapf(err, "compute bdev %s", cb.name)
 			}
 			// auto: a device that refuses the program leaves the work to the host
@@ -427,7 +430,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		ts := TargetStats{Base: b.Name(), NSID: b.Info().NSID, BlockSize: uint32(bs), Engine: "host", Blocks: n, Bytes: bytes}
 		var why string
 		switch {
-		case opts.Engine == EngineHost:
+		case opts.Placement == PlaceHost:
 		case len(devs) == 0:
 			why = noDevice
 		case opts.Overlap > 0:
@@ -436,14 +439,14 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			why = fmt.Sprintf("its last block is partial (%d of %d bytes); offload runs whole blocks", tail, bs)
 		default:
 			var w string
-			if placed[ti], w = cb.offloadFor(devs, b, opts.Engine); len(placed[ti]) == 0 {
+			if placed[ti], w = cb.offloadFor(devs, b, opts.Placement); len(placed[ti]) == 0 {
 				why = "no compute device reaches its namespace: " + w
 			}
 		}
-		if len(placed[ti]) == 0 && why == "" && opts.Engine != EngineHost {
+		if len(placed[ti]) == 0 && why == "" && opts.Placement != PlaceHost {
 			why = "no compute device reaches its namespace"
 		}
-		if len(placed[ti]) == 0 && opts.Engine == EngineDevice {
+		if len(placed[ti]) == 0 && opts.Placement == PlaceDevice {
 			return fail(errors.Errorf("compute bdev %s: target %d (%s): no compute-capable controller can reach its data (%s; offload needs a controller with the Computational Programs and Subsystem Local Memory command sets that can copy from the namespace)", cb.name, ti, b.Name(), why))
 		}
 		ts.Why = why
@@ -482,7 +485,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			}
 			planned = append(planned, j)
 		}
-		if err != nil && errors.Is(err, errNoDeviceMemory) && (opts.Engine == EngineAuto || sharedByOthers(placed, mine, d)) {
+		if err != nil && errors.Is(err, errNoDeviceMemory) && (opts.Placement == PlaceAuto || sharedByOthers(placed, mine, d)) {
 			// The device is full: its targets go to the other devices
 			// that reach them, or to host cores.
 			if terr := teardownJobs(planned); terr != nil {
@@ -731,8 +734,8 @@ func hasWritableMaps(p *engine.Program) bool {
 
 // offloadFor returns the compute devices that take target base b (every
 // one that reaches its data), or none and why.
-func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, kind EngineKind) ([]*offDevice, string) {
-	if kind == EngineHost {
+func (cb *Bdev) offloadFor(devs []*offDevice, b *bdev.Bdev, kind Placement) ([]*offDevice, string) {
+	if kind == PlaceHost {
 		return nil, ""
 	}
 	if len(devs) == 0 {

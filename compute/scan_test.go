@@ -134,7 +134,7 @@ func TestHostScanMatchesReference(t *testing.T) {
 		exe, chunk := run.exe, run.chunk
 		got := make([][]uint64, len(f.bdevs))
 		st, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{
-			Engine: compute.EngineHost, ChunkBytes: chunk,
+			Placement: compute.PlaceHost, ChunkBytes: chunk,
 			OnMatch: func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) },
 		})
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/poller"
@@ -84,7 +85,7 @@ func (s *sparseSet) scan(t *testing.T, cb *compute.Bdev, chunk int) *compute.Sta
 	t.Helper()
 	got := make([][]uint64, len(s.bdevs))
 	st, err := cb.Scan(context.Background(), s.g, memmemExe(t), cb.AllTargets(), compute.Options{
-		Engine: compute.EngineHost, ChunkBytes: chunk,
+		Placement: compute.PlaceHost, ChunkBytes: chunk,
 		OnMatch: func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) },
 	})
 	if err != nil {
@@ -182,7 +183,7 @@ func TestScanStartFailureIsClean(t *testing.T) {
 		runs = 100
 	}
 	for i := range runs {
-		_, err := both.Scan(context.Background(), s.g, exe, both.AllTargets(), compute.Options{Engine: compute.EngineHost, ChunkBytes: 4 << 10, InFlight: 2})
+		_, err := both.Scan(context.Background(), s.g, exe, both.AllTargets(), compute.Options{Placement: compute.PlaceHost, ChunkBytes: 4 << 10, InFlight: 2})
 		if err == nil {
 			t.Fatalf("run %d: a scan needing 2 queue pairs of 1 started", i)
 		}
@@ -235,7 +236,7 @@ func TestCancelledScanIsClean(t *testing.T) {
 	exe := memmemExe(t)
 	for i := range 20 {
 		ctx, cancel := context.WithCancel(context.Background())
-		opts := compute.Options{Engine: compute.EngineHost, ChunkBytes: 16 << 10}
+		opts := compute.Options{Placement: compute.PlaceHost, ChunkBytes: 16 << 10}
 		if i%2 == 0 {
 			cancel() // before the start: the first reads are in flight when the scan sees it
 		} else {
@@ -263,7 +264,7 @@ func TestCancelledScanIsClean(t *testing.T) {
 // device memory and the program slot; then a scan that fits succeeds.
 func TestOffloadStartFailureIsClean(t *testing.T) {
 	f := newFixture(t)
-	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Namespaces: []mock.NamespaceConfig{
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSD0", Subsystem: testNQN, Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 32 << 20, CSI: nvme.CSISLM},
 	}})
@@ -286,7 +287,7 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 		runs = 10
 	}
 	for i := range runs {
-		_, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Engine: compute.EngineDevice, ChunkBytes: 64 << 10, InFlight: 2, Devices: []*nvme.Controller{dev}})
+		_, err := cb.Scan(context.Background(), f.g, exe, cb.AllTargets(), compute.Options{Placement: compute.PlaceDevice, ChunkBytes: 64 << 10, InFlight: 2, Devices: []*nvme.Controller{dev}})
 		if err == nil || !strings.Contains(err.Error(), "queue pairs are in use") {
 			t.Fatalf("run %d: %v, want a start that runs out of queue pairs", i, err)
 		}
@@ -306,7 +307,7 @@ func TestOffloadStartFailureIsClean(t *testing.T) {
 	}
 	// One job (five chunks, eight in flight) fits, if the device memory,
 	// the range sets and the program slot are free again.
-	got, st := f.scanAll(t, cb, compute.Options{Engine: compute.EngineDevice, ChunkBytes: 1 << 20, InFlight: 8, Devices: []*nvme.Controller{dev}})
+	got, st := f.scanAll(t, cb, compute.Options{Placement: compute.PlaceDevice, ChunkBytes: 1 << 20, InFlight: 8, Devices: []*nvme.Controller{dev}})
 	for i := range f.bdevs {
 		if want := f.reference(i); !slices.Equal(got[i], want) {
 			t.Fatalf("%s: %d matches, reference %d", f.bdevs[i].Name(), len(got[i]), len(want))

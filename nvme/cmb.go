@@ -16,7 +16,30 @@ type CMBInfo struct {
 	BIR    int    // BAR indicator
 	Offset uint64 // offset of the CMB in the BAR
 	Size   uint64 // bytes
+	Unit   uint64 // the size unit CMBSZ.SZU decodes to (4 KiB .. 64 GiB)
+	Loc    uint32 // raw CMBLOC (BIR, CDPMLS, CDPCILS, OFST)
 	SZ     uint32 // raw CMBSZ (SQS, CQS, LISTS, RDS, WDS bits)
+}
+
+// DecodeCMB decodes CMBLOC and CMBSZ (NVMe 1.4, 3.1.12 and 3.1.13): the one
+// decoder of those registers. ok is false when they report no CMB (a size
+// of zero); a reserved size unit or a BAR that cannot hold a CMB is an
+// error naming the register value.
+func DecodeCMB(loc, sz uint32) (info CMBInfo, ok bool, err error) {
+	if sz == 0 {
+		return CMBInfo{}, false, nil
+	}
+	szu := sz >> 8 & 0xf
+	if szu > 6 {
+		return CMBInfo{}, false, errors.Errorf("nvme: CMBSZ %#08x: size unit %d is reserved", sz, szu)
+	}
+	unit := uint64(4096) << (4 * szu)
+	info = CMBInfo{BIR: int(loc & 7), Offset: uint64(loc>>12) * unit, Size: uint64(sz>>12) * unit, Unit: unit, Loc: loc, SZ: sz}
+	// BAR1 is the upper half of the 64-bit BAR0 and 6/7 are reserved.
+	if info.BIR == 1 || info.BIR > 5 {
+		return CMBInfo{}, false, errors.Errorf("nvme: CMBLOC %#08x names BAR%d, which cannot hold a CMB", loc, info.BIR)
+	}
+	return info, info.Size != 0, nil
 }
 
 // ReadData reports whether read data may be placed in the CMB (RDS).
@@ -39,12 +62,11 @@ func (c *Controller) cmbInfoLocked() (CMBInfo, bool) {
 		c.t.Write64(RegCMBMSC, CMBMSCCRE)
 	}
 	loc, sz := c.t.Read32(RegCMBLOC), c.t.Read32(RegCMBSZ)
-	if sz == 0 || sz == 0xffffffff {
+	if sz == 0xffffffff {
 		return CMBInfo{}, false
 	}
-	size := CMBSizeBytes(sz)
-	szu := uint64(1) << (12 + 4*(sz>>8&0xf))
-	return CMBInfo{BIR: int(loc & 7), Offset: uint64(loc>>12) * szu, Size: size, SZ: sz}, size != 0
+	info, ok, err := DecodeCMB(loc, sz)
+	return info, ok && err == nil
 }
 
 // MapCMB maps the controller's CMB through the transport (which must

@@ -112,9 +112,9 @@ type MemRange struct {
 	Offset uint64
 }
 
-// PutMemRange encodes r into b[0:32]: MNSID u32, length u32, starting byte
+// putMemRange encodes r into b[0:32]: MNSID u32, length u32, starting byte
 // u64, 16 reserved bytes.
-func PutMemRange(b []byte, r MemRange) {
+func putMemRange(b []byte, r MemRange) {
 	clear(b[:MemRangeSize])
 	le.PutUint32(b[0:], r.NSID)
 	le.PutUint32(b[4:], r.Length)
@@ -138,9 +138,9 @@ type MemCopySource struct {
 	Blocks     uint32 // 1..65536
 }
 
-// PutMemCopySource encodes s into b[0:32]: SCNTLID u16 at 2, SLBA u64 at 8,
+// putMemCopySource encodes s into b[0:32]: SCNTLID u16 at 2, SLBA u64 at 8,
 // NLB (0-based) u16 at 16, SNSID u32 at 20.
-func PutMemCopySource(b []byte, s MemCopySource) {
+func putMemCopySource(b []byte, s MemCopySource) {
 	clear(b[:MemCopySourceSize])
 	le.PutUint16(b[2:], s.Controller)
 	le.PutUint64(b[8:], s.LBA)
@@ -342,7 +342,7 @@ func (c *Controller) CreateRangeSet(ns *Namespace, ranges []MemRange) (uint16, e
 	}
 	data := make([]byte, len(ranges)*MemRangeSize)
 	for i, r := range ranges {
-		PutMemRange(data[i*MemRangeSize:], r)
+		putMemRange(data[i*MemRangeSize:], r)
 	}
 	sqe := SQE{OPC: AdminMemRangeSetMg, NSID: ns.ID, CDW10: RangeSetSelCreate, CDW11: uint32(len(ranges) - 1)}
 	cqe, err := c.AdminCommand(&sqe, data, true)
@@ -444,7 +444,7 @@ func (q *QueuePair) MemoryCopy(ns *Namespace, dst uint64, src []MemCopySource, c
 	}
 	page, iova := q.dataPage(s)
 	for i := range src {
-		PutMemCopySource(page[i*MemCopySourceSize:], src[i])
+		putMemCopySource(page[i*MemCopySourceSize:], src[i])
 	}
 	*e = SQE{OPC: OpMemCopy, CID: cid, NSID: ns.ID, PRP1: iova, CDW10: uint32(dst), CDW11: uint32(dst >> 32),
 		CDW12: uint32(len(src)-1) | MemCopyFormatLBA<<8}

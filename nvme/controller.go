@@ -294,7 +294,7 @@ func (c *Controller) selectCommandSets() error {
 		}
 		return err
 	}
-	vecs, err := ParseIOCommandSets(data)
+	vecs, err := parseIOCommandSets(data)
 	if err != nil {
 		return err
 	}

@@ -272,9 +272,9 @@ func ParseNSDescriptors(b []byte) (NSDescriptors, error) {
 	return d, nil
 }
 
-// ParseIOCommandSets decodes the I/O Command Set data structure (CNS 1Ch):
+// parseIOCommandSets decodes the I/O Command Set data structure (CNS 1Ch):
 // 512 vectors of 64 bits, bit i set when CSI i is part of the combination.
-func ParseIOCommandSets(b []byte) ([]uint64, error) {
+func parseIOCommandSets(b []byte) ([]uint64, error) {
 	if len(b) < IdentifyDataSize {
 		return nil, errors.Errorf("nvme: I/O command set data needs %d bytes, have %d", IdentifyDataSize, len(b))
 	}

@@ -102,15 +102,6 @@ const (
 	CMBSZWDS   = 1 << 4 // write data may come from the CMB
 )
 
-// CMBSizeBytes decodes CMBSZ into a size in bytes.
-func CMBSizeBytes(cmbsz uint32) uint64 {
-	szu := cmbsz >> 8 & 0xf
-	if szu > 6 {
-		return 0
-	}
-	return uint64(cmbsz>>12) << (12 + 4*szu)
-}
-
 // CMBMSC fields.
 const (
 	CMBMSCCRE  = 1 << 0 // capabilities registers enabled (CMBLOC/CMBSZ readable)

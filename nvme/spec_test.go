@@ -90,8 +90,8 @@ func TestDoorbellOffset(t *testing.T) {
 	if c.MQES() != 2047 || !c.CQR() || c.TO().Seconds() != 7.5 || c.DSTRD() != 0 || c.CSS() != 0xc1 || !c.CMBS() || c.MPSMAX() != 4 {
 		t.Fatalf("CAP decode: %d %v %v %d %#x %v", c.MQES(), c.CQR(), c.TO(), c.DSTRD(), c.CSS(), c.CMBS())
 	}
-	if CMBSizeBytes(0x0004021d) != 64<<20 {
-		t.Fatalf("CMBSZ decode %d", CMBSizeBytes(0x0004021d))
+	if i, ok, err := DecodeCMB(0x62, 0x0004021d); !ok || err != nil || i.Size != 64<<20 || i.BIR != 2 {
+		t.Fatalf("CMBSZ decode %+v %v %v", i, ok, err)
 	}
 }
 
@@ -217,7 +217,7 @@ func FuzzParseIdentify(f *testing.F) {
 			}
 		}
 		ParseNSDescriptors(page)
-		ParseIOCommandSets(page)
+		parseIOCommandSets(page)
 		ParseSMARTLog(page[:SMARTLogSize])
 		ParseErrorLog(b)
 		ParseIdentifyController(b)

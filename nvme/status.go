@@ -55,7 +55,7 @@ func (e StatusError) Field() uint16 {
 
 // Error returns the spec's name for the status.
 func (e StatusError) Error() string {
-	s := fmt.Sprintf("nvme: %s (SCT %#x SC %#02x", StatusName(e.SCT, e.SC), e.SCT, e.SC)
+	s := fmt.Sprintf("nvme: %s (SCT %#x SC %#02x", statusName(e.SCT, e.SC), e.SCT, e.SC)
 	if e.DNR {
 		s += ", DNR"
 	}
@@ -250,8 +250,8 @@ var pathNames = map[uint8]string{
 	0x71: "Command Aborted By Host",
 }
 
-// StatusName returns the spec's name for a status code type and code.
-func StatusName(sct, sc uint8) string {
+// statusName returns the spec's name for a status code type and code.
+func statusName(sct, sc uint8) string {
 	var m map[uint8]string
 	switch sct {
 	case SCTGeneric:

@@ -11,8 +11,6 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/nvme"
-	"github.com/bpfblk/bpfblk/nvme/mock"
-	"github.com/bpfblk/bpfblk/nvme/vfio"
 )
 
 // Via selects how Copy moves data.
@@ -296,15 +294,8 @@ func shareHostMemory(a, b *nvme.Controller) bool {
 	if a == b {
 		return true
 	}
-	switch at := a.Transport().(type) {
-	case *mock.Controller:
-		bt, ok := b.Transport().(*mock.Controller)
-		return ok && at.Bus() == bt.Bus()
-	case *vfio.Device:
-		bt, ok := b.Transport().(*vfio.Device)
-		return ok && at.Container() == bt.Container()
-	}
-	return false
+	sh, ok := a.Transport().(HostMemorySharer)
+	return ok && sh.SharesHostMemory(b.Transport())
 }
 
 // pipe is the copy engine: slots cycle free -> reading -> writing -> free

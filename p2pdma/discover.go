@@ -66,37 +66,27 @@ func (c CMB) String() string {
 	return fmt.Sprintf("%d MiB in BAR%d at %#x [%s]", c.Size>>20, c.BIR, c.Offset, strings.Join(f, " "))
 }
 
-// DecodeCMB decodes CMBLOC and CMBSZ (NVMe 1.4, 3.1.12 and 3.1.13). A size
-// of zero is ErrNoCMB; a reserved size unit or a BAR that cannot hold a CMB
-// is an error naming the register value.
+// DecodeCMB decodes CMBLOC and CMBSZ with nvme.DecodeCMB, adding the
+// capability bits p2pdma cares about. A size of zero is ErrNoCMB; a
+// reserved size unit or a BAR that cannot hold a CMB is an error naming the
+// register value.
 func DecodeCMB(loc, sz uint32) (CMB, error) {
-	if sz == 0 {
+	i, ok, err := nvme.DecodeCMB(loc, sz)
+	if err != nil {
+		return CMB{}, err
+	}
+	if !ok {
 		return CMB{}, ErrNoCMB
 	}
-	szu := sz >> 8 & 0xf
-	if szu > 6 {
-		return CMB{}, errors.Errorf("p2pdma: CMBSZ %#08x: size unit %d is reserved", sz, szu)
-	}
-	unit := uint64(4096) << (4 * szu)
-	c := CMB{
-		BIR: int(loc & 7), Unit: unit, Loc: loc, SZ: sz,
-		Offset:   uint64(loc>>12) * unit,
-		Size:     uint64(sz>>12) * unit,
+	return CMB{
+		BIR: i.BIR, Unit: i.Unit, Loc: loc, SZ: sz, Offset: i.Offset, Size: i.Size,
 		SQ:       sz&nvme.CMBSZSQS != 0,
 		CQ:       sz&nvme.CMBSZCQS != 0,
 		Lists:    sz&nvme.CMBSZLISTS != 0,
 		ReadData: sz&nvme.CMBSZRDS != 0, WriteData: sz&nvme.CMBSZWDS != 0,
 		MixedData:       loc&cmblocCDPMLS != 0,
 		IndependentData: loc&cmblocCDPCILS != 0,
-	}
-	// BAR1 is the upper half of the 64-bit BAR0 and 6/7 are reserved.
-	if c.BIR == 1 || c.BIR > 5 {
-		return CMB{}, errors.Errorf("p2pdma: CMBLOC %#08x names BAR%d, which cannot hold a CMB", loc, c.BIR)
-	}
-	if c.Size == 0 {
-		return CMB{}, ErrNoCMB
-	}
-	return c, nil
+	}, nil
 }
 
 // Discover reads a controller's CMB registers through its transport: for an

@@ -11,6 +11,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
+	"github.com/bpfblk/bpfblk/nvme/vfio"
 )
 
 // rig is a mock bus with controllers and the bdevs of their namespaces.
@@ -166,3 +167,11 @@ func (r *rig) sortedCtrls(names ...string) []*nvme.Controller {
 	}
 	return out
 }
+
+// The transports implement the interfaces p2pdma declares.
+var (
+	_ CMBSharer        = (*mock.Controller)(nil)
+	_ HostMemorySharer = (*mock.Controller)(nil)
+	_ CMBSharer        = (*vfio.Device)(nil)
+	_ HostMemorySharer = (*vfio.Device)(nil)
+)

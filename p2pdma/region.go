@@ -10,8 +10,6 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/nvme"
-	"github.com/bpfblk/bpfblk/nvme/mock"
-	"github.com/bpfblk/bpfblk/nvme/vfio"
 )
 
 // ErrNoPeerPath means a controller cannot reach a region by DMA: it sits on
@@ -31,7 +29,6 @@ type Region struct {
 	mu    sync.Mutex
 	refs  int
 	peers map[*nvme.Controller]*nvme.DMA
-	vcmb  *vfio.CMB
 	undo  []func() error
 }
 
@@ -202,11 +199,12 @@ func (r *Region) CanWrite(c *nvme.Controller) bool { return c != r.owner || r.cm
 
 // Peer registers c as a user of the region and returns the region as c
 // sees it: Buf is the CPU mapping, IOVA the address c puts in its commands.
-// On the mock bus every controller of the owner's bus reaches the CMB where
-// the owner mapped it; over VFIO the CMB's BAR mmap is mapped into c's IOMMU
-// address space (VFIO_IOMMU_MAP_DMA) unless c shares the owner's container,
-// where it is mapped already. A controller with no path is ErrNoPeerPath.
-// Registration lasts until the region's last Close.
+// The owner's transport decides whether and how c reaches the CMB
+// (CMBSharer): on the mock bus every controller of the owner's bus reaches
+// it where the owner mapped it; over VFIO the CMB's BAR mmap is mapped into
+// c's IOMMU address space unless c shares the owner's container. A
+// controller with no path is ErrNoPeerPath. Registration lasts until the
+// region's last Close.
 func (r *Region) Peer(c *nvme.Controller) (*nvme.DMA, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -216,39 +214,22 @@ func (r *Region) Peer(c *nvme.Controller) (*nvme.DMA, error) {
 	if v := r.peers[c]; v != nil {
 		return v, nil
 	}
-	switch ot := r.owner.Transport().(type) {
-	case *mock.Controller:
-		pt, ok := c.Transport().(*mock.Controller)
-		if !ok || pt.Bus() != ot.Bus() {
-			return nil, kindf(ErrNoPeerPath, "%s is not on the bus of %s", c.Name(), r.owner.Name())
-		}
-		if _, kind, ok := ot.Bus().Translate(r.dma.IOVA, len(r.dma.Buf)); !ok || kind != mock.PeerMemory {
-			return nil, errors.Errorf("p2pdma: the CMB of %s is not mapped on its bus at %#x", r.owner.Name(), r.dma.IOVA)
-		}
-		r.peers[c] = r.dma
-		return r.dma, nil
-	case *vfio.Device:
-		pt, ok := c.Transport().(*vfio.Device)
-		if !ok {
-			return nil, kindf(ErrNoPeerPath, "%s is not a VFIO device like %s", c.Name(), r.owner.Name())
-		}
-		if r.vcmb == nil {
-			vc, err := ot.CMB()
-			if err != nil {
-				return nil, errors.Wrapf(err, "p2pdma: CMB of %s", r.owner.Name())
-			}
-			r.vcmb = vc
-		}
-		v, err := pt.MapPeer(r.vcmb)
-		if err != nil {
-			return nil, kindf(ErrNoPeerPath, "%v", err)
-		}
-		vc := r.vcmb
-		r.undo = append(r.undo, func() error { return pt.UnmapPeer(vc) })
-		r.peers[c] = v
-		return v, nil
+	sh, ok := r.owner.Transport().(CMBSharer)
+	if !ok {
+		return nil, kindf(ErrNoPeerPath, "transport %T of %s cannot share its CMB", r.owner.Transport(), r.owner.Name())
 	}
-	return nil, kindf(ErrNoPeerPath, "transport %T of %s cannot share its CMB", r.owner.Transport(), r.owner.Name())
+	v, undo, reachable, err := sh.ShareCMB(c.Transport(), r.dma)
+	if !reachable {
+		return nil, kindf(ErrNoPeerPath, "%v", err)
+	}
+	if err != nil {
+		return nil, errors.Wrap(err, "p2pdma")
+	}
+	if undo != nil {
+		r.undo = append(r.undo, undo)
+	}
+	r.peers[c] = v
+	return v, nil
 }
 
 // Block is an allocated part of a region.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
-	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/filters"
@@ -25,9 +25,9 @@ func errorFilter(t *testing.T) *engine.Executable {
 		t.Fatal(err)
 	}
 	pat := make([]byte, 8)
-	copy(pat, device.DemoPattern)
+	copy(pat, demo.Pattern)
 	p, err := engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_filter",
-		Vars: map[string]any{"pattern": binary.LittleEndian.Uint64(pat), "pattern_len": uint32(len(device.DemoPattern))}})
+		Vars: map[string]any{"pattern": binary.LittleEndian.Uint64(pat), "pattern_len": uint32(len(demo.Pattern))}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestScanStagedInCMB(t *testing.T) {
 		}
 		bs := b.BlockSize()
 		for blk := 3 + i; blk < size/bs; blk += 7 + i {
-			copy(data[blk*bs+(blk*13)%(bs-8):], device.DemoPattern)
+			copy(data[blk*bs+(blk*13)%(bs-8):], demo.Pattern)
 			want = append(want, compute.Match{Target: i, NSID: b.Info().NSID, LBA: uint64(blk)})
 		}
 		blockIO(t, b, true, 0, data)
@@ -88,7 +88,7 @@ func TestScanStagedInCMB(t *testing.T) {
 	scan := func(staging compute.Staging) ([]compute.Match, *compute.Stats) {
 		var ms []compute.Match
 		st, err := cb.Scan(context.Background(), g, exe, targets, compute.Options{
-			Engine: compute.EngineHost, Staging: staging, ChunkBytes: 64 << 10,
+			Placement: compute.PlaceHost, Staging: staging, ChunkBytes: 64 << 10,
 			OnMatch: func(m compute.Match) { ms = append(ms, m) }})
 		if err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
 	"github.com/bpfblk/bpfblk/bdev/uring"
 	"github.com/bpfblk/bpfblk/poller"
 )
@@ -87,7 +88,7 @@ func TestDemoData(t *testing.T) {
 	defer set.Close()
 	for i, b := range set.Bdevs {
 		c, ns := bdev.NVMeNamespace(b)
-		want := DemoData(i, b.BlockSize(), b.NumBlocks())
+		want := demo.Data(i, b.BlockSize(), b.NumBlocks())
 		qp, err := c.NewQueuePair(128)
 		if err != nil {
 			t.Fatal(err)
@@ -111,7 +112,7 @@ func TestDemoData(t *testing.T) {
 		blocks := 0
 		for off := 0; off < len(got); off += b.BlockSize() {
 			blk := got[off : off+b.BlockSize()]
-			if bytes.Contains(blk, []byte(DemoPattern)) {
+			if bytes.Contains(blk, []byte(demo.Pattern)) {
 				blocks++
 			}
 			if !bytes.HasPrefix(blk, []byte("2026-11-25T")) {
@@ -412,4 +413,34 @@ func readAll(t *testing.T, b *bdev.Bdev) []byte {
 		t.Fatal(err)
 	}
 	return out
+}
+
+type completerFunc func(err error)
+
+func (f completerFunc) Complete(_ uint64, _ uint64, err error) { f(err) }
+
+// TestUnknownAddressListsSchemes: the error for an address no driver
+// matches names every registered scheme.
+func TestUnknownAddressListsSchemes(t *testing.T) {
+	_, err := Parse("nvme0n1")
+	if err == nil {
+		t.Fatal("nvme0n1 accepted")
+	}
+	for _, u := range []string{"mock", "mock:null", "file:PATH[,lba=512|4096]", "pci:DDDD:BB:DD.F", "uring:PATH", "tcp://HOST:PORT[/NQN]", "csd[:N]"} {
+		if !strings.Contains(err.Error(), u) {
+			t.Errorf("error %q does not list %s", err, u)
+		}
+	}
+}
+
+// TestRegisterRefusesDuplicates: a second driver for a registered scheme is
+// a programming error.
+func TestRegisterRefusesDuplicates(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("second mock driver registered")
+		}
+	}()
+	Register(Driver{Kind: Mock, Usage: "mock", Match: func(string) bool { return false },
+		Parse: func(string) (Spec, error) { return Spec{}, nil }, Open: func(*Opening, Spec) error { return nil }})
 }

@@ -11,6 +11,18 @@ import (
 
 const tcpScheme = "tcp://"
 
+// tcp://HOST:PORT[/NQN]: a subsystem over NVMe/TCP, or every NVM subsystem
+// the discovery controller lists.
+func init() {
+	Register(Driver{
+		Kind: TCP, Usage: "tcp://HOST:PORT[/NQN]",
+		Match: func(a string) bool { return strings.HasPrefix(a, tcpScheme) },
+		Parse: parseTCP,
+		Key:   func(s Spec) string { return tcpScheme + s.Addr + "/" + s.NQN },
+		Open:  func(o *Opening, s Spec) error { return o.Set.addTCP(s, o.opts) },
+	})
+}
+
 // parseTCP parses tcp://HOST:PORT[/NQN].
 func parseTCP(s string) (Spec, error) {
 	rest := strings.TrimPrefix(s, tcpScheme)

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
 )
 
 // TestScanFilesWithCSD: --dev csd joins the subsystem of the user's file
@@ -32,7 +32,7 @@ func TestScanFilesWithCSD(t *testing.T) {
 		}
 		for blk := 0; blk < f.size/f.lba; blk++ {
 			if rng.IntN(40) == 0 {
-				copy(data[blk*f.lba+rng.IntN(f.lba-8):], device.DemoPattern)
+				copy(data[blk*f.lba+rng.IntN(f.lba-8):], demo.Pattern)
 			}
 		}
 		path := filepath.Join(dir, fmt.Sprintf("f%d.bin", i))
@@ -41,7 +41,7 @@ func TestScanFilesWithCSD(t *testing.T) {
 		}
 		devs = append(devs, "--dev", fmt.Sprintf("file:%s,lba=%d", path, f.lba))
 		for blk := 0; blk < f.size/f.lba; blk++ {
-			if bytes.Contains(data[blk*f.lba:(blk+1)*f.lba], []byte(device.DemoPattern)) {
+			if bytes.Contains(data[blk*f.lba:(blk+1)*f.lba], []byte(demo.Pattern)) {
 				want = append(want, fmt.Sprintf("mock0n%d %d", i+1, blk))
 			}
 		}

@@ -8,7 +8,7 @@ for every command.
 
 	bpfblk scan     [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]...
 	                [--ns NAME[:FIRST-LAST]]... [--overlap BYTES]
-	                [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES]
+	                [--placement auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES]
 	                [--map-memory BYTES] [--count] [--json]
 	bpfblk perf     [-w read|write|randread|randwrite|rw|randrw] [-M PERCENT] [-q QD] [-o BYTES]
 	                [-t SECONDS] [-c CORES] [--dev DEV]... [--json] [--histogram] [--plot FILE.svg] [--no-pin]
@@ -66,10 +66,18 @@ and is read through the page cache, one opened read-only) is named in one
 The emulated controllers of one command (mock, mock:null, file:, csd) form one
 NVM subsystem: one SUBNQN, Identify CMIC bit 1 set, distinct CNTLIDs. A compute
 controller reaches the namespaces of its subsystem and reads them peer to peer,
-so "--dev file:A --dev csd --engine device" scans A on the compute device, and
+so "--dev file:A --dev csd --placement device" scans A on the compute device, and
 several csd devices share the chunks of every target. A namespace outside the
 compute controllers' subsystem (a pci: controller) is scanned on host cores
-under --engine auto, and the summary says why; --engine device refuses it.
+under --placement auto, and the summary says why; --placement device refuses
+it.
+
+Two words, two ideas: the placement is where a program runs (--placement
+auto|device|host: a compute device, or host cores), the engine is how host
+cores run it (prog run --engine jit|interpreter, BPFBLK_ENGINE). scan
+--engine auto|device|host is the deprecated old spelling of --placement and
+still does exactly what it did; giving both with different values is a usage
+error.
 
 # Exit status
 
@@ -159,7 +167,7 @@ them in the summary and the JSON, and exits 1.
 A summary for people follows on stderr: the host engine (jit or
 interpreter), matching blocks and (for scanners) emitted records, and per
 target its block size, its LBA range, its matching blocks, records and
-selectivity, and where it ran ("on host", "on mock2"; when --engine auto ran
+selectivity, and where it ran ("on host", "on mock2"; when --placement auto ran
 it on the host, why, in parentheses). --count prints only the number of
 result lines.
 
@@ -182,7 +190,7 @@ and the report
 	           "entries": [{"key", "value"}]}]}
 
 where "matches" is the number of result lines, "records" the values a scanner
-emitted (0 for a per-block filter), "why" is present when --engine auto ran a
+emitted (0 for a per-block filter), "why" is present when --placement auto ran a
 target on the host, "first" is the target's first LBA, "bytes" its data (less
 than blocks times block_size when its last block is a file's partial one),
 and "maps" is empty when the program has none; keys and values are JSON
@@ -203,7 +211,8 @@ host engines.
 BPFBLK_ENGINE=jit|interpreter picks the engine of host cores for scan and
 the default of prog run --engine; any other non-empty value is a usage error.
 
-A target's "engine" is "host" or its compute devices' names joined by "+";
+A target's "engine" (a name kept for compatibility: it is the target's
+placement) is "host" or its compute devices' names joined by "+";
 "why" (only on a host target when compute devices were offered) says why no
 device took it. "emulated": true marks an engine that is an emulated device:
 its run_seconds is the emulator's time on host CPUs, not a real device's, and

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
@@ -447,7 +448,7 @@ func openDevices(cmd string, devs []string, stderr io.Writer) (*device.Set, int)
 			return nil, usageError(stderr, cmd, errors.Wrap(err, "--dev"))
 		}
 	}
-	set, err := device.Open(devs, device.Options{})
+	set, err := device.Open(devs, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		if errors.Is(err, device.ErrDuplicate) {
 			return nil, usageError(stderr, cmd, errors.Wrap(err, "--dev"))

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
@@ -29,7 +31,7 @@ func init() {
 	register(command{name: "scan", summary: "scan namespaces with an eBPF filter; only matching LBAs reach the host", run: runScan})
 }
 
-const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--ns NAME[:FIRST-LAST]]... [--overlap BYTES] [--engine auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--log] [--count] [--json]"
+const scanSynopsis = "scan [--filter FILE.o[:PROGRAM]] [--set NAME=VALUE]... [--dev DEV]... [--ns NAME[:FIRST-LAST]]... [--overlap BYTES] [--placement auto|device|host] [--stage host|cmb] [-c CORES] [--chunk BYTES] [--map-memory BYTES] [--log] [--count] [--json]"
 
 // scanReport is the JSON of `bpfblk scan --json`: the last line, after the
 // match lines.
@@ -97,13 +99,14 @@ type scanTargetJSON struct {
 
 func runScan(args []string, stdout, stderr io.Writer) int {
 	fs := newCmdline("scan", scanSynopsis, stdout, stderr)
-	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+device.DemoPattern)
+	filter := fs.String("filter", "", "filter object FILE.o[:PROGRAM]; default: the built-in pattern filter looking for "+demo.Pattern)
 	var sets, nsFlags multiFlag
 	fs.Var(&sets, "set", setHelp)
 	devs := fs.devFlag()
 	fs.Var(&nsFlags, "ns", "scan only namespace `NAME[:FIRST-LAST]` (repeatable): a bdev name such as mock0n1, optionally with an inclusive LBA range (FIRST- runs to the end)")
 	overlap := fs.intRange("overlap", 0, 0, compute.MaxOverlap, "`BYTES` past each block's end a program sees (0 to 1 MiB), so that a pattern straddling two blocks is found at the first")
-	engineFlag := fs.String("engine", "auto", "where the program runs: auto, device or host")
+	placeFlag := fs.String("placement", "auto", "where the program runs: auto, device or host")
+	engineFlag := fs.String("engine", "auto", "deprecated alias of --placement (auto, device or host)")
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
 	count := fs.Bool("count", false, "print only the number of result lines")
 	jsonOut := fs.Bool("json", false, "print JSON lines: one per match, then the report")
@@ -115,9 +118,20 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
-	eng, err := compute.ParseEngine(*engineFlag)
+	// --engine is the old spelling of --placement (how host cores run a
+	// program is prog run --engine): it still works as it did.
+	placeName, placeOpt := *placeFlag, "--placement"
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if given["engine"] {
+		if given["placement"] && *placeFlag != *engineFlag {
+			return fs.usageError(errors.Errorf("--engine %s and --placement %s disagree (--engine is the old spelling of --placement)", *engineFlag, *placeFlag))
+		}
+		placeName, placeOpt = *engineFlag, "--engine"
+	}
+	eng, err := compute.ParsePlacement(placeName)
 	if err != nil {
-		return fs.usageError(errors.Wrap(err, "--engine"))
+		return fs.usageError(errors.Wrap(err, placeOpt))
 	}
 	switch *stage {
 	case "host":
@@ -181,7 +195,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	var matches []compute.Match
-	opts := compute.Options{Engine: eng, ChunkBytes: *chunk, Devices: set.Controllers, Overlap: *overlap}
+	opts := compute.Options{Placement: eng, ChunkBytes: *chunk, Devices: set.Controllers, Overlap: *overlap}
 	if *stage == "cmb" {
 		// Host engines read chunks into a controller memory buffer: the data
 		// goes drive to peer memory and never crosses host DRAM.
@@ -401,7 +415,7 @@ func loadScanProgram(filter string, vars map[string]any, mapMemory int64, verifi
 		if err != nil {
 			return nil, errors.Wrap(err, "built-in filter")
 		}
-		if err := builtinPattern(vars, device.DemoPattern); err != nil {
+		if err := builtinPattern(vars, demo.Pattern); err != nil {
 			return nil, err
 		}
 		typed, err := typeVars(spec.Variables, vars)

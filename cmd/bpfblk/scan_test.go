@@ -13,18 +13,20 @@ import (
 	"testing"
 
 	"github.com/bpfblk/bpfblk/bdev/device"
+	"github.com/bpfblk/bpfblk/bdev/device/demo"
+	"github.com/bpfblk/bpfblk/compute/csd"
 )
 
 // demoReference computes the default scan's output in plain Go.
 func demoReference(t *testing.T, pattern string) (lines []string) {
 	t.Helper()
-	set, err := device.Open([]string{"mock"}, device.Options{})
+	set, err := device.Open([]string{"mock"}, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer set.Close()
 	for i, b := range set.Bdevs {
-		data := device.DemoData(i, b.BlockSize(), b.NumBlocks())
+		data := demo.Data(i, b.BlockSize(), b.NumBlocks())
 		for blk := uint64(0); blk < b.NumBlocks(); blk++ {
 			if bytes.Contains(data[blk*uint64(b.BlockSize()):(blk+1)*uint64(b.BlockSize())], []byte(pattern)) {
 				lines = append(lines, fmt.Sprintf("%s %d", b.Name(), blk))
@@ -89,7 +91,7 @@ func TestScanDefault(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	want := demoReference(t, device.DemoPattern)
+	want := demoReference(t, demo.Pattern)
 	got := strings.Split(strings.TrimSpace(out), "\n")
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("scan printed %d lines, the reference has %d", len(got), len(want))
@@ -125,7 +127,7 @@ func TestScanSetAndJSON(t *testing.T) {
 // (TestScanDefault checks the offloaded default), and --engine device moves
 // only match lists to the host.
 func TestScanEngines(t *testing.T) {
-	want := demoReference(t, device.DemoPattern)
+	want := demoReference(t, demo.Pattern)
 	code, out, errOut := runCLI("scan", "--engine", "host")
 	if code != exitOK {
 		t.Fatalf("--engine host: exit %d: %s", code, errOut)
@@ -224,7 +226,7 @@ func TestScanStagedInCMB(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
 	rep, _ := scanJSONLines(t, out)
-	if want := len(demoReference(t, device.DemoPattern)); rep.Matches != uint64(want) {
+	if want := len(demoReference(t, demo.Pattern)); rep.Matches != uint64(want) {
 		t.Fatalf("staged scan found %d matches, reference %d", rep.Matches, want)
 	}
 	if rep.BytesThroughHost != 0 || rep.BytesScanned == 0 {
@@ -282,7 +284,7 @@ func TestScanPartialLastBlock(t *testing.T) {
 func TestScanRecordsReachTheHost(t *testing.T) {
 	recs := filepath.Join("..", "..", "filters", "records_bpfel.o")
 	var want uint64
-	set, err := device.Open([]string{"mock"}, device.Options{})
+	set, err := device.Open([]string{"mock"}, device.Options{Programs: csd.Runner{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +323,7 @@ func TestScanRecordsReachTheHost(t *testing.T) {
 
 // TestScanNamespaceRanges: --ns picks namespaces and LBA ranges.
 func TestScanNamespaceRanges(t *testing.T) {
-	all := demoReference(t, device.DemoPattern)
+	all := demoReference(t, demo.Pattern)
 	var want []string
 	for _, l := range all {
 		f := strings.Fields(l)

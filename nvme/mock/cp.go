@@ -6,8 +6,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/poller"
 )
@@ -39,13 +37,18 @@ type ComputeConfig struct {
 	MaxRanges int
 	// MaxProgram is the largest program image in bytes (default 1 MiB).
 	MaxProgram int
-	// Budget is the instruction budget of one program run (default
-	// engine.DefaultBudget).
+	// Budget is the instruction budget of one program run (0: the
+	// runner's default).
 	Budget int64
 	// MapMemory is the host memory the maps of one program may take over
-	// all its instances (one per submission queue that runs it), as
-	// engine.LoadOptions.MapMemory (default engine.DefaultMapMemory).
+	// all its instances (one per submission queue that runs it) (0: the
+	// runner's default).
 	MapMemory int64
+	// Runner verifies and runs the programs the host loads. The emulator
+	// has no engine of its own: whoever builds a compute device injects
+	// one (compute/csd.Runner is the project's verified eBPF engine).
+	// Without a runner every program is refused as invalid.
+	Runner ProgramRunner
 	// Cores is the number of compute cores that run Execute Program on a
 	// controller in DeviceCore mode: the executions of I/O queue q run on
 	// core q mod Cores, in parallel with each other and with the device
@@ -70,9 +73,6 @@ func (cc *ComputeConfig) fill() {
 	}
 	if cc.MaxProgram <= 0 {
 		cc.MaxProgram = 1 << 20
-	}
-	if cc.Budget <= 0 {
-		cc.Budget = engine.DefaultBudget
 	}
 }
 
@@ -104,14 +104,15 @@ type progSlot struct {
 	size    int
 	recv    int
 	buf     []byte
-	exe     *engine.Executable // set when the whole image arrived and verified
+	exe     Program // set when the whole image arrived and verified
 	active  bool
 	runners map[uint16]*runner // per SQ
 }
 
 // runner is one SQ's engine instance of a program.
 type runner struct {
-	inst *engine.Instance
+	inst ProgramInstance
+	ctx  ExecContext
 	emit []uint64
 }
 
@@ -235,9 +236,11 @@ func (c *Controller) loadProgram(s *computeState, e *nvme.SQE) completion {
 	if p.recv < p.size {
 		return ok()
 	}
-	prog, err := image.DecodeWithLimit(p.buf, s.cfg.MapMemory)
-	if err == nil {
-		p.exe, err = engine.Compile(prog, nil)
+	var err error
+	if s.cfg.Runner == nil {
+		err = errNoRunner
+	} else {
+		p.exe, err = s.cfg.Runner.Load(p.buf, s.cfg.MapMemory)
 	}
 	if err != nil {
 		*p = progSlot{}
@@ -492,24 +495,24 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 	in, out := ranges[0], ranges[1]
 	run := p.runners[sq.id]
 	if run == nil {
-		if err := p.exe.Program().CheckInstances(len(p.runners) + 1); err != nil {
+		inst, err := p.exe.NewInstance(len(p.runners)+1, s.cfg.Budget)
+		if err != nil {
 			s.logLocked("slot %d: queue %d: %v", slot, sq.id, err)
 			s.mu.Unlock()
 			return failDNR(nvme.ErrCapacityExceeded)
 		}
-		run = &runner{inst: p.exe.NewInstance()}
-		run.inst.SetBudget(s.cfg.Budget)
+		run = &runner{inst: inst}
 		p.runners[sq.id] = run
 	}
-	var state []engine.MapData
+	var enc []byte
 	if e.CDW15&nvme.ExecFlagState != 0 {
 		// The maps of every queue's instance, merged. (Read them once the
 		// runs that update them have completed.)
-		insts := make([]*engine.Instance, 0, len(p.runners))
+		insts := make([]ProgramInstance, 0, len(p.runners))
 		for _, r := range p.runners {
 			insts = append(insts, r.inst)
 		}
-		state = engine.MergeMaps(insts...)
+		enc = p.exe.MapState(insts)
 	}
 	inMem, outMem := s.slmBytesLocked(c, in), s.slmBytesLocked(c, out)
 	hook := s.execHook
@@ -518,7 +521,6 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 		return failDNR(nvme.ErrInvalidRangeSet)
 	}
 	if e.CDW15&nvme.ExecFlagState != 0 {
-		enc := image.EncodeMaps(state)
 		r := nvme.ExecResult{Count: uint32(len(enc))}
 		if len(enc) > len(outMem)-nvme.ExecResultSize {
 			r.Flags |= nvme.ExecOverflow
@@ -537,7 +539,10 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 	}
 	p1 := uint64(e.CDW10) | uint64(e.CDW11)<<32
 	p2 := uint64(e.CDW12) | uint64(e.CDW13)<<32
-	ctx := engine.Context{Data: inMem[:dlen], LBA: p1, NSID: uint32(p2), BlockSize: uint32(p2 >> 32)}
+	// The context lives in the queue's runner: passed to an interface, a
+	// local would escape and cost an allocation per run.
+	ctx := &run.ctx
+	*ctx = ExecContext{Data: inMem[:dlen], LBA: p1, NSID: uint32(p2), BlockSize: uint32(p2 >> 32)}
 	if bs := uint64(ctx.BlockSize); bs != 0 {
 		if dlen%bs != 0 {
 			return failDNR(nvme.ErrInvalidField)
@@ -552,7 +557,7 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) completion {
 	if hook != nil {
 		hook()
 	}
-	res, err := run.inst.Run(&ctx, emit)
+	res, err := run.inst.Run(ctx, emit)
 	if err != nil {
 		s.logf("slot %d: program fault over nsid %d LBA %d (%d bytes): %v", slot, ctx.NSID, ctx.LBA, dlen, err)
 		return fail(nvme.ErrProgramFault)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/filters"
@@ -22,7 +23,7 @@ func Example_computeOffload() {
 	bus := mock.NewBus()
 	const nqn = "nqn.2026-01.io.example:csd"
 	dm, _ := mock.NewController(bus, mock.Config{Subsystem: nqn, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20}}})
-	cm, _ := mock.NewController(bus, mock.Config{Subsystem: nqn, Namespaces: []mock.NamespaceConfig{
+	cm, _ := mock.NewController(bus, mock.Config{Subsystem: nqn, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 		{Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM},
 	}})

@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
 	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/filters"
@@ -34,6 +35,10 @@ const rigNQN = "nqn.2026-01.io.bpfblk:test:rig"
 
 func newCPRig(t *testing.T, limits *mock.ComputeConfig) *cpRig {
 	t.Helper()
+	if limits == nil {
+		limits = &mock.ComputeConfig{}
+	}
+	limits.Runner = csd.Runner{}
 	bus := mock.NewBus()
 	dm, err := mock.NewController(bus, mock.Config{Subsystem: rigNQN, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20, LBASize: 512}}})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 )
@@ -26,7 +27,7 @@ func TestExecuteProgramRunsOnSeveralCores(t *testing.T) {
 
 func testExecConcurrent(t *testing.T, cores int) {
 	goroutines := runtime.NumGoroutine()
-	cm, err := mock.NewController(mock.NewBus(), mock.Config{Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Cores: cores},
+	cm, err := mock.NewController(mock.NewBus(), mock.Config{Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Cores: cores, Runner: csd.Runner{}},
 		Namespaces: []mock.NamespaceConfig{
 			{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 			{Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM},

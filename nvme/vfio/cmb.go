@@ -444,3 +444,33 @@ func (c *CMB) close() error {
 	}
 	return first
 }
+
+// ShareCMB makes d's CMB reachable by peer, another VFIO device: the BAR
+// mmap is mapped into peer's IOMMU address space (MapPeer) unless peer
+// shares d's container, where it is mapped already; undo unmaps it. cmb is
+// d's own mapping of the CMB (nvme.Controller.MapCMB); the view peer uses
+// comes from d's CMB. A peer that is not a VFIO device, or whose IOMMU
+// cannot map the BAR, is unreachable. (p2pdma.CMBSharer)
+func (d *Device) ShareCMB(peer nvme.Transport, cmb *nvme.DMA) (view *nvme.DMA, undo func() error, reachable bool, err error) {
+	pd, ok := peer.(*Device)
+	if !ok {
+		return nil, nil, false, errors.Errorf("%s is not a VFIO device like %s", peer.Name(), d.Name())
+	}
+	vc, err := d.CMB()
+	if err != nil {
+		return nil, nil, true, errors.Wrapf(err, "CMB of %s", d.Name())
+	}
+	v, err := pd.MapPeer(vc)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return v, func() error { return pd.UnmapPeer(vc) }, true, nil
+}
+
+// SharesHostMemory reports whether other is a VFIO device of d's IOMMU
+// container, which reaches d's DMA memory at the same address.
+// (p2pdma.HostMemorySharer)
+func (d *Device) SharesHostMemory(other nvme.Transport) bool {
+	o, ok := other.(*Device)
+	return ok && o.c == d.c
+}

@@ -232,7 +232,7 @@ func TestP2PStagedScanOverVFIO(t *testing.T) {
 	for _, staging := range []compute.Staging{nil, p2pdma.NewCMBStaging(r.reg)} {
 		var got []uint64
 		st, err := cb.Scan(context.Background(), g, exe, []compute.Target{{Base: 0, Blocks: uint64(size / bs)}},
-			compute.Options{Engine: compute.EngineHost, Staging: staging, ChunkBytes: 64 << 10,
+			compute.Options{Placement: compute.PlaceHost, Staging: staging, ChunkBytes: 64 << 10,
 				OnMatch: func(m compute.Match) { got = append(got, m.LBA) }})
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-// Command plainscan is the baseline of `bpfblk scan --engine host` over
+// Command plainscan is the baseline of `bpfblk scan --placement host` over
 // files: the plain Go loop a scan replaces. It preads the files in 256 KiB
 // chunks taken from one shared cursor by -c goroutines and counts the 4 KiB
 // blocks that contain the pattern (bytes.Contains), then prints the count
@@ -7,7 +7,7 @@
 //
 //	go run ./compute/testdata/plainscan -gen -n 8 -size 134217728 /dev/shm/logs
 //	go run ./compute/testdata/plainscan -c 1 /dev/shm/logs/log*.txt
-//	bpfblk scan --count --engine host -c 0 --dev file:/dev/shm/logs/log0.txt,lba=4096 ...
+//	bpfblk scan --count --placement host -c 0 --dev file:/dev/shm/logs/log0.txt,lba=4096 ...
 package main
 
 import (

@@ -1,4 +1,7 @@
-package device
+// Package demo generates the data of the embedded demo subsystem (device
+// address mock): web and database server logs, a pure function of the
+// namespace's index, so that tests and users can recompute any block.
+package demo
 
 import (
 	"math/rand/v2"
@@ -15,10 +18,10 @@ import (
 // GET /api/v1/items 200 12ms"), padded with spaces to the block's end, so a
 // line never straddles two blocks. About one line in five hundred is an ERROR.
 // The data is a pure function of the namespace's index, so tests
-// and users can recompute any block with DemoBlock.
+// and users can recompute any block with Data.
 
-// DemoPattern is what the built-in demo filter looks for.
-const DemoPattern = "ERROR"
+// Pattern is what the built-in demo filter looks for.
+const Pattern = "ERROR"
 
 var (
 	demoHosts    = []string{"web01", "web02", "web03", "web04", "db01", "db02", "cache01", "batch01"}
@@ -157,9 +160,9 @@ func (g *demoGen) fill(b []byte, pending *[]byte) {
 	}
 }
 
-// DemoData returns the content of the nsIndex-th demo namespace (counting over
+// Data returns the content of the nsIndex-th demo namespace (counting over
 // the whole subsystem from 0) with the given geometry.
-func DemoData(nsIndex int, blockSize int, blocks uint64) []byte {
+func Data(nsIndex int, blockSize int, blocks uint64) []byte {
 	g := newDemoGen(nsIndex)
 	var pending []byte
 	out := make([]byte, uint64(blockSize)*blocks)
@@ -169,9 +172,10 @@ func DemoData(nsIndex int, blockSize int, blocks uint64) []byte {
 	return out
 }
 
-// writeDemoData fills every NVM namespace of c with its demo data through a
-// queue pair, first is the subsystem-wide index of c's first namespace.
-func writeDemoData(c *nvme.Controller, first int) (int, error) {
+// Write fills every NVM namespace of c with its demo data through a queue
+// pair; first is the subsystem-wide index of c's first namespace. It returns
+// the index after c's last namespace.
+func Write(c *nvme.Controller, first int) (int, error) {
 	qp, err := c.NewQueuePair(8)
 	if err != nil {
 		return 0, err
