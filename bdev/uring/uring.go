@@ -5,7 +5,8 @@
 // io_uring, so a drive that holds a file system or stays with the kernel's
 // driver can be read, scanned and benchmarked like any bdev.
 //
-// Each bdev channel (one per reactor and bdev) owns one ring. Submissions write an
+// The channels of one owner (a reactor) share one ring, whatever their
+// devices; a channel made without an owner has its own. Submissions write an
 // SQE in place; Poll reaps completions from the mapped CQ ring without a
 // system call, then hands every new SQE (the completions' follow-ups
 // included) to the kernel with one io_uring_enter (none with SQPOLL while
