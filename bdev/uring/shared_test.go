@@ -225,3 +225,34 @@ func TestSharedRingNoAllocations(t *testing.T) {
 		t.Fatalf("%.1f allocations per pair of reads", allocs)
 	}
 }
+
+// TestCloseFromCallback: the last channel of a ring, closed from the
+// callback of its last I/O, closes the ring once the poll is over, and
+// the poll does not touch it after.
+func TestCloseFromCallback(t *testing.T) {
+	base := uring.Rings()
+	a := openShared(t, "ua", 0x00, 1)
+	ch, err := a.desc.NewChannelOn(new(owner), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var closeErr error
+	closed := false
+	if err := ch.Read(&a.bufs[0], 0, 8, func(io *bdev.IO) {
+		closeErr, closed = ch.Close(), true
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; !closed && i < 1e7; i++ {
+		ch.Poll()
+	}
+	if !closed {
+		t.Fatal("the read did not complete")
+	}
+	if closeErr != nil {
+		t.Fatalf("close from the callback: %v", closeErr)
+	}
+	if got := uring.Rings(); got != base {
+		t.Fatalf("%d rings left", got-base)
+	}
+}
