@@ -99,6 +99,18 @@ type Owner interface {
 	OnReactor() bool
 }
 
+// OwnedBackend is a Backend whose channels of one owner share what the
+// backend keeps per thread (the io_uring module: one ring per owner for
+// all its devices). NewChannelOn uses its NewChannelOn; NewChannel, with
+// no owner, uses NewChannel, which shares nothing.
+type OwnedBackend interface {
+	Backend
+	// NewChannelOn returns an I/O channel of owner with room for depth
+	// I/Os in flight, like NewChannel. It is called on owner's goroutine,
+	// and the channel is used there only.
+	NewChannelOn(owner Owner, depth int) (BackendChannel, error)
+}
+
 // Channel is a per-goroutine I/O channel of a descriptor: it owns a pool of I/O
 // objects and the backend's channel (for NVMe, a queue pair it shares with
 // the other channels of its owner on the same controller). Use it from
@@ -179,6 +191,8 @@ func (d *Desc) NewChannel(depth int) (*Channel, error) {
 // The first channel on a queue pair, and after it closes the oldest
 // remaining, takes the fast paths of Read, Write and their tagged forms;
 // the others' reads and writes take an IO each, like the other I/O types.
+// A backend that is an OwnedBackend makes the channel with its
+// NewChannelOn (the io_uring module: on owner's ring).
 func (d *Desc) NewChannelOn(owner Owner, depth int) (*Channel, error) {
 	if owner == nil {
 		return nil, errors.Errorf("bdev %s: new channel: nil owner", d.bdev.info.Name)
@@ -213,6 +227,8 @@ func (d *Desc) newChannel(owner Owner, depth int) (*Channel, error) {
 	if nb, ok := d.bdev.backend.(*nvmeBackend); ok {
 		nc, sq, err = nb.join(owner, backendDepth)
 		bc = nc
+	} else if ob, ok := d.bdev.backend.(OwnedBackend); ok && owner != nil {
+		bc, err = ob.NewChannelOn(owner, backendDepth)
 	} else {
 		bc, err = d.bdev.backend.NewChannel(backendDepth)
 	}

@@ -49,14 +49,20 @@ func BenchmarkRandRead4k(b *testing.B) {
 			for _, qd := range []int{1, 32} {
 				where := map[int]string{0: "disk", 1: "tmpfs"}[i]
 				b.Run(fmt.Sprintf("%s/sqpoll=%v/QD%d", where, sqpoll, qd), func(b *testing.B) {
-					benchRead(b, path, sqpoll, qd)
+					benchRead(b, path, sqpoll, qd, nil)
 				})
 			}
 		}
+		// A channel of an owner, on the ring the owner's channels share.
+		b.Run(fmt.Sprintf("%s/owner/QD32", map[int]string{0: "disk", 1: "tmpfs"}[i]), func(b *testing.B) {
+			benchRead(b, path, false, 32, new(owner))
+		})
 	}
 }
 
-func benchRead(b *testing.B, path string, sqpoll bool, qd int) {
+// benchRead reads 4 KiB blocks at random at queue depth qd, on a channel
+// of o (nil: a channel of its own).
+func benchRead(b *testing.B, path string, sqpoll bool, qd int, o bdev.Owner) {
 	d, err := uring.Open("uring0", uring.Config{Path: path, SQPoll: sqpoll})
 	if err != nil {
 		b.Fatal(err)
@@ -67,7 +73,12 @@ func benchRead(b *testing.B, path string, sqpoll bool, qd int) {
 		b.Fatal(err)
 	}
 	defer desc.Close()
-	ch, err := desc.NewChannel(qd)
+	var ch *bdev.Channel
+	if o != nil {
+		ch, err = desc.NewChannelOn(o, qd)
+	} else {
+		ch, err = desc.NewChannel(qd)
+	}
 	if err != nil {
 		b.Fatal(err)
 	}

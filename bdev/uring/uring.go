@@ -5,7 +5,8 @@
 // io_uring, so a drive that holds a file system or stays with the kernel's
 // driver can be read, scanned and benchmarked like any bdev.
 //
-// Each bdev channel (one per reactor and bdev) owns one ring. Submissions write an
+// The channels of one owner (a reactor) share one ring, whatever their
+// devices; a channel made without an owner has its own. Submissions write an
 // SQE in place; Poll reaps completions from the mapped CQ ring without a
 // system call, then hands every new SQE (the completions' follow-ups
 // included) to the kernel with one io_uring_enter (none with SQPOLL while
@@ -27,7 +28,6 @@ import (
 	"unsafe"
 
 	"github.com/bpfblk/bpfblk/bdev"
-	iu "github.com/bpfblk/bpfblk/internal/uring"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
@@ -292,29 +292,6 @@ const (
 	bufAlign = 4096
 )
 
-func (b *backend) NewChannel(depth int) (bdev.BackendChannel, error) {
-	entries := uint32(1)
-	for entries < uint32(depth) {
-		entries <<= 1
-	}
-	r, err := iu.New(iu.Options{Entries: entries, SQPoll: b.sqpoll})
-	if err != nil {
-		return nil, errors.Wrapf(err, "uring %s", b.path)
-	}
-	c := &channel{b: b, ring: r, fd: int32(b.fd), bufFd: int32(b.bufFd), bs: uint64(b.bs),
-		alignMask: uintptr(b.memAlign - 1), slots: make([]slot, depth), free: make([]uint32, depth)}
-	for i := range c.free {
-		c.free[i] = uint32(depth - 1 - i)
-	}
-	// Without a registered-buffer table every I/O goes through plain
-	// READ/WRITE: slower by the page pinning, but it works.
-	c.fixed = r.RegisterSparseBuffers(maxArenas) == nil
-	if cpus, ok := workerCPUs(); ok {
-		r.SetWorkerAffinity(&cpus) // best effort: the default works too
-	}
-	return c, nil
-}
-
 // workerCPUs returns the CPUs for a ring's io-wq workers when the calling
 // thread is pinned to fewer CPUs than the process may use (a reactor): the
 // process's CPUs but the thread's, so that a request the kernel has to
@@ -409,231 +386,4 @@ func (b *backend) Close() error {
 		}
 	}
 	return errors.Wrapf(first, "uring %s: close", b.path)
-}
-
-// slot is one I/O in flight: the SQE's user data is its index.
-type slot struct {
-	io   *bdev.IO
-	done uint64 // bytes moved so far (a short transfer is continued)
-}
-
-// channel is one ring and the I/Os in flight on it.
-type channel struct {
-	b         *backend
-	ring      *iu.Ring
-	fd, bufFd int32
-	bs        uint64
-	alignMask uintptr
-	slots     []slot
-	free      []uint32 // stack of idle slots
-
-	// fallback[0] is set once Write Zeroes found FALLOC_FL_ZERO_RANGE
-	// unsupported (tmpfs) and punches holes instead; fallback[1] once
-	// Unmap found FALLOC_FL_PUNCH_HOLE unsupported (a block device without
-	// discard) and zeroes instead. Either way the blocks read as zeroes.
-	fallback [2]bool
-
-	fixed   bool        // the ring has a registered-buffer table
-	reg     []*nvme.DMA // arenas registered with this ring, by index
-	lastDMA *nvme.DMA   // the arena of the last lookup, registered at lastIdx
-	lastIdx uint16
-	lastNo  *nvme.DMA // memory the last lookup found unregistered
-}
-
-func (c *channel) Submit(io *bdev.IO) error {
-	n := len(c.free)
-	if n == 0 {
-		return bdev.ErrBusy
-	}
-	i := c.free[n-1]
-	s := &c.slots[i]
-	s.io, s.done = io, 0
-	if !c.prep(i, s) {
-		s.io = nil
-		return bdev.ErrBusy
-	}
-	c.free = c.free[:n-1]
-	return nil
-}
-
-// prep writes the SQE of slot i (from s.done on, for a read or write).
-func (c *channel) prep(i uint32, s *slot) bool {
-	sqe := c.ring.GetSQE()
-	if sqe == nil {
-		return false
-	}
-	io := s.io
-	sqe.UserData = uint64(i)
-	sqe.Fd = c.fd
-	switch io.Type {
-	case bdev.Read, bdev.Write:
-		buf := io.Buf
-		addr := uintptr(unsafe.Pointer(unsafe.SliceData(buf.Bytes))) + uintptr(s.done)
-		sqe.Off = io.LBA*c.bs + s.done
-		sqe.Addr = uint64(addr)
-		sqe.Len = uint32(io.Count*c.bs - s.done)
-		if addr&c.alignMask != 0 {
-			sqe.Fd = c.bufFd // memory O_DIRECT cannot take
-		}
-		if idx, ok := c.bufIndex(buf.DMA); ok {
-			sqe.Opcode = iu.OpReadFixed
-			if io.Type == bdev.Write {
-				sqe.Opcode = iu.OpWriteFixed
-			}
-			sqe.BufIndex = idx
-		} else {
-			sqe.Opcode = iu.OpRead
-			if io.Type == bdev.Write {
-				sqe.Opcode = iu.OpWrite
-			}
-		}
-	case bdev.Flush:
-		sqe.Opcode = iu.OpFsync
-		sqe.OpFlags = iu.FsyncDatasync
-	case bdev.WriteZeroes, bdev.Unmap:
-		// fallocate takes the length in addr and the mode in len.
-		sqe.Opcode = iu.OpFallocate
-		sqe.Off = io.LBA * c.bs
-		sqe.Addr = io.Count * c.bs
-		sqe.Len = c.fallocMode(io.Type)
-	default:
-		sqe.Opcode = iu.OpNop // completes with the error below
-		s.done = ^uint64(0)
-	}
-	return true
-}
-
-// bufIndex returns the registered-buffer index of arena memory d.
-func (c *channel) bufIndex(d *nvme.DMA) (uint16, bool) {
-	if d == c.lastDMA && d != nil {
-		return c.lastIdx, true
-	}
-	return c.lookup(d)
-}
-
-// lookup is bufIndex off its one-entry cache: it registers arenas made
-// since the ring last looked (once per arena and ring).
-func (c *channel) lookup(d *nvme.DMA) (uint16, bool) {
-	if d == nil || d == c.lastNo || !c.fixed {
-		return 0, false
-	}
-	for i, r := range c.reg {
-		if r == d {
-			c.lastDMA, c.lastIdx = d, uint16(i)
-			return uint16(i), true
-		}
-	}
-	if p := c.b.arenas.Load(); p != nil {
-		for _, a := range (*p)[len(c.reg):] {
-			if a.idx >= maxArenas {
-				break
-			}
-			if err := c.ring.UpdateBuffer(uint32(a.idx), a.dma.Buf); err != nil {
-				// Out of lockable memory, say: this ring moves
-				// everything with plain READ/WRITE from now on,
-				// rather than trying again on every miss.
-				c.fixed = false
-				break
-			}
-			c.reg = append(c.reg, &a.dma)
-			if &a.dma == d {
-				c.lastDMA, c.lastIdx = d, uint16(a.idx)
-				return uint16(a.idx), true
-			}
-		}
-	}
-	c.lastNo = d
-	return 0, false
-}
-
-// fallocMode is the fallocate mode of a Write Zeroes or an Unmap.
-func (c *channel) fallocMode(t bdev.IOType) uint32 {
-	zero := t == bdev.WriteZeroes
-	if c.fallback[t-bdev.WriteZeroes] {
-		zero = !zero
-	}
-	if zero {
-		return unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE
-	}
-	return unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
-}
-
-// ErrShort is the error of a read that found the end of the file before
-// the I/O's end (the file shrank).
-var ErrShort = errors.New("uring: short transfer at end of file")
-
-func (c *channel) Poll() int {
-	n := 0
-	for cqe := c.ring.Peek(); cqe != nil; cqe = c.ring.Peek() {
-		i, res := uint32(cqe.UserData), cqe.Res
-		c.ring.Advance()
-		if i >= uint32(len(c.slots)) || c.slots[i].io == nil {
-			continue // not ours: nothing else submits on this ring
-		}
-		s := &c.slots[i]
-		io := s.io
-		var err error
-		switch {
-		case s.done == ^uint64(0):
-			err = errors.Wrapf(bdev.ErrUnsupported, "uring %s: %v", c.b.path, io.Type)
-		case res == -int32(unix.EOPNOTSUPP) && (io.Type == bdev.WriteZeroes || io.Type == bdev.Unmap) && !c.fallback[io.Type-bdev.WriteZeroes]:
-			c.fallback[io.Type-bdev.WriteZeroes] = true
-			if c.prep(i, s) {
-				continue
-			}
-			err = errors.Wrapf(iu.Errno(res), "uring %s: %v of blocks %d+%d", c.b.path, io.Type, io.LBA, io.Count)
-		case res < 0:
-			err = errors.Wrapf(iu.Errno(res), "uring %s: %v of blocks %d+%d", c.b.path, io.Type, io.LBA, io.Count)
-		case io.Type == bdev.Read || io.Type == bdev.Write:
-			s.done += uint64(res)
-			if want := io.Count * c.bs; s.done < want {
-				if res > 0 && c.prep(i, s) {
-					continue // the rest of a short transfer
-				}
-				err = errors.Wrapf(ErrShort, "%s: %v of blocks %d+%d moved %d of %d bytes", c.b.path, io.Type, io.LBA, io.Count, s.done, want)
-			}
-		}
-		s.io = nil
-		c.free = append(c.free, i)
-		n++
-		io.Done(err)
-	}
-	// One enter for everything submitted since the last Poll, the
-	// callbacks' new I/Os included: they go out now rather than a
-	// reactor round later.
-	if c.ring.Pending() > 0 {
-		if onSubmit != nil {
-			onSubmit(c.ring.Pending())
-		}
-		if _, err := c.ring.Submit(); err != nil {
-			c.failPending(err)
-		}
-	}
-	return n
-}
-
-// onSubmit, when set (by tests), sees each batch Poll hands the kernel.
-var onSubmit func(sqes uint32)
-
-// failPending completes the I/Os whose SQEs the kernel refused to take.
-func (c *channel) failPending(err error) {
-	c.ring.Drop(func(ud uint64) {
-		i := uint32(ud)
-		if i >= uint32(len(c.slots)) || c.slots[i].io == nil {
-			return
-		}
-		io := c.slots[i].io
-		c.slots[i].io = nil
-		c.free = append(c.free, i)
-		io.Done(errors.Wrapf(err, "uring %s", c.b.path))
-	})
-}
-
-func (c *channel) Close() error {
-	for _, s := range c.slots {
-		if s.io != nil {
-			return errors.Errorf("uring %s: close a ring with I/Os in flight", c.b.path)
-		}
-	}
-	return c.ring.Close()
 }

@@ -49,7 +49,7 @@ links), is a usage error, as is a PCI function given twice to setup.
 	uring:PATH[,sqpoll][,buffered][,lba=512|4096]
 	                          a kernel block device (/dev/nvme0n1) or a regular file
 	                          through io_uring, without unbinding it from its driver:
-	                          one ring per reactor and device, O_DIRECT where allowed;
+	                          one ring per reactor, O_DIRECT where allowed;
 	                          sqpoll gives each ring a kernel submission thread,
 	                          buffered skips O_DIRECT, lba= sets a file's block size
 	                          (default 512, or the file system's O_DIRECT alignment)

@@ -303,11 +303,15 @@ func (r *Ring) RegisterSparseBuffers(n uint32) error {
 	return nil
 }
 
-// UpdateBuffer registers mem as buffer index of the table. The memory must
-// stay mapped while it is registered.
+// UpdateBuffer registers mem as buffer index of the table, in place of
+// what the index held; an empty mem leaves the index empty. The memory
+// must stay mapped while it is registered.
 func (r *Ring) UpdateBuffer(index uint32, mem []byte) error {
-	iov := unix.Iovec{Base: &mem[0]}
-	iov.SetLen(len(mem))
+	var iov unix.Iovec
+	if len(mem) > 0 {
+		iov.Base = &mem[0]
+		iov.SetLen(len(mem))
+	}
 	upd := struct {
 		offset, resv uint32
 		data, tags   uint64
