@@ -183,18 +183,7 @@ func TestDecodeMapsAllocationBound(t *testing.T) {
 
 // TestDecodeMapsFor: state must match the program's declared maps.
 func TestDecodeMapsFor(t *testing.T) {
-	p, err := engine.LoadSpec(&ebpf.CollectionSpec{
-		Maps: map[string]*ebpf.MapSpec{"totals": {Name: "totals", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2}},
-		Programs: map[string]*ebpf.ProgramSpec{"p": {Name: "p", SectionName: "bpfblk/scan", Instructions: asm.Instructions{
-			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-			asm.LoadMapPtr(asm.R1, 0).WithReference("totals"),
-			asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -4),
-			asm.FnMapLookupElem.Call(),
-			asm.Mov.Imm(asm.R0, 0), asm.Return()}}},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := oneMapProgram(t, &ebpf.MapSpec{Name: "totals", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 2})
 	entry := func(k uint32) engine.MapEntry {
 		return engine.MapEntry{Key: binary.LittleEndian.AppendUint32(nil, k), Value: make([]byte, 8)}
 	}
@@ -258,18 +247,7 @@ func FuzzDecodeMaps(f *testing.F) {
 // compute cores' instances, so their state may hold more keys than one
 // map's max entries (each instance up to that many); it decodes.
 func TestDecodeMapsForMergedHash(t *testing.T) {
-	p, err := engine.LoadSpec(&ebpf.CollectionSpec{
-		Maps: map[string]*ebpf.MapSpec{"seen": {Name: "seen", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2}},
-		Programs: map[string]*ebpf.ProgramSpec{"p": {Name: "p", SectionName: "bpfblk/scan", Instructions: asm.Instructions{
-			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-			asm.LoadMapPtr(asm.R1, 0).WithReference("seen"),
-			asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -4),
-			asm.FnMapLookupElem.Call(),
-			asm.Mov.Imm(asm.R0, 0), asm.Return()}}},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := oneMapProgram(t, &ebpf.MapSpec{Name: "seen", Type: ebpf.Hash, KeySize: 4, ValueSize: 8, MaxEntries: 2})
 	var m = engine.MapData{Name: "seen", Kind: verifier.MapHash, KeySize: 4, ValueSize: 8}
 	for k := uint32(0); k < 3; k++ {
 		m.Entries = append(m.Entries, engine.MapEntry{Key: binary.LittleEndian.AppendUint32(nil, k<<24), Value: make([]byte, 8)})
@@ -278,4 +256,22 @@ func TestDecodeMapsForMergedHash(t *testing.T) {
 	if err != nil || len(got) != 1 || len(got[0].Entries) != 3 {
 		t.Fatalf("got %v, %v", got, err)
 	}
+}
+
+// oneMapProgram loads a scanner that looks up key 0 of its one map, m.
+func oneMapProgram(t *testing.T, m *ebpf.MapSpec) *engine.Program {
+	t.Helper()
+	p, err := engine.LoadSpec(&ebpf.CollectionSpec{
+		Maps: map[string]*ebpf.MapSpec{m.Name: m},
+		Programs: map[string]*ebpf.ProgramSpec{"p": {Name: "p", SectionName: "bpfblk/scan", Instructions: asm.Instructions{
+			asm.StoreImm(asm.RFP, -4, 0, asm.Word),
+			asm.LoadMapPtr(asm.R1, 0).WithReference(m.Name),
+			asm.Mov.Reg(asm.R2, asm.RFP), asm.Add.Imm(asm.R2, -4),
+			asm.FnMapLookupElem.Call(),
+			asm.Mov.Imm(asm.R0, 0), asm.Return()}}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
