@@ -110,7 +110,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	stage := fs.String("stage", "host", "where data is staged for host engines: host or cmb")
 	count := fs.Bool("count", false, "print only the number of result lines")
 	jsonOut := fs.Bool("json", false, "print JSON lines: one per match, then the report")
-	cores := fs.cores("c", 2, "`CORES` of the host compute reactors: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
+	cores := fs.cores("c", 2, "`CORES` of the host compute reactors: a mask as SPDK reads it (3 or 0x3: cores 0-1; a bare number is hex) or a list such as 0-1, 0,2 or [0-3], of cores this process may use")
 	chunk := fs.size("chunk", 256<<10, 64<<20, "`BYTES` per program run (a multiple of 512, at most 64 MiB)")
 	mapMemory := mapMemoryFlag(fs.FlagSet)
 	var verifierLog bool

@@ -32,7 +32,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 		"discovery controller, until interrupted. One target worker polls on each core."
 	listen := fs.String("listen", "", "`ADDR:PORT` to listen on, e.g. 127.0.0.1:4420 (port 0: any free port)")
 	nqn := fs.String("nqn", "nqn.2024-01.io.bpfblk:subsystem", "`NQN` of the exported subsystem")
-	cores := fs.cores("c", 1, "`CORES` to run target workers on: a mask such as 0x3, 0-1 or 0,2 of cores this process may use")
+	cores := fs.cores("c", 1, "`CORES` to run target workers on: a mask as SPDK reads it (3 or 0x3: cores 0-1; a bare number is hex) or a list such as 0-1, 0,2 or [0-3], of cores this process may use")
 	devs := fs.devFlag()
 	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
 	if code, ok := fs.parseNoArgs(args); !ok {
