@@ -7,7 +7,7 @@
 //
 //	go run ./compute/testdata/plainscan -gen -n 8 -size 134217728 /dev/shm/logs
 //	go run ./compute/testdata/plainscan -c 1 /dev/shm/logs/log*.txt
-//	bpfblk scan --count --placement host -c 0 --dev file:/dev/shm/logs/log0.txt,lba=4096 ...
+//	bpfblk scan --count --placement host -c 1 --dev file:/dev/shm/logs/log0.txt,lba=4096 ...
 package main
 
 import (
