@@ -427,9 +427,8 @@ type offChunk struct {
 	got     int // bytes read back so far (match list or data)
 	t0      time.Time
 	emit    []uint64 // the values read back, or of a run again on the host
-	vals    []uint64 // the values to deliver (in emit)
-	sent    int      // values of vals in the ring already
-	seen    []uint64 // a bit per block of the chunk
+	delivery
+	seen []uint64 // a bit per block of the chunk
 }
 
 // newOffJob makes a job on r over the targets mine (indexes into targets)
@@ -553,15 +552,11 @@ func (j *offJob) start() error {
 }
 
 func (j *offJob) launch() error {
-	err := j.r.Send(func() {
-		if j.finished.Load() {
-			return // stopped before it began
-		}
+	return j.jobBase.launch("offload", func() {
 		for i := range j.chunks {
 			j.issue(&j.chunks[i])
 		}
 	})
-	return errors.Wrapf(err, "compute: launch offload on core %d", j.r.Core())
 }
 
 func (j *offJob) teardown() error {
@@ -835,21 +830,7 @@ func (j *offJob) collectValues(c *offChunk, vals []uint64) {
 // deliver pushes the chunk's values to the ring; false if the ring filled
 // first (then the collector is woken to empty it).
 func (j *offJob) deliver(c *offChunk) bool {
-	t := c.t
-	for c.sent < len(c.vals) {
-		v := c.vals[c.sent]
-		m := Match{Target: t.index, NSID: t.nsid, LBA: v}
-		if j.typ != abi.TypeFilter {
-			m.LBA, m.Offset = c.lba+v/t.bs, uint32(v%t.bs)
-		}
-		if !j.matches.Push(m) {
-			j.signal()
-			return false
-		}
-		c.sent++
-	}
-	c.vals, c.sent = c.vals[:0], 0
-	return true
+	return j.jobBase.deliver(&c.delivery, j.typ, c.t.index, c.t.nsid, c.lba, c.t.bs)
 }
 
 func (j *offJob) pollOnce() poller.Status {

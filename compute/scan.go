@@ -838,6 +838,45 @@ type jobBase struct {
 	abandoned bool
 }
 
+// delivery is a run's values on their way to the job's ring.
+type delivery struct {
+	vals []uint64 // the values to deliver
+	sent int      // values of vals in the ring already
+}
+
+// deliver pushes d's values, of a program of type typ that ran over a chunk
+// of target (namespace nsid, blocks of bs bytes) at lba, to the ring; false
+// if the ring filled first (then the collector is woken to empty it, and a
+// later call goes on where this one stopped).
+func (j *jobBase) deliver(d *delivery, typ abi.Type, target int, nsid uint32, lba, bs uint64) bool {
+	for d.sent < len(d.vals) {
+		v := d.vals[d.sent]
+		m := Match{Target: target, NSID: nsid, LBA: v}
+		if typ != abi.TypeFilter {
+			// A scanner emits byte offsets into its chunk.
+			m.LBA, m.Offset = lba+v/bs, uint32(v%bs)
+		}
+		if !j.matches.Push(m) {
+			j.signal()
+			return false
+		}
+		d.sent++
+	}
+	d.vals, d.sent = d.vals[:0], 0
+	return true
+}
+
+// launch has the job's reactor run issueAll, which issues its first I/Os,
+// unless the job finished (was stopped) before it began.
+func (j *jobBase) launch(what string, issueAll func()) error {
+	err := j.r.Send(func() {
+		if !j.finished.Load() {
+			issueAll()
+		}
+	})
+	return errors.Wrapf(err, "compute: launch %s on core %d", what, j.r.Core())
+}
+
 // signal wakes the collector, if it is not woken already.
 func (j *jobBase) signal() {
 	select {
@@ -1004,9 +1043,8 @@ type chunk struct {
 	lba    uint64
 	blocks uint64
 	emit   []uint64 // the run's emit buffer
-	vals   []uint64 // the values to deliver (in emit)
-	sent   int      // values of vals in the ring already
-	seen   []uint64 // a bit per block of the chunk: blocks counted
+	delivery
+	seen []uint64 // a bit per block of the chunk: blocks counted
 }
 
 // domainKey says which bases can share chunk buffers: those of one NVMe
@@ -1178,15 +1216,11 @@ func (w *hostWorker) start() error {
 }
 
 func (w *hostWorker) launch() error {
-	err := w.r.Send(func() {
-		if w.finished.Load() {
-			return // stopped before it began
-		}
+	return w.jobBase.launch("scan", func() {
 		for i := range w.chunks {
 			w.issue(&w.chunks[i])
 		}
 	})
-	return errors.Wrapf(err, "compute: launch scan on core %d", w.r.Core())
 }
 
 func (w *hostWorker) teardown() error {
@@ -1268,21 +1302,7 @@ func onChunkRead(io *bdev.IO) {
 // deliver pushes the chunk's values to the ring; false if the ring filled
 // first (then the collector is woken to empty it).
 func (w *hostWorker) deliver(c *chunk) bool {
-	t := c.t
-	for c.sent < len(c.vals) {
-		v := c.vals[c.sent]
-		m := Match{Target: t.index, NSID: t.nsid, LBA: v}
-		if w.typ != abi.TypeFilter {
-			m.LBA, m.Offset = c.lba+v/t.bs, uint32(v%t.bs)
-		}
-		if !w.matches.Push(m) {
-			w.signal()
-			return false
-		}
-		c.sent++
-	}
-	c.vals, c.sent = c.vals[:0], 0
-	return true
+	return w.jobBase.deliver(&c.delivery, w.typ, c.t.index, c.t.nsid, c.lba, c.t.bs)
 }
 
 // run runs the program on a chunk and keeps its values in c.vals.
