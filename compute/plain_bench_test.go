@@ -1,16 +1,11 @@
 package compute_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +15,7 @@ import (
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/compute/internal/plainscan"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/poller"
 )
@@ -38,48 +34,6 @@ var (
 // default.
 var logNeedle = []byte(demo.Pattern)
 
-// writeLogFiles writes n files of size bytes of log-like text into dir.
-func writeLogFiles(tb testing.TB, dir string, n int, size int64) []string {
-	tb.Helper()
-	var paths []string
-	levels := []string{"INFO ", "INFO ", "INFO ", "DEBUG", "WARN "}
-	paths = make([]string, 0, n)
-	for i := range n {
-		rng := rand.New(rand.NewPCG(uint64(i), 42))
-		p := filepath.Join(dir, fmt.Sprintf("log%d.txt", i))
-		f, err := os.Create(p)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		buf := make([]byte, 0, 1<<20)
-		var written int64
-		ts := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
-		for written < size {
-			buf = buf[:0]
-			for len(buf) < cap(buf)-256 {
-				ts = ts.Add(time.Duration(rng.IntN(5000)) * time.Microsecond)
-				lvl := levels[rng.IntN(len(levels))]
-				if rng.IntN(600) == 0 {
-					lvl = "ERROR"
-				}
-				buf = fmt.Appendf(buf, "%s host-%02d svc=%s level=%s req=%016x path=/v1/items/%d status=%d dur=%d.%dms\n",
-					ts.Format("2006-01-02T15:04:05.000000Z"), rng.IntN(32), []string{"api", "db", "auth", "cache"}[rng.IntN(4)],
-					lvl, rng.Uint64(), rng.IntN(100000), []int{200, 200, 200, 404, 500}[rng.IntN(5)], rng.IntN(300), rng.IntN(10))
-			}
-			k := min(int64(len(buf)), size-written)
-			if _, err := f.Write(buf[:k]); err != nil {
-				tb.Fatal(err)
-			}
-			written += k
-		}
-		if err := f.Close(); err != nil {
-			tb.Fatal(err)
-		}
-		paths = append(paths, p)
-	}
-	return paths
-}
-
 // logDir returns a fresh directory for the benchmark's files, on tmpfs if
 // the machine has /dev/shm.
 func logDir(b *testing.B) string {
@@ -93,50 +47,18 @@ func logDir(b *testing.B) string {
 	return b.TempDir()
 }
 
-// plainScan is the plain Go loop: workers goroutines take 256 KiB chunks of
-// the files from one shared cursor, pread them and run bytes.Contains on
-// every 4 KiB block. It returns the number of matching blocks.
+// plainScan runs the plain Go loop (compute/internal/plainscan) over the
+// files of size bytes each and returns the number of matching blocks.
 func plainScan(b *testing.B, files []*os.File, size int64, workers int) uint64 {
-	const chunk = 256 << 10
-	const block = 4096
-	perFile := (size + chunk - 1) / chunk
-	var next atomic.Int64
-	var matches atomic.Uint64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, chunk)
-			var n uint64
-			for {
-				k := next.Add(1) - 1
-				if k >= perFile*int64(len(files)) {
-					break
-				}
-				f, off := files[k/perFile], (k%perFile)*chunk
-				got, err := f.ReadAt(buf[:min(chunk, size-off)], off)
-				if err != nil && got < int(min(chunk, size-off)) {
-					errs <- err
-					return
-				}
-				for i := 0; i < got; i += block {
-					if bytes.Contains(buf[i:min(i+block, got)], logNeedle) {
-						n++
-					}
-				}
-			}
-			matches.Add(n)
-		}()
+	sizes := make([]int64, len(files))
+	for i := range sizes {
+		sizes[i] = size
 	}
-	wg.Wait()
-	select {
-	case err := <-errs:
+	n, _, err := plainscan.Scan(files, sizes, logNeedle, workers)
+	if err != nil {
 		b.Fatal(err)
-	default:
 	}
-	return matches.Load()
+	return n
 }
 
 // cpuTime is the CPU time the process has used so far, user and system.
@@ -182,7 +104,10 @@ func logFilter(b *testing.B) *engine.Executable {
 //	go test -run '^$' -bench ScanVsPlainLoop -benchtime 5x ./compute/
 func BenchmarkScanVsPlainLoop(b *testing.B) {
 	dir := logDir(b)
-	paths := writeLogFiles(b, dir, *plainFiles, *plainFileSize)
+	paths, err := plainscan.WriteLogs(dir, *plainFiles, *plainFileSize)
+	if err != nil {
+		b.Fatal(err)
+	}
 	total := int64(len(paths)) * *plainFileSize
 	var files []*os.File
 	var addrs []string

@@ -11,15 +11,12 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/bpfblk/bpfblk/compute/internal/plainscan"
 )
 
 func main() {
@@ -33,7 +30,7 @@ func main() {
 		if flag.NArg() != 1 {
 			fail(fmt.Errorf("-gen takes one directory"))
 		}
-		if err := generate(flag.Arg(0), *n, *size); err != nil {
+		if _, err := plainscan.WriteLogs(flag.Arg(0), *n, *size); err != nil {
 			fail(err)
 		}
 		return
@@ -56,7 +53,7 @@ func main() {
 		sizes = append(sizes, fi.Size())
 	}
 	t0 := time.Now()
-	matches, total, err := scan(files, sizes, []byte(*pattern), *workers)
+	matches, total, err := plainscan.Scan(files, sizes, []byte(*pattern), *workers)
 	secs := time.Since(t0).Seconds()
 	if err != nil {
 		fail(err)
@@ -68,98 +65,4 @@ func main() {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "plainscan:", err)
 	os.Exit(1)
-}
-
-// scan counts the 4 KiB blocks of the files that contain pat.
-func scan(files []*os.File, sizes []int64, pat []byte, workers int) (uint64, uint64, error) {
-	const chunk, block = 256 << 10, 4096
-	type piece struct {
-		f   *os.File
-		off int64
-		n   int
-	}
-	var pieces []piece
-	var total uint64
-	for i, f := range files {
-		for off := int64(0); off < sizes[i]; off += chunk {
-			pieces = append(pieces, piece{f, off, int(min(chunk, sizes[i]-off))})
-		}
-		total += uint64(sizes[i])
-	}
-	var next atomic.Int64
-	var matches atomic.Uint64
-	var wg sync.WaitGroup
-	var firstErr atomic.Pointer[error]
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, chunk)
-			var m uint64
-			for {
-				k := next.Add(1) - 1
-				if k >= int64(len(pieces)) {
-					break
-				}
-				p := pieces[k]
-				got, err := p.f.ReadAt(buf[:p.n], p.off)
-				if got < p.n {
-					firstErr.CompareAndSwap(nil, &err)
-					return
-				}
-				for i := 0; i < got; i += block {
-					if bytes.Contains(buf[i:min(i+block, got)], pat) {
-						m++
-					}
-				}
-			}
-			matches.Add(m)
-		}()
-	}
-	wg.Wait()
-	if e := firstErr.Load(); e != nil {
-		return 0, 0, *e
-	}
-	return matches.Load(), total, nil
-}
-
-// generate writes n files of log text: "ERROR" in about one line of 600.
-func generate(dir string, n int, size int64) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	levels := []string{"INFO ", "INFO ", "INFO ", "DEBUG", "WARN "}
-	for i := range n {
-		rng := rand.New(rand.NewPCG(uint64(i), 42))
-		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("log%d.txt", i)))
-		if err != nil {
-			return err
-		}
-		buf := make([]byte, 0, 1<<20)
-		var written int64
-		ts := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
-		for written < size {
-			buf = buf[:0]
-			for len(buf) < cap(buf)-256 {
-				ts = ts.Add(time.Duration(rng.IntN(5000)) * time.Microsecond)
-				lvl := levels[rng.IntN(len(levels))]
-				if rng.IntN(600) == 0 {
-					lvl = "ERROR"
-				}
-				buf = fmt.Appendf(buf, "%s host-%02d svc=%s level=%s req=%016x path=/v1/items/%d status=%d dur=%d.%dms\n",
-					ts.Format("2006-01-02T15:04:05.000000Z"), rng.IntN(32), []string{"api", "db", "auth", "cache"}[rng.IntN(4)],
-					lvl, rng.Uint64(), rng.IntN(100000), []int{200, 200, 200, 404, 500}[rng.IntN(5)], rng.IntN(300), rng.IntN(10))
-			}
-			k := min(int64(len(buf)), size-written)
-			if _, err := f.Write(buf[:k]); err != nil {
-				f.Close()
-				return err
-			}
-			written += k
-		}
-		if err := f.Close(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
