@@ -25,6 +25,11 @@ type Config struct {
 	Reactors []*poller.Reactor
 	// MaxQueueDepth caps each queue (default 128).
 	MaxQueueDepth int
+	// Compute, if not nil, is a compute controller (CP and SLM command
+	// sets) whose compute namespace and memory namespaces are exported
+	// after the bdevs' (compute.go): remote hosts load and run programs
+	// on it, and its Memory Copy reads the bdevs of its NVM subsystem.
+	Compute *nvme.Controller
 }
 
 // Server is an NVMe/TCP target serving bdevs.
@@ -36,6 +41,8 @@ type Server struct {
 	ln      net.Listener
 	once    sync.Once
 	done    chan error
+	compute *tcp.ComputeExport
+	note    string
 }
 
 // maxXfer is the largest transfer of the target (its MDTS).
@@ -67,7 +74,15 @@ func Listen(addr string, cfg Config) (*Server, error) {
 		nss = append(nss, &bdevNS{desc: d, dma: probe.DMA != nil})
 		d.FreeBuffer(probe)
 	}
-	t, err := tcp.NewTarget(tcp.TargetConfig{NQN: cfg.NQN, Namespaces: nss, Workers: len(cfg.Reactors), MaxQueueDepth: cfg.MaxQueueDepth})
+	if cfg.Compute != nil {
+		e, note, err := exportCompute(cfg.Compute, cfg.Bdevs)
+		if err != nil {
+			s.closeDescs()
+			return nil, err
+		}
+		s.compute, s.note = e, note
+	}
+	t, err := tcp.NewTarget(tcp.TargetConfig{NQN: cfg.NQN, Namespaces: nss, Workers: len(cfg.Reactors), MaxQueueDepth: cfg.MaxQueueDepth, Compute: s.compute})
 	if err != nil {
 		s.closeDescs()
 		return nil, err
@@ -103,6 +118,21 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // NQN returns the subsystem NQN.
 func (s *Server) NQN() string { return s.target.NQN() }
+
+// ComputeNSIDs returns the NSIDs hosts see for the exported compute
+// namespace and memory namespaces (0 and nil without a compute device), and
+// a note for a person when some exported namespaces are out of the compute
+// device's reach.
+func (s *Server) ComputeNSIDs() (cp uint32, memory []uint32, note string) {
+	if s.compute == nil {
+		return 0, nil, ""
+	}
+	cp = uint32(len(s.descs) + 1)
+	for i := range s.compute.Memory {
+		memory = append(memory, cp+1+uint32(i))
+	}
+	return cp, memory, s.note
+}
 
 // Wait blocks until the listener fails or is closed and returns its error.
 func (s *Server) Wait() error {

@@ -64,6 +64,8 @@ type conn struct {
 
 	err    error // sticky: the connection failed
 	closed bool
+
+	traffic *queueTraffic // byte counters of the queue, or nil
 }
 
 func newConn(nc *net.TCPConn, name string, side pdu.Side, h handler, rxSize, txSize int) (*conn, error) {
@@ -154,6 +156,9 @@ func (c *conn) flush() {
 			return
 		}
 		c.txOff += c.ioN
+		if c.traffic != nil {
+			c.traffic.tx.Add(uint64(c.ioN))
+		}
 	}
 	if c.txOff == len(c.tx) {
 		c.tx, c.txOff = c.tx[:0], 0
@@ -197,6 +202,9 @@ func (c *conn) poll() bool {
 	}
 	c.rxHi += c.ioN
 	c.rxTotal += uint64(c.ioN)
+	if c.traffic != nil {
+		c.traffic.rx.Add(uint64(c.ioN))
+	}
 	c.decode()
 	return true
 }

@@ -65,6 +65,8 @@ type Transport struct {
 
 	errMu   sync.Mutex
 	lastErr error
+
+	traffic [maxQID + 1]queueTraffic // by queue ID (host_traffic.go)
 }
 
 type cqRing struct {
@@ -432,6 +434,7 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 		return nil, err
 	}
 	q.c = c
+	c.traffic = &t.traffic[qid]
 	var b [pdu.ICLen]byte
 	pdu.PutICReq(b[:], pdu.ICReq{HDGST: t.opts.HeaderDigest, DDGST: t.opts.DataDigest})
 	copy(c.put(pdu.ICLen), b[:])

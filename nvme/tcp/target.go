@@ -58,6 +58,9 @@ type TargetConfig struct {
 	// Addr and Port are reported in discovery log entries (default: the
 	// listener's address).
 	Addr, Port string
+	// Compute, if not nil, exports a compute device's compute and memory
+	// namespaces after the NVM ones (target_compute.go).
+	Compute *ComputeExport
 }
 
 const (
@@ -87,6 +90,7 @@ type Target struct {
 	closed atomic.Bool
 	wg     sync.WaitGroup
 	stop   chan struct{}
+	cp     *tcompute // the exported compute device, or nil
 }
 
 // NewTarget prepares a target; Serve accepts connections and the workers
@@ -120,6 +124,9 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 		}
 	}
 	t := &Target{cfg: cfg, ctrls: map[uint16]*tctrl{}, stop: make(chan struct{})}
+	if err := t.initCompute(); err != nil {
+		return nil, err
+	}
 	for i := 0; i < cfg.Workers; i++ {
 		t.workers = append(t.workers, &Worker{t: t, id: i, chans: make([]NSChannel, len(cfg.Namespaces))})
 	}
@@ -249,6 +256,7 @@ func (t *Target) dropCtrl(c *tctrl) {
 	t.mu.Lock()
 	delete(t.ctrls, c.cntlid)
 	t.mu.Unlock()
+	t.releaseCompute(c)
 }
 
 // stats sums the counters of every queue of the controller.
@@ -301,6 +309,7 @@ func (w *Worker) Poll() int {
 			work += ch.Poll()
 		}
 	}
+	work += w.pollCompute()
 	for i := 0; i < len(w.queues); {
 		q := w.queues[i]
 		work += q.poll()
@@ -332,6 +341,7 @@ func (w *Worker) Close() {
 				ch.Poll()
 			}
 		}
+		w.pollCompute()
 		for _, q := range w.queues {
 			busy = busy || q.inflight > 0
 		}
@@ -350,6 +360,7 @@ func (w *Worker) Close() {
 			w.chans[i] = nil
 		}
 	}
+	w.closeCompute()
 }
 
 func (w *Worker) channel(nsid uint32) (NSChannel, error) {
@@ -570,14 +581,15 @@ func (q *tqueue) respond(slot uint16, dw0 uint32, status uint16) {
 }
 
 // Complete implements nvme.Completer for the namespace channels.
-func (q *tqueue) Complete(tag uint64, _ uint64, err error) {
+func (q *tqueue) Complete(tag uint64, res uint64, err error) {
 	slot := uint16(tag)
 	q.inflight--
 	if q.closing {
 		q.cmds[slot].state = tFree
 		return
 	}
-	q.respond(slot, 0, errStatus(err))
+	q.cmds[slot].dw1 = uint32(res >> 32)
+	q.respond(slot, uint32(res), errStatus(err))
 }
 
 func errStatus(err error) uint16 {
@@ -747,6 +759,10 @@ func (q *tqueue) submitIO(slot uint16) {
 	opc := cmd.sqe[0]
 	nsid := le.Uint32(cmd.sqe[4:])
 	nss := q.w.t.cfg.Namespaces
+	if kind, mi := q.w.t.nsKind(nsid); kind == nsCP || kind == nsMem {
+		q.submitCompute(slot, kind, mi)
+		return
+	}
 	if nsid == 0 || int(nsid) > len(nss) {
 		q.respond(slot, 0, statusField(0, scInvalidNS))
 		return
@@ -826,7 +842,7 @@ func (q *tqueue) fabrics(slot uint16) {
 		switch le.Uint32(s[44:]) {
 		case nvme.RegCAP:
 			mqes := uint64(q.w.t.cfg.MaxQueueDepth - 1)
-			v = mqes | 1<<16 | 10<<24 | uint64(nvme.CSSNVM)<<37
+			v = mqes | 1<<16 | 10<<24 | q.w.t.css()<<37
 		case nvme.RegVS:
 			v = 0x00010400
 		case nvme.RegCC:
@@ -959,6 +975,10 @@ func (q *tqueue) admin(slot uint16) {
 		}
 		b := cmd.buf[:cmd.n]
 		clear(b)
+		if done, st := q.identifyCompute(uint8(cdw10), le.Uint32(s[4:]), uint8(cdw11>>24), b); done {
+			q.respond(slot, 0, st)
+			return
+		}
 		if !q.identify(uint8(cdw10), le.Uint32(s[4:]), b) {
 			q.respond(slot, 0, statusField(0, scInvalidField))
 			return
@@ -973,6 +993,12 @@ func (q *tqueue) admin(slot uint16) {
 			q.respond(slot, n|n<<16, 0)
 		case 0x0b, 0x0e: // Async Event Configuration, Timestamp
 			q.respond(slot, 0, 0)
+		case nvme.FeatIOCSProfile: // the one combination of CNS 1Ch
+			if s[0] == adminSetFeatures && (cdw11&0x1ff != 0 || q.w.t.cp == nil) {
+				q.respond(slot, 0, statusField(0, scInvalidField))
+				return
+			}
+			q.respond(slot, 0, 0)
 		case 0x0f: // Keep Alive Timer
 			if s[0] == adminSetFeatures {
 				c.kato = le.Uint32(s[44:])
@@ -985,6 +1011,8 @@ func (q *tqueue) admin(slot uint16) {
 		q.respond(slot, 0, 0)
 	case adminAbort:
 		q.respond(slot, 1, 0) // not aborted: commands run to completion
+	case nvme.AdminLoadProgram, nvme.AdminProgActMgmt, nvme.AdminMemRangeSetMg:
+		q.computeAdmin(slot)
 	case adminAsyncEvent:
 		if q.aers >= maxAER {
 			q.respond(slot, 0, statusField(sctCommandSpecific, 0x05)) // AER limit exceeded
@@ -1038,7 +1066,7 @@ func (q *tqueue) identify(cns uint8, nsid uint32, b []byte) bool {
 		b[512], b[513] = 0x66, 0x44 // SQES, CQES
 		le.PutUint16(b[514:], uint16(t.cfg.MaxQueueDepth))
 		if !c.discovery {
-			le.PutUint32(b[516:], uint32(len(nss)))
+			le.PutUint32(b[516:], uint32(t.nsCount()))
 			le.PutUint16(b[520:], nvme.ONCSWriteZeroes)
 		}
 		le.PutUint32(b[536:], 1|1<<20) // SGLS: SGLs, offsets (in-capsule data)
@@ -1077,7 +1105,7 @@ func (q *tqueue) identify(cns uint8, nsid uint32, b []byte) bool {
 			return true
 		}
 		j := 0
-		for i := range nss {
+		for i := 0; i < t.nsCount(); i++ {
 			if id := uint32(i + 1); id > nsid && j < 1024 {
 				le.PutUint32(b[4*j:], id)
 				j++

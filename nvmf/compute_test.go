@@ -1,0 +1,269 @@
+package nvmf
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/compute"
+	"github.com/bpfblk/bpfblk/compute/csd"
+	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/filters"
+	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/nvme/mock"
+	"github.com/bpfblk/bpfblk/nvme/tcp"
+	"github.com/bpfblk/bpfblk/poller"
+)
+
+var needle = []byte("NEEDLE!!")
+
+// matchData returns blocks 4 KiB blocks in which about one in every
+// ninety-seven holds the needle (about 1%), at an offset that varies.
+func matchData(blocks int, seed int) []byte {
+	b := make([]byte, blocks*4096)
+	for i := range b {
+		b[i] = byte('a' + (i*7+seed)%23)
+	}
+	for blk := seed % 97; blk < blocks; blk += 97 {
+		copy(b[blk*4096+(blk*131)%4000:], needle)
+	}
+	return b
+}
+
+// reference lists the blocks of data that hold the needle.
+func reference(data []byte) []uint64 {
+	var out []uint64
+	for blk := 0; blk*4096 < len(data); blk++ {
+		if strings.Contains(string(data[blk*4096:(blk+1)*4096]), string(needle)) {
+			out = append(out, uint64(blk))
+		}
+	}
+	return out
+}
+
+func patternExe(t *testing.T) *engine.Executable {
+	t.Helper()
+	spec, err := filters.LoadPattern()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem",
+		Vars: map[string]any{"pattern": binary.LittleEndian.Uint64(needle), "pattern_len": uint32(len(needle))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := engine.Compile(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+var subsystemSeq atomic.Int32
+
+// computeServer serves, on 127.0.0.1 with a reactor of its own, a data
+// controller's namespace holding data and, if withCompute, a compute
+// controller (programs run by compute/csd) of the data's NVM subsystem.
+func computeServer(t *testing.T, data []byte, withCompute bool) *Server {
+	t.Helper()
+	g, err := poller.Start(poller.Config{NoPin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Stop() })
+	bus := mock.NewBus()
+	nqn := fmt.Sprintf("nqn.2026-01.io.bpfblk:test.%d", subsystemSeq.Add(1))
+	newCtl := func(cfg mock.Config) *nvme.Controller {
+		cfg.Subsystem = nqn
+		mc, err := mock.NewController(bus, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := nvme.NewController(mc, nvme.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close(); mc.Close() })
+		return c
+	}
+	dc := newCtl(mock.Config{Serial: "DATA", Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: uint64(len(data)), LBASize: 4096}}})
+	b, err := bdev.NewNVMe(dc.Name()+"n1", dc, dc.Namespaces()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := bdev.Open(b, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := bdev.NewSync(d, g.Reactors()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.WriteAt(context.Background(), data, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	d.Close()
+	cfg := Config{Bdevs: []*bdev.Bdev{b}, Reactors: g.Reactors(), NQN: nqn}
+	if withCompute {
+		cfg.Compute = newCtl(mock.Config{Serial: "CSD", Mode: mock.DeviceCore,
+			Compute: &mock.ComputeConfig{Cores: 1, Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
+				{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+				{Kind: mock.Memory, Size: 16 << 20, CSI: nvme.CSISLM},
+			}})
+	}
+	srv, err := Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatalf("Listen: %+v", err)
+	}
+	t.Cleanup(func() { srv.Close(); b.Close() })
+	return srv
+}
+
+// remote connects to a server as a host would: a controller over NVMe/TCP
+// and bdevs of its NVM namespaces.
+func remote(t *testing.T, s *Server) (*nvme.Controller, *tcp.Transport, []*bdev.Bdev) {
+	t.Helper()
+	tr, err := tcp.Dial(s.Addr().String(), s.NQN(), tcp.Options{})
+	if err != nil {
+		t.Fatalf("Dial: %+v", err)
+	}
+	c, err := nvme.NewController(tr, nvme.Options{})
+	if err != nil {
+		tr.Close()
+		t.Fatalf("controller over tcp: %+v", err)
+	}
+	var bs []*bdev.Bdev
+	for _, ns := range c.Namespaces() {
+		if ns.CSI != nvme.CSINVM {
+			continue
+		}
+		b, err := bdev.NewNVMe(fmt.Sprintf("%sn%d", c.Name(), ns.ID), c, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	t.Cleanup(func() {
+		for _, b := range bs {
+			b.Close()
+		}
+		c.Close()
+		tr.Close()
+	})
+	return c, tr, bs
+}
+
+// TestComputeNamespacesExported: a host sees the served compute and memory
+// namespaces through Identify alone, numbered after the NVM namespace.
+func TestComputeNamespacesExported(t *testing.T) {
+	s := computeServer(t, matchData(64, 1), true)
+	c, _, _ := remote(t, s)
+	cns, err := c.ComputeNamespaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, mem, _ := s.ComputeNSIDs()
+	if len(cns) != 1 || cns[0].CP.ID != 2 || cp != 2 || len(cns[0].Memory) != 1 || cns[0].Memory[0].ID != 3 || !slices.Equal(mem, []uint32{3}) {
+		t.Fatalf("compute namespaces %+v; server says compute %d, memory %v", cns, cp, mem)
+	}
+	if cns[0].Sizes[0] != 16<<20 || cns[0].Info.Slots == 0 || cns[0].Info.ProgTypes&1 == 0 {
+		t.Fatalf("compute namespace identify %+v, memory %d bytes", cns[0].Info, cns[0].Sizes[0])
+	}
+	plain := computeServer(t, matchData(64, 1), false)
+	pc, _, _ := remote(t, plain)
+	if cns, err := pc.ComputeNamespaces(); err != nil || len(cns) != 0 || len(pc.Namespaces()) != 1 {
+		t.Fatalf("a server without a compute device: %+v, %v, %d namespaces", cns, err, len(pc.Namespaces()))
+	}
+}
+
+// TestDistributedScan scans two served namespaces, each placed on the
+// compute namespace of its own server, and a third on a server without
+// one (scanned by the host, which says why). The matches equal those of the
+// host engine over the same remote namespaces and the reference, and the
+// bytes that crossed the network are a small fraction of those scanned.
+func TestDistributedScan(t *testing.T) {
+	blocks := 1024 // 4 MiB per server
+	if testing.Short() {
+		blocks = 256
+	}
+	datas := [][]byte{matchData(blocks, 1), matchData(blocks, 2), matchData(blocks/4, 3)}
+	var ctls []*nvme.Controller
+	var trs []*tcp.Transport
+	var bases []*bdev.Bdev
+	for i, d := range datas {
+		c, tr, bs := remote(t, computeServer(t, d, i < 2))
+		ctls, trs, bases = append(ctls, c), append(trs, tr), append(bases, bs...)
+	}
+	g, err := poller.Start(poller.Config{NoPin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	cb, err := compute.NewBdev("dist", bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	traffic := func() uint64 {
+		var n uint64
+		for _, tr := range trs {
+			rx, tx := tr.Traffic()
+			n += rx + tx
+		}
+		return n
+	}
+	scan := func(place compute.Placement) ([][]uint64, *compute.Stats, uint64) {
+		got := make([][]uint64, len(bases))
+		opts := compute.Options{Placement: place, Devices: ctls, ChunkBytes: 256 << 10,
+			OnMatch: func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) }}
+		before := traffic()
+		st, err := cb.Scan(context.Background(), g, patternExe(t), cb.AllTargets(), opts)
+		if err != nil {
+			t.Fatalf("scan (%v): %+v", place, err)
+		}
+		if len(st.Faults) != 0 || st.Lost != 0 {
+			t.Fatalf("scan (%v): faults %v, %d lost", place, st.Faults, st.Lost)
+		}
+		for i := range got {
+			slices.Sort(got[i])
+		}
+		return got, st, traffic() - before
+	}
+	hostGot, hostSt, hostNet := scan(compute.PlaceHost)
+	got, st, net := scan(compute.PlaceAuto)
+	for i, d := range datas {
+		want := reference(d)
+		if len(want) == 0 || !slices.Equal(hostGot[i], want) || !slices.Equal(got[i], want) {
+			t.Fatalf("%s: distributed %d matches, host %d, reference %d", bases[i].Name(), len(got[i]), len(hostGot[i]), len(want))
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if e := st.Targets[i].Engine; e != ctls[i].Name() {
+			t.Fatalf("%s ran on %q, want its own server's compute namespace %s", bases[i].Name(), e, ctls[i].Name())
+		}
+	}
+	if tg := st.Targets[2]; tg.Engine != "host" || !strings.Contains(tg.Why, "no compute device reaches") {
+		t.Fatalf("the namespace of the server without compute ran on %q (%q)", tg.Engine, tg.Why)
+	}
+	if st.BytesScanned != hostSt.BytesScanned {
+		t.Fatalf("distributed scan scanned %d bytes, the host %d", st.BytesScanned, hostSt.BytesScanned)
+	}
+	// What the host engine read of the third namespace crossed the
+	// network too; the offloaded two sent only commands and matches.
+	offloaded := uint64(len(datas[0]) + len(datas[1]))
+	hostRead := uint64(len(datas[2]))
+	if net < hostRead || net-hostRead > offloaded/50 {
+		t.Fatalf("%d bytes over the network for %d offloaded bytes and %d read by the host", net, offloaded, hostRead)
+	}
+	if hostNet < hostSt.BytesScanned {
+		t.Fatalf("the host engine scanned %d bytes but only %d crossed the network", hostSt.BytesScanned, hostNet)
+	}
+	t.Logf("offloaded %d bytes to two servers + %d scanned by the host: %d bytes over the network (%.3f%% of the offloaded bytes beyond the host's reads); host engine alone: %d bytes",
+		offloaded, hostRead, net, 100*float64(net-hostRead)/float64(offloaded), hostNet)
+}
