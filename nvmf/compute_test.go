@@ -8,16 +8,19 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/nvme/tcp"
 	"github.com/bpfblk/bpfblk/poller"
+	"github.com/pkg/errors"
 )
 
 var needle = []byte("NEEDLE!!")
@@ -266,4 +269,187 @@ func TestDistributedScan(t *testing.T) {
 	}
 	t.Logf("offloaded %d bytes to two servers + %d scanned by the host: %d bytes over the network (%.3f%% of the offloaded bytes beyond the host's reads); host engine alone: %d bytes",
 		offloaded, hostRead, net, 100*float64(net-hostRead)/float64(offloaded), hostNet)
+}
+
+// wait submits one I/O command on qp and waits for it (bounded).
+func wait(t *testing.T, qp *nvme.QueuePair, submit func(nvme.Completer) error) (uint64, error) {
+	t.Helper()
+	var done bool
+	var res uint64
+	var cerr error
+	if err := submit(nvme.CompleterFunc(func(_, r uint64, err error) { done, res, cerr = true, r, err })); err != nil {
+		return 0, err
+	}
+	for deadline := time.Now().Add(10 * time.Second); !done; {
+		if qp.Process(0) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("command not completed")
+			}
+			time.Sleep(20 * time.Microsecond)
+		}
+	}
+	return res, cerr
+}
+
+// TestComputeHostsKeptApart: two hosts share a served compute device; a
+// program slot and a range set belong to the host that made them, the other
+// host can neither take, run nor delete them, and they are released when
+// their host goes.
+func TestComputeHostsKeptApart(t *testing.T) {
+	s := computeServer(t, matchData(64, 1), true)
+	ca, tra, _ := remote(t, s)
+	cb, _, _ := remote(t, s)
+	img, err := image.Encode(patternExe(t).Program())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn, err := ca.ComputeNamespaces()
+	if err != nil || len(cn) != 1 {
+		t.Fatalf("%v %v", cn, err)
+	}
+	cpA, memA := cn[0].CP, cn[0].Memory[0]
+	cn, _ = cb.ComputeNamespaces()
+	cpB, memB := cn[0].CP, cn[0].Memory[0]
+	if err := ca.LoadProgram(cpA, 0, nvme.ProgTypeEBPF, img, 4096); err != nil {
+		t.Fatalf("load: %+v", err)
+	}
+	if err := ca.ActivateProgram(cpA, 0); err != nil {
+		t.Fatalf("activate: %+v", err)
+	}
+	rs, err := ca.CreateRangeSet(cpA, []nvme.MemRange{{NSID: memA.ID, Length: 4096}, {NSID: memA.ID, Offset: 4096, Length: 4096}})
+	if err != nil {
+		t.Fatalf("range set: %+v", err)
+	}
+	// A runs its program over a block copied from the NVM namespace.
+	qa, err := ca.NewQueuePair(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qa.Close()
+	if _, err := wait(t, qa, func(cb nvme.Completer) error {
+		return qa.MemoryCopy(memA, 0, []nvme.MemCopySource{{NSID: 1, LBA: 1, Blocks: 1}}, cb, 0)
+	}); err != nil {
+		t.Fatalf("memory copy: %+v", err)
+	}
+	if _, err := wait(t, qa, func(cb nvme.Completer) error {
+		return qa.ExecuteProgram(cpA, 0, rs, 4096, 1, 1|4096<<32, 0, cb, 0)
+	}); err != nil {
+		t.Fatalf("execute: %+v", err)
+	}
+	buf, err := tra.AllocDMA(4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wait(t, qa, func(cb nvme.Completer) error { return qa.MemoryRead(memA, 4096, buf, 0, 24, cb, 0) }); err != nil {
+		t.Fatalf("memory read: %+v", err)
+	}
+	if h := nvme.ParseExecResult(buf.Buf); h.Count != 1 || binary.LittleEndian.Uint64(buf.Buf[16:]) != 1 {
+		t.Fatalf("block 1 holds the needle: result %+v, value %d", h, binary.LittleEndian.Uint64(buf.Buf[16:]))
+	}
+	// B is kept out of A's slots, active or only loaded, and range set.
+	if err := ca.LoadProgram(cpA, 2, nvme.ProgTypeEBPF, img, 0); err != nil {
+		t.Fatalf("load: %+v", err)
+	}
+	for _, slot := range []uint16{0, 2} {
+		if err := cb.LoadProgram(cpB, slot, nvme.ProgTypeEBPF, img, 0); !errors.Is(err, nvme.ErrProgramActive) {
+			t.Fatalf("B loads A's slot %d: %v", slot, err)
+		}
+	}
+	if err := cb.ActivateProgram(cpB, 2); err == nil {
+		t.Fatal("B activates A's program")
+	}
+	for what, err := range map[string]error{
+		"deactivate": cb.DeactivateProgram(cpB, 0), "unload": cb.UnloadProgram(cpB, 0), "delete range set": cb.DeleteRangeSet(cpB, rs),
+	} {
+		if err == nil {
+			t.Fatalf("B could %s A's", what)
+		}
+	}
+	qb, err := cb.NewQueuePair(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qb.Close()
+	if _, err := wait(t, qb, func(c nvme.Completer) error { return qb.ExecuteProgram(cpB, 0, rs, 4096, 1, 1|4096<<32, 0, c, 0) }); !errors.Is(err, nvme.ErrProgramNotActive) {
+		t.Fatalf("B runs A's program: %v", err)
+	}
+	// Names that do not translate: a range of an NVM namespace, a copy
+	// from a memory namespace or from another controller.
+	if _, err := cb.CreateRangeSet(cpB, []nvme.MemRange{{NSID: 1, Length: 4096}}); !errors.Is(err, nvme.ErrMemoryUnreachable) {
+		t.Fatalf("range set of an NVM namespace: %v", err)
+	}
+	for _, src := range []nvme.MemCopySource{{NSID: memB.ID, Blocks: 1}, {Controller: 77, NSID: 1, Blocks: 1}} {
+		if _, err := wait(t, qb, func(c nvme.Completer) error { return qb.MemoryCopy(memB, 0, []nvme.MemCopySource{src}, c, 0) }); err == nil {
+			t.Fatalf("memory copy from %+v accepted", src)
+		}
+	}
+	// B takes slot 1; when A goes, its slot and range set are freed.
+	if err := cb.LoadProgram(cpB, 1, nvme.ProgTypeEBPF, img, 0); err != nil {
+		t.Fatalf("B loads slot 1: %+v", err)
+	}
+	qa.Close()
+	ca.Close()
+	tra.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := cb.LoadProgram(cpB, 0, nvme.ProgTypeEBPF, img, 0)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, nvme.ErrProgramActive) || time.Now().After(deadline) {
+			t.Fatalf("slot 0 after its host went: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cb.DeleteRangeSet(cpB, rs); err == nil {
+		t.Fatal("the range set of a host that went is still there")
+	}
+}
+
+// TestComputeUnreachableNamespace: a bdev the compute device cannot read
+// (not an NVMe namespace of its subsystem) is exported, and a Memory Copy
+// from it is refused as Memory Namespace Not Reachable.
+func TestComputeUnreachableNamespace(t *testing.T) {
+	g, err := poller.Start(poller.Config{NoPin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	m, err := bdev.NewMalloc("m0", 4096, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	mc, err := mock.NewController(mock.NewBus(), mock.Config{Serial: "CSD", Compute: &mock.ComputeConfig{Runner: csd.Runner{}},
+		Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP}, {Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := nvme.NewController(mc, nvme.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { dev.Close(); mc.Close() }()
+	s, err := Listen("127.0.0.1:0", Config{Bdevs: []*bdev.Bdev{m}, Reactors: g.Reactors(), Compute: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, _, note := s.ComputeNSIDs(); !strings.Contains(note, "1 of the 1 namespaces") {
+		t.Fatalf("note %q", note)
+	}
+	c, _, _ := remote(t, s)
+	cn, err := c.ComputeNamespaces()
+	if err != nil || len(cn) != 1 {
+		t.Fatalf("%v %v", cn, err)
+	}
+	qp, err := c.NewQueuePair(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qp.Close()
+	if _, err := wait(t, qp, func(cb nvme.Completer) error {
+		return qp.MemoryCopy(cn[0].Memory[0], 0, []nvme.MemCopySource{{NSID: 1, Blocks: 1}}, cb, 0)
+	}); !errors.Is(err, nvme.ErrMemoryUnreachable) {
+		t.Fatalf("memory copy from a malloc bdev: %v", err)
+	}
 }
