@@ -49,7 +49,7 @@ func reference(data []byte) []uint64 {
 	return out
 }
 
-func patternExe(t *testing.T) *engine.Executable {
+func patternExe(t testing.TB) *engine.Executable {
 	t.Helper()
 	spec, err := filters.LoadPattern()
 	if err != nil {
@@ -72,7 +72,13 @@ var subsystemSeq atomic.Int32
 // computeServer serves, on 127.0.0.1 with a reactor of its own, a data
 // controller's namespace holding data and, if withCompute, a compute
 // controller (programs run by compute/csd) of the data's NVM subsystem.
-func computeServer(t *testing.T, data []byte, withCompute bool) *Server {
+func computeServer(t testing.TB, data []byte, withCompute bool) *Server {
+	t.Helper()
+	return computeServerMode(t, data, withCompute, mock.DeviceCore)
+}
+
+// computeServerMode is computeServer with the compute controller in mode.
+func computeServerMode(t testing.TB, data []byte, withCompute bool, mode mock.Mode) *Server {
 	t.Helper()
 	g, err := poller.Start(poller.Config{NoPin: true})
 	if err != nil {
@@ -114,7 +120,7 @@ func computeServer(t *testing.T, data []byte, withCompute bool) *Server {
 	d.Close()
 	cfg := Config{Bdevs: []*bdev.Bdev{b}, Reactors: g.Reactors(), NQN: nqn}
 	if withCompute {
-		cfg.Compute = newCtl(mock.Config{Serial: "CSD", Mode: mock.DeviceCore,
+		cfg.Compute = newCtl(mock.Config{Serial: "CSD", Mode: mode,
 			Compute: &mock.ComputeConfig{Cores: 1, Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
 				{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
 				{Kind: mock.Memory, Size: 16 << 20, CSI: nvme.CSISLM},
@@ -452,4 +458,88 @@ func TestComputeUnreachableNamespace(t *testing.T) {
 	}); !errors.Is(err, nvme.ErrMemoryUnreachable) {
 		t.Fatalf("memory copy from a malloc bdev: %v", err)
 	}
+}
+
+// BenchmarkRemoteChunk runs one offloaded chunk's commands per iteration
+// against a served compute device, host and target in this process: Memory
+// Copy of 64 KiB from the served namespace into device memory, Execute
+// Program over it, Memory Read of the result header. allocs/op covers the
+// host driver and transport, the target, the forwarding and the emulated
+// device together; the device runs programs inline (on the goroutine of the
+// target's worker), since its DeviceCore mode starts a goroutine per burst.
+func BenchmarkRemoteChunk(b *testing.B) {
+	s := computeServerMode(b, matchData(64, 1), true, mock.Inline)
+	tr, err := tcp.Dial(s.Addr().String(), s.NQN(), tcp.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	c, err := nvme.NewController(tr, nvme.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	cn, err := c.ComputeNamespaces()
+	if err != nil || len(cn) != 1 {
+		b.Fatal(cn, err)
+	}
+	cp, mem := cn[0].CP, cn[0].Memory[0]
+	img, err := image.Encode(patternExe(b).Program())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.LoadProgram(cp, 0, nvme.ProgTypeEBPF, img, 0); err != nil {
+		b.Fatal(err)
+	}
+	if err := c.ActivateProgram(cp, 0); err != nil {
+		b.Fatal(err)
+	}
+	const chunk = 64 << 10
+	rs, err := c.CreateRangeSet(cp, []nvme.MemRange{{NSID: mem.ID, Length: chunk}, {NSID: mem.ID, Offset: chunk, Length: 4096}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	qp, err := c.NewQueuePair(8)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer qp.Close()
+	buf, err := tr.AllocDMA(4096)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var done bool
+	var cerr error
+	cb := nvme.CompleterFunc(func(_, _ uint64, err error) { done, cerr = true, err })
+	run := func(submit func() error) {
+		done = false
+		if err := submit(); err != nil {
+			b.Fatal(err)
+		}
+		for !done {
+			qp.Process(0)
+		}
+		if cerr != nil {
+			b.Fatal(cerr)
+		}
+	}
+	src := []nvme.MemCopySource{{NSID: 1, LBA: 0, Blocks: chunk / 4096}}
+	chunkOnce := func() {
+		run(func() error { return qp.MemoryCopy(mem, 0, src, cb, 0) })
+		run(func() error { return qp.ExecuteProgram(cp, 0, rs, chunk, 0, 1|4096<<32, 0, cb, 0) })
+		run(func() error { return qp.MemoryRead(mem, chunk, buf, 0, 128, cb, 0) })
+	}
+	for i := 0; i < 16; i++ {
+		chunkOnce() // buffers of the channels allocated at first use
+	}
+	rx0, tx0 := tr.Traffic()
+	b.SetBytes(chunk)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		chunkOnce()
+	}
+	b.StopTimer()
+	rx, tx := tr.Traffic()
+	b.ReportMetric(float64(rx+tx-rx0-tx0)/float64(b.N), "net-B/op")
 }

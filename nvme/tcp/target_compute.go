@@ -103,7 +103,14 @@ type tcompute struct {
 	mu  sync.Mutex             // admin commands and owner changes
 	own atomic.Pointer[owners] // read on the I/O path without a lock
 
-	chans []ComputeChannel // by worker ID; only that worker touches its entry
+	chans []*wcompute // by worker ID; only that worker touches its entry
+}
+
+// wcompute is one worker's way to the device, on cache lines of its own.
+type wcompute struct {
+	ch  ComputeChannel
+	sqe nvme.SQE // the command being handed over
+	_   [64]byte
 }
 
 // owners records which controller holds each program slot and memory
@@ -149,7 +156,7 @@ func (t *Target) initCompute() error {
 	if len(t.cfg.Namespaces)+1+len(e.Memory) > 1024 {
 		return errors.Errorf("nvme/tcp: %d namespaces with the compute device's: more than one namespace list holds", len(t.cfg.Namespaces)+1+len(e.Memory))
 	}
-	cp := &tcompute{exp: *e, cp: uint32(len(t.cfg.Namespaces) + 1), chans: make([]ComputeChannel, t.cfg.Workers)}
+	cp := &tcompute{exp: *e, cp: uint32(len(t.cfg.Namespaces) + 1), chans: make([]*wcompute, t.cfg.Workers)}
 	cp.exp.Memory = append([]uint32(nil), e.Memory...)
 	cp.exp.Sources = append([]CopySource(nil), e.Sources...)
 	cp.own.Store(&owners{slots: map[uint16]*tctrl{}, sets: map[uint16]*tctrl{}})
@@ -368,7 +375,13 @@ func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 	cmd := &q.cmds[slot]
 	cp := q.w.t.cp
 	retry := cmd.state == tRetry // the data was translated the first time
-	e, _ := nvme.ParseSQE(cmd.sqe[:])
+	wc, err := q.w.computeChannel()
+	if err != nil {
+		q.respond(slot, 0, statusField(0, scInternal))
+		return
+	}
+	e := &wc.sqe
+	*e, _ = nvme.ParseSQE(cmd.sqe[:])
 	var data []byte
 	toDevice := false
 	switch {
@@ -419,12 +432,7 @@ func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 		return
 	}
 	e.CID, e.PRP1, e.PRP2, e.Flags = 0, 0, 0, 0
-	ch, err := q.w.computeChannel()
-	if err != nil {
-		q.respond(slot, 0, statusField(0, scInternal))
-		return
-	}
-	err = ch.Submit(&e, data, toDevice, q, uint64(slot))
+	err = wc.ch.Submit(e, data, toDevice, q, uint64(slot))
 	switch {
 	case err == nil:
 		q.inflight++
@@ -465,14 +473,14 @@ func (q *tqueue) copySources(d []byte) error {
 
 // computeChannel returns the worker's channel to the compute device,
 // opening it on first use.
-func (w *Worker) computeChannel() (ComputeChannel, error) {
+func (w *Worker) computeChannel() (*wcompute, error) {
 	cp := w.t.cp
 	if cp.chans[w.id] == nil {
 		ch, err := cp.exp.Device.Open(4 * w.t.cfg.MaxQueueDepth)
 		if err != nil {
 			return nil, err
 		}
-		cp.chans[w.id] = ch
+		cp.chans[w.id] = &wcompute{ch: ch}
 	}
 	return cp.chans[w.id], nil
 }
@@ -480,7 +488,7 @@ func (w *Worker) computeChannel() (ComputeChannel, error) {
 // pollCompute polls the worker's compute channel.
 func (w *Worker) pollCompute() int {
 	if cp := w.t.cp; cp != nil && cp.chans[w.id] != nil {
-		return cp.chans[w.id].Poll()
+		return cp.chans[w.id].ch.Poll()
 	}
 	return 0
 }
@@ -488,7 +496,7 @@ func (w *Worker) pollCompute() int {
 // closeCompute closes the worker's compute channel.
 func (w *Worker) closeCompute() {
 	if cp := w.t.cp; cp != nil && cp.chans[w.id] != nil {
-		cp.chans[w.id].Close()
+		cp.chans[w.id].ch.Close()
 		cp.chans[w.id] = nil
 	}
 }
