@@ -1,7 +1,9 @@
 // Package nvmf exports bdevs over NVMe/TCP: it adapts each bdev to a
 // namespace of an nvme/tcp Target and polls the target's workers on
 // reactors, one worker per reactor (one per core). It sits above bdev: the
-// target consumes bdevs, whatever their module.
+// target consumes bdevs, whatever their module. Given a compute controller
+// (Config.Compute), it exports its compute and memory namespaces too, and
+// forwards their commands to it (compute.go says why forwarding).
 package nvmf
 
 import (

@@ -15,7 +15,11 @@
 //     declares; package nvmf adapts bdevs) as one NVM subsystem, plus the
 //     discovery subsystem, to hosts that connect to its listener. Each
 //     connection belongs to one Worker, polled by one goroutine (one per
-//     core), which also owns that worker's namespace channels.
+//     core), which also owns that worker's namespace channels. A target may
+//     also export a compute device's compute (CP) and memory (SLM)
+//     namespaces, forwarding their commands to it with NSIDs translated and
+//     each host's program slots and range sets kept its own
+//     (target_compute.go).
 //
 // Header and data digests (CRC32C) are negotiated in ICReq/ICResp. Every
 // PDU header is checked before any length in it is trusted; a peer that
