@@ -22,7 +22,7 @@ import (
 // exportCompute describes compute controller c for the target: its first
 // compute namespace and that namespace's memory namespaces, and how c names
 // each exported bdev as a Memory Copy source.
-func exportCompute(c *nvme.Controller, bdevs []*bdev.Bdev) (*tcp.ComputeExport, string, error) {
+func exportCompute(c *nvme.Controller, bdevs []*bdev.Bdev, hosts int) (*tcp.ComputeExport, string, error) {
 	cns, err := c.ComputeNamespaces()
 	if err != nil {
 		return nil, "", errors.Wrapf(err, "nvmf: compute controller %s", c.Name())
@@ -30,9 +30,9 @@ func exportCompute(c *nvme.Controller, bdevs []*bdev.Bdev) (*tcp.ComputeExport, 
 	if len(cns) == 0 || len(cns[0].Memory) == 0 {
 		return nil, "", errors.Errorf("nvmf: %s has no compute namespace with memory namespaces", c.Name())
 	}
-	e := &tcp.ComputeExport{Device: &computeDev{c: c}, CP: cns[0].CP.ID}
-	for _, m := range cns[0].Memory {
-		e.Memory = append(e.Memory, m.ID)
+	e := &tcp.ComputeExport{Device: &computeDev{c: c}, CP: cns[0].CP.ID, Hosts: hosts}
+	for i, m := range cns[0].Memory {
+		e.Memory, e.MemorySizes = append(e.Memory, m.ID), append(e.MemorySizes, cns[0].Sizes[i])
 	}
 	unreached := 0
 	for _, b := range bdevs {

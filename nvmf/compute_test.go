@@ -74,11 +74,11 @@ var subsystemSeq atomic.Int32
 // controller (programs run by compute/csd) of the data's NVM subsystem.
 func computeServer(t testing.TB, data []byte, withCompute bool) *Server {
 	t.Helper()
-	return computeServerMode(t, data, withCompute, mock.DeviceCore)
+	return computeServerMode(t, data, withCompute, mock.DeviceCore, 1)
 }
 
 // computeServerMode is computeServer with the compute controller in mode.
-func computeServerMode(t testing.TB, data []byte, withCompute bool, mode mock.Mode) *Server {
+func computeServerMode(t testing.TB, data []byte, withCompute bool, mode mock.Mode, hosts int) *Server {
 	t.Helper()
 	g, err := poller.Start(poller.Config{NoPin: true})
 	if err != nil {
@@ -118,7 +118,7 @@ func computeServerMode(t testing.TB, data []byte, withCompute bool, mode mock.Mo
 	}
 	s.Close()
 	d.Close()
-	cfg := Config{Bdevs: []*bdev.Bdev{b}, Reactors: g.Reactors(), NQN: nqn}
+	cfg := Config{Bdevs: []*bdev.Bdev{b}, Reactors: g.Reactors(), NQN: nqn, ComputeHosts: hosts}
 	if withCompute {
 		cfg.Compute = newCtl(mock.Config{Serial: "CSD", Mode: mode,
 			Compute: &mock.ComputeConfig{Cores: 1, Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
@@ -468,7 +468,7 @@ func TestComputeUnreachableNamespace(t *testing.T) {
 // device together; the device runs programs inline (on the goroutine of the
 // target's worker), since its DeviceCore mode starts a goroutine per burst.
 func BenchmarkRemoteChunk(b *testing.B) {
-	s := computeServerMode(b, matchData(64, 1), true, mock.Inline)
+	s := computeServerMode(b, matchData(64, 1), true, mock.Inline, 1)
 	tr, err := tcp.Dial(s.Addr().String(), s.NQN(), tcp.Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -542,4 +542,88 @@ func BenchmarkRemoteChunk(b *testing.B) {
 	b.StopTimer()
 	rx, tx := tr.Traffic()
 	b.ReportMetric(float64(rx+tx-rx0-tx0)/float64(b.N), "net-B/op")
+}
+
+// TestComputeMemoryDivided: with room for two hosts, each of two hosts sees
+// half of the memory namespace as all of it, at the same offsets, without
+// seeing the other's bytes, and cannot reach past its half; a third host
+// sees no memory until one of them goes.
+func TestComputeMemoryDivided(t *testing.T) {
+	s := computeServerMode(t, matchData(64, 1), true, mock.DeviceCore, 2)
+	type host struct {
+		c   *nvme.Controller
+		tr  *tcp.Transport
+		mem *nvme.Namespace
+		qp  *nvme.QueuePair
+		buf *nvme.DMA
+	}
+	connect := func() *host {
+		c, tr, _ := remote(t, s)
+		h := &host{c: c, tr: tr}
+		qp, err := c.NewQueuePair(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { qp.Close() })
+		h.qp = qp
+		if h.buf, err = tr.AllocDMA(8192); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	size := func(h *host) uint64 {
+		cn, err := h.c.ComputeNamespaces()
+		if err != nil || len(cn) != 1 {
+			t.Fatalf("%v %v", cn, err)
+		}
+		h.mem = cn[0].Memory[0]
+		return cn[0].Sizes[0]
+	}
+	a, b := connect(), connect()
+	half := uint64(16<<20) / 2
+	if sa, sb := size(a), size(b); sa != half || sb != half {
+		t.Fatalf("two hosts see %d and %d bytes of memory, want %d each", sa, sb, half)
+	}
+	c := connect()
+	if sc := size(c); sc != 0 {
+		t.Fatalf("a third host sees %d bytes of memory, want none", sc)
+	}
+	for i, h := range []*host{a, b} {
+		for k := range h.buf.Buf[:4096] {
+			h.buf.Buf[k] = byte(i + 1)
+		}
+		if _, err := wait(t, h.qp, func(cb nvme.Completer) error { return h.qp.MemoryWrite(h.mem, 4096, h.buf, 0, 4096, cb, 0) }); err != nil {
+			t.Fatalf("host %d: memory write: %+v", i, err)
+		}
+	}
+	for i, h := range []*host{a, b} {
+		clear(h.buf.Buf)
+		if _, err := wait(t, h.qp, func(cb nvme.Completer) error { return h.qp.MemoryRead(h.mem, 4096, h.buf, 0, 4096, cb, 0) }); err != nil {
+			t.Fatalf("host %d: memory read: %+v", i, err)
+		}
+		if h.buf.Buf[0] != byte(i+1) || h.buf.Buf[4095] != byte(i+1) {
+			t.Fatalf("host %d reads back %d: the other host's bytes", i, h.buf.Buf[0])
+		}
+		for _, off := range []uint64{half, half - 2048} {
+			if _, err := wait(t, h.qp, func(cb nvme.Completer) error { return h.qp.MemoryRead(h.mem, off, h.buf, 0, 4096, cb, 0) }); err == nil {
+				t.Fatalf("host %d reads 4096 bytes at %d, past its %d", i, off, half)
+			}
+		}
+		cn, _ := h.c.ComputeNamespaces()
+		if _, err := h.c.CreateRangeSet(cn[0].CP, []nvme.MemRange{{NSID: h.mem.ID, Offset: half - 4096, Length: 8192}}); err == nil {
+			t.Fatalf("host %d makes a range set past its memory", i)
+		}
+	}
+	if _, err := wait(t, c.qp, func(cb nvme.Completer) error { return c.qp.MemoryRead(c.mem, 0, c.buf, 0, 4096, cb, 0) }); err == nil {
+		t.Fatal("the host without memory reads some")
+	}
+	a.qp.Close()
+	a.c.Close()
+	a.tr.Close()
+	for deadline := time.Now().Add(10 * time.Second); size(c) != half; {
+		if time.Now().After(deadline) {
+			t.Fatal("the memory of a host that went is not handed to the next")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -32,6 +32,10 @@ type Config struct {
 	// after the bdevs' (compute.go): remote hosts load and run programs
 	// on it, and its Memory Copy reads the bdevs of its NVM subsystem.
 	Compute *nvme.Controller
+	// ComputeHosts is how many host controllers may use the compute
+	// controller at once, each with that share of its memory (default 1:
+	// one at a time, the others scan on their own cores).
+	ComputeHosts int
 }
 
 // Server is an NVMe/TCP target serving bdevs.
@@ -77,7 +81,7 @@ func Listen(addr string, cfg Config) (*Server, error) {
 		d.FreeBuffer(probe)
 	}
 	if cfg.Compute != nil {
-		e, note, err := exportCompute(cfg.Compute, cfg.Bdevs)
+		e, note, err := exportCompute(cfg.Compute, cfg.Bdevs, cfg.ComputeHosts)
 		if err != nil {
 			s.closeDescs()
 			return nil, err

@@ -17,7 +17,7 @@ for every command.
 	bpfblk identify [--dev DEV]... [--json]
 	bpfblk copy     --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host]
 	                [--chunk BYTES] [-q N] [--verify] [--json]
-	bpfblk serve    --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--no-pin]
+	bpfblk serve    --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--compute-hosts N] [--no-pin]
 	bpfblk setup    [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N]
 	                [--hugepage-size 2M|1G] [--node NODE] [--dry-run]
 	bpfblk prog verify FILE.o[:PROGRAM] | --raw FILE [--set NAME=VALUE]... [--kernel] [--map-memory BYTES]
@@ -295,7 +295,10 @@ namespace and memory namespaces exported after the NVM ones: the target
 forwards the Computational Programs and Subsystem Local Memory commands to it,
 so a remote bpfblk scan of tcp://ADDR:PORT/NQN runs the filter on it, next to
 the data, and only matches cross the network. Each remote host owns the program
-slots and range sets it made until it disconnects. The device reads the NVM
+slots and range sets it made until it disconnects, and the device's memory is
+divided into --compute-hosts parts (default 1): a host takes a part on first
+use and keeps it until it disconnects; a host that finds none free sees no
+device memory, and its scan runs on its own cores. The device reads the NVM
 namespaces of its own subsystem (the emulated controllers of this serve); a
 Memory Copy from any other namespace is refused, and serve says so on stderr.
 

@@ -28,7 +28,7 @@ var serveSignals = func() (<-chan os.Signal, func()) {
 }
 
 func runServe(args []string, stdout, stderr io.Writer) int {
-	fs := newCmdline("serve", "serve --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--no-pin]", stdout, stderr)
+	fs := newCmdline("serve", "serve --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--compute-hosts N] [--no-pin]", stdout, stderr)
 	fs.about = "Exports the NVM namespaces of the devices as one NVMe/TCP subsystem, with a\n" +
 		"discovery controller, until interrupted. One target worker polls on each core.\n" +
 		"The first compute controller among the devices (csd, or the one of mock) has its\n" +
@@ -40,6 +40,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	cores := fs.cores("c", 1, "`CORES` to run target workers on: a mask as SPDK reads it (3 or 0x3: cores 0-1; a bare number is hex) or a list such as 0-1, 0,2 or [0-3], of cores this process may use")
 	devs := fs.devFlag()
 	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
+	hosts := fs.intRange("compute-hosts", 1, 1, 1024, "`N` hosts that may use the exported compute controller at once, each with 1/N of its memory (others scan on their own cores)")
 	if code, ok := fs.parseNoArgs(args); !ok {
 		return code
 	}
@@ -71,7 +72,7 @@ func runServe(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fs.failure(err)
 	}
-	srv, err := nvmf.Listen(*listen, nvmf.Config{NQN: *nqn, Bdevs: set.Bdevs, Reactors: g.Reactors(), Compute: cc})
+	srv, err := nvmf.Listen(*listen, nvmf.Config{NQN: *nqn, Bdevs: set.Bdevs, Reactors: g.Reactors(), Compute: cc, ComputeHosts: *hosts})
 	if err != nil {
 		return fs.failure(err)
 	}

@@ -164,7 +164,7 @@ func FuzzTargetCompute(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8, admin bool) {
 		tg, err := NewTarget(TargetConfig{Namespaces: []Namespace{newMemNS(512, 64)},
-			Compute: &ComputeExport{Device: &fakeDevice{t: t}, CP: fakeCP, Memory: []uint32{fakeMem}, Sources: []CopySource{{NSID: fakeSrc, Reach: true}}}})
+			Compute: &ComputeExport{Device: &fakeDevice{t: t}, CP: fakeCP, Memory: []uint32{fakeMem}, MemorySizes: []uint64{1 << 20}, Hosts: 2, Sources: []CopySource{{NSID: fakeSrc, Reach: true}}}})
 		if err != nil {
 			t.Fatal(err)
 		}

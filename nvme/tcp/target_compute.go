@@ -34,8 +34,14 @@ import (
 // deactivates, unloads and deletes what it still held. Another controller
 // loading an owned slot gets Program Active (a host tries the next slot);
 // activating, unloading or executing another's program, or using another's
-// range set, is refused. The memory namespaces themselves are not divided:
-// hosts that share a device must divide its memory among themselves.
+// range set, is refused. Device memory is divided too: each memory namespace
+// is cut into ComputeExport.Hosts equal parts, and a controller that uses
+// the compute device claims a part (the same one of every memory namespace)
+// on first use and keeps it until it goes. It sees the memory namespace as
+// its part alone — Identify reports the part's size, its offsets are
+// translated and bounded — so hosts never read or overwrite each other's
+// memory. A controller that finds every part claimed sees memory
+// namespaces of size 0 (a bpfblk host then scans on its own cores).
 
 // ComputeDevice is the compute device a Target forwards CP and SLM commands
 // to. NSIDs in what the target hands it are the device's.
@@ -83,8 +89,13 @@ type ComputeExport struct {
 	CP uint32
 	// Memory are the device's NSIDs of its memory namespaces (at least one).
 	Memory []uint32
+	// MemorySizes are the bytes of each memory namespace.
+	MemorySizes []uint64
 	// Sources has one entry per exported NVM namespace (index NSID-1).
 	Sources []CopySource
+	// Hosts is how many controllers may use the device at once, each with
+	// its part of every memory namespace (default 1).
+	Hosts int
 }
 
 // Kinds of exported namespace.
@@ -108,27 +119,90 @@ type tcompute struct {
 
 // wcompute is one worker's way to the device, on cache lines of its own.
 type wcompute struct {
-	ch  ComputeChannel
-	sqe nvme.SQE // the command being handed over
-	_   [64]byte
+	ch   ComputeChannel
+	sqe  nvme.SQE            // the command being handed over
+	desc [nvme.PageSize]byte // its Memory Copy sources, translated
+	_    [64]byte
 }
 
-// owners records which controller holds each program slot and memory
-// range set. It is read-mostly: replaced whole, under mu, when it changes.
+// part returns the part of device memory controller c uses, claiming a
+// free one on first use, or -1 when every part is claimed. Caller holds mu
+// if locked.
+func (cp *tcompute) part(c *tctrl, locked bool) int {
+	if p, ok := cp.own.Load().parts[c]; ok {
+		return p
+	}
+	if !locked {
+		cp.mu.Lock()
+		defer cp.mu.Unlock()
+	}
+	own := cp.own.Load()
+	if p, ok := own.parts[c]; ok {
+		return p
+	}
+	used := make([]bool, cp.exp.Hosts)
+	for _, p := range own.parts {
+		used[p] = true
+	}
+	for p, u := range used {
+		if !u {
+			n := own.clone()
+			n.parts[c] = p
+			cp.own.Store(n)
+			return p
+		}
+	}
+	return -1
+}
+
+// window returns where part p of memory namespace mi lies in the device's
+// memory namespace: the base offset and the size (0 for no part).
+func (cp *tcompute) window(p, mi int) (base, size uint64) {
+	if p < 0 {
+		return 0, 0
+	}
+	size = cp.exp.MemorySizes[mi] / uint64(cp.exp.Hosts) &^ 4095
+	return uint64(p) * size, size
+}
+
+// inWindow translates n bytes at host offset off of memory namespace mi
+// for controller c to the device's offset; false if they leave c's part.
+func (cp *tcompute) inWindow(c *tctrl, mi int, off, n uint64, locked bool) (uint64, bool) {
+	base, size := cp.window(cp.part(c, locked), mi)
+	if off > size || n > size-off {
+		return 0, false
+	}
+	return base + off, true
+}
+
+// owners records which controller holds each program slot, memory range
+// set and part of device memory. It is read-mostly: replaced whole, under
+// mu, when it changes.
 type owners struct {
 	slots map[uint16]*tctrl
 	sets  map[uint16]*tctrl
+	parts map[*tctrl]int
 }
 
-// with returns a copy of o with the slot (or set) owned by c (nil: freed).
-func (o *owners) with(slot bool, id uint16, c *tctrl) *owners {
-	n := &owners{slots: make(map[uint16]*tctrl, len(o.slots)+1), sets: make(map[uint16]*tctrl, len(o.sets)+1)}
+// clone returns a copy of o.
+func (o *owners) clone() *owners {
+	n := &owners{slots: make(map[uint16]*tctrl, len(o.slots)+1), sets: make(map[uint16]*tctrl, len(o.sets)+1),
+		parts: make(map[*tctrl]int, len(o.parts)+1)}
 	for k, v := range o.slots {
 		n.slots[k] = v
 	}
 	for k, v := range o.sets {
 		n.sets[k] = v
 	}
+	for k, v := range o.parts {
+		n.parts[k] = v
+	}
+	return n
+}
+
+// with returns a copy of o with the slot (or set) owned by c (nil: freed).
+func (o *owners) with(slot bool, id uint16, c *tctrl) *owners {
+	n := o.clone()
 	m := n.sets
 	if slot {
 		m = n.slots
@@ -150,6 +224,9 @@ func (t *Target) initCompute() error {
 	if e.Device == nil || len(e.Memory) == 0 {
 		return errors.New("nvme/tcp: compute export without a device or memory namespaces")
 	}
+	if len(e.MemorySizes) != len(e.Memory) {
+		return errors.Errorf("nvme/tcp: compute export has %d sizes for %d memory namespaces", len(e.MemorySizes), len(e.Memory))
+	}
 	if len(e.Sources) != len(t.cfg.Namespaces) {
 		return errors.Errorf("nvme/tcp: compute export has %d copy sources for %d namespaces", len(e.Sources), len(t.cfg.Namespaces))
 	}
@@ -158,8 +235,15 @@ func (t *Target) initCompute() error {
 	}
 	cp := &tcompute{exp: *e, cp: uint32(len(t.cfg.Namespaces) + 1), chans: make([]*wcompute, t.cfg.Workers)}
 	cp.exp.Memory = append([]uint32(nil), e.Memory...)
+	cp.exp.MemorySizes = append([]uint64(nil), e.MemorySizes...)
 	cp.exp.Sources = append([]CopySource(nil), e.Sources...)
-	cp.own.Store(&owners{slots: map[uint16]*tctrl{}, sets: map[uint16]*tctrl{}})
+	if cp.exp.Hosts <= 0 {
+		cp.exp.Hosts = 1
+	}
+	if cp.exp.Hosts > 1024 {
+		return errors.Errorf("nvme/tcp: compute export for %d hosts (at most 1024)", cp.exp.Hosts)
+	}
+	cp.own.Store(&owners{slots: map[uint16]*tctrl{}, sets: map[uint16]*tctrl{}, parts: map[*tctrl]int{}})
 	t.cp = cp
 	return nil
 }
@@ -242,9 +326,16 @@ func (q *tqueue) identifyCompute(cns uint8, nsid uint32, csi uint8, b []byte) (h
 			return true, invalid
 		}
 		cp.mu.Lock()
-		err := cp.exp.Device.Identify(cns, dev, csi, b)
-		cp.mu.Unlock()
-		return true, errStatus(err)
+		defer cp.mu.Unlock()
+		if err := cp.exp.Device.Identify(cns, dev, csi, b); err != nil {
+			return true, errStatus(err)
+		}
+		if kind == nsMem {
+			// The host sees its part of the memory namespace.
+			_, size := cp.window(cp.part(q.ctrl, true), i)
+			le.PutUint64(b[cpwire.SLMISize:], size)
+		}
+		return true, 0
 	default:
 		return false, 0
 	}
@@ -323,7 +414,13 @@ func (q *tqueue) computeAdmin(slot uint16) {
 					err = nvme.ErrMemoryUnreachable
 					break
 				}
+				off, ok := cp.inWindow(c, mi, le.Uint64(d[cpwire.RangeOffset:]), uint64(le.Uint32(d[cpwire.RangeLength:])), true)
+				if !ok {
+					err = nvme.ErrInvalidField // outside the host's memory
+					break
+				}
 				le.PutUint32(d[cpwire.RangeNSID:], cp.exp.Memory[mi])
+				le.PutUint64(d[cpwire.RangeOffset:], off)
 			}
 			if err != nil {
 				break
@@ -366,15 +463,20 @@ func (t *Target) releaseCompute(c *tctrl) {
 			own = own.with(true, ps, nil)
 		}
 	}
+	if _, ok := own.parts[c]; ok {
+		own = own.clone()
+		delete(own.parts, c)
+	}
 	cp.own.Store(own)
 }
 
 // submitCompute hands a CP or SLM I/O command to the worker's compute
-// channel, with the NSIDs translated to the device's.
+// channel, with NSIDs and memory offsets translated to the device's. The
+// command's own bytes stay as the host sent them, so that a retry
+// translates them again.
 func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 	cmd := &q.cmds[slot]
 	cp := q.w.t.cp
-	retry := cmd.state == tRetry // the data was translated the first time
 	wc, err := q.w.computeChannel()
 	if err != nil {
 		q.respond(slot, 0, statusField(0, scInternal))
@@ -398,35 +500,43 @@ func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 		e.NSID = cp.exp.CP
 	case kind == nsMem:
 		e.NSID = cp.exp.Memory[mi]
+		off := uint64(e.CDW10) | uint64(e.CDW11)<<32
+		var n uint64
 		switch e.OPC {
 		case nvme.OpMemRead, nvme.OpMemWrite:
 			if cmd.n != int(e.CDW12) || cmd.n == 0 || cmd.c2h != (e.OPC == nvme.OpMemRead) {
 				q.respond(slot, 0, statusField(0, scSGLLengthInval))
 				return
 			}
-			data, toDevice = cmd.buf[:cmd.n], e.OPC == nvme.OpMemWrite
+			data, toDevice, n = cmd.buf[:cmd.n], e.OPC == nvme.OpMemWrite, uint64(cmd.n)
 		case nvme.OpMemFill:
+			n = uint64(e.CDW12)
 		case nvme.OpMemCopy:
 			if e.CDW12>>8&0xf != nvme.MemCopyFormatLBA {
 				q.respond(slot, 0, errStatus(nvme.ErrInvalidField))
 				return
 			}
-			n := int(e.CDW12&0xff) + 1
-			if cmd.c2h || cmd.n < n*nvme.MemCopySourceSize {
+			k := int(e.CDW12&0xff) + 1
+			if cmd.c2h || cmd.n < k*nvme.MemCopySourceSize {
 				q.respond(slot, 0, statusField(0, scSGLLengthInval))
 				return
 			}
-			data, toDevice = cmd.buf[:n*nvme.MemCopySourceSize], true
-			if !retry {
-				if err := q.copySources(data); err != nil {
-					q.respond(slot, 0, errStatus(err))
-					return
-				}
+			data, toDevice = wc.desc[:k*nvme.MemCopySourceSize], true
+			copy(data, cmd.buf)
+			if n, err = q.copySources(data); err != nil {
+				q.respond(slot, 0, errStatus(err))
+				return
 			}
 		default:
 			q.respond(slot, 0, statusField(0, scInvalidOpcode))
 			return
 		}
+		dev, ok := cp.inWindow(q.ctrl, mi, off, n, false)
+		if !ok {
+			q.respond(slot, 0, errStatus(nvme.ErrInvalidField)) // outside the host's memory
+			return
+		}
+		e.CDW10, e.CDW11 = uint32(dev), uint32(dev>>32)
 	default:
 		q.respond(slot, 0, statusField(0, scInvalidOpcode))
 		return
@@ -438,7 +548,7 @@ func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 		q.inflight++
 		cmd.state = tExec
 	case errors.Is(err, ErrBusy):
-		if !retry {
+		if cmd.state != tRetry {
 			cmd.state = tRetry
 			q.work = append(q.work, slot)
 		}
@@ -449,26 +559,28 @@ func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 
 // copySources rewrites Memory Copy source descriptors from the host's
 // names of NVM namespaces (this controller, the target's NSIDs) to the
-// device's.
-func (q *tqueue) copySources(d []byte) error {
-	cp := q.w.t.cp
+// device's, and returns the bytes they copy.
+func (q *tqueue) copySources(d []byte) (uint64, error) {
+	t := q.w.t
+	var total uint64
 	for off := 0; off < len(d); off += nvme.MemCopySourceSize {
 		s := d[off:]
 		if ctl := le.Uint16(s[cpwire.CopyController:]); ctl != 0 && ctl != q.ctrl.cntlid {
-			return nvme.ErrMemoryUnreachable // a controller of another subsystem
+			return 0, nvme.ErrMemoryUnreachable // a controller of another subsystem
 		}
-		kind, i := q.w.t.nsKind(le.Uint32(s[cpwire.CopyNSID:]))
+		kind, i := t.nsKind(le.Uint32(s[cpwire.CopyNSID:]))
 		if kind != nsNVM {
-			return nvme.ErrInvalidNamespace
+			return 0, nvme.ErrInvalidNamespace
 		}
-		src := cp.exp.Sources[i]
+		src := t.cp.exp.Sources[i]
 		if !src.Reach {
-			return nvme.ErrMemoryUnreachable
+			return 0, nvme.ErrMemoryUnreachable
 		}
+		total += (uint64(le.Uint16(s[cpwire.CopyBlocks:])) + 1) * uint64(t.cfg.Namespaces[i].BlockSize())
 		le.PutUint16(s[cpwire.CopyController:], src.Controller)
 		le.PutUint32(s[cpwire.CopyNSID:], src.NSID)
 	}
-	return nil
+	return total, nil
 }
 
 // computeChannel returns the worker's channel to the compute device,
