@@ -627,3 +627,47 @@ func TestComputeMemoryDivided(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestRemoteScanMemoryTaken: while one host holds a served device's only
+// part of memory, another host's scan of the server runs on its own cores,
+// says why, and finds what the device would; the holder's scan offloads.
+func TestRemoteScanMemoryTaken(t *testing.T) {
+	data := matchData(256, 5)
+	s := computeServer(t, data, true)
+	ca, _, ba := remote(t, s)
+	if cn, err := ca.ComputeNamespaces(); err != nil || len(cn) != 1 || cn[0].Sizes[0] == 0 {
+		t.Fatalf("first host: %+v %v", cn, err)
+	}
+	cb, _, bb := remote(t, s)
+	g, err := poller.Start(poller.Config{NoPin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	scan := func(c *nvme.Controller, bs []*bdev.Bdev) *compute.Stats {
+		cbd, err := compute.NewBdev("s", bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cbd.Close()
+		var got []uint64
+		st, err := cbd.Scan(context.Background(), g, patternExe(t), cbd.AllTargets(), compute.Options{Devices: []*nvme.Controller{c},
+			OnMatch: func(m compute.Match) { got = append(got, m.LBA) }})
+		if err != nil || len(st.Faults) != 0 {
+			t.Fatalf("scan: %+v %v", err, st)
+		}
+		slices.Sort(got)
+		if want := reference(data); !slices.Equal(got, want) {
+			t.Fatalf("%d matches, want %d", len(got), len(want))
+		}
+		return st
+	}
+	st := scan(cb, bb)
+	t.Logf("second host: on %s (%s)", st.Targets[0].Engine, st.Targets[0].Why)
+	if st.Targets[0].Engine != "host" || !strings.Contains(st.Targets[0].Why, "memory") {
+		t.Fatalf("second host's scan ran on %q (%q), want the host: the device's memory is taken", st.Targets[0].Engine, st.Targets[0].Why)
+	}
+	if st := scan(ca, ba); st.Targets[0].Engine != ca.Name() {
+		t.Fatalf("first host's scan ran on %q (%q)", st.Targets[0].Engine, st.Targets[0].Why)
+	}
+}
