@@ -97,10 +97,10 @@ func capsule(sqe []byte, data []byte) []byte {
 		sqe[sglTypeOffset] = sglInCapsule
 		le.PutUint32(sqe[32:], uint32(len(data)))
 	}
-	b := make([]byte, pdu.CapsuleCmdLen+len(data)+64)
-	n := pdu.PutCapsuleCmd(b, sqe, len(data), false, false)
+	b := make([]byte, pdu.CapsuleCmdLen+len(data))
+	pdu.PutCapsuleCmd(b, sqe, len(data), false, false)
 	copy(b[pdu.CapsuleCmdLen:], data)
-	return b[:n]
+	return b
 }
 
 // computeSeeds are CP/SLM admin and I/O commands as a host sends them to
@@ -140,6 +140,8 @@ func computeSeeds() (admin, io [][]byte) {
 	le.PutUint32(ex[8:], 1<<16)
 	out = append(out, capsule(ex, nil))
 	out = append(out, capsule(sqe(nvme.OpMemWrite, 3, 0, 0, 8), make([]byte, 8)))
+	// 256 sources (NR 255), more than a page of descriptors holds.
+	out = append(out, capsule(sqe(nvme.OpMemCopy, 3, 0, 0, 255|nvme.MemCopyFormatLBA<<8), make([]byte, 256*nvme.MemCopySourceSize)))
 	rd := sqe(nvme.OpMemRead, 3, 0, 0, 8)
 	rd[sglTypeOffset] = sglTransport
 	le.PutUint32(rd[32:], 8)

@@ -517,6 +517,10 @@ func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 				return
 			}
 			k := int(e.CDW12&0xff) + 1
+			if k*nvme.MemCopySourceSize > len(wc.desc) {
+				q.respond(slot, 0, errStatus(nvme.ErrInvalidField)) // more sources than a page holds
+				return
+			}
 			if cmd.c2h || cmd.n < k*nvme.MemCopySourceSize {
 				q.respond(slot, 0, statusField(0, scSGLLengthInval))
 				return
