@@ -581,12 +581,28 @@ func TestComputeMemoryDivided(t *testing.T) {
 	}
 	a, b := connect(), connect()
 	half := uint64(16<<20) / 2
-	if sa, sb := size(a), size(b); sa != half || sb != half {
-		t.Fatalf("two hosts see %d and %d bytes of memory, want %d each", sa, sb, half)
+	if sa := size(a); sa != half {
+		t.Fatalf("a host sees %d bytes of memory, want %d", sa, half)
+	}
+	// B's first use of the device is a range set: that claims its part.
+	var bcp, bmem *nvme.Namespace
+	for _, ns := range b.c.Namespaces() {
+		switch ns.CSI {
+		case nvme.CSICP:
+			bcp = ns
+		case nvme.CSISLM:
+			bmem = ns
+		}
+	}
+	if _, err := b.c.CreateRangeSet(bcp, []nvme.MemRange{{NSID: bmem.ID, Length: 4096}}); err != nil {
+		t.Fatalf("range set: %+v", err)
 	}
 	c := connect()
 	if sc := size(c); sc != 0 {
 		t.Fatalf("a third host sees %d bytes of memory, want none", sc)
+	}
+	if sb := size(b); sb != half {
+		t.Fatalf("the second host sees %d bytes of memory, want %d", sb, half)
 	}
 	for i, h := range []*host{a, b} {
 		for k := range h.buf.Buf[:4096] {

@@ -169,7 +169,7 @@ func (cp *tcompute) window(p, mi int) (base, size uint64) {
 // for controller c to the device's offset; false if they leave c's part.
 func (cp *tcompute) inWindow(c *tctrl, mi int, off, n uint64, locked bool) (uint64, bool) {
 	base, size := cp.window(cp.part(c, locked), mi)
-	if off > size || n > size-off {
+	if size == 0 || off > size || n > size-off {
 		return 0, false
 	}
 	return base + off, true
@@ -365,6 +365,8 @@ func (q *tqueue) computeAdmin(slot uint16) {
 	}
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
+	// own is for reading: a part claimed below replaces the table, so
+	// changes start from cp.own.Load().
 	own := cp.own.Load()
 	dev := cp.exp.Device
 	var dw0 uint32
@@ -382,7 +384,7 @@ func (q *tqueue) computeAdmin(slot uint16) {
 			if unload {
 				owner = nil
 			}
-			cp.own.Store(own.with(true, ps, owner))
+			cp.own.Store(cp.own.Load().with(true, ps, owner))
 		}
 	case nvme.AdminProgActMgmt:
 		if own.slots[uint16(e.CDW10)] != c {
@@ -399,7 +401,7 @@ func (q *tqueue) computeAdmin(slot uint16) {
 				break
 			}
 			if dw0, err = dev.Admin(&e, data); err == nil {
-				cp.own.Store(own.with(false, rs, nil))
+				cp.own.Store(cp.own.Load().with(false, rs, nil))
 			}
 		case nvme.RangeSetSelCreate:
 			n := int(e.CDW11&0xff) + 1
@@ -426,7 +428,7 @@ func (q *tqueue) computeAdmin(slot uint16) {
 				break
 			}
 			if dw0, err = dev.Admin(&e, data[:n*nvme.MemRangeSize]); err == nil {
-				cp.own.Store(own.with(false, uint16(dw0), c))
+				cp.own.Store(cp.own.Load().with(false, uint16(dw0), c))
 			}
 		default:
 			err = nvme.ErrInvalidField
