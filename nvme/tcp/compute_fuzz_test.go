@@ -192,8 +192,8 @@ func FuzzTargetCompute(f *testing.F) {
 			q.c.tx = q.c.tx[:0]
 		}
 		tg.dropCtrl(c)
-		if own := tg.cp.own.Load(); len(own.slots)+len(own.sets) != 0 {
-			t.Fatalf("the controller's slots and range sets outlive it: %v", fmt.Sprint(own))
+		if own := tg.cp.own.Load(); len(own.slots)+len(own.sets)+len(own.parts) != 0 {
+			t.Fatalf("the controller's slots, range sets or memory outlive it: %v", fmt.Sprint(own))
 		}
 	})
 }
