@@ -21,8 +21,10 @@ import (
 
 // exportCompute describes compute controller c for the target: its first
 // compute namespace and that namespace's memory namespaces, and how c names
-// each exported bdev as a Memory Copy source.
-func exportCompute(c *nvme.Controller, bdevs []*bdev.Bdev, hosts int) (*tcp.ComputeExport, string, error) {
+// each exported bdev as a Memory Copy source; the bdevs c cannot read are
+// copied through host memory (hostcopy.go) from descs (dma: the bdev needs
+// its own DMA memory).
+func exportCompute(c *nvme.Controller, bdevs []*bdev.Bdev, descs []*bdev.Desc, dma []bool, hosts int) (*tcp.ComputeExport, string, error) {
 	cns, err := c.ComputeNamespaces()
 	if err != nil {
 		return nil, "", errors.Wrapf(err, "nvmf: compute controller %s", c.Name())
@@ -30,7 +32,7 @@ func exportCompute(c *nvme.Controller, bdevs []*bdev.Bdev, hosts int) (*tcp.Comp
 	if len(cns) == 0 || len(cns[0].Memory) == 0 {
 		return nil, "", errors.Errorf("nvmf: %s has no compute namespace with memory namespaces", c.Name())
 	}
-	e := &tcp.ComputeExport{Device: &computeDev{c: c}, CP: cns[0].CP.ID, Hosts: hosts}
+	e := &tcp.ComputeExport{Device: &computeDev{c: c, descs: descs, dma: dma}, CP: cns[0].CP.ID, Hosts: hosts, HostCopy: true}
 	for i, m := range cns[0].Memory {
 		e.Memory, e.MemorySizes = append(e.Memory, m.ID), append(e.MemorySizes, cns[0].Sizes[i])
 	}
@@ -43,7 +45,7 @@ func exportCompute(c *nvme.Controller, bdevs []*bdev.Bdev, hosts int) (*tcp.Comp
 	}
 	note := ""
 	if unreached > 0 {
-		note = fmt.Sprintf("%d of the %d namespaces are not in the NVM subsystem of %s: programs cannot read them", unreached, len(bdevs), c.Name())
+		note = fmt.Sprintf("%d of the %d namespaces are not in the NVM subsystem of %s: their blocks reach its memory through this server's memory", unreached, len(bdevs), c.Name())
 	}
 	return e, note, nil
 }
@@ -66,8 +68,13 @@ func copySource(c *nvme.Controller, b *bdev.Bdev) tcp.CopySource {
 	return tcp.CopySource{Controller: bi.CNTLID, NSID: ns.ID, Reach: true}
 }
 
-// computeDev forwards to a compute controller through the driver.
-type computeDev struct{ c *nvme.Controller }
+// computeDev forwards to a compute controller through the driver; descs
+// are the exported bdevs, read for host copies (hostcopy.go).
+type computeDev struct {
+	c     *nvme.Controller
+	descs []*bdev.Desc
+	dma   []bool // the bdev moves data only from its own DMA memory
+}
 
 func (d *computeDev) Identify(cns uint8, nsid uint32, csi uint8, b []byte) error {
 	data, err := d.c.Identify(cns, nsid, 0, csi)
@@ -93,7 +100,8 @@ func (d *computeDev) Open(depth int) (tcp.ComputeChannel, error) {
 	if err != nil {
 		return nil, errors.Wrapf(err, "nvmf: queue pair to compute controller %s", d.c.Name())
 	}
-	ch := &computeChan{c: d.c, qp: qp, slots: make([]cslot, depth), free: make([]uint16, 0, depth)}
+	ch := &computeChan{c: d.c, qp: qp, slots: make([]cslot, depth), free: make([]uint16, 0, depth), dev: d,
+		bchans: make([]*bdev.Channel, len(d.descs)), stalled: make([]uint16, 0, depth)}
 	for i := depth - 1; i >= 0; i-- {
 		ch.free = append(ch.free, uint16(i))
 	}
@@ -107,6 +115,7 @@ type cslot struct {
 	data   []byte    // the target's buffer
 	bounce *nvme.DMA // DMA memory of the controller, allocated at first use
 	read   bool      // data comes from the device
+	hc     *hostCopy // a Memory Copy carried out here, allocated at first use
 }
 
 // computeChan is a worker's queue pair to the compute controller.
@@ -115,6 +124,12 @@ type computeChan struct {
 	qp    *nvme.QueuePair
 	slots []cslot
 	free  []uint16
+	dev   *computeDev
+	// bchans are the channel's own channels to the bdevs, for host
+	// copies, opened at first use; stalled are slots whose next host copy
+	// step found the queue pair full.
+	bchans  []*bdev.Channel
+	stalled []uint16
 }
 
 func (ch *computeChan) Submit(sqe *nvme.SQE, data []byte, toDevice bool, done nvme.Completer, tag uint64) error {
@@ -126,6 +141,18 @@ func (ch *computeChan) Submit(sqe *nvme.SQE, data []byte, toDevice bool, done nv
 	}
 	i := ch.free[len(ch.free)-1]
 	s := &ch.slots[i]
+	if s.hc == nil {
+		s.hc = &hostCopy{srcs: make([]nvme.MemCopySource, 0, nvme.PageSize/nvme.MemCopySourceSize), desc: -1}
+	}
+	var hostCopy bool
+	if s.hc.srcs, hostCopy = tcp.HostCopySources(sqe, data, s.hc.srcs); hostCopy {
+		if err := ch.startHostCopy(i, sqe); err != nil {
+			return err
+		}
+		s.done, s.tag, s.data, s.read = done, tag, nil, false
+		ch.free = ch.free[:len(ch.free)-1]
+		return nil
+	}
 	var buf *nvme.DMA
 	if len(data) > 0 {
 		if s.bounce == nil {
@@ -153,6 +180,10 @@ func (ch *computeChan) Submit(sqe *nvme.SQE, data []byte, toDevice bool, done nv
 
 // Complete implements nvme.Completer for the queue pair.
 func (ch *computeChan) Complete(tag uint64, res uint64, err error) {
+	if tag>>32 != 0 {
+		ch.hostCopyStep(uint16(tag), tag>>32, err)
+		return
+	}
 	i := uint16(tag)
 	s := &ch.slots[i]
 	if err == nil && s.read && len(s.data) > 0 {
@@ -164,7 +195,15 @@ func (ch *computeChan) Complete(tag uint64, res uint64, err error) {
 	done.Complete(dtag, res, err)
 }
 
-func (ch *computeChan) Poll() int { return ch.qp.Process(0) }
+func (ch *computeChan) Poll() int {
+	n := ch.qp.Process(0)
+	for _, bc := range ch.bchans {
+		if bc != nil {
+			n += bc.Poll()
+		}
+	}
+	return n + ch.retryStalled()
+}
 
 func (ch *computeChan) Close() error {
 	err := ch.qp.Close()
@@ -172,6 +211,16 @@ func (ch *computeChan) Close() error {
 		if s := &ch.slots[i]; s.bounce != nil {
 			ch.c.Transport().FreeDMA(s.bounce)
 			s.bounce = nil
+		}
+		if s := &ch.slots[i]; s.hc != nil && s.hc.full.DMA != nil {
+			ch.dev.descs[s.hc.desc].FreeBuffer(s.hc.full)
+			s.hc.full, s.hc.desc = bdev.Buffer{}, -1
+		}
+	}
+	for k, bc := range ch.bchans {
+		if bc != nil {
+			bc.Close()
+			ch.bchans[k] = nil
 		}
 	}
 	return errors.Wrapf(err, "nvmf: close the queue pair to %s", ch.c.Name())

@@ -1,6 +1,7 @@
 package nvmf
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -411,22 +412,54 @@ func TestComputeHostsKeptApart(t *testing.T) {
 	}
 }
 
-// TestComputeUnreachableNamespace: a bdev the compute device cannot read
-// (not an NVMe namespace of its subsystem) is exported, and a Memory Copy
-// from it is refused as Memory Namespace Not Reachable.
-func TestComputeUnreachableNamespace(t *testing.T) {
+// TestComputeHostCopy: bdevs the compute device cannot read — a malloc
+// bdev, and an NVMe namespace of another subsystem, which needs DMA memory
+// of its own controller — reach its memory through the server's memory:
+// what a host copies into device memory is what the bdevs hold, and a
+// scan placed on the device finds what the reference does.
+func TestComputeHostCopy(t *testing.T) {
 	g, err := poller.Start(poller.Config{NoPin: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	datas := [][]byte{matchData(64, 7), matchData(96, 8)}
 	m, err := bdev.NewMalloc("m0", 4096, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	mc, err := mock.NewController(mock.NewBus(), mock.Config{Serial: "CSD", Compute: &mock.ComputeConfig{Runner: csd.Runner{}},
-		Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP}, {Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM}}})
+	other, err := mock.NewController(mock.NewBus(), mock.Config{Serial: "OTHER", Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: uint64(len(datas[1])), LBASize: 4096}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc, err := nvme.NewController(other, nvme.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { oc.Close(); other.Close() }()
+	ob, err := bdev.NewNVMe("other", oc, oc.Namespaces()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	for i, b := range []*bdev.Bdev{m, ob} {
+		d, err := bdev.Open(b, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := bdev.NewSync(d, g.Reactors()[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.WriteAt(context.Background(), datas[i], 0); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		d.Close()
+	}
+	mc, err := mock.NewController(mock.NewBus(), mock.Config{Serial: "CSD", Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Cores: 1, Runner: csd.Runner{}},
+		Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP}, {Kind: mock.Memory, Size: 8 << 20, CSI: nvme.CSISLM}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,15 +468,15 @@ func TestComputeUnreachableNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { dev.Close(); mc.Close() }()
-	s, err := Listen("127.0.0.1:0", Config{Bdevs: []*bdev.Bdev{m}, Reactors: g.Reactors(), Compute: dev})
+	s, err := Listen("127.0.0.1:0", Config{Bdevs: []*bdev.Bdev{m, ob}, Reactors: g.Reactors(), Compute: dev})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, _, note := s.ComputeNSIDs(); !strings.Contains(note, "1 of the 1 namespaces") {
+	if _, _, note := s.ComputeNSIDs(); !strings.Contains(note, "2 of the 2 namespaces") {
 		t.Fatalf("note %q", note)
 	}
-	c, _, _ := remote(t, s)
+	c, tr, bases := remote(t, s)
 	cn, err := c.ComputeNamespaces()
 	if err != nil || len(cn) != 1 {
 		t.Fatalf("%v %v", cn, err)
@@ -452,11 +485,50 @@ func TestComputeUnreachableNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer qp.Close()
+	buf, err := tr.AllocDMA(3 * 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Blocks 3 of the malloc bdev and 5-6 of the other one, in one copy.
 	if _, err := wait(t, qp, func(cb nvme.Completer) error {
-		return qp.MemoryCopy(cn[0].Memory[0], 0, []nvme.MemCopySource{{NSID: 1, Blocks: 1}}, cb, 0)
-	}); !errors.Is(err, nvme.ErrMemoryUnreachable) {
-		t.Fatalf("memory copy from a malloc bdev: %v", err)
+		return qp.MemoryCopy(cn[0].Memory[0], 8192, []nvme.MemCopySource{{NSID: 1, LBA: 3, Blocks: 1}, {NSID: 2, LBA: 5, Blocks: 2}}, cb, 0)
+	}); err != nil {
+		t.Fatalf("memory copy: %+v", err)
+	}
+	if _, err := wait(t, qp, func(cb nvme.Completer) error { return qp.MemoryRead(cn[0].Memory[0], 8192, buf, 0, 3*4096, cb, 0) }); err != nil {
+		t.Fatalf("memory read: %+v", err)
+	}
+	want := append(append([]byte(nil), datas[0][3*4096:4*4096]...), datas[1][5*4096:7*4096]...)
+	if !bytes.Equal(buf.Buf, want) {
+		t.Fatal("device memory does not hold the copied blocks")
+	}
+	if _, err := wait(t, qp, func(cb nvme.Completer) error {
+		return qp.MemoryCopy(cn[0].Memory[0], 0, []nvme.MemCopySource{{NSID: 1, LBA: 60, Blocks: 8}}, cb, 0)
+	}); !errors.Is(err, nvme.ErrLBAOutOfRange) {
+		t.Fatalf("memory copy past the end of the bdev: %v", err)
+	}
+	qp.Close()
+	cbd, err := compute.NewBdev("hc", bases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cbd.Close()
+	hg, err := poller.Start(poller.Config{NoPin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hg.Stop()
+	got := make([][]uint64, len(bases))
+	st, err := cbd.Scan(context.Background(), hg, patternExe(t), cbd.AllTargets(), compute.Options{Placement: compute.PlaceDevice, Devices: []*nvme.Controller{c},
+		ChunkBytes: 64 << 10, OnMatch: func(m compute.Match) { got[m.Target] = append(got[m.Target], m.LBA) }})
+	if err != nil || len(st.Faults) != 0 {
+		t.Fatalf("scan: %+v, %v", err, st)
+	}
+	for i := range bases {
+		slices.Sort(got[i])
+		if want := reference(datas[i]); len(want) == 0 || !slices.Equal(got[i], want) || st.Targets[i].Engine != c.Name() {
+			t.Fatalf("%s: %d matches on %s, reference %d", bases[i].Name(), len(got[i]), st.Targets[i].Engine, len(want))
+		}
 	}
 }
 

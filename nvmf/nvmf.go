@@ -65,6 +65,7 @@ func Listen(addr string, cfg Config) (*Server, error) {
 	}
 	s := &Server{rs: cfg.Reactors, done: make(chan error, 1)}
 	var nss []tcp.Namespace
+	var dmas []bool
 	for _, b := range cfg.Bdevs {
 		d, err := bdev.Open(b, true)
 		if err != nil {
@@ -77,11 +78,11 @@ func Listen(addr string, cfg Config) (*Server, error) {
 			s.closeDescs()
 			return nil, errors.Wrapf(err, "nvmf: bdev %s: buffer", b.Name())
 		}
-		nss = append(nss, &bdevNS{desc: d, dma: probe.DMA != nil})
+		nss, dmas = append(nss, &bdevNS{desc: d, dma: probe.DMA != nil}), append(dmas, probe.DMA != nil)
 		d.FreeBuffer(probe)
 	}
 	if cfg.Compute != nil {
-		e, note, err := exportCompute(cfg.Compute, cfg.Bdevs, cfg.ComputeHosts)
+		e, note, err := exportCompute(cfg.Compute, cfg.Bdevs, s.descs, dmas, cfg.ComputeHosts)
 		if err != nil {
 			s.closeDescs()
 			return nil, err

@@ -63,7 +63,14 @@ func (c *fakeChan) Submit(sqe *nvme.SQE, data []byte, toDevice bool, done nvme.C
 	switch sqe.NSID {
 	case fakeCP:
 	case fakeMem:
-		if sqe.OPC == nvme.OpMemCopy {
+		if srcs, host := HostCopySources(sqe, data, make([]nvme.MemCopySource, 0, 128)); host {
+			// A host copy: every source marked, with an exported NSID.
+			for _, s := range srcs {
+				if s.Controller != HostCopyController || s.NSID < 1 || s.NSID > 2 {
+					c.d.t.Fatalf("host copy source %+v", s)
+				}
+			}
+		} else if sqe.OPC == nvme.OpMemCopy {
 			for off := 0; off+nvme.MemCopySourceSize <= len(data); off += nvme.MemCopySourceSize {
 				if n := le.Uint32(data[off+cpwire.CopyNSID:]); n != fakeSrc {
 					c.d.t.Fatalf("memory copy from device namespace %d", n)
@@ -103,8 +110,12 @@ func capsule(sqe []byte, data []byte) []byte {
 	return b
 }
 
+// The NSIDs hosts see for the compute and memory namespaces of the fuzzed
+// target, which has two NVM namespaces.
+const seedCP, seedMem = 3, 4
+
 // computeSeeds are CP/SLM admin and I/O commands as a host sends them to
-// the exported namespaces (compute 2, memory 3) of a one-namespace target.
+// the exported namespaces of the fuzzed target.
 func computeSeeds() (admin, io [][]byte) {
 	var out [][]byte
 	sqe := func(opc uint8, nsid uint32, cdw ...uint32) []byte {
@@ -117,16 +128,16 @@ func computeSeeds() (admin, io [][]byte) {
 		return s
 	}
 	img := make([]byte, 64)
-	out = append(out, capsule(sqe(nvme.AdminLoadProgram, 2, 0|uint32(nvme.ProgTypeEBPF)<<16, 64, 0, 0, 64, 0), img))
-	out = append(out, capsule(sqe(nvme.AdminProgActMgmt, 2, 0), nil))
+	out = append(out, capsule(sqe(nvme.AdminLoadProgram, seedCP, 0|uint32(nvme.ProgTypeEBPF)<<16, 64, 0, 0, 64, 0), img))
+	out = append(out, capsule(sqe(nvme.AdminProgActMgmt, seedCP, 0), nil))
 	rng := make([]byte, 2*nvme.MemRangeSize)
-	le.PutUint32(rng[0:], 3)
+	le.PutUint32(rng[0:], seedMem)
 	le.PutUint32(rng[4:], 4096)
-	le.PutUint32(rng[32:], 3)
+	le.PutUint32(rng[32:], seedMem)
 	le.PutUint32(rng[36:], 4096)
 	le.PutUint64(rng[40:], 4096)
-	out = append(out, capsule(sqe(nvme.AdminMemRangeSetMg, 2, nvme.RangeSetSelCreate, 1), rng))
-	for _, id := range [][3]uint32{{nvme.CNSCSINamespace, 2, nvme.CSICP}, {nvme.CNSCSINamespace, 3, nvme.CSISLM}, {nvme.CNSNSDescList, 3, 0}, {nvme.CNSIOCommandSetData, 0, 0}} {
+	out = append(out, capsule(sqe(nvme.AdminMemRangeSetMg, seedCP, nvme.RangeSetSelCreate, 1), rng))
+	for _, id := range [][3]uint32{{nvme.CNSCSINamespace, seedCP, nvme.CSICP}, {nvme.CNSCSINamespace, seedMem, nvme.CSISLM}, {nvme.CNSNSDescList, seedMem, 0}, {nvme.CNSIOCommandSetData, 0, 0}} {
 		s := sqe(nvme.AdminIdentify, id[1], id[0], id[2]<<24)
 		s[sglTypeOffset] = sglTransport
 		le.PutUint32(s[32:], 4096)
@@ -135,14 +146,20 @@ func computeSeeds() (admin, io [][]byte) {
 	admin, out = out, nil
 	src := make([]byte, nvme.MemCopySourceSize)
 	le.PutUint32(src[cpwire.CopyNSID:], 1)
-	out = append(out, capsule(sqe(nvme.OpMemCopy, 3, 0, 0, nvme.MemCopyFormatLBA<<8), src))
-	ex := sqe(nvme.OpExecProgram, 2, 0, 0, 1, 0)
+	out = append(out, capsule(sqe(nvme.OpMemCopy, seedMem, 0, 0, nvme.MemCopyFormatLBA<<8), src))
+	// From both namespaces: the second is out of the device's reach, so
+	// the copy becomes a host copy.
+	two := make([]byte, 2*nvme.MemCopySourceSize)
+	le.PutUint32(two[cpwire.CopyNSID:], 1)
+	le.PutUint32(two[nvme.MemCopySourceSize+cpwire.CopyNSID:], 2)
+	out = append(out, capsule(sqe(nvme.OpMemCopy, seedMem, 0, 0, 1|nvme.MemCopyFormatLBA<<8), two))
+	ex := sqe(nvme.OpExecProgram, seedCP, 0, 0, 1, 0)
 	le.PutUint32(ex[8:], 1<<16)
 	out = append(out, capsule(ex, nil))
-	out = append(out, capsule(sqe(nvme.OpMemWrite, 3, 0, 0, 8), make([]byte, 8)))
+	out = append(out, capsule(sqe(nvme.OpMemWrite, seedMem, 0, 0, 8), make([]byte, 8)))
 	// 256 sources (NR 255), more than a page of descriptors holds.
-	out = append(out, capsule(sqe(nvme.OpMemCopy, 3, 0, 0, 255|nvme.MemCopyFormatLBA<<8), make([]byte, 256*nvme.MemCopySourceSize)))
-	rd := sqe(nvme.OpMemRead, 3, 0, 0, 8)
+	out = append(out, capsule(sqe(nvme.OpMemCopy, seedMem, 0, 0, 255|nvme.MemCopyFormatLBA<<8), make([]byte, 256*nvme.MemCopySourceSize)))
+	rd := sqe(nvme.OpMemRead, seedMem, 0, 0, 8)
 	rd[sglTypeOffset] = sglTransport
 	le.PutUint32(rd[32:], 8)
 	out = append(out, capsule(rd, nil))
@@ -165,8 +182,10 @@ func FuzzTargetCompute(f *testing.F) {
 		f.Add(all, uint8(64), k == 1)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8, admin bool) {
-		tg, err := NewTarget(TargetConfig{Namespaces: []Namespace{newMemNS(512, 64)},
-			Compute: &ComputeExport{Device: &fakeDevice{t: t}, CP: fakeCP, Memory: []uint32{fakeMem}, MemorySizes: []uint64{1 << 20}, Hosts: 2, Sources: []CopySource{{NSID: fakeSrc, Reach: true}}}})
+		// Namespace 1 the device reads, namespace 2 it reaches by host copies.
+		tg, err := NewTarget(TargetConfig{Namespaces: []Namespace{newMemNS(512, 64), newMemNS(4096, 16)},
+			Compute: &ComputeExport{Device: &fakeDevice{t: t}, CP: fakeCP, Memory: []uint32{fakeMem}, MemorySizes: []uint64{1 << 20}, Hosts: 2,
+				Sources: []CopySource{{NSID: fakeSrc, Reach: true}, {}}, HostCopy: true}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -74,7 +74,9 @@ type ComputeChannel interface {
 // a Memory Copy source: the namespace NSID of controller Controller (0: the
 // device's own controller). Reach is false for a namespace the device
 // cannot read (a bdev that is no NVMe namespace of its subsystem): a Memory
-// Copy from it fails with Memory Namespace Not Reachable.
+// Copy from it is handed to the channel as a host copy
+// (ComputeExport.HostCopy), or else fails with Memory Namespace Not
+// Reachable.
 type CopySource struct {
 	Controller uint16
 	NSID       uint32
@@ -96,6 +98,32 @@ type ComputeExport struct {
 	// Hosts is how many controllers may use the device at once, each with
 	// its part of every memory namespace (default 1).
 	Hosts int
+	// HostCopy says the channels carry out Memory Copies the device cannot:
+	// a Memory Copy with a source out of the device's reach reaches the
+	// channel with every source as HostCopyController and the exported
+	// NSID (1..N), to be read through host memory and written to the
+	// device.
+	HostCopy bool
+}
+
+// HostCopyController marks the sources of a Memory Copy the channel
+// carries out itself (ComputeExport.HostCopy).
+const HostCopyController = 0xffff
+
+// HostCopySources reports whether sqe with data is a host copy, and if so
+// appends its sources (NSIDs exported ones, 1..N) to srcs[:0], as many as
+// fit in srcs' capacity.
+func HostCopySources(sqe *nvme.SQE, data []byte, srcs []nvme.MemCopySource) ([]nvme.MemCopySource, bool) {
+	if sqe.OPC != nvme.OpMemCopy || len(data) < nvme.MemCopySourceSize || le.Uint16(data[cpwire.CopyController:]) != HostCopyController {
+		return srcs[:0], false
+	}
+	srcs = srcs[:0]
+	for off := 0; off+nvme.MemCopySourceSize <= len(data) && len(srcs) < cap(srcs); off += nvme.MemCopySourceSize {
+		d := data[off:]
+		srcs = append(srcs, nvme.MemCopySource{Controller: le.Uint16(d[cpwire.CopyController:]), NSID: le.Uint32(d[cpwire.CopyNSID:]),
+			LBA: le.Uint64(d[cpwire.CopyLBA:]), Blocks: uint32(le.Uint16(d[cpwire.CopyBlocks:])) + 1})
+	}
+	return srcs, true
 }
 
 // Kinds of exported namespace.
@@ -569,6 +597,7 @@ func (q *tqueue) submitCompute(slot uint16, kind, mi int) {
 func (q *tqueue) copySources(d []byte) (uint64, error) {
 	t := q.w.t
 	var total uint64
+	reach := true
 	for off := 0; off < len(d); off += nvme.MemCopySourceSize {
 		s := d[off:]
 		if ctl := le.Uint16(s[cpwire.CopyController:]); ctl != 0 && ctl != q.ctrl.cntlid {
@@ -578,16 +607,27 @@ func (q *tqueue) copySources(d []byte) (uint64, error) {
 		if kind != nsNVM {
 			return 0, nvme.ErrInvalidNamespace
 		}
-		src := t.cp.exp.Sources[i]
-		if !src.Reach {
-			return 0, nvme.ErrMemoryUnreachable
-		}
+		reach = reach && t.cp.exp.Sources[i].Reach
 		total += (uint64(le.Uint16(s[cpwire.CopyBlocks:])) + 1) * uint64(t.cfg.Namespaces[i].BlockSize())
+	}
+	if !reach && !t.cp.exp.HostCopy {
+		return 0, nvme.ErrMemoryUnreachable
+	}
+	for off := 0; off < len(d); off += nvme.MemCopySourceSize {
+		s := d[off:]
+		if !reach {
+			le.PutUint16(s[cpwire.CopyController:], HostCopyController) // the exported NSID stays
+			continue
+		}
+		src := t.cp.exp.Sources[nsIndex(le.Uint32(s[cpwire.CopyNSID:]))]
 		le.PutUint16(s[cpwire.CopyController:], src.Controller)
 		le.PutUint32(s[cpwire.CopyNSID:], src.NSID)
 	}
 	return total, nil
 }
+
+// nsIndex is the index of NVM namespace nsid (checked by nsKind).
+func nsIndex(nsid uint32) int { return int(nsid) - 1 }
 
 // computeChannel returns the worker's channel to the compute device,
 // opening it on first use.
