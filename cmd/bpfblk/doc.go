@@ -299,8 +299,10 @@ slots and range sets it made until it disconnects, and the device's memory is
 divided into --compute-hosts parts (default 1): a host takes a part on first
 use and keeps it until it disconnects; a host that finds none free sees no
 device memory, and its scan runs on its own cores. The device reads the NVM
-namespaces of its own subsystem (the emulated controllers of this serve); a
-Memory Copy from any other namespace is refused, and serve says so on stderr.
+namespaces of its own subsystem (the emulated controllers of this serve) peer to
+peer; the blocks of other namespaces (uring:, a pci: controller of another
+subsystem) the target reads itself and writes into the device's memory, through
+this server's memory but not over the network (serve notes which on stderr).
 
 A scan with several tcp:// devices is distributed: each server's namespaces run
 on that server's compute namespace (--placement auto or device); a server
