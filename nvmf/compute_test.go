@@ -540,7 +540,42 @@ func TestComputeHostCopy(t *testing.T) {
 // device together; the device runs programs inline (on the goroutine of the
 // target's worker), since its DeviceCore mode starts a goroutine per burst.
 func BenchmarkRemoteChunk(b *testing.B) {
-	s := computeServerMode(b, matchData(64, 1), true, mock.Inline, 1)
+	benchChunk(b, computeServerMode(b, matchData(64, 1), true, mock.Inline, 1))
+}
+
+// BenchmarkRemoteChunkHostCopy is BenchmarkRemoteChunk with the data on a
+// malloc bdev, which the device cannot read: the target's compute channel
+// copies it into device memory through the server's memory.
+func BenchmarkRemoteChunkHostCopy(b *testing.B) {
+	g, err := poller.Start(poller.Config{NoPin: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer g.Stop()
+	m, err := bdev.NewMalloc("m0", 4096, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	mc, err := mock.NewController(mock.NewBus(), mock.Config{Serial: "CSD", Compute: &mock.ComputeConfig{Runner: csd.Runner{}},
+		Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP}, {Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dev, err := nvme.NewController(mc, nvme.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { dev.Close(); mc.Close() }()
+	s, err := Listen("127.0.0.1:0", Config{Bdevs: []*bdev.Bdev{m}, Reactors: g.Reactors(), Compute: dev})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchChunk(b, s)
+}
+
+func benchChunk(b *testing.B, s *Server) {
 	tr, err := tcp.Dial(s.Addr().String(), s.NQN(), tcp.Options{})
 	if err != nil {
 		b.Fatal(err)

@@ -22,7 +22,8 @@ import (
 // compute controller), after translating the NSIDs the host uses into the
 // device's — in the command, in memory range descriptors and in Memory Copy
 // source descriptors, whose NVM namespace becomes the one the device reads
-// peer to peer (ComputeExport.Sources). Admin commands run synchronously on
+// peer to peer (ComputeExport.Sources), or, for a namespace out of its
+// reach, a host copy the channel carries out (ComputeExport.HostCopy). Admin commands run synchronously on
 // the worker of the admin queue; I/O commands go through one
 // ComputeChannel per worker, polled with the worker, like the namespace
 // channels.
