@@ -138,7 +138,7 @@ TEXT ·memmemIndex(SB), NOSPLIT, $0-65
 //
 // Registers: R8 haystack, R9 last start (a pointer), SI window, DX needle,
 // DI needle length, R11 candidate mask, BX failed candidates, AX, CX and R12
-// scratch. Clobbers X0-X3 (Y0-Y3).
+// scratch (R12: the AVX2 loop's bound). Clobbers X0-X5 (Y0-Y5).
 TEXT memmemSearch<>(SB), NOSPLIT|NOFRAME, $0-0
 	CMPQ    DI, R9
 	JHI     notfound
@@ -155,6 +155,67 @@ TEXT memmemSearch<>(SB), NOSPLIT|NOFRAME, $0-0
 	VPBROADCASTB X0, Y0
 	MOVQ         R11, X1
 	VPBROADCASTB X1, Y1
+
+	// Two windows (64 starts) per iteration while they fit, R12 holding
+	// the last start of a full pair; then single windows.
+	MOVQ R9, AX
+	SUBQ R8, AX
+	CMPQ AX, $63
+	JB   avxloop
+	LEAQ -63(R9), R12
+
+avx64:
+	VPCMPEQB  (SI), Y0, Y2
+	VPCMPEQB  -1(SI)(DI*1), Y1, Y3
+	VPCMPEQB  32(SI), Y0, Y4
+	VPCMPEQB  31(SI)(DI*1), Y1, Y5
+	VPAND     Y2, Y3, Y3
+	VPAND     Y4, Y5, Y5
+	VPOR      Y3, Y5, Y2
+	VPMOVMSKB Y2, AX
+	TESTL     AX, AX
+	JNE       avx64cand
+
+avx64next:
+	ADDQ $64, SI
+	CMPQ SI, R12
+	JLS  avx64
+	JMP  avxloop
+
+avx64cand:
+	VPMOVMSKB Y3, R11
+	VPMOVMSKB Y5, AX
+	SHLQ      $32, AX
+	ORQ       AX, R11
+
+avx64c:
+	BSFQ R11, AX
+	ADDQ SI, AX
+	XORL CX, CX
+
+avx64verify:
+	MOVBLZX (AX)(CX*1), R12
+	CMPB    R12, (DX)(CX*1)
+	JNE     avx64fail
+	INCQ    CX
+	CMPQ    CX, DI
+	JB      avx64verify
+	VZEROUPPER
+	JMP     found
+
+avx64fail:
+	INCQ BX
+	MOVQ SI, CX
+	SUBQ R8, CX
+	SHRQ $4, CX
+	ADDQ $32, CX
+	CMPQ BX, CX
+	JHI  avxbail
+	LEAQ -1(R11), CX
+	ANDQ CX, R11
+	JNE  avx64c
+	LEAQ -63(R9), R12
+	JMP  avx64next
 
 avxloop:
 	LEAQ      31(SI), AX
