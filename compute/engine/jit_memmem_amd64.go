@@ -2,6 +2,8 @@
 
 package engine
 
+import "unsafe"
+
 // bpfblk_memmem without leaving the JIT: the generated code calls
 // jitMemmem (jit_memmem_amd64.s), an assembly function in this binary that
 // checks the arguments against the regions exactly as the Go helper does,
@@ -12,6 +14,16 @@ package engine
 // while it runs. Whatever it does not handle (lengths Go refuses, faults,
 // empty or long needles, a search whose candidates keep failing) goes the
 // usual way, out to Instance.callHelper, which decides as before.
+
+// Offsets jitMemmem uses (go_asm.h gives them to the assembly as const_...;
+// a region is regionSize = 32 bytes, asserted in jit_amd64.go).
+const (
+	jitMemmemRegions = unsafe.Offsetof(Instance{}.regions)
+	jitMemmemBudget  = unsafe.Offsetof(Instance{}.budget)
+	jitMemmemPtr     = unsafe.Offsetof(region{}.ptr)
+	jitMemmemRsize   = unsafe.Offsetof(region{}.rsize)
+	jitMemmemRegionN = maxRegions
+)
 
 // jitMemmemMaxNeedle is the longest needle jitMemmem searches for itself;
 // longer ones (up to abi.MaxCmpLen) go to bytes.Index.

@@ -41,15 +41,15 @@ TEXT ·jitMemmem(SB), NOSPLIT, $64-0
 	// not pass the readable size (o < 2^32 and len < 2^31: no wrap).
 	MOVQ DI, AX
 	SHRQ $32, AX
-	CMPQ AX, $(const_maxRegions-1)
+	CMPQ AX, $(const_jitMemmemRegionN-1)
 	JHI  bail
-	SHLQ $5, AX                         // * region__size, asserted in Go
-	LEAQ Instance_regions(R10)(AX*1), AX
+	SHLQ $5, AX                         // * regionSize, asserted in Go
+	LEAQ const_jitMemmemRegions(R10)(AX*1), AX
 	MOVL DI, BX
 	LEAQ (BX)(SI*1), R11
-	CMPQ R11, region_rsize(AX)
+	CMPQ R11, const_jitMemmemRsize(AX)
 	JHI  bail
-	MOVQ region_ptr(AX), R8
+	MOVQ const_jitMemmemPtr(AX), R8
 	TESTQ R8, R8
 	JEQ  bail
 	ADDQ BX, R8
@@ -57,15 +57,15 @@ TEXT ·jitMemmem(SB), NOSPLIT, $64-0
 	// The needle, the same way.
 	MOVQ DX, AX
 	SHRQ $32, AX
-	CMPQ AX, $(const_maxRegions-1)
+	CMPQ AX, $(const_jitMemmemRegionN-1)
 	JHI  bail
 	SHLQ $5, AX
-	LEAQ Instance_regions(R10)(AX*1), AX
+	LEAQ const_jitMemmemRegions(R10)(AX*1), AX
 	MOVL DX, BX
 	LEAQ (BX)(R9*1), R11
-	CMPQ R11, region_rsize(AX)
+	CMPQ R11, const_jitMemmemRsize(AX)
 	JHI  bail
-	MOVQ region_ptr(AX), DX
+	MOVQ const_jitMemmemPtr(AX), DX
 	TESTQ DX, DX
 	JEQ  bail
 	ADDQ BX, DX
@@ -80,7 +80,7 @@ TEXT ·jitMemmem(SB), NOSPLIT, $64-0
 	MOVQ 24(SP), R11
 	ADDQ 48(SP), R11
 	SHRQ $4, R11
-	SUBQ R11, Instance_budget(R10)
+	SUBQ R11, const_jitMemmemBudget(R10)
 
 	MOVQ 8(SP), BX
 	MOVQ 16(SP), DX
