@@ -138,7 +138,7 @@ TEXT ·memmemIndex(SB), NOSPLIT, $0-65
 //
 // Registers: R8 haystack, R9 last start (a pointer), SI window, DX needle,
 // DI needle length, R11 candidate mask, BX failed candidates, AX, CX and R12
-// scratch (R12: the AVX2 loop's bound). Clobbers X0-X5 (Y0-Y5).
+// scratch (R12: the two-window loops' bound). Clobbers X0-X5 (Y0-Y5).
 TEXT memmemSearch<>(SB), NOSPLIT|NOFRAME, $0-0
 	CMPQ    DI, R9
 	JHI     notfound
@@ -310,6 +310,70 @@ sse2:
 	PUNPCKLBW X1, X1
 	PSHUFLW   $0, X1, X1
 	PSHUFD    $0, X1, X1
+
+	// Two windows (32 starts) per iteration while they fit, as for AVX2.
+	MOVQ R9, AX
+	SUBQ R8, AX
+	CMPQ AX, $31
+	JB   sseloop
+	LEAQ -31(R9), R12
+
+sse32:
+	MOVOU    (SI), X2
+	MOVOU    -1(SI)(DI*1), X3
+	MOVOU    16(SI), X4
+	MOVOU    15(SI)(DI*1), X5
+	PCMPEQB  X0, X2
+	PCMPEQB  X1, X3
+	PCMPEQB  X0, X4
+	PCMPEQB  X1, X5
+	PAND     X2, X3
+	PAND     X4, X5
+	MOVO     X3, X2
+	POR      X5, X2
+	PMOVMSKB X2, AX
+	TESTL    AX, AX
+	JNE      sse32cand
+
+sse32next:
+	ADDQ $32, SI
+	CMPQ SI, R12
+	JLS  sse32
+	JMP  sseloop
+
+sse32cand:
+	PMOVMSKB X3, R11
+	PMOVMSKB X5, AX
+	SHLL     $16, AX
+	ORL      AX, R11
+
+sse32c:
+	BSFL R11, AX
+	ADDQ SI, AX
+	XORL CX, CX
+
+sse32verify:
+	MOVBLZX (AX)(CX*1), R12
+	CMPB    R12, (DX)(CX*1)
+	JNE     sse32fail
+	INCQ    CX
+	CMPQ    CX, DI
+	JB      sse32verify
+	JMP     found
+
+sse32fail:
+	INCQ BX
+	MOVQ SI, CX
+	SUBQ R8, CX
+	SHRQ $4, CX
+	ADDQ $32, CX
+	CMPQ BX, CX
+	JHI  bailout
+	LEAL -1(R11), CX
+	ANDL CX, R11
+	JNE  sse32c
+	LEAQ -31(R9), R12
+	JMP  sse32next
 
 sseloop:
 	LEAQ  15(SI), AX
