@@ -24,7 +24,20 @@ type Options struct {
 	// Timeout bounds connection setup, Fabrics Connect and every property
 	// access (default 5 s).
 	Timeout time.Duration
+	// KeepAlive is the Keep Alive Timeout (KATO) the admin queue connects
+	// with: the host sends a Keep Alive command every KeepAlive/2, and a
+	// controller that leaves one unanswered for KeepAlive is declared dead —
+	// every connection is closed and outstanding commands complete with
+	// Transient Transport Error. The controller, in turn, tears down the
+	// association of a host it hears nothing from for KeepAlive. 0 means
+	// 5 s (the Linux host's default); a negative value connects with KATO 0
+	// and sends no Keep Alive.
+	KeepAlive time.Duration
 }
+
+// DefaultKeepAlive is the Keep Alive Timeout a host connects with unless
+// Options.KeepAlive says otherwise, as the Linux NVMe/TCP host does.
+const DefaultKeepAlive = 5 * time.Second
 
 const (
 	maxQID        = 1024
@@ -65,6 +78,14 @@ type Transport struct {
 
 	errMu   sync.Mutex
 	lastErr error
+
+	// Keep-alive, under amu: the wire CID of the outstanding Keep Alive
+	// command (kaBusy) and when the last one was sent.
+	kaBusy bool
+	kaCID  uint16
+	kaSent time.Time
+	kaStop chan struct{}
+	kaDone chan struct{}
 }
 
 type cqRing struct {
@@ -78,6 +99,13 @@ type cqRing struct {
 func Dial(addr, subnqn string, opts Options) (*Transport, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 5 * time.Second
+	}
+	if opts.KeepAlive == 0 {
+		opts.KeepAlive = DefaultKeepAlive
+	}
+	if opts.KeepAlive > 0 {
+		// KATO travels in milliseconds, at least 1.
+		opts.KeepAlive = max(opts.KeepAlive.Round(time.Millisecond), time.Millisecond)
 	}
 	t := &Transport{name: "tcp://" + addr + "/" + subnqn, addr: addr, subnqn: subnqn, opts: opts, cqs: map[uint16]cqRing{}}
 	if _, err := rand.Read(t.hostid[:]); err != nil {
@@ -96,6 +124,11 @@ func Dial(addr, subnqn string, opts Options) (*Transport, error) {
 	}
 	t.admin = q
 	t.queues[0].Store(q)
+	if opts.KeepAlive > 0 {
+		t.kaStop, t.kaDone = make(chan struct{}), make(chan struct{})
+		t.kaSent = time.Now()
+		go t.keepAlive(opts.KeepAlive)
+	}
 	return t, nil
 }
 
@@ -335,8 +368,16 @@ func (t *Transport) Poll(qid uint16) {
 	}
 }
 
-// Close closes every connection.
+// Close stops the keep-alive timer and closes every connection.
 func (t *Transport) Close() error {
+	if t.kaStop != nil {
+		select {
+		case <-t.kaStop:
+		default:
+			close(t.kaStop)
+		}
+		<-t.kaDone
+	}
 	t.amu.Lock()
 	defer t.amu.Unlock()
 	for i := 0; i <= maxQID; i++ {
@@ -449,6 +490,9 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 	s[4] = fctConnect
 	le.PutUint16(s[42:], qid)
 	le.PutUint16(s[44:], uint16(depth-1))
+	if qid == 0 && t.opts.KeepAlive > 0 {
+		le.PutUint32(s[48:], uint32(t.opts.KeepAlive/time.Millisecond)) // KATO
+	}
 	cqe, err := q.internal(&s, data[:], true)
 	if err != nil {
 		c.close()
@@ -467,6 +511,7 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 // hcmd is one command slot of a host queue, indexed by the CID on the wire.
 type hcmd struct {
 	busy, internal, write, orphan, identify, done bool
+	keepAlive                                     bool   // the transport's Keep Alive
 	dcid                                          uint16 // the driver's CID
 	data                                          []byte
 	recv                                          uint32 // C2H bytes received
@@ -832,6 +877,11 @@ func (q *hqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 // finish completes a command: internal ones wake their waiter, the driver's
 // get a CQE in their CQ.
 func (q *hqueue) finish(wcid uint16, cmd *hcmd, dw0, dw1 uint32, status uint16) {
+	if cmd.keepAlive {
+		q.t.kaBusy = false
+		q.release(wcid)
+		return
+	}
 	if cmd.internal {
 		putCQE(cmd.cqe[:], dw0, dw1, 0, q.qid, wcid, status)
 		cmd.done = true
