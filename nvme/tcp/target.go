@@ -58,6 +58,10 @@ type TargetConfig struct {
 	// Addr and Port are reported in discovery log entries (default: the
 	// listener's address).
 	Addr, Port string
+	// Log, if set, is told (from a worker goroutine) about each association
+	// the target tears down on its own, such as a host that stopped sending
+	// within its Keep Alive Timeout.
+	Log func(error)
 }
 
 const (
@@ -224,7 +228,7 @@ type tctrl struct {
 	csts      atomic.Uint32
 	gen       atomic.Uint32 // bumped by a reset: I/O queues of older generations close
 	dead      atomic.Bool
-	kato      uint32
+	kato      uint32 // Keep Alive Timeout in ms, 0: none; admin queue's worker only
 
 	mu     sync.Mutex
 	queues map[uint16]*tqueue
@@ -409,6 +413,15 @@ type tqueue struct {
 	adminBuf []byte
 	term     [pdu.MaxTermData]byte
 
+	// Keep-alive (admin queue): the controller's command count when it
+	// last changed, and when.
+	kaPolls uint32
+	kaSum   uint64
+	kaLast  time.Time
+
+	// cmdsRx counts the capsules received; the admin queue's keep-alive
+	// check sums it over the controller's queues.
+	cmdsRx                           atomic.Uint64
 	nReads, nWrites, bRead, bWritten atomic.Uint64
 }
 
@@ -476,7 +489,53 @@ func (q *tqueue) poll() int {
 	if q.c.err != nil {
 		q.closing = true
 	}
+	if q.qid == 0 && q.ctrl != nil && q.ctrl.kato != 0 {
+		if q.kaPolls++; q.kaPolls&kaCheckEvery == 0 {
+			q.checkKeepAlive(time.Now())
+		}
+	}
 	return work
+}
+
+// kaCheckEvery+1 is how many polls of an admin queue pass between its
+// keep-alive checks; kasUnit is the granularity (KAS) of the target's Keep
+// Alive Timer.
+const (
+	kaCheckEvery = 63
+	kasUnit      = 100 * time.Millisecond
+)
+
+// checkKeepAlive enforces the controller's Keep Alive Timeout: any command
+// on any of its queues restarts the timer (traffic-based keep-alive, as
+// Identify Controller advertises); a host silent for KATO, rounded up to
+// the KAS granularity, has its association torn down — the controller
+// fails (CSTS.CFS), its admin connection closes, and its I/O queues close
+// and are freed once their namespace I/O has finished.
+func (q *tqueue) checkKeepAlive(now time.Time) {
+	c := q.ctrl
+	var sum uint64
+	c.mu.Lock()
+	for _, x := range c.queues {
+		sum += x.cmdsRx.Load()
+	}
+	c.mu.Unlock()
+	if sum != q.kaSum || q.kaLast.IsZero() {
+		q.kaSum, q.kaLast = sum, now
+		return
+	}
+	kato := time.Duration(c.kato) * time.Millisecond
+	limit := (kato + kasUnit - 1) / kasUnit * kasUnit
+	if idle := now.Sub(q.kaLast); idle > limit {
+		err := errors.Errorf("%s: keep-alive timeout: nothing from host %s (controller %d) for %v, KATO %v: association torn down",
+			q.c.name, c.hostnqn, c.cntlid, idle.Round(time.Millisecond), kato)
+		c.csts.Store(c.csts.Load() | nvme.CSTSFatal)
+		q.w.t.dropCtrl(c) // its I/O queues close at their next poll
+		q.c.fail(err, 0)
+		q.closing = true
+		if log := q.w.t.cfg.Log; log != nil {
+			log(err)
+		}
+	}
 }
 
 // progress sends R2Ts, retries busy submissions and sends responses, in
@@ -602,6 +661,7 @@ func (q *tqueue) pduHeader(h pdu.Header, hdr []byte, dataLen int) ([]byte, uint1
 		q.free = q.free[:len(q.free)-1]
 		cmd := &q.cmds[slot]
 		*cmd = tcmd{state: tRecv, buf: cmd.buf}
+		q.cmdsRx.Store(q.cmdsRx.Load() + 1)
 		copy(cmd.sqe[:], hdr[pdu.CommonLen:pdu.CapsuleCmdLen])
 		cmd.cid = le.Uint16(cmd.sqe[2:])
 		q.sqhd++
@@ -1026,16 +1086,17 @@ func (q *tqueue) identify(cns uint8, nsid uint32, b []byte) bool {
 		le.PutUint16(b[78:], c.cntlid)
 		le.PutUint32(b[80:], 0x00010400)
 		le.PutUint32(b[92:], 0)
-		b[111] = 1 // I/O controller
+		le.PutUint32(b[96:], 1<<6) // CTRATT: traffic-based keep-alive
+		b[111] = 1                 // I/O controller
 		if c.discovery {
 			b[111] = 2
 			b[77] = 0
 		}
-		b[258] = 3                  // ACL
-		b[259] = maxAER - 1         // AERL
-		b[261] = 1 << 2             // LPA: extended data for Get Log Page
-		le.PutUint16(b[320:], 10)   // KAS: 1 s granularity
-		b[512], b[513] = 0x66, 0x44 // SQES, CQES
+		b[258] = 3                                                    // ACL
+		b[259] = maxAER - 1                                           // AERL
+		b[261] = 1 << 2                                               // LPA: extended data for Get Log Page
+		le.PutUint16(b[320:], uint16(kasUnit/(100*time.Millisecond))) // KAS
+		b[512], b[513] = 0x66, 0x44                                   // SQES, CQES
 		le.PutUint16(b[514:], uint16(t.cfg.MaxQueueDepth))
 		if !c.discovery {
 			le.PutUint32(b[516:], uint32(len(nss)))
