@@ -58,6 +58,12 @@ type TargetConfig struct {
 	// Addr and Port are reported in discovery log entries (default: the
 	// listener's address).
 	Addr, Port string
+	// MaxH2CData is the largest H2CData PDU the target accepts (ICResp
+	// MAXH2CDATA) and the most data one R2T asks for: a larger write is
+	// fetched with several R2Ts, as many outstanding at once as the host's
+	// MAXR2T allows (at most 8). Default and upper bound 128 KiB, the
+	// largest transfer; at least 4 KiB.
+	MaxH2CData int
 	// Log, if set, is told (from a worker goroutine) about each association
 	// the target tears down on its own, such as a host that stopped sending
 	// within its Keep Alive Timeout.
@@ -69,6 +75,7 @@ const (
 	tgtMaxXfer  = nvme.PageSize << tgtMDTS
 	tgtInCap    = 16 << 10 // in-capsule data on I/O queues
 	tgtMaxH2C   = 128 << 10
+	tgtMaxR2T   = 8 // R2Ts outstanding per command, at most (TTag = slot<<3 | index)
 	tgtRxBuf    = 256 << 10
 	tgtTxBuf    = 512 << 10
 	maxAER      = 4
@@ -108,6 +115,10 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 	if cfg.MaxQueueDepth <= 1 || cfg.MaxQueueDepth > 128 {
 		cfg.MaxQueueDepth = 128
 	}
+	if cfg.MaxH2CData <= 0 || cfg.MaxH2CData > tgtMaxH2C {
+		cfg.MaxH2CData = tgtMaxH2C
+	}
+	cfg.MaxH2CData = max(cfg.MaxH2CData, 4096)
 	if cfg.MaxIOQueues <= 0 || cfg.MaxIOQueues > maxQID {
 		cfg.MaxIOQueues = 64
 	}
@@ -391,6 +402,17 @@ type tcmd struct {
 	dw0    uint32
 	dw1    uint32
 	status uint16
+
+	r2tNext int               // the offset the next R2T asks for
+	r2tOut  int               // R2Ts outstanding
+	r2ts    [tgtMaxR2T]tgtR2T // by TTag&7
+}
+
+// tgtR2T is an R2T the target sent: the data range it asked for and how
+// much of it has arrived.
+type tgtR2T struct {
+	off, end, got int
+	live          bool
 }
 
 // tqueue is one connection: an admin or I/O queue of a controller.
@@ -408,6 +430,7 @@ type tqueue struct {
 	spare    []uint16
 	inflight int
 	cur      uint16 // the slot of the capsule being received
+	maxR2T   int    // R2Ts per command the host takes (ICReq MAXR2T+1, at most tgtMaxR2T)
 	closing  bool
 	aers     int
 	adminBuf []byte
@@ -431,8 +454,9 @@ func (w *Worker) newQueue(nc *net.TCPConn) (*tqueue, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.lim.MaxData = tgtMaxH2C
+	c.lim.MaxData = uint32(w.t.cfg.MaxH2CData)
 	q.c = c
+	q.maxR2T = 1
 	// Until Connect sizes the queue, one slot takes the Connect command.
 	q.setDepth(1)
 	return q, nil
@@ -547,7 +571,8 @@ func (q *tqueue) progress() int {
 	done := 0
 	keep := q.spare[:0]
 	blocked := false
-	for _, slot := range q.work {
+	n := len(q.work) // a retried submission that fails appends its response
+	for _, slot := range q.work[:n] {
 		cmd := &q.cmds[slot]
 		if blocked {
 			keep = append(keep, slot)
@@ -555,17 +580,11 @@ func (q *tqueue) progress() int {
 		}
 		switch cmd.state {
 		case tNeedR2T:
-			if q.c.room() < pdu.R2TLen+pdu.DigestLen {
+			if !q.sendR2Ts(slot) {
 				blocked = true
 				keep = append(keep, slot)
 				continue
 			}
-			n := pdu.R2TLen
-			if q.c.lim.HDGST {
-				n += pdu.DigestLen
-			}
-			pdu.PutR2T(q.c.put(n), pdu.Data{CCCID: cmd.cid, TTag: slot, Offset: 0, Length: uint32(cmd.n)}, q.c.lim.HDGST)
-			cmd.state = tRecv
 			done++
 		case tRetry:
 			q.submitIO(slot)
@@ -582,9 +601,37 @@ func (q *tqueue) progress() int {
 			done++
 		}
 	}
+	keep = append(keep, q.work[n:]...)
 	q.spare = q.work[:0]
 	q.work = keep
 	return done
+}
+
+// sendR2Ts sends slot's next R2Ts, each for at most MaxH2CData bytes, until
+// the host's MAXR2T are outstanding or the whole transfer is asked for; false
+// if the transmit buffer filled first (progress is kept).
+func (q *tqueue) sendR2Ts(slot uint16) bool {
+	cmd := &q.cmds[slot]
+	hl := pdu.R2TLen
+	if q.c.lim.HDGST {
+		hl += pdu.DigestLen
+	}
+	for cmd.r2tOut < q.maxR2T && cmd.r2tNext < cmd.n {
+		if q.c.room() < hl {
+			return false
+		}
+		k := 0
+		for cmd.r2ts[k].live {
+			k++
+		}
+		n := min(cmd.n-cmd.r2tNext, q.w.t.cfg.MaxH2CData)
+		cmd.r2ts[k] = tgtR2T{off: cmd.r2tNext, end: cmd.r2tNext + n, live: true}
+		pdu.PutR2T(q.c.put(hl), pdu.Data{CCCID: cmd.cid, TTag: slot<<3 | uint16(k), Offset: uint32(cmd.r2tNext), Length: uint32(n)}, q.c.lim.HDGST)
+		cmd.r2tNext += n
+		cmd.r2tOut++
+	}
+	cmd.state = tRecv
+	return true
 }
 
 // sendResponse queues the data and the CapsuleResp of slot; false if the
@@ -684,14 +731,19 @@ func (q *tqueue) pduHeader(h pdu.Header, hdr []byte, dataLen int) ([]byte, uint1
 		cmd.n = n
 		return q.slotBuf(slot, n), 0, nil
 	case pdu.TypeH2CData:
+		// The transfer tag names the slot and the R2T; within an R2T the
+		// data comes in order, so overlaps and gaps are refused.
 		d, _ := pdu.ParseData(hdr)
-		if int(d.TTag) >= len(q.cmds) || q.cmds[d.TTag].state != tRecv || q.cmds[d.TTag].cid != d.CCCID || q.cmds[d.TTag].c2h {
+		slot, k := int(d.TTag>>3), int(d.TTag&7)
+		if slot >= len(q.cmds) || (q.cmds[slot].state != tRecv && q.cmds[slot].state != tNeedR2T) || q.cmds[slot].cid != d.CCCID ||
+			q.cmds[slot].c2h || !q.cmds[slot].r2ts[k].live {
 			return nil, pdu.FESInvalidHeader, errors.Errorf("%s: H2CData for command %d, transfer tag %d, which awaits no data", q.c.name, d.CCCID, d.TTag)
 		}
-		cmd := &q.cmds[d.TTag]
-		if int(d.Length) != dataLen || int(d.Offset) != cmd.got || int(d.Offset)+dataLen > cmd.n {
-			return nil, pdu.FESOutOfRange, errors.Errorf("%s: H2CData for command %d at offset %d, %d bytes (PDU carries %d): expected offset %d within %d bytes",
-				q.c.name, d.CCCID, d.Offset, d.Length, dataLen, cmd.got, cmd.n)
+		cmd := &q.cmds[slot]
+		r := &cmd.r2ts[k]
+		if int(d.Length) != dataLen || int(d.Offset) != r.off+r.got || int(d.Offset)+dataLen > r.end {
+			return nil, pdu.FESOutOfRange, errors.Errorf("%s: H2CData for command %d at offset %d, %d bytes (PDU carries %d): expected offset %d within the R2T for bytes %d..%d",
+				q.c.name, d.CCCID, d.Offset, d.Length, dataLen, r.off+r.got, r.off, r.end)
 		}
 		return cmd.buf[d.Offset : int(d.Offset)+dataLen], 0, nil
 	case pdu.TypeH2CTermReq:
@@ -723,7 +775,8 @@ func (q *tqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 		}
 		q.c.lim.HDGST, q.c.lim.DDGST, q.c.lim.Align = r.HDGST, r.DDGST, (r.HPDA+1)*4
 		var b [pdu.ICLen]byte
-		pdu.PutICResp(b[:], pdu.ICResp{HDGST: r.HDGST, DDGST: r.DDGST, MaxH2CData: tgtMaxH2C})
+		q.maxR2T = int(min(r.MaxR2T, tgtMaxR2T-1)) + 1
+		pdu.PutICResp(b[:], pdu.ICResp{HDGST: r.HDGST, DDGST: r.DDGST, MaxH2CData: uint32(q.w.t.cfg.MaxH2CData)})
 		copy(q.c.put(pdu.ICLen), b[:])
 		q.c.init = true
 	case pdu.TypeCapsuleCmd:
@@ -754,7 +807,8 @@ func (q *tqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 			q.respond(slot, 0, statusField(0, scSGLLengthInval))
 			return 0, nil
 		case dir == 1:
-			cmd.n, cmd.got = n, 0
+			cmd.n, cmd.got, cmd.r2tNext, cmd.r2tOut = n, 0, 0, 0
+			clear(cmd.r2ts[:])
 			q.slotBuf(slot, n)
 			cmd.state = tNeedR2T
 			q.work = append(q.work, slot)
@@ -766,13 +820,27 @@ func (q *tqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 		q.execute(slot)
 	case pdu.TypeH2CData:
 		d, _ := pdu.ParseData(hdr)
-		cmd := &q.cmds[d.TTag]
+		slot := d.TTag >> 3
+		cmd := &q.cmds[slot]
+		r := &cmd.r2ts[d.TTag&7]
+		r.got += int(d.Length)
 		cmd.got += int(d.Length)
-		if cmd.got == cmd.n {
-			if h.Flags&pdu.FlagLast == 0 {
-				return pdu.FESInvalidHeader, errors.Errorf("%s: H2CData for command %d completes the transfer without LAST", q.c.name, d.CCCID)
-			}
-			q.execute(d.TTag)
+		last := r.off+r.got == r.end
+		if last != (h.Flags&pdu.FlagLast != 0) {
+			return pdu.FESInvalidHeader, errors.Errorf("%s: H2CData for command %d ends at offset %d with LAST %v; its R2T asked for bytes %d..%d",
+				q.c.name, d.CCCID, r.off+r.got, !last, r.off, r.end)
+		}
+		if !last {
+			return 0, nil
+		}
+		r.live = false
+		cmd.r2tOut--
+		switch {
+		case cmd.got == cmd.n:
+			q.execute(slot)
+		case cmd.state == tRecv && cmd.r2tNext < cmd.n:
+			cmd.state = tNeedR2T
+			q.work = append(q.work, slot)
 		}
 	case pdu.TypeH2CTermReq:
 		tr, _ := pdu.ParseTerm(hdr)
