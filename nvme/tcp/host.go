@@ -80,13 +80,13 @@ type Transport struct {
 	errMu   sync.Mutex
 	lastErr error
 
-	// Keep-alive, under amu: the wire CID of the outstanding Keep Alive
-	// command (kaBusy) and when the last one was sent.
-	kaBusy bool
-	kaCID  uint16
-	kaSent time.Time
-	kaStop chan struct{}
-	kaDone chan struct{}
+	// Keep-alive, under amu: Keep Alive commands outstanding, when the
+	// last was sent and when the last answer came.
+	kaOut   int
+	kaSent  time.Time
+	kaAlive time.Time
+	kaStop  chan struct{}
+	kaDone  chan struct{}
 }
 
 type cqRing struct {
@@ -128,6 +128,7 @@ func Dial(addr, subnqn string, opts Options) (*Transport, error) {
 	if opts.KeepAlive > 0 {
 		t.kaStop, t.kaDone = make(chan struct{}), make(chan struct{})
 		t.kaSent = time.Now()
+		t.kaAlive = t.kaSent
 		go t.keepAlive(opts.KeepAlive)
 	}
 	return t, nil
@@ -911,7 +912,8 @@ func (q *hqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 // get a CQE in their CQ.
 func (q *hqueue) finish(wcid uint16, cmd *hcmd, dw0, dw1 uint32, status uint16) {
 	if cmd.keepAlive {
-		q.t.kaBusy = false
+		q.t.kaOut--
+		q.t.kaAlive = time.Now()
 		q.release(wcid)
 		return
 	}

@@ -8,10 +8,12 @@ import (
 )
 
 // keepAlive is the host's keep-alive timer, one goroutine per controller
-// (never one per command): every kato/4 it polls the admin queue, sends a
-// Keep Alive when the last one was answered and kato/2 has passed since it
-// was sent, and declares the controller dead when one has been unanswered
-// for kato. It ends when the transport closes or the admin connection dies.
+// (never one per command): every kato/4 it polls the admin queue and sends
+// a Keep Alive when kato/2 has passed since the last — whether or not that
+// one was answered, so that the controller keeps hearing from a live host —
+// and declares the controller dead when Keep Alives are outstanding and
+// none has been answered for kato. It ends when the transport closes or the
+// admin connection dies.
 func (t *Transport) keepAlive(kato time.Duration) {
 	defer close(t.kaDone)
 	tick := time.NewTicker(max(kato/4, time.Millisecond))
@@ -41,17 +43,20 @@ func (t *Transport) keepAliveTick(kato time.Duration, now time.Time) bool {
 	if t.dead || q.c.err != nil {
 		return false
 	}
-	since := now.Sub(t.kaSent)
-	switch {
-	case t.kaBusy && since >= kato:
-		t.kill(errors.Errorf("%s: keep-alive timeout: Keep Alive (command %d) sent %v ago is unanswered, KATO is %v: controller presumed dead, every connection closed",
-			t.name, t.kaCID, since.Round(time.Millisecond), kato))
+	if silent := now.Sub(t.kaAlive); t.kaOut > 0 && silent >= kato {
+		t.kill(errors.Errorf("%s: keep-alive timeout: %d Keep Alive commands unanswered, none answered for %v, KATO is %v: controller presumed dead, every connection closed",
+			t.name, t.kaOut, silent.Round(time.Millisecond), kato))
 		return false
-	case !t.kaBusy && since >= kato/2:
+	}
+	if now.Sub(t.kaSent) >= kato/2 && t.kaOut < maxKeepAlives {
 		t.sendKeepAlive(now)
 	}
 	return true
 }
+
+// maxKeepAlives bounds the Keep Alive commands outstanding (a dead
+// controller is declared after about three).
+const maxKeepAlives = 4
 
 // sendKeepAlive queues a Keep Alive command on the admin queue without
 // waiting for its answer. It runs under amu.
@@ -69,7 +74,8 @@ func (t *Transport) sendKeepAlive(now time.Time) {
 	s[0] = adminKeepAlive
 	q.capsule(wcid, s[:], nil, false)
 	q.c.flush()
-	t.kaBusy, t.kaCID, t.kaSent = true, wcid, now
+	t.kaOut++
+	t.kaSent = now
 	if q.c.err != nil {
 		q.fail()
 	}

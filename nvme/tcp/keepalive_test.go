@@ -26,7 +26,7 @@ func TestKeepAliveSilentController(t *testing.T) {
 		}
 		return b, false
 	})
-	const kato = 200 * time.Millisecond
+	const kato = 300 * time.Millisecond
 	tr, err := Dial(p.ln.Addr().String(), tg.NQN(), Options{KeepAlive: kato})
 	if err != nil {
 		t.Fatal(err)
