@@ -98,6 +98,8 @@ type Target struct {
 	closed atomic.Bool
 	wg     sync.WaitGroup
 	stop   chan struct{}
+
+	sleepIdle bool // Run's workers never sleep on their sockets (benchmark baseline)
 }
 
 // NewTarget prepares a target; Serve accepts connections and the workers
@@ -171,12 +173,20 @@ func (t *Target) Serve(ln net.Listener) error {
 		w.incoming = append(w.incoming, nc.(*net.TCPConn))
 		w.nIncoming.Store(int32(len(w.incoming)))
 		w.mu.Unlock()
+		w.wt.kick()
 	}
 }
 
 // Run serves ln and polls every worker on a goroutine of its own, locked
-// to an OS thread, until Close. Idle workers back off to short sleeps.
+// to an OS thread, until Close. A worker that finds nothing to do for a few
+// polls, with no I/O in progress, sleeps until one of its sockets is
+// readable; one waiting for its namespaces backs off to short sleeps.
 func (t *Target) Run(ln net.Listener) {
+	for _, w := range t.workers {
+		if err := w.wt.init(); err != nil {
+			w.readyErr = err // the worker polls without sleeping on its sockets
+		}
+	}
 	t.wg.Add(1 + len(t.workers))
 	go func() {
 		defer t.wg.Done()
@@ -200,7 +210,14 @@ func (t *Target) Run(ln net.Listener) {
 				}
 				idle++
 				switch {
-				case idle < 256:
+				case idle < runSpin:
+				case !w.wt.ioActive && w.wt.ready && !t.sleepIdle:
+					// Serve and Close kick the eventfd after they
+					// hand over a connection or stop: no wake-up is lost.
+					if w.nIncoming.Load() == 0 && !t.closed.Load() {
+						w.wt.sleep(runSleep)
+					}
+					idle = 0
 				case idle < 512:
 					runtime.Gosched()
 				default:
@@ -222,6 +239,10 @@ func (t *Target) Close() error {
 	t.mu.Unlock()
 	if ln != nil {
 		ln.Close()
+	}
+	// Kick sleeping workers: they see closed and do not sleep again.
+	for _, w := range t.workers {
+		w.wt.kick()
 	}
 	close(t.stop)
 	t.wg.Wait()
@@ -290,6 +311,8 @@ type Worker struct {
 	queues    []*tqueue
 	chans     []NSChannel
 	chanErr   []error
+	wt        waiter
+	readyErr  error // why the worker cannot sleep on its sockets
 }
 
 // Poll accepts handed-over connections, polls the namespace channels and
@@ -305,6 +328,7 @@ func (w *Worker) Poll() int {
 		for _, nc := range in {
 			if q, err := w.newQueue(nc); err == nil {
 				w.queues = append(w.queues, q)
+				w.wt.watch(q.c)
 			} else {
 				nc.Close()
 			}
@@ -316,9 +340,11 @@ func (w *Worker) Poll() int {
 			work += ch.Poll()
 		}
 	}
+	active := false
 	for i := 0; i < len(w.queues); {
 		q := w.queues[i]
 		work += q.poll()
+		active = active || q.inflight > 0 || len(q.work) > 0 || q.c.pending()
 		if q.finished() {
 			q.release()
 			last := len(w.queues) - 1
@@ -329,6 +355,8 @@ func (w *Worker) Poll() int {
 		}
 		i++
 	}
+	w.wt.ioActive = active
+	w.wt.idlePoll(work)
 	return work
 }
 
@@ -365,6 +393,7 @@ func (w *Worker) Close() {
 			w.chans[i] = nil
 		}
 	}
+	w.wt.close()
 }
 
 func (w *Worker) channel(nsid uint32) (NSChannel, error) {
