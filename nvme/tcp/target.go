@@ -183,8 +183,8 @@ func (t *Target) Serve(ln net.Listener) error {
 // readable; one waiting for its namespaces backs off to short sleeps.
 func (t *Target) Run(ln net.Listener) {
 	for _, w := range t.workers {
-		if err := w.wt.init(); err != nil {
-			w.readyErr = err // the worker polls without sleeping on its sockets
+		if err := w.wt.init(); err != nil && t.cfg.Log != nil {
+			t.cfg.Log(errors.Wrapf(err, "nvme/tcp: worker %d polls without sleeping on its sockets", w.id))
 		}
 	}
 	t.wg.Add(1 + len(t.workers))
@@ -216,6 +216,7 @@ func (t *Target) Run(ln net.Listener) {
 					// hand over a connection or stop: no wake-up is lost.
 					if w.nIncoming.Load() == 0 && !t.closed.Load() {
 						w.wt.sleep(runSleep)
+						w.wt.slept = true // keep-alive checks at the next poll
 					}
 					idle = 0
 				case idle < 512:
@@ -312,7 +313,6 @@ type Worker struct {
 	chans     []NSChannel
 	chanErr   []error
 	wt        waiter
-	readyErr  error // why the worker cannot sleep on its sockets
 }
 
 // Poll accepts handed-over connections, polls the namespace channels and
@@ -356,6 +356,7 @@ func (w *Worker) Poll() int {
 		i++
 	}
 	w.wt.ioActive = active
+	w.wt.slept = false
 	w.wt.idlePoll(work)
 	return work
 }
@@ -543,7 +544,7 @@ func (q *tqueue) poll() int {
 		q.closing = true
 	}
 	if q.qid == 0 && q.ctrl != nil && q.ctrl.kato != 0 {
-		if q.kaPolls++; q.kaPolls&kaCheckEvery == 0 {
+		if q.kaPolls++; q.kaPolls&kaCheckEvery == 0 || q.w.wt.slept {
 			q.checkKeepAlive(time.Now())
 		}
 	}
@@ -551,7 +552,7 @@ func (q *tqueue) poll() int {
 }
 
 // kaCheckEvery+1 is how many polls of an admin queue pass between its
-// keep-alive checks; kasUnit is the granularity (KAS) of the target's Keep
+// keep-alive checks (or one, after the worker slept); kasUnit is the granularity (KAS) of the target's Keep
 // Alive Timer.
 const (
 	kaCheckEvery = 63

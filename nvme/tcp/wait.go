@@ -27,6 +27,7 @@ type waiter struct {
 	done     chan struct{} // the helper ended
 	idle     int           // consecutive idle polls
 	ioActive bool          // the last poll left I/O, responses or sends in progress
+	slept    bool          // Run's worker slept before this poll
 }
 
 func (w *waiter) init() error {
