@@ -88,7 +88,9 @@ func Listen(addr string, cfg Config) (*Server, error) {
 			return nil, errors.Wrapf(err, "nvmf: reactor %d", i)
 		}
 		p, err := cfg.Reactors[i].Register("nvmf", func() poller.Status {
-			if w.Poll() > 0 {
+			// While namespace I/O is in flight the reactor keeps
+			// polling: only sockets wake it once parked.
+			if w.Poll() > 0 || w.Active() {
 				return poller.Busy
 			}
 			return poller.Idle

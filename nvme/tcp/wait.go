@@ -156,6 +156,12 @@ func (w *waiter) close() {
 	w.mu.Unlock()
 }
 
+// Active reports whether the last Poll left work in progress that only
+// polling finishes — namespace I/O in flight, responses or data waiting for
+// room to be sent. A reactor should keep polling (not park) while it is
+// true; otherwise OnReady's wake-up brings the next request.
+func (w *Worker) Active() bool { return w.wt.ioActive }
+
 // OnReady makes the worker usable from a reactor that parks when idle:
 // after a few idle polls the worker has a goroutine of its own wait for any
 // of its sockets to become readable (or a new connection), which calls wake

@@ -39,7 +39,7 @@ func TestOnReady(t *testing.T) {
 		defer close(stopped)
 		idle := 0
 		for {
-			if w.Poll() > 0 || w.wt.ioActive {
+			if w.Poll() > 0 || w.Active() {
 				idle = 0
 				continue
 			}
