@@ -21,6 +21,7 @@ type waiter struct {
 	epfd, evfd int
 	events     [8]unix.EpollEvent
 	stopping   atomic.Bool
+	armed      atomic.Bool // the helper watches the sockets (OnReady)
 
 	wake     func()        // OnReady's
 	arm      chan struct{} // the worker asks the helper to watch
@@ -97,14 +98,17 @@ func (w *waiter) sleep(d time.Duration) {
 }
 
 // idlePoll is called after each poll of the worker. In OnReady mode it arms
-// the helper once per idle stretch, after a few idle polls.
+// the helper after a few idle polls, and again whenever the helper woke the
+// reactor without the worker finding work (a kick, a socket event nothing
+// was read for): an idle worker always has its sockets watched.
 func (w *waiter) idlePoll(work int) {
 	if work > 0 || w.ioActive {
 		w.idle = 0
 		return
 	}
 	w.idle++
-	if w.wake != nil && w.idle == armAfter {
+	if w.wake != nil && w.idle >= armAfter && !w.armed.Load() {
+		w.armed.Store(true)
 		select {
 		case w.arm <- struct{}{}:
 		default:
@@ -130,6 +134,7 @@ func (w *waiter) helper() {
 			return
 		}
 		w.sleep(-1) // close kicks
+		w.armed.Store(false)
 		if w.stopping.Load() {
 			return
 		}
