@@ -102,8 +102,17 @@ func Listen(addr string, cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	for i, w := range t.Workers() {
+		// A parked reactor wakes when a socket of its worker is readable.
+		if err := w.OnReady(cfg.Reactors[i].Wake); err != nil {
+			ln.Close()
+			s.stopPollers()
+			s.closeDescs()
+			return nil, errors.Wrapf(err, "nvmf: reactor %d", i)
+		}
 		p, err := cfg.Reactors[i].Register("nvmf", func() poller.Status {
-			if w.Poll() > 0 {
+			// While namespace I/O is in flight the reactor keeps
+			// polling: only sockets wake it once parked.
+			if w.Poll() > 0 || w.Active() {
 				return poller.Busy
 			}
 			return poller.Idle
