@@ -2,11 +2,18 @@
 // control flow, register and stack initialisation, pointer provenance, bounds of
 // context, stack, map-value and data accesses, and helper-call signatures.
 //
-// The verifier is a flow-sensitive abstract interpreter over the program's
-// control-flow graph (a worklist fixpoint with joins and widening at loop
-// heads), keyed by call context so that bpf-to-bpf calls are analysed with
-// their own frames. It does not try to prove loops bounded: termination is the
-// engine's job (a per-run instruction budget, see package engine).
+// The verifier is a path-sensitive abstract interpreter, like Linux's: a
+// worklist explores the states reaching each instruction, per call context
+// (so that bpf-to-bpf calls are analysed with their own frames), without
+// joining them, so a bounded loop is verified iteration by iteration. States
+// that differ only in dead registers count once (a liveness pass clears
+// them), and identical states are explored once. Only after PrecisePerInsn
+// distinct states at one instruction are further states joined into one and,
+// after a few joins, widened, so that unbounded loops converge too. It does
+// not try to prove loops bounded: termination is the engine's job (a per-run
+// instruction budget, see package engine). Helper calls are checked by the
+// argument kinds of compute/abi's helper table. compute/engine's RATIONALE.md
+// ("Verifier") explains the choices.
 package verifier
 
 import (
