@@ -712,7 +712,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			stateErr = err
 			continue
 		}
-		st.Maps = mergeMapData(st.Maps, maps)
+		st.Maps = engine.MergeMapData(st.Maps, maps)
 	}
 	switch {
 	case cancelled:
