@@ -20,6 +20,8 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 )
 
 // MapKind is the storage layout of a map.
@@ -42,44 +44,11 @@ type Map struct {
 	ReadOnly bool
 }
 
-// Code is a program laid out by instruction slot, the unit jump offsets count
-// in: a 64-bit immediate load (LDDW) occupies two slots and the second one is
-// marked in Half.
-type Code struct {
-	// Insns holds one decoded instruction per slot; the second slot of an LDDW
-	// repeats the first.
-	Insns []asm.Instruction
-	// Half marks the second slot of an LDDW.
-	Half []bool
-	// MapRef is, for an LDDW that loads a map pointer or map value address, the
-	// index of the map in Maps; -1 otherwise.
-	MapRef []int
-	// Maps the program refers to.
+// code is the program being verified: its instructions laid out by slot
+// and the maps they refer to.
+type code struct {
+	*layout.Code
 	Maps []Map
-}
-
-// Len returns the number of slots.
-func (c *Code) Len() int { return len(c.Insns) }
-
-// NewCode lays out decoded instructions by slot. mapRef(i) returns the map
-// index referenced by instruction i (in insns order) or -1.
-func NewCode(insns asm.Instructions, maps []Map, mapRef func(i int) int) *Code {
-	c := &Code{Maps: maps}
-	for i, ins := range insns {
-		ref := -1
-		if mapRef != nil {
-			ref = mapRef(i)
-		}
-		c.Insns = append(c.Insns, ins)
-		c.Half = append(c.Half, false)
-		c.MapRef = append(c.MapRef, ref)
-		if ins.OpCode.IsDWordLoad() {
-			c.Insns = append(c.Insns, ins)
-			c.Half = append(c.Half, true)
-			c.MapRef = append(c.MapRef, ref)
-		}
-	}
-	return c
 }
 
 // Error is a rejection: the slot index of the offending instruction, its
@@ -115,7 +84,7 @@ func (e *Error) Error() string {
 	return msg
 }
 
-func (c *Code) reject(pc int, format string, args ...any) *Error {
+func (c *code) reject(pc int, format string, args ...any) *Error {
 	e := &Error{Index: pc, Reason: fmt.Sprintf(format, args...)}
 	if pc >= 0 && pc < len(c.Insns) {
 		e.Insn = Disasm(c.Insns[pc])
