@@ -9,139 +9,107 @@ import (
 )
 
 // callHelper runs helper id with r1..r5 and returns r0; the interpreter and
-// the JIT's exit to Go both call it. It has one case for every helper of
-// abi's table (TestEveryHelperImplemented checks): adding a helper is a row
-// in that table, a method here and its case. A switch of direct calls, not a
-// table of func values, because map-heavy programs call helpers per record
-// and an indirect call costs them measurably.
+// the JIT's exit to Go both call it. Every pointer argument is checked
+// against the regions like a load or store. It has one case for every helper
+// of abi's table, holding the helper's implementation
+// (TestEveryHelperImplemented checks that none is missing): adding a helper
+// is a row in that table and a case here. The implementations stay inside
+// one switch: map-heavy programs call helpers once per record, and a method
+// per helper (an extra call) cost BenchmarkAggregateHashMap 2-5%.
 func (m *Instance) callHelper(pc int, id uint32) (uint64, error) {
+	r := &m.regs
 	switch id {
 	case abi.HelperMapLookup:
-		return m.helperMapLookup(pc)
+		mi, err := m.mapArg(pc, r[1])
+		if err != nil {
+			return 0, err
+		}
+		key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
+		if key == nil {
+			return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_lookup_elem key")
+		}
+		m.charge(uint64(mi.spec.KeySize))
+		v := mi.lookup(key)
+		if v < 0 {
+			return 0, nil
+		}
+		return regionAddr(regionMap0+mi.index, uint64(v)*uint64(mi.spec.ValueSize)), nil
 	case abi.HelperMapUpdate:
-		return m.helperMapUpdate(pc)
+		mi, err := m.mapArg(pc, r[1])
+		if err != nil {
+			return 0, err
+		}
+		if mi.spec.ReadOnly {
+			return negErrno(abi.EINVAL), nil
+		}
+		key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
+		if key == nil {
+			return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_update_elem key")
+		}
+		val := m.bytesAt(r[3], uint64(mi.spec.ValueSize))
+		if val == nil {
+			return 0, m.helperFault(pc, r[3], uint64(mi.spec.ValueSize), "bpf_map_update_elem value")
+		}
+		m.charge(uint64(len(key)) + uint64(len(val)))
+		return uint64(mi.update(key, val, r[4])), nil
 	case abi.HelperMapDelete:
-		return m.helperMapDelete(pc)
-	case abi.HelperTrace:
-		return m.helperTrace(pc)
+		mi, err := m.mapArg(pc, r[1])
+		if err != nil {
+			return 0, err
+		}
+		key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
+		if key == nil {
+			return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_delete_elem key")
+		}
+		m.charge(uint64(len(key)))
+		return uint64(mi.delete(key)), nil
 	case abi.HelperEmit:
-		return m.helperEmit(), nil
+		return uint64(m.emitValue(r[2])), nil
 	case abi.HelperMemcmp:
-		return m.helperMemcmp(pc)
+		n := r[3]
+		if n > abi.MaxCmpLen {
+			return negErrno(abi.EINVAL), nil
+		}
+		a, b := m.bytesAt(r[1], n), m.bytesAt(r[2], n)
+		if a == nil {
+			return 0, m.helperFault(pc, r[1], n, "bpfblk_memcmp a")
+		}
+		if b == nil {
+			return 0, m.helperFault(pc, r[2], n, "bpfblk_memcmp b")
+		}
+		m.charge(2 * n)
+		return uint64(int64(bytes.Compare(a, b))), nil
 	case abi.HelperMemmem:
-		return m.helperMemmem(pc)
+		hn, nn := r[2], r[4]
+		if hn > 1<<31 || nn > abi.MaxCmpLen {
+			return negErrno(abi.EINVAL), nil
+		}
+		h, n := m.bytesAt(r[1], hn), m.bytesAt(r[3], nn)
+		if h == nil {
+			return 0, m.helperFault(pc, r[1], hn, "bpfblk_memmem haystack")
+		}
+		if n == nil {
+			return 0, m.helperFault(pc, r[3], nn, "bpfblk_memmem needle")
+		}
+		m.charge(hn + nn)
+		return uint64(int64(bytes.Index(h, n))), nil
+	case abi.HelperTrace:
+		if r[2] > abi.MaxCmpLen {
+			return negErrno(abi.EINVAL), nil
+		}
+		f := m.bytesAt(r[1], r[2])
+		if f == nil {
+			return 0, m.helperFault(pc, r[1], r[2], "bpf_trace_printk format")
+		}
+		m.charge(r[2])
+		if m.trace == nil {
+			return 0, nil
+		}
+		s := formatTrace(f, r[3], r[4], r[5])
+		n, _ := m.trace.Write(s)
+		return uint64(n), nil
 	}
 	return 0, fmt.Errorf("engine: instruction %d: unknown helper %d", pc, id)
-}
-
-// Each helper reads its arguments from r1..r5 and returns r0. Every pointer
-// argument is checked against the regions like a load or store.
-
-func (m *Instance) helperMapLookup(pc int) (uint64, error) {
-	r := &m.regs
-	mi, err := m.mapArg(pc, r[1])
-	if err != nil {
-		return 0, err
-	}
-	key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
-	if key == nil {
-		return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_lookup_elem key")
-	}
-	m.charge(uint64(mi.spec.KeySize))
-	v := mi.lookup(key)
-	if v < 0 {
-		return 0, nil
-	}
-	return regionAddr(regionMap0+mi.index, uint64(v)*uint64(mi.spec.ValueSize)), nil
-}
-
-func (m *Instance) helperMapUpdate(pc int) (uint64, error) {
-	r := &m.regs
-	mi, err := m.mapArg(pc, r[1])
-	if err != nil {
-		return 0, err
-	}
-	if mi.spec.ReadOnly {
-		return negErrno(abi.EINVAL), nil
-	}
-	key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
-	if key == nil {
-		return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_update_elem key")
-	}
-	val := m.bytesAt(r[3], uint64(mi.spec.ValueSize))
-	if val == nil {
-		return 0, m.helperFault(pc, r[3], uint64(mi.spec.ValueSize), "bpf_map_update_elem value")
-	}
-	m.charge(uint64(len(key)) + uint64(len(val)))
-	return uint64(mi.update(key, val, r[4])), nil
-}
-
-func (m *Instance) helperMapDelete(pc int) (uint64, error) {
-	r := &m.regs
-	mi, err := m.mapArg(pc, r[1])
-	if err != nil {
-		return 0, err
-	}
-	key := m.bytesAt(r[2], uint64(mi.spec.KeySize))
-	if key == nil {
-		return 0, m.helperFault(pc, r[2], uint64(mi.spec.KeySize), "bpf_map_delete_elem key")
-	}
-	m.charge(uint64(len(key)))
-	return uint64(mi.delete(key)), nil
-}
-
-func (m *Instance) helperEmit() uint64 { return uint64(m.emitValue(m.regs[2])) }
-
-func (m *Instance) helperMemcmp(pc int) (uint64, error) {
-	r := &m.regs
-	n := r[3]
-	if n > abi.MaxCmpLen {
-		return negErrno(abi.EINVAL), nil
-	}
-	a, b := m.bytesAt(r[1], n), m.bytesAt(r[2], n)
-	if a == nil {
-		return 0, m.helperFault(pc, r[1], n, "bpfblk_memcmp a")
-	}
-	if b == nil {
-		return 0, m.helperFault(pc, r[2], n, "bpfblk_memcmp b")
-	}
-	m.charge(2 * n)
-	return uint64(int64(bytes.Compare(a, b))), nil
-}
-
-func (m *Instance) helperMemmem(pc int) (uint64, error) {
-	r := &m.regs
-	hn, nn := r[2], r[4]
-	if hn > 1<<31 || nn > abi.MaxCmpLen {
-		return negErrno(abi.EINVAL), nil
-	}
-	h, n := m.bytesAt(r[1], hn), m.bytesAt(r[3], nn)
-	if h == nil {
-		return 0, m.helperFault(pc, r[1], hn, "bpfblk_memmem haystack")
-	}
-	if n == nil {
-		return 0, m.helperFault(pc, r[3], nn, "bpfblk_memmem needle")
-	}
-	m.charge(hn + nn)
-	return uint64(int64(bytes.Index(h, n))), nil
-}
-
-func (m *Instance) helperTrace(pc int) (uint64, error) {
-	r := &m.regs
-	if r[2] > abi.MaxCmpLen {
-		return negErrno(abi.EINVAL), nil
-	}
-	f := m.bytesAt(r[1], r[2])
-	if f == nil {
-		return 0, m.helperFault(pc, r[1], r[2], "bpf_trace_printk format")
-	}
-	m.charge(r[2])
-	if m.trace == nil {
-		return 0, nil
-	}
-	s := formatTrace(f, r[3], r[4], r[5])
-	n, _ := m.trace.Write(s)
-	return uint64(n), nil
 }
 
 func (m *Instance) mapArg(pc int, h uint64) (*mapInst, error) {
