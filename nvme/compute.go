@@ -43,7 +43,7 @@ import (
 // With ExecFlagState in CDW15 the device does not run the program: it writes
 // the program's writable maps (merged over the device's engine instances) to
 // the output range as an ExecResult header whose Count is the byte length of
-// the encoded maps, followed by that encoding (see compute/image).
+// the encoded maps, followed by that encoding (see compute/internal/image).
 
 // Computational Programs I/O command opcodes (draft: one public draft's
 // values; no upstream assignment exists).

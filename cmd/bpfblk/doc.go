@@ -213,6 +213,8 @@ host engines.
 
 BPFBLK_ENGINE=jit|interpreter picks the engine of host cores for scan and
 the default of prog run --engine; any other non-empty value is a usage error.
+BPFBLK_KERNEL=0 switches off the kernel half of prog verify --kernel,
+which then prints "kernel: skipped: kernel BPF disabled by BPFBLK_KERNEL=0".
 
 A target's "engine" (a name kept for compatibility: it is the target's
 placement) is "host" or its compute devices' names joined by "+";

@@ -142,7 +142,7 @@ type jitCompiler struct {
 	ret0     x86.Label // return 0 (legacy packet load out of bounds)
 }
 
-func (jitEngine) Compile(p *Program) (Code, error) {
+func (jitEngine) build(p *Program) (compiled, error) {
 	code, err := compile(p.code, p.info, false)
 	if err != nil {
 		return nil, err
