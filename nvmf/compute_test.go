@@ -15,7 +15,6 @@ import (
 	"github.com/bpfblk/bpfblk/compute"
 	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
@@ -306,7 +305,7 @@ func TestComputeHostsKeptApart(t *testing.T) {
 	s := computeServer(t, matchData(64, 1), true)
 	ca, tra, _ := remote(t, s)
 	cb, _, _ := remote(t, s)
-	img, err := image.Encode(patternExe(t).Program())
+	img, err := csd.Image(patternExe(t).Program())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -591,7 +590,7 @@ func benchChunk(b *testing.B, s *Server) {
 		b.Fatal(cn, err)
 	}
 	cp, mem := cn[0].CP, cn[0].Memory[0]
-	img, err := image.Encode(patternExe(b).Program())
+	img, err := csd.Image(patternExe(b).Program())
 	if err != nil {
 		b.Fatal(err)
 	}
