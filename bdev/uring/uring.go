@@ -96,8 +96,9 @@ type Device struct {
 	// ReadOnly reports that the path could only be opened for reading:
 	// writes fail.
 	ReadOnly bool
-	// Inline reports that reads and writes are done by the polling
-	// thread with pread and pwrite rather than through the ring: the
+	// Inline reports that reads and writes of up to 32 KiB are done by
+	// the polling thread with pread and pwrite rather than through the
+	// ring: the
 	// file is on a file system that keeps its data in memory (tmpfs,
 	// ramfs) and cannot move it without blocking (RWF_NOWAIT refused),
 	// so io_uring would hand every I/O to a worker thread, a wake-up and
