@@ -12,9 +12,15 @@
 // included) to the kernel with one io_uring_enter (none with SQPOLL while
 // its kernel thread is awake). Buffers from AllocBuffer come from page-aligned arenas registered
 // with every ring (READ_FIXED/WRITE_FIXED); other memory works through
-// plain READ/WRITE. The file is opened with O_DIRECT where it allows it
-// and buffered otherwise (tmpfs, for one), which Device.Note says. Nothing
-// on the I/O path allocates, locks or makes a system call per I/O.
+// plain READ/WRITE; the devices' descriptors are in the ring's
+// registered-file table. A reactor's ring is bound to its thread
+// (DEFER_TASKRUN), so the kernel finishes completions when a poll asks
+// rather than interrupting the reactor. The file is opened with O_DIRECT
+// where it allows it and buffered otherwise, which Device.Note says. On
+// tmpfs and ramfs, which io_uring could only hand to worker threads, the
+// poll does small reads and writes itself (Device.Inline). Nothing on the
+// I/O path allocates or locks, and only inline I/O makes a system call
+// per I/O.
 package uring
 
 import (
