@@ -57,14 +57,6 @@ type user struct {
 	fdIdx, bufIdx int32
 }
 
-// inlineMax is the largest read or write of an inline device (see
-// Device.Inline) the poll does itself. Up to it the copy costs less than
-// handing it to an io-wq worker (a wake-up and a context switch, some
-// microseconds); a larger one goes through the ring, and its worker's
-// copy, on another core if the reactor's has none to spare, overlaps the
-// reactor's own work (a scan's program runs, say).
-const inlineMax = 32 << 10
-
 // maxFiles is the size of a ring's registered-file table: two
 // descriptors (O_DIRECT and buffered) for each of 32 devices; the
 // devices past it use their descriptors unregistered.
@@ -281,7 +273,7 @@ func (c *channel) Submit(io *bdev.IO) error {
 // or queues it for the next poll to do inline.
 func (c *channel) prep(i uint32, s *slot) bool {
 	io := s.io
-	if c.inline && (io.Type == bdev.Read || io.Type == bdev.Write) && io.Count*c.bs-s.done <= inlineMax {
+	if c.inline && (io.Type == bdev.Read || io.Type == bdev.Write) {
 		c.ring.inline = append(c.ring.inline, i)
 		return true
 	}

@@ -18,7 +18,7 @@
 // rather than interrupting the reactor. The file is opened with O_DIRECT
 // where it allows it and buffered otherwise, which Device.Note says. On
 // tmpfs and ramfs, which io_uring could only hand to worker threads, the
-// poll does small reads and writes itself (Device.Inline). Nothing on the
+// poll does the reads and writes itself (Device.Inline). Nothing on the
 // I/O path allocates or locks, and only inline I/O makes a system call
 // per I/O.
 package uring
@@ -102,9 +102,8 @@ type Device struct {
 	// ReadOnly reports that the path could only be opened for reading:
 	// writes fail.
 	ReadOnly bool
-	// Inline reports that reads and writes of up to 32 KiB are done by
-	// the polling thread with pread and pwrite rather than through the
-	// ring: the
+	// Inline reports that reads and writes are done by the polling
+	// thread with pread and pwrite rather than through the ring: the
 	// file is on a file system that keeps its data in memory (tmpfs,
 	// ramfs) and cannot move it without blocking (RWF_NOWAIT refused),
 	// so io_uring would hand every I/O to a worker thread, a wake-up and
