@@ -223,8 +223,23 @@ func (r *ring) unregisterFile(i int32) error {
 	if i < 0 || !r.fileUsed[i] {
 		return nil
 	}
+	if err := r.r.UpdateFile(uint32(i), -1); err != nil {
+		if offThread(r, err) {
+			return nil // the slot keeps the file until the ring closes
+		}
+		return err
+	}
 	r.fileUsed[i] = false
-	return r.r.UpdateFile(uint32(i), -1)
+	return nil
+}
+
+// offThread reports whether err is a deferred ring's refusal of a call
+// from a thread other than its own: a channel closed after its reactor
+// ended. What the call would have unregistered then stays registered
+// until the ring closes with its last channel, holding a reference to
+// the file or the pages of the buffer, no more.
+func offThread(r *ring, err error) bool {
+	return r.r.Deferred() && errors.Is(err, unix.EEXIST)
 }
 
 // channel is one device's I/O channel on a ring.
@@ -604,7 +619,11 @@ func (c *channel) Close() error {
 		// them, so that the ring pins none of their pages.
 		for i, e := range r.reg {
 			if e.b == c.b {
-				if err := r.r.UpdateBuffer(uint32(i), nil); err != nil && first == nil {
+				err := r.r.UpdateBuffer(uint32(i), nil)
+				if err != nil && offThread(r, err) {
+					continue // the slot stays taken until the ring closes
+				}
+				if err != nil && first == nil {
 					first = errors.Wrapf(err, "uring %s: unregister buffer", c.b.path)
 				}
 				r.reg[i] = regBuf{}
