@@ -431,9 +431,11 @@ func (c *channel) Poll() int {
 func (r *ring) poll() int {
 	r.polling++
 	n := 0
-	if r.r.Deferred() && len(r.free) < len(r.slots) && r.r.TaskRunPending() {
+	if r.r.Deferred() && len(r.free) < len(r.slots) && r.r.TaskRunPending() && r.r.Peek() == nil {
 		// Completions the kernel holds until this thread asks: post
-		// them (and submit what is written) with one enter.
+		// them (and submit what is written) with one enter. With CQEs
+		// to reap already, the enter that submits their follow-ups
+		// posts them, for the next poll.
 		if _, err := r.r.GetEvents(); err != nil {
 			r.failPending(err)
 		}
