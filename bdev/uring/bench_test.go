@@ -49,21 +49,29 @@ func BenchmarkRandRead4k(b *testing.B) {
 			for _, qd := range []int{1, 32} {
 				where := map[int]string{0: "disk", 1: "tmpfs"}[i]
 				b.Run(fmt.Sprintf("%s/sqpoll=%v/QD%d", where, sqpoll, qd), func(b *testing.B) {
-					benchRead(b, path, sqpoll, qd, nil)
+					benchRead(b, uring.Config{Path: path, SQPoll: sqpoll}, qd, nil)
 				})
 			}
 		}
 		// A channel of an owner, on the ring the owner's channels share.
 		b.Run(fmt.Sprintf("%s/owner/QD32", map[int]string{0: "disk", 1: "tmpfs"}[i]), func(b *testing.B) {
-			benchRead(b, path, false, 32, new(owner))
+			benchRead(b, uring.Config{Path: path}, 32, new(owner))
 		})
+		if i == 1 {
+			// tmpfs through the ring, as io_uring hands it to workers.
+			for _, qd := range []int{1, 32} {
+				b.Run(fmt.Sprintf("tmpfs/noinline/QD%d", qd), func(b *testing.B) {
+					benchRead(b, uring.Config{Path: path, NoInline: true}, qd, nil)
+				})
+			}
+		}
 	}
 }
 
 // benchRead reads 4 KiB blocks at random at queue depth qd, on a channel
 // of o (nil: a channel of its own).
-func benchRead(b *testing.B, path string, sqpoll bool, qd int, o bdev.Owner) {
-	d, err := uring.Open("uring0", uring.Config{Path: path, SQPoll: sqpoll})
+func benchRead(b *testing.B, cfg uring.Config, qd int, o bdev.Owner) {
+	d, err := uring.Open("uring0", cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

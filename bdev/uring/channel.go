@@ -9,6 +9,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	iu "github.com/bpfblk/bpfblk/internal/uring"
 	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
 	"golang.org/x/sys/unix"
 )
@@ -36,8 +37,30 @@ type ring struct {
 
 	fixed bool     // the ring has a registered-buffer table
 	reg   []regBuf // registered-buffer table, by index; dma nil: free
-	users map[*backend]int
+	users map[*backend]*user
+
+	files    bool // the ring has a registered-file table
+	fileUsed [maxFiles]bool
+
+	// inline holds the slots of I/Os the reactor does itself (a file
+	// the kernel could only hand to a worker thread), in the order
+	// submitted; the next poll runs them. spare is its other half: a
+	// poll runs one while completions queue on the other. Each holds at
+	// most every slot, so appending never allocates.
+	inline, spare []uint32
 }
+
+// user is a device's use of a ring: its channels there and the slots of
+// its descriptors in the ring's registered-file table (-1: none).
+type user struct {
+	refs          int
+	fdIdx, bufIdx int32
+}
+
+// maxFiles is the size of a ring's registered-file table: two
+// descriptors (O_DIRECT and buffered) for each of 32 devices; the
+// devices past it use their descriptors unregistered.
+const maxFiles = 64
 
 // regBuf is an arena registered with a ring, and the backend it is of.
 type regBuf struct {
@@ -82,17 +105,21 @@ func newRing(key ringKey, depth int, path string) (*ring, error) {
 	for entries < uint32(depth) {
 		entries <<= 1
 	}
-	r, err := iu.New(iu.Options{Entries: entries, SQPoll: key.sqpoll})
+	r, err := iu.New(iu.Options{Entries: entries, SQPoll: key.sqpoll, SingleThread: lockedThread(key.owner)})
 	if err != nil {
 		return nil, errors.Wrapf(err, "uring %s", path)
 	}
-	g := &ring{r: r, key: key, refs: 1, slots: make([]slot, depth), free: make([]uint32, depth), users: map[*backend]int{}}
+	g := &ring{r: r, key: key, refs: 1, slots: make([]slot, depth), free: make([]uint32, depth), users: map[*backend]*user{},
+		inline: make([]uint32, 0, depth), spare: make([]uint32, 0, depth)}
 	for i := range g.free {
 		g.free[i] = uint32(depth - 1 - i)
 	}
 	// Without a registered-buffer table every I/O goes through plain
 	// READ/WRITE: slower by the page pinning, but it works.
 	g.fixed = r.RegisterSparseBuffers(maxArenas) == nil
+	// Likewise without a registered-file table: every I/O then takes and
+	// drops a reference to its file.
+	g.files = r.RegisterSparseFiles(maxFiles) == nil
 	if cpus, ok := workerCPUs(); ok {
 		r.SetWorkerAffinity(&cpus) // best effort: the default works too
 	}
@@ -138,22 +165,96 @@ func (b *backend) NewChannelOn(owner bdev.Owner, depth int) (bdev.BackendChannel
 	return b.join(r), nil
 }
 
-// join returns a channel of b on r, which counts it already.
+// lockedThread reports whether owner's goroutine keeps one OS thread for
+// its life, as a poller.Reactor's does (it locks its thread and never
+// unlocks it): only then may its ring be bound to the thread that made it
+// (iu.Options.SingleThread). Other owners, and channels without one, may
+// move between threads.
+func lockedThread(owner bdev.Owner) bool {
+	_, ok := owner.(*poller.Reactor)
+	return ok
+}
+
+// join returns a channel of b on r, which counts it already. The first
+// channel of b on r puts b's descriptors in r's registered-file table.
 func (b *backend) join(r *ring) *channel {
-	r.users[b]++
-	return &channel{b: b, ring: r, fd: int32(b.fd), bufFd: int32(b.bufFd), bs: uint64(b.bs),
-		alignMask: uintptr(b.memAlign - 1), seen: r.polls}
+	u := r.users[b]
+	if u == nil {
+		u = &user{fdIdx: -1, bufIdx: -1}
+		r.users[b] = u
+		u.fdIdx = r.registerFile(b.fd)
+		if b.bufFd != b.fd {
+			u.bufIdx = r.registerFile(b.bufFd)
+		} else {
+			u.bufIdx = u.fdIdx
+		}
+	}
+	u.refs++
+	c := &channel{b: b, ring: r, fd: int32(b.fd), bufFd: int32(b.bufFd), bs: uint64(b.bs),
+		alignMask: uintptr(b.memAlign - 1), seen: r.polls, inline: b.inline}
+	// Registered descriptors for both or neither: one SQE flag for
+	// either.
+	if u.fdIdx >= 0 && u.bufIdx >= 0 {
+		c.fd, c.bufFd, c.sqeFlags = u.fdIdx, u.bufIdx, iu.SQEFixedFile
+	}
+	return c
+}
+
+// registerFile puts fd in a free slot of r's file table and returns the
+// slot, or -1 when the table is full or absent.
+func (r *ring) registerFile(fd int) int32 {
+	if !r.files {
+		return -1
+	}
+	for i := range r.fileUsed {
+		if !r.fileUsed[i] {
+			if r.r.UpdateFile(uint32(i), int32(fd)) != nil {
+				return -1
+			}
+			r.fileUsed[i] = true
+			return int32(i)
+		}
+	}
+	return -1
+}
+
+// unregisterFile empties slot i of r's file table (i -1: nothing).
+func (r *ring) unregisterFile(i int32) error {
+	if i < 0 || !r.fileUsed[i] {
+		return nil
+	}
+	if err := r.r.UpdateFile(uint32(i), -1); err != nil {
+		if offThread(r, err) {
+			return nil // the slot keeps the file until the ring closes
+		}
+		return err
+	}
+	r.fileUsed[i] = false
+	return nil
+}
+
+// offThread reports whether err is a deferred ring's refusal of a call
+// from a thread other than its own: a channel closed after its reactor
+// ended. What the call would have unregistered then stays registered
+// until the ring closes with its last channel, holding a reference to
+// the file or the pages of the buffer, no more.
+func offThread(r *ring, err error) bool {
+	return r.r.Deferred() && errors.Is(err, unix.EEXIST)
 }
 
 // channel is one device's I/O channel on a ring.
 type channel struct {
 	b         *backend
 	ring      *ring
-	fd, bufFd int32
+	fd, bufFd int32 // registered-file indexes when sqeFlags says so
+	sqeFlags  uint8
 	bs        uint64
 	alignMask uintptr
 	seen      uint64 // ring.polls after this channel's last Poll
 	closed    bool
+	// inline: reads and writes are done by the reactor with pread and
+	// pwrite (see backend.inline).
+	inline bool
 
 	// fallback[0] is set once Write Zeroes found FALLOC_FL_ZERO_RANGE
 	// unsupported (tmpfs) and punches holes instead; fallback[1] once
@@ -183,15 +284,21 @@ func (c *channel) Submit(io *bdev.IO) error {
 	return nil
 }
 
-// prep writes the SQE of slot i (from s.done on, for a read or write).
+// prep writes the SQE of slot i (from s.done on, for a read or write),
+// or queues it for the next poll to do inline.
 func (c *channel) prep(i uint32, s *slot) bool {
+	io := s.io
+	if c.inline && (io.Type == bdev.Read || io.Type == bdev.Write) {
+		c.ring.inline = append(c.ring.inline, i)
+		return true
+	}
 	sqe := c.ring.r.GetSQE()
 	if sqe == nil {
 		return false
 	}
-	io := s.io
 	sqe.UserData = uint64(i)
 	sqe.Fd = c.fd
+	sqe.Flags = c.sqeFlags
 	switch io.Type {
 	case bdev.Read, bdev.Write:
 		buf := io.Buf
@@ -324,39 +431,42 @@ func (c *channel) Poll() int {
 func (r *ring) poll() int {
 	r.polling++
 	n := 0
+	if r.r.Deferred() && len(r.free) < len(r.slots) && r.r.TaskRunPending() && r.r.Peek() == nil {
+		// Completions the kernel holds until this thread asks: post
+		// them (and submit what is written) with one enter. With CQEs
+		// to reap already, the enter that submits their follow-ups
+		// posts them, for the next poll.
+		if _, err := r.r.GetEvents(); err != nil {
+			r.failPending(err)
+		}
+	}
 	for cqe := r.r.Peek(); cqe != nil && !r.closeLater; cqe = r.r.Peek() {
 		i, res := uint32(cqe.UserData), cqe.Res
 		r.r.Advance()
 		if i >= uint32(len(r.slots)) || r.slots[i].io == nil {
 			continue // not ours: nothing else submits on this ring
 		}
-		s := &r.slots[i]
-		io, c := s.io, s.ch
-		var err error
-		switch {
-		case s.done == ^uint64(0):
-			err = errors.Wrapf(bdev.ErrUnsupported, "uring %s: %v", c.b.path, io.Type)
-		case res == -int32(unix.EOPNOTSUPP) && (io.Type == bdev.WriteZeroes || io.Type == bdev.Unmap) && !c.fallback[io.Type-bdev.WriteZeroes]:
-			c.fallback[io.Type-bdev.WriteZeroes] = true
-			if c.prep(i, s) {
-				continue
+		if r.finish(i, res) {
+			n++
+		}
+	}
+	if len(r.inline) > 0 && !r.closeLater && r.polling == 1 {
+		// The I/Os queued so far, callbacks' included; those the
+		// callbacks of these queue go on the other half, for the next
+		// poll, so that a poll ends. A poll from a callback leaves
+		// them to the outer one.
+		q := r.inline
+		r.inline = r.spare[:0]
+		for _, i := range q {
+			if r.closeLater {
+				break
 			}
-			err = errors.Wrapf(iu.Errno(res), "uring %s: %v of blocks %d+%d", c.b.path, io.Type, io.LBA, io.Count)
-		case res < 0:
-			err = errors.Wrapf(iu.Errno(res), "uring %s: %v of blocks %d+%d", c.b.path, io.Type, io.LBA, io.Count)
-		case io.Type == bdev.Read || io.Type == bdev.Write:
-			s.done += uint64(res)
-			if want := io.Count * c.bs; s.done < want {
-				if res > 0 && c.prep(i, s) {
-					continue // the rest of a short transfer
-				}
-				err = errors.Wrapf(ErrShort, "%s: %v of blocks %d+%d moved %d of %d bytes", c.b.path, io.Type, io.LBA, io.Count, s.done, want)
+			s := &r.slots[i]
+			if r.finish(i, s.ch.runInline(s)) {
+				n++
 			}
 		}
-		s.io, s.ch = nil, nil
-		r.free = append(r.free, i)
-		n++
-		io.Done(err)
+		r.spare = q[:0]
 	}
 	// One enter for everything submitted since the last poll, the
 	// callbacks' new I/Os included: they go out now rather than a
@@ -374,6 +484,72 @@ func (r *ring) poll() int {
 		r.r.Close() // its last channel closed from a callback
 	}
 	return n
+}
+
+// finish handles the result res of slot i's I/O: it completes the I/O,
+// or continues it (the rest of a short transfer, a fallback) and reports
+// false.
+func (r *ring) finish(i uint32, res int32) bool {
+	s := &r.slots[i]
+	io, c := s.io, s.ch
+	var err error
+	switch {
+	case s.done == ^uint64(0):
+		err = errors.Wrapf(bdev.ErrUnsupported, "uring %s: %v", c.b.path, io.Type)
+	case res == -int32(unix.EOPNOTSUPP) && (io.Type == bdev.WriteZeroes || io.Type == bdev.Unmap) && !c.fallback[io.Type-bdev.WriteZeroes]:
+		c.fallback[io.Type-bdev.WriteZeroes] = true
+		if c.prep(i, s) {
+			return false
+		}
+		err = errors.Wrapf(iu.Errno(res), "uring %s: %v of blocks %d+%d", c.b.path, io.Type, io.LBA, io.Count)
+	case res < 0:
+		err = errors.Wrapf(iu.Errno(res), "uring %s: %v of blocks %d+%d", c.b.path, io.Type, io.LBA, io.Count)
+	case io.Type == bdev.Read || io.Type == bdev.Write:
+		s.done += uint64(res)
+		if want := io.Count * c.bs; s.done < want {
+			if res > 0 && c.prep(i, s) {
+				return false // the rest of a short transfer
+			}
+			err = errors.Wrapf(ErrShort, "%s: %v of blocks %d+%d moved %d of %d bytes", c.b.path, io.Type, io.LBA, io.Count, s.done, want)
+		}
+	}
+	s.io, s.ch = nil, nil
+	r.free = append(r.free, i)
+	io.Done(err)
+	return true
+}
+
+// runInline does slot s's read or write (from s.done on) with one pread
+// or pwrite, and returns what its CQE would hold: bytes moved, or a
+// negative errno.
+func (c *channel) runInline(s *slot) int32 {
+	io := s.io
+	p := unsafe.Add(unsafe.Pointer(unsafe.SliceData(io.Buf.Bytes)), s.done)
+	b := unsafe.Slice((*byte)(p), io.Count*c.bs-s.done)
+	off := int64(io.LBA*c.bs + s.done)
+	fd := c.b.fd
+	if uintptr(p)&c.alignMask != 0 {
+		fd = c.b.bufFd
+	}
+	for {
+		var n int
+		var err error
+		if io.Type == bdev.Read {
+			n, err = unix.Pread(fd, b, off)
+		} else {
+			n, err = unix.Pwrite(fd, b, off)
+		}
+		switch en, _ := err.(unix.Errno); {
+		case err == nil:
+			return int32(n)
+		case en == unix.EINTR:
+			continue
+		case en != 0:
+			return -int32(en)
+		default:
+			return -int32(unix.EIO)
+		}
+	}
 }
 
 // onSubmit, when set (by tests), sees each batch Poll hands the kernel.
@@ -426,13 +602,30 @@ func (c *channel) Close() error {
 		return r.r.Close()
 	}
 	var first error
-	if r.users[c.b]--; r.users[c.b] == 0 {
+	if u := r.users[c.b]; u != nil {
+		u.refs--
+	}
+	if u := r.users[c.b]; u != nil && u.refs == 0 {
 		delete(r.users, c.b)
+		// Its descriptors leave the file table, which holds references
+		// to the files of its own.
+		if err := r.unregisterFile(u.fdIdx); err != nil {
+			first = errors.Wrapf(err, "uring %s: unregister file", c.b.path)
+		}
+		if u.bufIdx != u.fdIdx {
+			if err := r.unregisterFile(u.bufIdx); err != nil && first == nil {
+				first = errors.Wrapf(err, "uring %s: unregister file", c.b.path)
+			}
+		}
 		// The device's arenas are unmapped when it closes: unregister
 		// them, so that the ring pins none of their pages.
 		for i, e := range r.reg {
 			if e.b == c.b {
-				if err := r.r.UpdateBuffer(uint32(i), nil); err != nil && first == nil {
+				err := r.r.UpdateBuffer(uint32(i), nil)
+				if err != nil && offThread(r, err) {
+					continue // the slot stays taken until the ring closes
+				}
+				if err != nil && first == nil {
 					first = errors.Wrapf(err, "uring %s: unregister buffer", c.b.path)
 				}
 				r.reg[i] = regBuf{}

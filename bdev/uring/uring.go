@@ -12,9 +12,15 @@
 // included) to the kernel with one io_uring_enter (none with SQPOLL while
 // its kernel thread is awake). Buffers from AllocBuffer come from page-aligned arenas registered
 // with every ring (READ_FIXED/WRITE_FIXED); other memory works through
-// plain READ/WRITE. The file is opened with O_DIRECT where it allows it
-// and buffered otherwise (tmpfs, for one), which Device.Note says. Nothing
-// on the I/O path allocates, locks or makes a system call per I/O.
+// plain READ/WRITE; the devices' descriptors are in the ring's
+// registered-file table. A reactor's ring is bound to its thread
+// (DEFER_TASKRUN), so the kernel finishes completions when a poll asks
+// rather than interrupting the reactor. The file is opened with O_DIRECT
+// where it allows it and buffered otherwise, which Device.Note says. On
+// tmpfs and ramfs, which io_uring could only hand to worker threads, the
+// poll does the reads and writes itself (Device.Inline). Nothing on the
+// I/O path allocates or locks, and only inline I/O makes a system call
+// per I/O.
 package uring
 
 import (
@@ -48,10 +54,14 @@ type Config struct {
 	SQPoll bool
 	// Buffered skips O_DIRECT.
 	Buffered bool
+	// NoInline sends every I/O through the ring, even on a file system
+	// that keeps its data in memory but cannot read it without blocking
+	// (see Device.Inline).
+	NoInline bool
 }
 
-// ParseAddr parses "PATH[,sqpoll][,buffered][,lba=512|4096]" (the part of
-// a device address after "uring:").
+// ParseAddr parses "PATH[,sqpoll][,buffered][,noinline][,lba=512|4096]"
+// (the part of a device address after "uring:").
 func ParseAddr(s string) (Config, error) {
 	parts := strings.Split(s, ",")
 	c := Config{Path: parts[0]}
@@ -64,6 +74,8 @@ func ParseAddr(s string) (Config, error) {
 			c.SQPoll = true
 		case o == "buffered":
 			c.Buffered = true
+		case o == "noinline":
+			c.NoInline = true
 		case strings.HasPrefix(o, "lba="):
 			n, err := strconv.Atoi(strings.TrimPrefix(o, "lba="))
 			if err != nil || (n != 512 && n != 4096) {
@@ -71,7 +83,7 @@ func ParseAddr(s string) (Config, error) {
 			}
 			c.LBASize = n
 		default:
-			return Config{}, errors.Errorf("device %q: unknown option %q (want sqpoll, buffered or lba=512|4096)", Scheme+s, o)
+			return Config{}, errors.Errorf("device %q: unknown option %q (want sqpoll, buffered, noinline or lba=512|4096)", Scheme+s, o)
 		}
 	}
 	return c, nil
@@ -90,6 +102,13 @@ type Device struct {
 	// ReadOnly reports that the path could only be opened for reading:
 	// writes fail.
 	ReadOnly bool
+	// Inline reports that reads and writes are done by the polling
+	// thread with pread and pwrite rather than through the ring: the
+	// file is on a file system that keeps its data in memory (tmpfs,
+	// ramfs) and cannot move it without blocking (RWF_NOWAIT refused),
+	// so io_uring would hand every I/O to a worker thread, a wake-up and
+	// a context switch for a copy the poller can do in less time.
+	Inline bool
 	// Note says, for a person, what differs from the best case (buffered
 	// I/O, read-only), or is empty.
 	Note string
@@ -232,12 +251,19 @@ func Open(name string, cfg Config) (*Device, error) {
 	}
 	b.bs = bs
 	b.sqpoll = cfg.SQPoll
+	if !blockDev && !cfg.NoInline && memoryBacked(b.fd, bs) {
+		b.inline = true
+		dev.Inline = true
+	}
 	kind, io := "file", "buffered"
 	if blockDev {
 		kind = "block device"
 	}
 	if dev.Direct {
 		io = "O_DIRECT"
+	}
+	if dev.Inline {
+		io += ", inline"
 	}
 	info := bdev.Info{
 		Name:        name,
@@ -268,6 +294,7 @@ type backend struct {
 	memAlign int // O_DIRECT's memory alignment; 1 when fd is buffered
 	bs       int
 	sqpoll   bool
+	inline   bool // reads and writes by pread/pwrite: see Device.Inline
 	dev      *Device
 
 	mu     sync.Mutex               // buffer allocation only
@@ -292,23 +319,54 @@ const (
 	bufAlign = 4096
 )
 
-// workerCPUs returns the CPUs for a ring's io-wq workers when the calling
-// thread is pinned to fewer CPUs than the process may use (a reactor): the
-// process's CPUs but the thread's, so that a request the kernel has to
-// punt to a worker does not wait for the reactor's busy loop to yield its
-// core.
+// memoryBacked reports whether fd is a file on a file system that holds
+// its data in memory (tmpfs, ramfs) and refuses non-blocking reads
+// (preadv2 RWF_NOWAIT fails with EOPNOTSUPP): io_uring hands every I/O of
+// such a file to an io-wq worker. The probe reads the first block.
+func memoryBacked(fd, bs int) bool {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil || (st.Type != unix.TMPFS_MAGIC && st.Type != unix.RAMFS_MAGIC) {
+		return false
+	}
+	mem, err := unix.Mmap(-1, 0, max(bs, 4096), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(mem)
+	_, err = unix.Preadv2(fd, [][]byte{mem[:bs]}, 0, unix.RWF_NOWAIT)
+	return err == unix.EOPNOTSUPP
+}
+
+// processCPUs is the CPUs the process may run on, as its main thread had
+// them when the program started: read before main runs, since a reactor
+// may later pin that very thread to its one core (a thread created by a
+// Go program inherits the creating thread's CPUs, so the main thread's are
+// the process's until something pins it).
+var processCPUs, processCPUsOK = startCPUs()
+
+func startCPUs() (unix.CPUSet, bool) {
+	var set unix.CPUSet
+	return set, unix.SchedGetaffinity(0, &set) == nil
+}
+
+// workerCPUs returns the CPUs for the io-wq workers of a ring made on the
+// calling thread, when that thread is pinned to fewer CPUs than the
+// process started with (a reactor): all of the process's CPUs, so that
+// the scheduler runs a request the kernel hands to a worker wherever a
+// CPU is free, instead of on the reactor's one core only (what a worker
+// inherits), where it waits for the busy loop to be preempted.
+//
+// Not only the other CPUs: on a machine whose other cores are busy (other
+// reactors spin there), a worker barred from the reactor's core waited
+// far longer. On 2 cores, the other one loaded, tmpfs 4 KiB reads through
+// workers at QD1 went 1.3-2K IOPS with the other CPUs, 0.2-66K inherited
+// (the reactor's core), 47-81K with all of them.
 func workerCPUs() (unix.CPUSet, bool) {
-	var self, proc unix.CPUSet
-	if unix.SchedGetaffinity(0, &self) != nil || unix.SchedGetaffinity(unix.Getpid(), &proc) != nil {
-		return proc, false
+	var self unix.CPUSet
+	if !processCPUsOK || unix.SchedGetaffinity(0, &self) != nil || self.Count() >= processCPUs.Count() {
+		return unix.CPUSet{}, false
 	}
-	if self.Count() >= proc.Count() {
-		return proc, false
-	}
-	for i := range proc {
-		proc[i] &^= self[i]
-	}
-	return proc, proc.Count() > 0
+	return processCPUs, true
 }
 
 func (b *backend) AllocBuffer(size int) (bdev.Buffer, error) {

@@ -194,7 +194,10 @@ func TestFile(t *testing.T) {
 
 // TestTmpfs opens a file on tmpfs, which takes O_DIRECT on recent kernels
 // and refuses it on older ones: the device is buffered with a note exactly
-// when O_DIRECT is refused, and works either way.
+// when O_DIRECT is refused, and works either way. tmpfs cannot read
+// without blocking (a kernel that could would be told by RWF_NOWAIT), so
+// its reads and writes are done inline: no SQE for them, unless the
+// device is opened with noinline.
 func TestTmpfs(t *testing.T) {
 	dir, err := os.MkdirTemp("/dev/shm", "uring")
 	if err != nil {
@@ -203,15 +206,51 @@ func TestTmpfs(t *testing.T) {
 	defer os.RemoveAll(dir)
 	data := pattern(256 << 10)
 	path := writeFile(t, dir, data)
-	_, derr := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT, 0)
-	d := open(t, uring.Config{Path: path, LBASize: 4096})
-	if d.Direct != (derr == nil) || d.Direct != (d.Note == "") {
-		t.Fatalf("tmpfs (O_DIRECT open: %v): direct=%v note=%q", derr, d.Direct, d.Note)
+	fd, derr := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT, 0)
+	if derr == nil {
+		unix.Close(fd)
 	}
-	if d.Bdev.BlockSize() != 4096 || d.Bdev.NumBlocks() != 64 {
-		t.Fatalf("block size %d, %d blocks", d.Bdev.BlockSize(), d.Bdev.NumBlocks())
+	_, nerr := unix.Preadv2(int(must(os.Open(path)).Fd()), [][]byte{make([]byte, 512)}, 0, unix.RWF_NOWAIT)
+	for _, noInline := range []bool{false, true} {
+		path := writeFile(t, dir, data) // afresh: roundTrip writes
+		d := open(t, uring.Config{Path: path, LBASize: 4096, NoInline: noInline})
+		if d.Direct != (derr == nil) || d.Direct != (d.Note == "") {
+			t.Fatalf("tmpfs (O_DIRECT open: %v): direct=%v note=%q", derr, d.Direct, d.Note)
+		}
+		if want := !noInline && nerr == unix.EOPNOTSUPP; d.Inline != want {
+			t.Fatalf("noinline=%v, RWF_NOWAIT read: %v: inline=%v", noInline, nerr, d.Inline)
+		}
+		if d.Bdev.BlockSize() != 4096 || d.Bdev.NumBlocks() != 64 {
+			t.Fatalf("block size %d, %d blocks", d.Bdev.BlockSize(), d.Bdev.NumBlocks())
+		}
+		var sqes uint32
+		uring.SetOnSubmit(func(n uint32) { sqes += n })
+		desc, ch := channel(t, d, 4)
+		buf, _ := desc.AllocBuffer(8192)
+		var r result
+		for lba := range uint64(8) {
+			if err := ch.ReadTagged(&buf, lba*2, 2, &r, 0); err != nil {
+				t.Fatal(err)
+			}
+			wait(t, ch, &r, r.n+1)
+			if r.err != nil || !bytes.Equal(buf.Bytes, data[lba*8192:lba*8192+8192]) {
+				t.Fatalf("noinline=%v inline=%v read %d: %v, or wrong data (%d bytes, first diff %d)", noInline, d.Inline, lba, r.err, len(buf.Bytes), firstDiff(buf.Bytes, data[lba*8192:]))
+			}
+		}
+		desc.FreeBuffer(buf)
+		uring.SetOnSubmit(nil)
+		if d.Inline != (sqes == 0) {
+			t.Fatalf("inline=%v: 8 reads submitted %d SQEs", d.Inline, sqes)
+		}
+		roundTrip(t, d, path, data)
 	}
-	roundTrip(t, d, path, data)
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 // TestBuffered asks for buffered I/O.
@@ -298,6 +337,7 @@ func TestParseAddr(t *testing.T) {
 		{"/dev/nvme0n1", uring.Config{Path: "/dev/nvme0n1"}, true},
 		{"f,sqpoll,lba=4096", uring.Config{Path: "f", SQPoll: true, LBASize: 4096}, true},
 		{"f,buffered", uring.Config{Path: "f", Buffered: true}, true},
+		{"f,noinline,buffered", uring.Config{Path: "f", Buffered: true, NoInline: true}, true},
 		{"", uring.Config{}, false},
 		{"f,lba=1024", uring.Config{}, false},
 		{"f,fast", uring.Config{}, false},
@@ -318,9 +358,21 @@ func (c *counter) Complete(_, _ uint64, err error) {
 	c.n++
 }
 
-// TestNoAllocations: a tagged read and its completion allocate nothing.
+// TestNoAllocations: a tagged read and its completion allocate nothing,
+// through the ring (a disk file) and inline (tmpfs).
 func TestNoAllocations(t *testing.T) {
-	path := writeFile(t, t.TempDir(), pattern(1<<20))
+	dirs := []string{t.TempDir()}
+	if d, err := os.MkdirTemp("/dev/shm", "uring"); err == nil {
+		defer os.RemoveAll(d)
+		dirs = append(dirs, d)
+	}
+	for _, dir := range dirs {
+		noAllocations(t, dir)
+	}
+}
+
+func noAllocations(t *testing.T, dir string) {
+	path := writeFile(t, dir, pattern(1<<20))
 	d := open(t, uring.Config{Path: path})
 	desc, ch := channel(t, d, 4)
 	buf, _ := desc.AllocBuffer(4096)
@@ -338,7 +390,7 @@ func TestNoAllocations(t *testing.T) {
 		}
 	})
 	if allocs != 0 {
-		t.Fatalf("%.1f allocations per read", allocs)
+		t.Fatalf("%s (inline %v): %.1f allocations per read", dir, d.Inline, allocs)
 	}
 }
 
@@ -414,4 +466,13 @@ func TestOneEnterPerPoll(t *testing.T) {
 	if len(batches) != 1 {
 		t.Fatalf("polls with nothing new submitted %v", batches[1:])
 	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range a {
+		if i >= len(b) || a[i] != b[i] {
+			return i
+		}
+	}
+	return -1
 }

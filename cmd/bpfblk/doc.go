@@ -46,7 +46,7 @@ links), is a usage error, as is a PCI function given twice to setup.
 	                          reads as the file's tail and zeroes, and scan gives programs
 	                          only the tail (data_end at the file's end)
 	pci:DDDD:BB:DD.F          a real controller through VFIO (see bpfblk setup)
-	uring:PATH[,sqpoll][,buffered][,lba=512|4096]
+	uring:PATH[,sqpoll][,buffered][,noinline][,lba=512|4096]
 	                          a kernel block device (/dev/nvme0n1) or a regular file
 	                          through io_uring, without unbinding it from its driver:
 	                          one ring per reactor, O_DIRECT where allowed;

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/bdev/uring"
 	"github.com/bpfblk/bpfblk/bench"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
@@ -86,7 +87,7 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 		return failure(stderr, "perf", errors.New("the devices have no NVM namespaces"))
 	}
 
-	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: *noPin})
+	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: *noPin, Idle: perfIdle(descs)})
 	if err != nil {
 		return failure(stderr, "perf", err)
 	}
@@ -145,6 +146,22 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 
 // maxRunTime bounds perf -t.
 const maxRunTime = 7 * 24 * time.Hour
+
+// perfIdle is the reactors' idle strategy for targets: busy polling when
+// every one is a uring device, as SPDK's perf polls. A reactor that found
+// nothing to do for a while parks (poller.DefaultIdle), and nothing wakes
+// it when the kernel posts a completion to its ring, so each park would
+// add up to its limit to the I/Os in flight. Other targets keep the
+// default: the mock controller, a file: device and TCP queues are served
+// by goroutines that a reactor spinning on every core would starve.
+func perfIdle(descs []*bdev.Desc) poller.IdleStrategy {
+	for _, d := range descs {
+		if _, ok := uring.Lookup(d.Bdev()); !ok {
+			return poller.IdleStrategy{}
+		}
+	}
+	return poller.BusyPoll
+}
 
 func names(descs []*bdev.Desc) []string {
 	var out []string

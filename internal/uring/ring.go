@@ -36,21 +36,36 @@ const (
 
 // Setup flags.
 const (
-	SetupSQPoll      = 1 << 1
-	SetupCQSize      = 1 << 3
-	SetupClamp       = 1 << 4
-	SetupSQE128      = 1 << 10
-	SetupCQE32       = 1 << 11
-	featSingleMmap   = 1 << 0
-	sqNeedWakeup     = 1 << 0
-	enterGetEvents   = 1 << 0
-	enterSQWakeup    = 1 << 1
-	offSQRing        = 0
-	offSQEs          = 0x10000000
-	registerBuffers2 = 15
-	registerBufUpd   = 16
-	registerIOWQAff  = 17
-	rsrcSparse       = 1 << 0
+	SetupSQPoll       = 1 << 1
+	SetupCQSize       = 1 << 3
+	SetupClamp        = 1 << 4
+	SetupCoopTaskrun  = 1 << 8
+	SetupTaskrunFlag  = 1 << 9
+	SetupSQE128       = 1 << 10
+	SetupCQE32        = 1 << 11
+	SetupSingleIssuer = 1 << 12
+	SetupDeferTaskrun = 1 << 13
+	featSingleMmap    = 1 << 0
+	sqNeedWakeup      = 1 << 0
+	sqCQOverflow      = 1 << 1
+	sqTaskrun         = 1 << 2
+	enterGetEvents    = 1 << 0
+	enterSQWakeup     = 1 << 1
+	offSQRing         = 0
+	offSQEs           = 0x10000000
+	registerFiles2    = 13
+	registerFilesUpd2 = 14
+	registerBuffers2  = 15
+	registerBufUpd    = 16
+	registerIOWQAff   = 17
+	rsrcSparse        = 1 << 0
+)
+
+// SQE flags.
+const (
+	// SQEFixedFile says that SQE.Fd is an index of the ring's registered
+	// file table, not a descriptor.
+	SQEFixedFile = 1 << 0
 )
 
 // FsyncDatasync is the fsync flag of OpFsync that makes it fdatasync.
@@ -114,6 +129,7 @@ type Ring struct {
 	cqeSize        uintptr
 
 	sqPoll          bool
+	deferred        bool // SINGLE_ISSUER|DEFER_TASKRUN: completions wait for an enter
 	ringMem, sqeMem []byte
 }
 
@@ -130,6 +146,15 @@ type Options struct {
 	SQPollIdleMs uint32
 	// Big sets up 128-byte SQEs and 32-byte CQEs (NVMe passthrough).
 	Big bool
+	// SingleThread promises that one OS thread, the one calling New,
+	// makes every call on the ring for its whole life (a goroutine locked
+	// to its thread, such as a reactor's). The ring is then set up with
+	// SINGLE_ISSUER and DEFER_TASKRUN: the kernel finishes completions
+	// only when that thread enters it for them, rather than interrupting
+	// it for each one, and TaskRunPending says when to. A kernel without
+	// them (before 6.1) gets a ring without; Deferred tells which. Calls
+	// from another thread fail (EEXIST).
+	SingleThread bool
 }
 
 // New sets up a ring.
@@ -150,11 +175,22 @@ func New(o Options) (*Ring, error) {
 	if o.Big {
 		p.flags |= SetupSQE128 | SetupCQE32
 	}
+	deferred := o.SingleThread && !o.SQPoll
+	if deferred {
+		p.flags |= SetupSingleIssuer | SetupDeferTaskrun | SetupTaskrunFlag
+	}
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(o.Entries), uintptr(unsafe.Pointer(&p)), 0)
+	if errno == unix.EINVAL && deferred {
+		// Before Linux 6.1: the kernel interrupts the thread instead.
+		deferred = false
+		flags := p.flags &^ (SetupSingleIssuer | SetupDeferTaskrun | SetupTaskrunFlag)
+		p = params{flags: flags, cqEntries: p.cqEntries, sqThreadIdle: p.sqThreadIdle}
+		fd, _, errno = unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(o.Entries), uintptr(unsafe.Pointer(&p)), 0)
+	}
 	if errno != 0 {
 		return nil, errors.Wrapf(errno, "io_uring_setup(%d entries, flags %#x)", o.Entries, p.flags)
 	}
-	r := &Ring{fd: int(fd), sqPoll: o.SQPoll, sqeSize: 64, cqeSize: 16}
+	r := &Ring{fd: int(fd), sqPoll: o.SQPoll, deferred: deferred, sqeSize: 64, cqeSize: 16}
 	if o.Big {
 		r.sqeSize, r.cqeSize = 128, 32
 	}
@@ -200,6 +236,38 @@ func (r *Ring) Entries() uint32 { return r.sqEntries }
 // Fd returns the ring's file descriptor.
 func (r *Ring) Fd() int { return r.fd }
 
+// Deferred reports whether the ring was set up with DEFER_TASKRUN
+// (Options.SingleThread on a kernel that has it): its completions reach
+// the CQ only through Submit, SubmitAndWait or GetEvents, when
+// TaskRunPending says some are waiting.
+func (r *Ring) Deferred() bool { return r.deferred }
+
+// TaskRunPending reports whether the kernel has completions waiting for
+// this thread to enter it (a deferred ring) before they show in the CQ,
+// or has CQEs held back by a full CQ. It reads a flag of the mapped ring:
+// no system call.
+func (r *Ring) TaskRunPending() bool {
+	return atomic.LoadUint32(r.sqFlags)&(sqTaskrun|sqCQOverflow) != 0
+}
+
+// GetEvents submits what is written and has the kernel post the
+// completions it holds for this thread to the CQ, without waiting for
+// any: one io_uring_enter.
+func (r *Ring) GetEvents() (int, error) {
+	atomic.StoreUint32(r.sqTail, r.tail)
+	got, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(r.toSubmit), 0, enterGetEvents, 0, 0)
+	if errno != 0 {
+		if errno == unix.EINTR || errno == unix.EAGAIN || errno == unix.EBUSY {
+			return 0, nil
+		}
+		return 0, errors.Wrap(errno, "io_uring_enter (get events)")
+	}
+	if !r.sqPoll {
+		r.toSubmit -= uint32(got)
+	}
+	return int(got), nil
+}
+
 // GetSQE returns the next free SQE, zeroed, or nil when the SQ is full. The
 // SQE is published by the next Submit.
 func (r *Ring) GetSQE() *SQE {
@@ -242,7 +310,9 @@ func (r *Ring) enter(wait uint32) (int, error) {
 	}
 	atomic.StoreUint32(r.sqTail, r.tail)
 	var flags uintptr
-	if wait > 0 {
+	if wait > 0 || r.deferred {
+		// A deferred ring's completions are posted by an enter with
+		// GETEVENTS: have this one do it, for the next reap.
 		flags |= enterGetEvents
 	}
 	if r.sqPoll {
@@ -321,6 +391,40 @@ func (r *Ring) UpdateBuffer(index uint32, mem []byte) error {
 	runtime.KeepAlive(&iov)
 	if errno != 0 {
 		return errors.Wrapf(errno, "io_uring_register: buffer %d (%d bytes)", index, len(mem))
+	}
+	return nil
+}
+
+// RegisterSparseFiles makes a table of n empty registered-file slots.
+func (r *Ring) RegisterSparseFiles(n uint32) error {
+	reg := struct {
+		nr, flags uint32
+		resv2     uint64
+		data      uint64
+		tags      uint64
+	}{nr: n, flags: rsrcSparse}
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFiles2, uintptr(unsafe.Pointer(&reg)), unsafe.Sizeof(reg), 0, 0)
+	if errno != 0 {
+		return errors.Wrapf(errno, "io_uring_register: %d sparse file slots", n)
+	}
+	return nil
+}
+
+// UpdateFile puts descriptor fd at index of the registered-file table
+// (an SQE with SQEFixedFile names it by the index); fd -1 empties the
+// slot. The ring holds its own reference to the file: closing fd does
+// not end it.
+func (r *Ring) UpdateFile(index uint32, fd int32) error {
+	fds := [1]int32{fd}
+	upd := struct {
+		offset, resv uint32
+		data, tags   uint64
+		nr, resv2    uint32
+	}{offset: index, data: uint64(uintptr(unsafe.Pointer(&fds[0]))), nr: 1}
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFilesUpd2, uintptr(unsafe.Pointer(&upd)), unsafe.Sizeof(upd), 0, 0)
+	runtime.KeepAlive(&fds)
+	if errno != 0 {
+		return errors.Wrapf(errno, "io_uring_register: file %d (descriptor %d)", index, fd)
 	}
 	return nil
 }

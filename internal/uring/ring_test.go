@@ -5,9 +5,15 @@ package uring
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
+
+const opTimeout = 11
 
 func newRing(t *testing.T, o Options) *Ring {
 	t.Helper()
@@ -116,5 +122,86 @@ func TestReadFixed(t *testing.T) {
 	r.Submit()
 	if c := reap(t, r); c.Res >= 0 {
 		t.Fatalf("read past the registered buffer: %+v", c)
+	}
+}
+
+// TestDeferredTaskRun: a ring of one thread (SINGLE_ISSUER|DEFER_TASKRUN)
+// holds a completion that arrives later (a timeout's) until the thread
+// enters for it: TaskRunPending says so, the CQ stays empty, and
+// GetEvents posts it.
+func TestDeferredTaskRun(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	r := newRing(t, Options{Entries: 4, SingleThread: true})
+	if !r.Deferred() {
+		t.Skip("the kernel has no DEFER_TASKRUN (Linux 6.1)")
+	}
+	ts := unix.NsecToTimespec(int64(time.Millisecond))
+	sqe := r.GetSQE()
+	sqe.Opcode, sqe.Addr, sqe.Len, sqe.UserData = opTimeout, uint64(uintptr(unsafe.Pointer(&ts))), 1, 9
+	if _, err := r.Submit(); err != nil {
+		t.Fatal(err)
+	}
+	runtime.KeepAlive(&ts)
+	deadline := time.Now().Add(10 * time.Second)
+	for !r.TaskRunPending() {
+		if time.Now().After(deadline) {
+			t.Fatal("a 1 ms timeout did not complete in 10 s")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if c := r.Peek(); c != nil {
+		t.Fatalf("a deferred completion reached the CQ before an enter: %+v", *c)
+	}
+	if _, err := r.GetEvents(); err != nil {
+		t.Fatal(err)
+	}
+	c := r.Peek()
+	if c == nil || c.UserData != 9 || c.Res != -int32(unix.ETIME) {
+		t.Fatalf("after GetEvents: %+v, want the timeout's CQE (ETIME)", c)
+	}
+	r.Advance()
+	if r.TaskRunPending() {
+		t.Fatal("task run still pending after GetEvents")
+	}
+}
+
+// TestFixedFiles reads through a registered file, by index, and fails
+// on the slot emptied again.
+func TestFixedFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRing(t, Options{Entries: 4})
+	if err := r.RegisterSparseFiles(8); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.UpdateFile(5, int32(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	f.Close() // the table holds its own reference
+	buf := make([]byte, 4)
+	read := func() CQE {
+		sqe := r.GetSQE()
+		sqe.Opcode, sqe.Flags, sqe.Fd, sqe.Off, sqe.Len, sqe.UserData = OpRead, SQEFixedFile, 5, 3, 4, 1
+		sqe.Addr = uint64(uintptr(unsafe.Pointer(&buf[0])))
+		if _, err := r.Submit(); err != nil {
+			t.Fatal(err)
+		}
+		return reap(t, r)
+	}
+	if c := read(); c.Res != 4 || string(buf) != "3456" {
+		t.Fatalf("fixed-file read: %+v %q", c, buf)
+	}
+	if err := r.UpdateFile(5, -1); err != nil {
+		t.Fatal(err)
+	}
+	if c := read(); c.Res != -int32(unix.EBADF) {
+		t.Fatalf("read of an emptied slot: %+v, want EBADF", c)
 	}
 }
