@@ -42,6 +42,11 @@ const offloadTimeout = 10 * time.Second
 // the result header; more take a second read.
 const firstRead = 14
 
+// minTransfer is the smallest largest transfer (nvme.Controller.MaxTransfer)
+// a compute device must allow: the first Memory Read of a match list, the
+// result header and firstRead values, in one command.
+const minTransfer = nvme.ExecResultSize + 8*firstRead
+
 // offDevice is one compute controller prepared for a scan: the program loaded
 // and active, its memory taken from the process-wide pool of the namespace.
 type offDevice struct {
@@ -93,6 +98,10 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 		d.pool = poolFor(c, d.slm, d.size)
 		if uint64(len(img)) > uint64(d.cn.Info.MaxProgram) || d.cn.Info.ProgTypes&1 == 0 {
 			continue
+		}
+		if mt := c.MaxTransfer(); mt < minTransfer {
+			closeOffload(out)
+			return nil, errors.Errorf("compute: %s moves at most %d bytes per command; reading back a match list takes %d", c.Name(), mt, minTransfer)
 		}
 		// Loading and activating are two commands, so two scans of this
 		// process could otherwise pick the same free slot in between.
@@ -285,7 +294,7 @@ func (d *offDevice) state(p *engine.Program) ([]engine.MapData, uint64, error) {
 	moved := uint64(0)
 	read := func(at, n int) error {
 		for n > 0 {
-			k := min(n, d.c.MaxTransfer())
+			k := min(n, d.c.MaxTransfer()&^7)
 			if _, err := syncCommand(qp, func(cb nvme.Completer) error { return qp.MemoryRead(d.slm, off+uint64(at), buf, at, k, cb, 0) }); err != nil {
 				return err
 			}
@@ -745,6 +754,12 @@ func (c *offChunk) step(tag uint64, err error) bool {
 func (c *offChunk) readMore() error {
 	j := c.j
 	n := min(nvme.ExecResultSize+8*c.count-c.got, j.dev.c.MaxTransfer()&^7)
+	if n <= 0 {
+		// (openOffload refuses such a device; a read of nothing would
+		// never get to the end of the list.)
+		return errors.Errorf("compute: %s: reading back %d values at byte %d of the match list: the device moves at most %d bytes per command",
+			j.dev.c.Name(), c.count, c.got, j.dev.c.MaxTransfer())
+	}
 	return j.qp.MemoryRead(j.dev.slm, c.outOff+uint64(c.got), c.buf, c.got, n, c, uint64(n))
 }
 
@@ -758,7 +773,11 @@ func (c *offChunk) fetch() error {
 		}
 		c.data = d
 	}
-	n := min(int(c.blocks*c.t.bs)-c.got, j.dev.c.MaxTransfer())
+	n := min(int(c.blocks*c.t.bs)-c.got, j.dev.c.MaxTransfer()&^3)
+	if n <= 0 {
+		return errors.Errorf("compute: %s: reading back byte %d of a chunk's data: the device moves at most %d bytes per command",
+			j.dev.c.Name(), c.got, j.dev.c.MaxTransfer())
+	}
 	return j.qp.MemoryRead(j.dev.slm, c.dataOff+uint64(c.got), c.data, c.got, n, c, uint64(n))
 }
 
