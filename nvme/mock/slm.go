@@ -127,13 +127,48 @@ func slmFill(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 // transfer: that controller executes a Read whose DMA lands in this
 // controller's memory through the bus (peer.go). Only controllers of this
 // controller's NVM subsystem are reachable.
+//
+// On a DeviceCore controller the copy runs on the compute core of the queue
+// (cp.go), so that the copies of several queues proceed in parallel and the
+// device core goes on fetching commands.
 func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
+	if c.cfg.Mode == DeviceCore {
+		return c.compute().dispatch(c, s, e, jobCopy)
+	}
+	return c.memCopy(s, e, s.scratch)
+}
+
+// memCopyOnCore executes a Memory Copy on a compute core. It holds the
+// queue's CQ lock, as the executor of a queue's commands does (the queue's
+// held commands and its peer queues are the executor's), with the
+// descriptors in the job's own buffer.
+func (c *Controller) memCopyOnCore(j *execJob) completion {
+	s := j.sq
+	q := s.cq
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if s.deleted || q.deleted || c.closed.Load() || c.hung.Load() || c.csts.Load()&nvme.CSTSFatal != 0 {
+		return completion{noPost: true}
+	}
+	if cap(j.desc) < 256*nvme.MemCopySourceSize {
+		j.desc = make([]byte, 256*nvme.MemCopySourceSize)
+	}
+	return c.memCopy(s, &j.e, j.desc)
+}
+
+// memCopy executes Memory Copy e of queue s with scratch, room for its
+// descriptors. Caller holds s.cq.mu.
+func (c *Controller) memCopy(s *sq, e *nvme.SQE, scratch []byte) completion {
+	if e.NSID == 0 || int(e.NSID) > len(c.namespaces) {
+		return failDNR(nvme.ErrInvalidNamespace)
+	}
+	ns := c.namespaces[e.NSID-1]
 	dst := uint64(e.CDW10) | uint64(e.CDW11)<<32
 	nr := int(e.CDW12&0xff) + 1
 	if e.CDW12>>8&0xf != nvme.MemCopyFormatLBA || dst&3 != 0 {
 		return failDNR(nvme.ErrInvalidField)
 	}
-	desc := s.scratch[:nr*nvme.MemCopySourceSize]
+	desc := scratch[:nr*nvme.MemCopySourceSize]
 	if st := c.readHostQ(&s.st.counters, e, desc); st != stOK {
 		return completion{status: st}
 	}
