@@ -21,10 +21,10 @@ import (
 //
 // Programs run on compute cores. An Inline controller runs Execute Program
 // on the goroutine that rang the doorbell, one per queue; a DeviceCore
-// controller's device core hands each one, and each Memory Copy into the
-// device's memory (slm.go), to the compute core of its queue
-// (ComputeConfig.Cores) and goes on fetching commands, so the queues of
-// several host reactors copy and execute in parallel. Each queue has its own
+// controller's device core hands each one to the compute core of its queue
+// (ComputeConfig.Cores), and each Memory Copy into the device's memory
+// (slm.go) to the queue's own copy engine, and goes on fetching commands, so
+// the queues of several host reactors copy and execute in parallel. Each queue has its own
 // engine instance of a program; their maps are merged when read. Execute
 // Program takes no lock: it reads the program slots and memory range sets
 // from a table the admin commands replace (copy-on-write).
@@ -60,11 +60,11 @@ type ComputeConfig struct {
 	// one (compute/csd.Runner is the project's verified eBPF engine).
 	// Without a runner every program is refused as invalid.
 	Runner ProgramRunner
-	// Cores is the number of compute cores that run Execute Program and
-	// Memory Copy on a controller in DeviceCore mode: the commands of I/O
-	// queue q run on core q mod Cores, in parallel with each other and with
-	// the device core that fetches commands. 0 means one compute core per
-	// I/O queue that executes programs. (Inline controllers run programs on
+	// Cores is the number of compute cores that run Execute Program on a
+	// controller in DeviceCore mode: the executions of I/O queue q run on
+	// core q mod Cores, in parallel with each other, with the device core
+	// that fetches commands and with the queues' copy engines (Memory
+	// Copy). 0 means one compute core per I/O queue that executes programs. (Inline controllers run programs on
 	// the goroutine that rang the doorbell: one per queue already.)
 	Cores int
 	// Rate is the emulated compute rate of one compute core of a
@@ -104,9 +104,12 @@ type computeState struct {
 	cfg  ComputeConfig
 
 	// cores are the compute cores of a DeviceCore controller, by core
-	// index; only the device core (the one goroutine that executes
-	// commands in that mode) reads or grows the table.
-	cores []*execCore
+	// index, and copiers its copy engines, by QID: each queue's Memory
+	// Copies run on a copy engine of their own, beside the compute cores
+	// (a DMA engine of the device). Only the device core (the one
+	// goroutine that executes commands in that mode) reads or grows the
+	// tables.
+	cores, copiers []*execCore
 	// execHook, when set (by tests), runs on the compute core before each
 	// program run.
 	execHook atomic.Pointer[func()]
@@ -465,25 +468,28 @@ type execJob struct {
 
 const execRing = 1024
 
-// coreOf returns the compute core of the commands of sq, making it on first
-// use. Called by the device core only.
-func (s *computeState) coreOf(sq *sq) *execCore {
-	idx := int(sq.id)
-	if s.cfg.Cores > 0 {
+// coreOf returns the core that runs the commands of kind of sq (its compute
+// core, or its copy engine), making it on first use. Called by the device
+// core only.
+func (s *computeState) coreOf(sq *sq, kind int) *execCore {
+	idx, tab, rate := int(sq.id), &s.cores, s.cfg.Rate
+	if kind == jobCopy {
+		tab, rate = &s.copiers, 0
+	} else if s.cfg.Cores > 0 {
 		idx %= s.cfg.Cores
 	}
-	for len(s.cores) <= idx {
-		s.cores = append(s.cores, nil)
+	for len(*tab) <= idx {
+		*tab = append(*tab, nil)
 	}
-	core := s.cores[idx]
+	core := (*tab)[idx]
 	if core == nil {
 		ring, err1 := poller.NewSPSC[*execJob](execRing)
 		free, err2 := poller.NewSPSC[*execJob](execRing)
 		if err1 != nil || err2 != nil {
 			return nil // (execRing is a power of two: not reached)
 		}
-		core = &execCore{ring: ring, free: free, rate: s.cfg.Rate, wake: make(chan struct{}, 1)}
-		s.cores[idx] = core
+		core = &execCore{ring: ring, free: free, rate: rate, wake: make(chan struct{}, 1)}
+		(*tab)[idx] = core
 	}
 	return core
 }
@@ -496,12 +502,16 @@ func (c *Controller) coreFull(sq *sq, e *nvme.SQE) bool {
 	if c.cfg.Mode != DeviceCore || sq.id == 0 || e.NSID == 0 || int(e.NSID) > len(c.namespaces) {
 		return false
 	}
+	var kind int
 	switch csi := c.namespaces[e.NSID-1].csi; {
-	case csi == nvme.CSICP && e.OPC == nvme.OpExecProgram, csi == nvme.CSISLM && e.OPC == nvme.OpMemCopy:
+	case csi == nvme.CSICP && e.OPC == nvme.OpExecProgram:
+		kind = jobExec
+	case csi == nvme.CSISLM && e.OPC == nvme.OpMemCopy:
+		kind = jobCopy
 	default:
 		return false
 	}
-	core := c.compute().coreOf(sq)
+	core := c.compute().coreOf(sq, kind)
 	return core != nil && core.ring.Len() >= core.ring.Cap()
 }
 
@@ -509,7 +519,7 @@ func (c *Controller) coreFull(sq *sq, e *nvme.SQE) bool {
 // (coreFull), and returns a completion not to post. Called by the device
 // core only.
 func (s *computeState) dispatch(c *Controller, sq *sq, e *nvme.SQE, kind int) completion {
-	core := s.coreOf(sq)
+	core := s.coreOf(sq, kind)
 	if core == nil {
 		return c.runHere(sq, e, kind)
 	}
@@ -536,7 +546,7 @@ func (s *computeState) dispatch(c *Controller, sq *sq, e *nvme.SQE, kind int) co
 // runHere executes a command meant for a compute core on the device core.
 func (c *Controller) runHere(sq *sq, e *nvme.SQE, kind int) completion {
 	if kind == jobCopy {
-		return c.memCopy(sq, e, sq.scratch)
+		return c.memCopy(sq, e, sq.scratch, true)
 	}
 	r, _ := c.execProgram(sq, e)
 	return r
