@@ -124,6 +124,41 @@ func TestSeveralDevicesShareTargets(t *testing.T) {
 		total, st.Engines[1].Name, st.Engines[1].Chunks, st.Engines[2].Name, st.Engines[2].Chunks, p2p(b0, b1, b2), (b2.HostWrite-b1.HostWrite)-(b1.HostWrite-b0.HostWrite), st.BytesToHost)
 }
 
+// TestDevicesSplitOneTarget: one namespace that two compute devices reach
+// is split between them by ranges: both scan chunks of it, together all of
+// it once, with the reference's matches. The devices compute at an emulated
+// rate, so that neither can finish the target before the other starts.
+func TestDevicesSplitOneTarget(t *testing.T) {
+	f := newFixture(t)
+	d1 := newCSDRate(t, f.bus, "CSDA", testNQN, 16<<20)
+	d2 := newCSDRate(t, f.bus, "CSDB", testNQN, 16<<20)
+	cb, err := compute.NewBdev("one", f.bdevs[1:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	var got []uint64
+	const chunk = 16 << 10
+	st, err := cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Placement: compute.PlaceDevice, ChunkBytes: chunk, InFlight: 2,
+		Devices: []*nvme.Controller{d1, d2}, OnMatch: func(m compute.Match) { got = append(got, m.LBA) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := f.reference(1); !slices.Equal(got, want) {
+		t.Fatalf("%d matches, reference %d", len(got), len(want))
+	}
+	size := uint64(len(f.data[1]))
+	if len(st.Engines) != 3 || st.BytesScanned != size || len(st.Faults) != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	a, b := st.Engines[1], st.Engines[2]
+	if a.Chunks == 0 || b.Chunks == 0 || a.Chunks+b.Chunks != size/chunk || a.BytesScanned+b.BytesScanned != size {
+		t.Fatalf("%s scanned %d chunks (%d bytes), %s %d (%d bytes) of a %d-byte target in %d-byte chunks", a.Name, a.Chunks, a.BytesScanned, b.Name, b.Chunks, b.BytesScanned, size, chunk)
+	}
+	t.Logf("%s: %d chunks, %s: %d chunks", a.Name, a.Chunks, b.Name, b.Chunks)
+}
+
 // p2p is the peer memory bytes of the scan between b1 and b2 less those of
 // the setup-only scan between b0 and b1.
 func p2p(b0, b1, b2 mock.BusStats) uint64 {
