@@ -422,8 +422,9 @@ type offChunk struct {
 }
 
 // newOffJob makes a job on r over the targets mine (indexes into targets)
-// offloaded to d; curs are the targets' cursors.
-func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Target, mine []int, curs []*cursor, exe *engine.Executable, opts Options) (*offJob, error) {
+// offloaded to d, with up to slots chunks in flight; curs are the targets'
+// cursors.
+func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Target, mine []int, curs []*cursor, exe *engine.Executable, slots int, opts Options) (*offJob, error) {
 	j := &offJob{dev: d, exe: exe}
 	var per, bytes uint64
 	var lts []*loopTarget
@@ -460,10 +461,8 @@ func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Ta
 	if srcs > 128 {
 		return nil, errors.New("compute: chunk too large for one Memory Copy")
 	}
-	// A chunk waits for three commands in turn, so offload keeps twice the
-	// host's chunks in flight; fewer if the device runs out of memory or
-	// range sets.
-	j.chunks = make([]offChunk, 2*opts.InFlight)
+	// Fewer chunks if the device runs out of memory or range sets.
+	j.chunks = make([]offChunk, max(slots, 1))
 	for i := range j.chunks {
 		ch := &j.chunks[i]
 		mark := len(d.held)
@@ -498,11 +497,11 @@ func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Ta
 		*ch = offChunk{slot: slot{i: i, seen: make([]uint64, (per+63)/64)}, j: j, dataOff: dataOff, outOff: outOff, rsid: rs, buf: buf,
 			srcs: make([]nvme.MemCopySource, 0, srcs), emit: make([]uint64, emitCap)}
 	}
-	slots := make([]*slot, len(j.chunks))
+	ss := make([]*slot, len(j.chunks))
 	for i := range j.chunks {
-		slots[i] = &j.chunks[i].slot
+		ss[i] = &j.chunks[i].slot
 	}
-	j.setSlots(slots)
+	j.setSlots(ss)
 	return j, nil
 }
 

@@ -457,26 +457,32 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	// targets, so the device memory and range sets a scan takes do not
 	// grow with the number of targets. A target that several devices reach
 	// is shared by all of them: their jobs take chunks from its one cursor.
+	// A job keeps twice the host's chunks in flight (a chunk waits for three
+	// commands in turn), or fewer when its share of the chunks is smaller:
+	// each chunk slot costs the device memory and two admin commands (a
+	// range set made and deleted), which would outweigh a small scan.
 	for k, d := range devs {
 		var mine []int
-		var chunks uint64
+		var chunks uint64 // the device's share
 		for ti := range targets {
 			if slices.Contains(placed[ti], d) {
 				mine = append(mine, ti)
-				chunks += (st.Targets[ti].Blocks + curs[ti].per - 1) / curs[ti].per
+				n := (st.Targets[ti].Blocks + curs[ti].per - 1) / curs[ti].per
+				chunks += (n + uint64(len(placed[ti])) - 1) / uint64(len(placed[ti]))
 			}
 		}
 		if len(mine) == 0 {
 			continue
 		}
 		parts := int(min(uint64(len(reactors)), max(chunks/uint64(opts.InFlight), 1)))
+		slots := int(min(uint64(2*opts.InFlight), (chunks+uint64(parts)-1)/uint64(parts)))
 		var planned []job
 		var err error
 		for p := 0; p < parts; p++ {
 			var j *offJob
 			// Devices start on different reactors, so that two devices
 			// with one job each are driven from two cores.
-			j, err = newOffJob(reactors[(p+k)%len(reactors)], d, cb.bases, targets, mine, curs, exe, opts)
+			j, err = newOffJob(reactors[(p+k)%len(reactors)], d, cb.bases, targets, mine, curs, exe, slots, opts)
 			if err != nil {
 				if p > 0 && errors.Is(err, errNoDeviceMemory) {
 					err = nil // fewer jobs: the device is full
