@@ -425,11 +425,12 @@ func cpExecute(c *Controller, sq *sq, ns *namespace, e *nvme.SQE) completion {
 	return c.compute().dispatch(c, sq, e, jobExec)
 }
 
-// execCore is a compute core: a ring of commands from the device core and a
-// goroutine that runs them while there are any. The goroutine ends when the
-// ring is empty (and no completion waits for its emulated time), and the
-// next dispatch starts another, so an idle device holds none, and a closed
-// controller leaves none behind.
+// execCore is a compute core (or a copy engine): a ring of commands from the
+// device core and a goroutine that runs them while there are any. The
+// goroutine ends when the ring has stayed empty for coreLinger (and no
+// completion waits for its emulated time), and the next dispatch starts
+// another, so an idle device holds none, and a closed controller leaves
+// none behind.
 type execCore struct {
 	ring    *poller.SPSC[*execJob] // device core -> compute core
 	free    *poller.SPSC[*execJob] // compute core -> device core: reusable jobs
@@ -565,7 +566,13 @@ func (core *execCore) run() {
 			core.exec(j)
 		}
 		if len(core.held) > 0 {
-			core.sleep()
+			core.sleep(time.Until(core.held[0].due))
+			continue
+		}
+		// Idle: wait a little for the next job before ending, so that a
+		// queue that goes on submitting does not start a goroutine per
+		// command.
+		if core.sleep(coreLinger) {
 			continue
 		}
 		core.running.Store(false)
@@ -628,12 +635,15 @@ func (core *execCore) postDue() {
 	core.held = core.held[:copy(core.held, core.held[k:])]
 }
 
-// sleep waits, without taking a CPU, until the first held completion is
-// due or a dispatch brings a job.
-func (core *execCore) sleep() {
-	d := time.Until(core.held[0].due)
+// coreLinger is how long an idle core's goroutine waits for a job before
+// it ends.
+const coreLinger = 2 * time.Millisecond
+
+// sleep waits, without taking a CPU, for d or until a dispatch brings a job;
+// it reports whether a job is there.
+func (core *execCore) sleep(d time.Duration) bool {
 	if d <= 0 {
-		return
+		return core.ring.Len() > 0
 	}
 	core.sleeping.Store(true)
 	if core.ring.Len() == 0 {
@@ -649,6 +659,7 @@ func (core *execCore) sleep() {
 		}
 	}
 	core.sleeping.Store(false)
+	return core.ring.Len() > 0
 }
 
 // postLater posts the completion of a command executed off the device core.

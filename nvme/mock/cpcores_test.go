@@ -35,7 +35,9 @@ func testExecConcurrent(t *testing.T, cores int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := nvme.NewController(cm, nvme.Options{})
+	// Load Program verifies the program: seconds under -race on a busy
+	// machine.
+	c, err := nvme.NewController(cm, nvme.Options{AdminTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +161,9 @@ func TestComputeRateModelsDeviceTime(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := nvme.NewController(cm, nvme.Options{})
+	// Load Program verifies the program: seconds under -race on a busy
+	// machine.
+	c, err := nvme.NewController(cm, nvme.Options{AdminTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
