@@ -23,11 +23,12 @@ import (
 // on the goroutine that rang the doorbell, one per queue; a DeviceCore
 // controller's device core hands each one to the compute core of its queue
 // (ComputeConfig.Cores), and each Memory Copy into the device's memory
-// (slm.go) to the queue's own copy engine, and goes on fetching commands, so
-// the queues of several host reactors copy and execute in parallel. Each queue has its own
-// engine instance of a program; their maps are merged when read. Execute
-// Program takes no lock: it reads the program slots and memory range sets
-// from a table the admin commands replace (copy-on-write).
+// (slm.go) to the queue's own copy engine, and goes on fetching commands,
+// so the queues of several host reactors copy and execute in parallel.
+// Each queue has its own engine instance of a program; their maps are
+// merged when read. Execute Program takes no lock: it reads the program
+// slots and memory range sets from a table the admin commands replace
+// (copy-on-write).
 //
 // A compute core of real hardware runs at a rate of its own, whatever the
 // host's CPUs do; the emulator's cores are goroutines on the host's CPUs.
@@ -64,8 +65,9 @@ type ComputeConfig struct {
 	// controller in DeviceCore mode: the executions of I/O queue q run on
 	// core q mod Cores, in parallel with each other, with the device core
 	// that fetches commands and with the queues' copy engines (Memory
-	// Copy). 0 means one compute core per I/O queue that executes programs. (Inline controllers run programs on
-	// the goroutine that rang the doorbell: one per queue already.)
+	// Copy). 0 means one compute core per I/O queue that executes
+	// programs. (Inline controllers run programs on the goroutine that
+	// rang the doorbell: one per queue already.)
 	Cores int
 	// Rate is the emulated compute rate of one compute core of a
 	// DeviceCore controller, in bytes of program input per second: a run
@@ -444,7 +446,7 @@ type execCore struct {
 	held  []*execJob
 	timer *time.Timer
 	// sleeping is set while the goroutine waits for a held completion's
-	// time; a dispatch then wakes it through wake.
+	// time or, idle, for a job; a dispatch then wakes it through wake.
 	sleeping atomic.Bool
 	wake     chan struct{}
 }
@@ -455,7 +457,7 @@ const (
 	jobCopy        // Memory Copy into device memory
 )
 
-// execJob is one command handed to a compute core.
+// execJob is one command handed to a compute core or copy engine.
 type execJob struct {
 	c    *Controller
 	sq   *sq
@@ -553,8 +555,8 @@ func (c *Controller) runHere(sq *sq, e *nvme.SQE, kind int) completion {
 	return r
 }
 
-// run executes the core's jobs until its ring is empty and nothing waits
-// for its emulated time.
+// run executes the core's jobs until its ring has stayed empty for
+// coreLinger and nothing waits for its emulated time.
 func (core *execCore) run() {
 	for {
 		for {
