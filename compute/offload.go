@@ -1,7 +1,6 @@
 package compute
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"sort"
@@ -13,7 +12,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
+	"github.com/bpfblk/bpfblk/compute/internal/image"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/poller"
 )
@@ -315,54 +314,6 @@ func (d *offDevice) state(p *engine.Program) ([]engine.MapData, uint64, error) {
 	}
 	maps, err := image.DecodeMapsFor(buf.Buf[nvme.ExecResultSize:nvme.ExecResultSize+int(h.Count)], p)
 	return maps, moved, errors.Wrapf(err, "compute: %s", d.c.Name())
-}
-
-// mergeMapData adds b's entries into a (same rule as engine.MergeMaps:
-// values added word by word).
-func mergeMapData(a, b []engine.MapData) []engine.MapData {
-	for _, mb := range b {
-		i := -1
-		for k := range a {
-			if a[k].Name == mb.Name {
-				i = k
-				break
-			}
-		}
-		if i < 0 {
-			a = append(a, mb)
-			continue
-		}
-		ma := &a[i]
-		for _, e := range mb.Entries {
-			j := sort.Search(len(ma.Entries), func(x int) bool { return bytes.Compare(ma.Entries[x].Key, e.Key) >= 0 })
-			if j < len(ma.Entries) && bytes.Equal(ma.Entries[j].Key, e.Key) {
-				addWords(ma.Entries[j].Value, e.Value)
-				continue
-			}
-			ma.Entries = append(ma.Entries, engine.MapEntry{})
-			copy(ma.Entries[j+1:], ma.Entries[j:])
-			ma.Entries[j] = engine.MapEntry{Key: bytes.Clone(e.Key), Value: bytes.Clone(e.Value)}
-		}
-	}
-	return a
-}
-
-func addWords(dst, src []byte) {
-	n := min(len(dst), len(src))
-	switch {
-	case n%8 == 0:
-		for i := 0; i < n; i += 8 {
-			binary.LittleEndian.PutUint64(dst[i:], binary.LittleEndian.Uint64(dst[i:])+binary.LittleEndian.Uint64(src[i:]))
-		}
-	case n%4 == 0:
-		for i := 0; i < n; i += 4 {
-			binary.LittleEndian.PutUint32(dst[i:], binary.LittleEndian.Uint32(dst[i:])+binary.LittleEndian.Uint32(src[i:]))
-		}
-	default:
-		for i := 0; i < n; i++ {
-			dst[i] += src[i]
-		}
-	}
 }
 
 // offJob scans the targets offloaded to one compute device from one reactor,

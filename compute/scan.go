@@ -12,7 +12,7 @@ import (
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
+	"github.com/bpfblk/bpfblk/compute/internal/image"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
@@ -712,7 +712,7 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 			stateErr = err
 			continue
 		}
-		st.Maps = mergeMapData(st.Maps, maps)
+		st.Maps = engine.MergeMapData(st.Maps, maps)
 	}
 	switch {
 	case cancelled:

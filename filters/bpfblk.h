@@ -81,12 +81,12 @@ struct xdp_md {
 #define BPF_NOEXIST 1
 #define BPF_EXIST 2
 
-/* Helpers. Map helpers keep their Linux ids. */
+/* Helpers: generated from the table in compute/abi/helpers.go by go generate ./compute/abi. Do not edit. */
+/* Map helpers keep their Linux ids. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)1;
 static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) = (void *)2;
 static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)3;
 static long (*bpf_trace_printk)(const char *fmt, __u32 fmt_size, ...) = (void *)6;
-
 /*
  * bpfblk_emit appends value to the run's match list; -28 (ENOSPC) when full.
  * A scanner emits byte offsets from data. The host sizes the list so that
@@ -99,6 +99,7 @@ static long (*bpfblk_emit)(struct bpfblk_ctx *ctx, __u64 value) = (void *)0x1000
 static long (*bpfblk_memcmp)(const void *a, const void *b, __u32 len) = (void *)0x1001;
 /* bpfblk_memmem returns the offset of needle in haystack, or -1. */
 static long (*bpfblk_memmem)(const void *hay, __u32 hay_len, const void *needle, __u32 needle_len) = (void *)0x1002;
+/* End of the generated helpers. */
 
 #define bpfblk_printk(fmt, ...)                                              \
 	({                                                                   \

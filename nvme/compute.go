@@ -2,6 +2,8 @@ package nvme
 
 import (
 	"github.com/pkg/errors"
+
+	"github.com/bpfblk/bpfblk/nvme/internal/cpwire"
 )
 
 // This file is the one place that defines the Computational Programs (CP,
@@ -10,7 +12,10 @@ import (
 // AdminProgActMgmt, AdminMemRangeSetMg), the draft I/O opcodes, the eBPF
 // program type, the data structures, the statuses and the Execute Program
 // result convention. Both the driver and the emulated controller (nvme/mock)
-// use these names; no other file repeats a number.
+// use these names; no other file repeats a number. The field offsets of the
+// data structures live in nvme/internal/cpwire, which the driver's encoders
+// and decoders here and the emulator's (nvme/mock/cpwire.go) share, so the
+// encoders only a device needs are not part of this package's API.
 //
 // # Execute Program result convention
 //
@@ -38,7 +43,7 @@ import (
 // With ExecFlagState in CDW15 the device does not run the program: it writes
 // the program's writable maps (merged over the device's engine instances) to
 // the output range as an ExecResult header whose Count is the byte length of
-// the encoded maps, followed by that encoding (see compute/image).
+// the encoded maps, followed by that encoding (see compute/internal/image).
 
 // Computational Programs I/O command opcodes (draft: one public draft's
 // values; no upstream assignment exists).
@@ -116,14 +121,9 @@ type MemRange struct {
 // u64, 16 reserved bytes.
 func putMemRange(b []byte, r MemRange) {
 	clear(b[:MemRangeSize])
-	le.PutUint32(b[0:], r.NSID)
-	le.PutUint32(b[4:], r.Length)
-	le.PutUint64(b[8:], r.Offset)
-}
-
-// ParseMemRange decodes a memory range descriptor.
-func ParseMemRange(b []byte) MemRange {
-	return MemRange{NSID: le.Uint32(b[0:]), Length: le.Uint32(b[4:]), Offset: le.Uint64(b[8:])}
+	le.PutUint32(b[cpwire.RangeNSID:], r.NSID)
+	le.PutUint32(b[cpwire.RangeLength:], r.Length)
+	le.PutUint64(b[cpwire.RangeOffset:], r.Offset)
 }
 
 // MemCopySource is a Memory Copy source (descriptor format 2h): Blocks
@@ -142,16 +142,10 @@ type MemCopySource struct {
 // NLB (0-based) u16 at 16, SNSID u32 at 20.
 func putMemCopySource(b []byte, s MemCopySource) {
 	clear(b[:MemCopySourceSize])
-	le.PutUint16(b[2:], s.Controller)
-	le.PutUint64(b[8:], s.LBA)
-	le.PutUint16(b[16:], uint16(s.Blocks-1))
-	le.PutUint32(b[20:], s.NSID)
-}
-
-// ParseMemCopySource decodes a Memory Copy source descriptor.
-func ParseMemCopySource(b []byte) MemCopySource {
-	return MemCopySource{Controller: le.Uint16(b[2:]), LBA: le.Uint64(b[8:]),
-		Blocks: uint32(le.Uint16(b[16:])) + 1, NSID: le.Uint32(b[20:])}
+	le.PutUint16(b[cpwire.CopyController:], s.Controller)
+	le.PutUint64(b[cpwire.CopyLBA:], s.LBA)
+	le.PutUint16(b[cpwire.CopyBlocks:], uint16(s.Blocks-1))
+	le.PutUint32(b[cpwire.CopyNSID:], s.NSID)
 }
 
 // ExecResult is the header the device writes at the start of an Execute
@@ -162,16 +156,10 @@ type ExecResult struct {
 	R0    uint64 // the program's return value
 }
 
-// PutExecResult encodes r into b[0:16].
-func PutExecResult(b []byte, r ExecResult) {
-	le.PutUint32(b[0:], r.Count)
-	le.PutUint32(b[4:], r.Flags)
-	le.PutUint64(b[8:], r.R0)
-}
-
 // ParseExecResult decodes an ExecResult header.
 func ParseExecResult(b []byte) ExecResult {
-	return ExecResult{Count: le.Uint32(b[0:]), Flags: le.Uint32(b[4:]), R0: le.Uint64(b[8:])}
+	return ExecResult{Count: le.Uint32(b[cpwire.ExecCount:]), Flags: le.Uint32(b[cpwire.ExecFlags:]),
+		R0: le.Uint64(b[cpwire.ExecR0:])}
 }
 
 // CPInfo is the Computational Programs Identify Namespace data (CNS 05h,
@@ -185,34 +173,14 @@ type CPInfo struct {
 	ProgTypes    uint64 // bit i: PTYPE 0xC0+i supported (bit 0: eBPF)
 }
 
-// Byte offsets of CPInfo in the CP Identify Namespace data.
-const (
-	cpiSlots      = 0
-	cpiMaxActive  = 2
-	cpiMaxRS      = 4
-	cpiMaxR       = 6
-	cpiMaxProgram = 8
-	cpiProgTypes  = 16
-)
-
-// PutCPInfo encodes i into an Identify data buffer (CNS 05h, CSI 4).
-func PutCPInfo(b []byte, i CPInfo) {
-	le.PutUint16(b[cpiSlots:], i.Slots)
-	le.PutUint16(b[cpiMaxActive:], i.MaxActive)
-	le.PutUint16(b[cpiMaxRS:], i.MaxRangeSets)
-	le.PutUint16(b[cpiMaxR:], i.MaxRanges)
-	le.PutUint32(b[cpiMaxProgram:], i.MaxProgram)
-	le.PutUint64(b[cpiProgTypes:], i.ProgTypes)
-}
-
 // ParseCPInfo decodes the CP Identify Namespace data.
 func ParseCPInfo(b []byte) (CPInfo, error) {
-	if len(b) < 24 {
+	if len(b) < cpwire.CPISize {
 		return CPInfo{}, errors.Errorf("nvme: CP identify namespace: %d bytes", len(b))
 	}
-	return CPInfo{Slots: le.Uint16(b[cpiSlots:]), MaxActive: le.Uint16(b[cpiMaxActive:]),
-		MaxRangeSets: le.Uint16(b[cpiMaxRS:]), MaxRanges: le.Uint16(b[cpiMaxR:]),
-		MaxProgram: le.Uint32(b[cpiMaxProgram:]), ProgTypes: le.Uint64(b[cpiProgTypes:])}, nil
+	return CPInfo{Slots: le.Uint16(b[cpwire.CPISlots:]), MaxActive: le.Uint16(b[cpwire.CPIMaxActive:]),
+		MaxRangeSets: le.Uint16(b[cpwire.CPIMaxRS:]), MaxRanges: le.Uint16(b[cpwire.CPIMaxR:]),
+		MaxProgram: le.Uint32(b[cpwire.CPIMaxProgram:]), ProgTypes: le.Uint64(b[cpwire.CPIProgTypes:])}, nil
 }
 
 // SLMInfo is the SLM Identify Namespace data (CNS 05h, CSI 3): the memory
@@ -221,15 +189,12 @@ type SLMInfo struct {
 	Size uint64
 }
 
-// PutSLMInfo encodes i into an Identify data buffer (CNS 05h, CSI 3).
-func PutSLMInfo(b []byte, i SLMInfo) { le.PutUint64(b[0:], i.Size) }
-
 // ParseSLMInfo decodes the SLM Identify Namespace data.
 func ParseSLMInfo(b []byte) (SLMInfo, error) {
-	if len(b) < 8 {
+	if len(b) < cpwire.SLMISize+8 {
 		return SLMInfo{}, errors.Errorf("nvme: SLM identify namespace: %d bytes", len(b))
 	}
-	return SLMInfo{Size: le.Uint64(b)}, nil
+	return SLMInfo{Size: le.Uint64(b[cpwire.SLMISize:])}, nil
 }
 
 // ComputeNamespace is a compute (CP) namespace with the memory (SLM)

@@ -53,7 +53,7 @@
 //	(CNS 05h, CSI 4)          MAXPB (MiB), LPG; no offsets   MaxRangeSets u16@4, MaxRanges u16@6,   kept in bytes (programs are KiB), PTYPEs
 //	                                                         MaxProgram bytes u32@8, PTYPE bitmap   supported as a bitmap (bit 0: eBPF)
 //	                                                         u64@16
-//	program type and image    PTYPE vendor specific          PTYPE 0xC0; image = compute/image      no public eBPF PTYPE or image format: the
+//	program type and image    PTYPE vendor specific          PTYPE 0xC0; image = csd.Image        no public eBPF PTYPE or image format: the
 //	                                                         (verified instructions, maps, BTF)     device re-verifies what it loads
 //	Memory Copy source        format 2h/3h: SNSID, SLBA,     format 2h plus SCNTLID u16 at bytes    the drafts name a subsystem-wide SNSID;
 //	                          NLB                            2-3 (reserved in the drafts): the      bpfblk's emulated controllers number

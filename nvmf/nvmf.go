@@ -1,7 +1,9 @@
 // Package nvmf exports bdevs over NVMe/TCP: it adapts each bdev to a
 // namespace of an nvme/tcp Target and polls the target's workers on
 // reactors, one worker per reactor (one per core). It sits above bdev: the
-// target consumes bdevs, whatever their module.
+// target consumes bdevs, whatever their module. Given a compute controller
+// (Config.Compute), it exports its compute and memory namespaces too, and
+// forwards their commands to it (compute.go says why forwarding).
 package nvmf
 
 import (
@@ -25,6 +27,15 @@ type Config struct {
 	Reactors []*poller.Reactor
 	// MaxQueueDepth caps each queue (default 128).
 	MaxQueueDepth int
+	// Compute, if not nil, is a compute controller (CP and SLM command
+	// sets) whose compute namespace and memory namespaces are exported
+	// after the bdevs' (compute.go): remote hosts load and run programs
+	// on it, and its Memory Copy reads the bdevs of its NVM subsystem.
+	Compute *nvme.Controller
+	// ComputeHosts is how many host controllers may use the compute
+	// controller at once, each with that share of its memory (default 1:
+	// one at a time, the others scan on their own cores).
+	ComputeHosts int
 }
 
 // Server is an NVMe/TCP target serving bdevs.
@@ -36,6 +47,8 @@ type Server struct {
 	ln      net.Listener
 	once    sync.Once
 	done    chan error
+	compute *tcp.ComputeExport
+	note    string
 }
 
 // maxXfer is the largest transfer of the target (its MDTS).
@@ -52,6 +65,7 @@ func Listen(addr string, cfg Config) (*Server, error) {
 	}
 	s := &Server{rs: cfg.Reactors, done: make(chan error, 1)}
 	var nss []tcp.Namespace
+	var dmas []bool
 	for _, b := range cfg.Bdevs {
 		d, err := bdev.Open(b, true)
 		if err != nil {
@@ -64,10 +78,18 @@ func Listen(addr string, cfg Config) (*Server, error) {
 			s.closeDescs()
 			return nil, errors.Wrapf(err, "nvmf: bdev %s: buffer", b.Name())
 		}
-		nss = append(nss, &bdevNS{desc: d, dma: probe.DMA != nil})
+		nss, dmas = append(nss, &bdevNS{desc: d, dma: probe.DMA != nil}), append(dmas, probe.DMA != nil)
 		d.FreeBuffer(probe)
 	}
-	t, err := tcp.NewTarget(tcp.TargetConfig{NQN: cfg.NQN, Namespaces: nss, Workers: len(cfg.Reactors), MaxQueueDepth: cfg.MaxQueueDepth})
+	if cfg.Compute != nil {
+		e, note, err := exportCompute(cfg.Compute, cfg.Bdevs, s.descs, dmas, cfg.ComputeHosts)
+		if err != nil {
+			s.closeDescs()
+			return nil, err
+		}
+		s.compute, s.note = e, note
+	}
+	t, err := tcp.NewTarget(tcp.TargetConfig{NQN: cfg.NQN, Namespaces: nss, Workers: len(cfg.Reactors), MaxQueueDepth: cfg.MaxQueueDepth, Compute: s.compute})
 	if err != nil {
 		s.closeDescs()
 		return nil, err
@@ -80,8 +102,17 @@ func Listen(addr string, cfg Config) (*Server, error) {
 	}
 	s.ln = ln
 	for i, w := range t.Workers() {
+		// A parked reactor wakes when a socket of its worker is readable.
+		if err := w.OnReady(cfg.Reactors[i].Wake); err != nil {
+			ln.Close()
+			s.stopPollers()
+			s.closeDescs()
+			return nil, errors.Wrapf(err, "nvmf: reactor %d", i)
+		}
 		p, err := cfg.Reactors[i].Register("nvmf", func() poller.Status {
-			if w.Poll() > 0 {
+			// While namespace I/O is in flight the reactor keeps
+			// polling: only sockets wake it once parked.
+			if w.Poll() > 0 || w.Active() {
 				return poller.Busy
 			}
 			return poller.Idle
@@ -103,6 +134,21 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // NQN returns the subsystem NQN.
 func (s *Server) NQN() string { return s.target.NQN() }
+
+// ComputeNSIDs returns the NSIDs hosts see for the exported compute
+// namespace and memory namespaces (0 and nil without a compute device), and
+// a note for a person when some exported namespaces are out of the compute
+// device's reach.
+func (s *Server) ComputeNSIDs() (cp uint32, memory []uint32, note string) {
+	if s.compute == nil {
+		return 0, nil, ""
+	}
+	cp = uint32(len(s.descs) + 1)
+	for i := range s.compute.Memory {
+		memory = append(memory, cp+1+uint32(i))
+	}
+	return cp, memory, s.note
+}
 
 // Wait blocks until the listener fails or is closed and returns its error.
 func (s *Server) Wait() error {

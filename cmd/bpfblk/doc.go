@@ -17,7 +17,7 @@ for every command.
 	bpfblk identify [--dev DEV]... [--json]
 	bpfblk copy     --from DEV:NSID:LBA:COUNT --to DEV:NSID:LBA [--via auto|cmb|copy|host]
 	                [--chunk BYTES] [-q N] [--verify] [--json]
-	bpfblk serve    --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--no-pin]
+	bpfblk serve    --listen ADDR:PORT [--nqn NQN] [-c CORES] [--dev DEV]... [--compute-hosts N] [--no-pin]
 	bpfblk setup    [config|reset|status] [--dev pci:DDDD:BB:DD.F]... [--hugemem SIZE | --hugepages N]
 	                [--hugepage-size 2M|1G] [--node NODE] [--dry-run]
 	bpfblk prog verify FILE.o[:PROGRAM] | --raw FILE [--set NAME=VALUE]... [--kernel] [--map-memory BYTES]
@@ -180,7 +180,7 @@ particular order), then the report as the last line. A result is
 and the report
 
 	{"engine": "jit"|"interpreter", "matches", "matching_blocks", "records", "lost",
-	 "bytes_scanned", "bytes_to_host", "bytes_through_host", "seconds",
+	 "bytes_scanned", "bytes_to_host", "bytes_through_host", "bytes_over_network", "seconds",
 	 "engines": [{"name", "targets", "chunks", "bytes_scanned", "run_seconds", "emulated"}],
 	 "targets": [{"name", "nsid", "block_size", "first", "engine", "why", "blocks", "bytes",
 	              "bytes_scanned", "matches", "matching_blocks", "lost"}],
@@ -189,7 +189,10 @@ and the report
 	 "maps": [{"name", "type": "array"|"hash", "key_type", "value_type",
 	           "entries": [{"key", "value"}]}]}
 
-where "matches" is the number of result lines, "records" the values a scanner
+where "bytes_over_network" is what the connections of the tcp:// devices
+received and sent during the scan (NVMe/TCP PDUs with their headers; 0 without
+such devices; the text summary shows it when there are), "matches" is the
+number of result lines, "records" the values a scanner
 emitted (0 for a per-block filter), "why" is present when --placement auto ran a
 target on the host, "first" is the target's first LBA, "bytes" its data (less
 than blocks times block_size when its last block is a file's partial one),
@@ -210,6 +213,8 @@ host engines.
 
 BPFBLK_ENGINE=jit|interpreter picks the engine of host cores for scan and
 the default of prog run --engine; any other non-empty value is a usage error.
+BPFBLK_KERNEL=0 switches off the kernel half of prog verify --kernel,
+which then prints "kernel: skipped: kernel BPF disabled by BPFBLK_KERNEL=0".
 
 A target's "engine" (a name kept for compatibility: it is the target's
 placement) is "host" or its compute devices' names joined by "+";
@@ -283,10 +288,28 @@ serve exports the NVM namespaces of its devices (NSIDs 1, 2, ... in --dev
 order) as one NVMe/TCP subsystem, with a discovery controller, until SIGINT or
 SIGTERM (exit 0). Once listening it prints one line on stdout,
 
-	serving NQN on ADDR:PORT: namespaces 1=NAME 2=NAME ...
+	serving NQN on ADDR:PORT: namespaces 1=NAME 2=NAME ... [N=compute(CTRL) N+1=memory(CTRL) ...]
 
 with the port it bound (--listen ADDR:0 picks a free one). -c places one target
-worker on each core; connections are spread over them.
+worker on each core; connections are spread over them. The first compute
+controller among the devices (csd, or the one of the demo mock) has its compute
+namespace and memory namespaces exported after the NVM ones: the target
+forwards the Computational Programs and Subsystem Local Memory commands to it,
+so a remote bpfblk scan of tcp://ADDR:PORT/NQN runs the filter on it, next to
+the data, and only matches cross the network. Each remote host owns the program
+slots and range sets it made until it disconnects, and the device's memory is
+divided into --compute-hosts parts (default 1): a host takes a part on first
+use and keeps it until it disconnects; a host that finds none free sees no
+device memory, and its scan runs on its own cores. The device reads the NVM
+namespaces of its own subsystem (the emulated controllers of this serve) peer to
+peer; the blocks of other namespaces (uring:, a pci: controller of another
+subsystem) the target reads itself and writes into the device's memory, through
+this server's memory but not over the network (serve notes which on stderr).
+
+A scan with several tcp:// devices is distributed: each server's namespaces run
+on that server's compute namespace (--placement auto or device); a server
+without one has its namespaces scanned by the host cores, read over the
+network, and the summary says so for each.
 
 setup prints what it did (or, with --dry-run, what it would write to sysfs) one
 line per controller, and status prints tables for people.

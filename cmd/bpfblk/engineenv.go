@@ -4,6 +4,7 @@ import (
 	"os"
 
 	"github.com/bpfblk/bpfblk/compute/engine"
+	"github.com/bpfblk/bpfblk/compute/kernel"
 	"github.com/pkg/errors"
 )
 
@@ -25,4 +26,16 @@ func envEngine() (engine.Engine, error) {
 		return nil, asUsage(errors.Errorf("%s=%q: unknown engine (want jit or interpreter)", engineEnv, v))
 	}
 	return e, nil
+}
+
+// kernelEnv set to "0" switches off the kernel comparison of
+// `bpfblk prog verify --kernel` (compute/kernel reads no environment).
+const kernelEnv = "BPFBLK_KERNEL"
+
+// kernelAvailable is kernel.Available unless BPFBLK_KERNEL=0.
+func kernelAvailable() error {
+	if os.Getenv(kernelEnv) == "0" {
+		return errors.New("kernel BPF disabled by BPFBLK_KERNEL=0")
+	}
+	return kernel.Available()
 }

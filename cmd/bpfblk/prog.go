@@ -271,7 +271,7 @@ func progVerify(target string, o *progOpts, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "kernel: skipped: %s programs use the bpfblk context and helpers, which Linux does not have; only xdp programs can be checked\n", p.Type)
 		return nil
 	}
-	if err := kernel.Available(); err != nil {
+	if err := kernelAvailable(); err != nil {
 		fmt.Fprintf(stdout, "kernel: skipped: %v\n", err)
 		return nil
 	}

@@ -41,13 +41,17 @@ type scanReport struct {
 	// Matches is the result lines (matching LBAs of a per-block filter,
 	// emitted records of a scanner); MatchingBlocks the distinct blocks
 	// they are in; Records the values a scanner emitted (0 for filters).
-	Matches          uint64            `json:"matches"`
-	MatchingBlocks   uint64            `json:"matching_blocks"`
-	Records          uint64            `json:"records"`
-	Lost             uint64            `json:"lost"`
-	BytesScanned     uint64            `json:"bytes_scanned"`
-	BytesToHost      uint64            `json:"bytes_to_host"`
-	BytesThroughHost uint64            `json:"bytes_through_host"`
+	Matches          uint64 `json:"matches"`
+	MatchingBlocks   uint64 `json:"matching_blocks"`
+	Records          uint64 `json:"records"`
+	Lost             uint64 `json:"lost"`
+	BytesScanned     uint64 `json:"bytes_scanned"`
+	BytesToHost      uint64 `json:"bytes_to_host"`
+	BytesThroughHost uint64 `json:"bytes_through_host"`
+	// BytesOverNetwork is what the tcp:// devices' connections received
+	// and sent during the scan (NVMe/TCP PDUs, headers included); 0
+	// without network devices.
+	BytesOverNetwork uint64            `json:"bytes_over_network"`
 	Seconds          float64           `json:"seconds"`
 	Engines          []scanEngineJSON  `json:"engines"`
 	Targets          []scanTargetJSON  `json:"targets"`
@@ -228,7 +232,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 	if bar {
 		opts.Progress = func(done, total uint64) { progressBar(stderr, done, total) }
 	}
+	net0 := networkBytes(set)
 	st, err := cb.Scan(ctx, g, exe, targets, opts)
+	net := networkUse{bytes: networkBytes(set) - net0, devices: networkDevices(set)}
 	if bar {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
@@ -240,7 +246,9 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 		if jw == nil {
 			jw = &jsonLines{w: bufio.NewWriterSize(stdout, 64<<10)}
 		}
-		jw.write(scanJSON(st, targets, scanner, mapsJSON(exe.Program(), st.Maps), emulatedControllers(set)))
+		rep := scanJSON(st, targets, scanner, mapsJSON(exe.Program(), st.Maps), emulatedControllers(set))
+		rep.BytesOverNetwork = net.bytes
+		jw.write(rep)
 		if werr := jw.flush(); werr != nil {
 			return failure(stderr, "scan", werr)
 		}
@@ -268,7 +276,7 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		w.flush()
-		printScanSummary(stderr, st, targets, scanner, emulatedControllers(set))
+		printScanSummary(stderr, st, targets, scanner, emulatedControllers(set), net)
 		if opts.Staging != nil {
 			fmt.Fprintf(stderr, "host engines staged their chunks in %s\n", opts.Staging.Name())
 		}
@@ -307,6 +315,15 @@ func parseNSFlags(flags []string) ([]nsRange, error) {
 	var out []nsRange
 	for _, f := range flags {
 		name, rng, hasRange := strings.Cut(f, ":")
+		if strings.Contains(f, "://") {
+			// tcp://HOST:PORT/NQNn1 has colons of its own: the range is
+			// what follows the last one, if it is made of LBAs.
+			i := strings.LastIndex(f, ":")
+			name, rng, hasRange = f, "", false
+			if r := f[i+1:]; r != "" && strings.Trim(r, "0123456789-") == "" {
+				name, rng, hasRange = f[:i], r, true
+			}
+		}
 		if name == "" {
 			return nil, errors.Errorf("--ns %q: want NAME[:FIRST-LAST]", f)
 		}
@@ -501,7 +518,7 @@ func emulatedControllers(set *device.Set) map[string]bool {
 	return emu
 }
 
-func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, scanner bool, emu map[string]bool) {
+func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, scanner bool, emu map[string]bool, net networkUse) {
 	secs := st.Elapsed.Seconds()
 	fmt.Fprintf(w, "scanned %s in %.3fs (%.2f GB/s); host cores run the %s engine\n",
 		humanBytes(st.BytesScanned), secs, float64(st.BytesScanned)/secs/1e9, st.Engine)
@@ -517,7 +534,11 @@ func printScanSummary(w io.Writer, st *compute.Stats, targets []compute.Target, 
 	if st.Lost > 0 {
 		fmt.Fprintf(w, "; %d emitted values LOST", st.Lost)
 	}
-	fmt.Fprintf(w, "; bytes to host %s, through host memory %s\n", humanBytes(st.BytesToHost), humanBytes(st.BytesThroughHost))
+	fmt.Fprintf(w, "; bytes to host %s, through host memory %s", humanBytes(st.BytesToHost), humanBytes(st.BytesThroughHost))
+	if net.devices > 0 {
+		fmt.Fprintf(w, "; over the network %s (%d bytes, %.3f%% of the bytes scanned)", humanBytes(net.bytes), net.bytes, 100*float64(net.bytes)/float64(max(st.BytesScanned, 1)))
+	}
+	fmt.Fprintln(w)
 	for i, t := range st.Targets {
 		first := targets[i].Start
 		fmt.Fprintf(w, "  %-10s %4d B blocks %d-%d: %d of %d blocks match (selectivity %.3f%%)",
@@ -582,4 +603,39 @@ func scanJSON(st *compute.Stats, targets []compute.Target, scanner bool, maps []
 		rep.Faults = append(rep.Faults, f.Error())
 	}
 	return rep
+}
+
+// trafficCounter is a transport that counts the bytes it moved over the
+// network (nvme/tcp's host transport).
+type trafficCounter interface {
+	Traffic() (rx, tx uint64)
+}
+
+// networkUse is what a scan moved over the network.
+type networkUse struct {
+	bytes   uint64 // received and sent
+	devices int    // controllers reached over the network
+}
+
+// networkBytes sums the bytes the set's network transports have moved.
+func networkBytes(set *device.Set) uint64 {
+	var n uint64
+	for _, c := range set.Controllers {
+		if t, ok := c.Transport().(trafficCounter); ok {
+			rx, tx := t.Traffic()
+			n += rx + tx
+		}
+	}
+	return n
+}
+
+// networkDevices counts the set's controllers reached over the network.
+func networkDevices(set *device.Set) int {
+	n := 0
+	for _, c := range set.Controllers {
+		if _, ok := c.Transport().(trafficCounter); ok {
+			n++
+		}
+	}
+	return n
 }

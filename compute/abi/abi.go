@@ -1,7 +1,10 @@
 // Package abi is the Go mirror of filters/bpfblk.h: the program context layout,
-// the program types, the helper function ids and their return codes. The engine,
-// the verifier and the filters all agree on these numbers; change them in both
-// places or not at all.
+// the program types, the helper table and the helpers' return codes. The
+// engine, the verifier and the filters all agree on these numbers. The
+// helpers are defined once, in the table Helpers returns: the verifier checks
+// calls by it, the engine dispatches by it and the helper section of bpfblk.h
+// is generated from it (go generate ./compute/abi); the context layout is
+// checked against the header by this package's tests.
 package abi
 
 // Context layout (struct bpfblk_ctx in bpfblk.h). All fields are little-endian.
@@ -81,17 +84,6 @@ func TypeForSection(sec string) (Type, bool) {
 	}
 	return 0, false
 }
-
-// Helper function ids. Map helpers keep their Linux numbers.
-const (
-	HelperMapLookup = 1      // void *bpf_map_lookup_elem(map, key)
-	HelperMapUpdate = 2      // long bpf_map_update_elem(map, key, value, flags)
-	HelperMapDelete = 3      // long bpf_map_delete_elem(map, key)
-	HelperTrace     = 6      // long bpf_trace_printk(fmt, fmt_size, ...)
-	HelperEmit      = 0x1000 // long bpfblk_emit(ctx, value)
-	HelperMemcmp    = 0x1001 // long bpfblk_memcmp(a, b, len)
-	HelperMemmem    = 0x1002 // long bpfblk_memmem(hay, hay_len, needle, needle_len)
-)
 
 // Limits.
 const (

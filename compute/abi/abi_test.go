@@ -1,9 +1,12 @@
 package abi_test
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
@@ -54,31 +57,129 @@ func TestContextLayoutMatchesHeader(t *testing.T) {
 	check("xdp_md", abi.XDPCtxSize, map[string]int{"data": abi.XDPData, "data_end": abi.XDPDataEnd, "data_meta": abi.XDPDataMeta})
 }
 
-// TestHelperIDsMatchHeader compares the helper numbers in bpfblk.h with the
-// Go constants.
-func TestHelperIDsMatchHeader(t *testing.T) {
-	h, err := os.ReadFile("../../filters/bpfblk.h")
+// helperDecl matches a helper declaration in C: a pointer to a function,
+// initialised with the helper id.
+var helperDecl = regexp.MustCompile(`\(\*(\w+)\)\(([^;]*)\) = \(void \*\)(0x[0-9a-fA-F]+|\d+);`)
+
+// TestHelpersMatchHeaders reads every C header and source in the module
+// (bpfblk.h and any that declares helpers of its own) and checks each helper
+// declaration's id, name and number of arguments against the helper table,
+// and that bpfblk.h declares every helper of the table.
+func TestHelpersMatchHeaders(t *testing.T) {
+	root := "../.."
+	byName := map[string]abi.Helper{}
+	for _, h := range abi.Helpers() {
+		byName[h.Name] = h
+	}
+	declared := map[string]bool{}
+	files := 0
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".h") && !strings.HasSuffix(path, ".c") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, m := range helperDecl.FindAllStringSubmatch(string(src), -1) {
+			name, params := m[1], strings.Split(m[2], ",")
+			id, err := strconv.ParseUint(m[3], 0, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, ok := byName[name]
+			if !ok {
+				t.Errorf("%s: helper %s (id %d) is not in the helper table", path, name, id)
+				continue
+			}
+			if uint32(id) != h.ID {
+				t.Errorf("%s: %s = %d, the helper table says %d", path, name, id, h.ID)
+			}
+			variadic := strings.TrimSpace(params[len(params)-1]) == "..."
+			if variadic {
+				params = params[:len(params)-1]
+			}
+			if len(params) != len(h.Args) || variadic != h.Variadic {
+				t.Errorf("%s: %s takes %d arguments (variadic %v), the helper table says %d (variadic %v)",
+					path, name, len(params), variadic, len(h.Args), h.Variadic)
+			}
+			if filepath.Base(path) == "bpfblk.h" {
+				declared[name] = true
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int64{
-		"bpf_map_lookup_elem": abi.HelperMapLookup, "bpf_map_update_elem": abi.HelperMapUpdate,
-		"bpf_map_delete_elem": abi.HelperMapDelete, "bpf_trace_printk": abi.HelperTrace,
-		"bpfblk_emit": abi.HelperEmit, "bpfblk_memcmp": abi.HelperMemcmp, "bpfblk_memmem": abi.HelperMemmem,
+	if files == 0 || len(declared) == 0 {
+		t.Fatalf("no helper declarations found under %s (%d C files)", root, files)
 	}
-	re := regexp.MustCompile(`\(\*(\w+)\)\([^;]*\) = \(void \*\)(0x[0-9a-fA-F]+|\d+);`)
-	for _, m := range re.FindAllStringSubmatch(string(h), -1) {
-		id, err := strconv.ParseInt(m[2], 0, 64)
-		if err != nil {
-			t.Fatal(err)
+	for name := range byName {
+		if !declared[name] {
+			t.Errorf("helper %s is missing from bpfblk.h", name)
 		}
-		if w, ok := want[m[1]]; !ok || w != id {
-			t.Errorf("%s = %d in bpfblk.h, abi says %d", m[1], id, w)
-		}
-		delete(want, m[1])
 	}
-	if len(want) != 0 {
-		t.Errorf("helpers missing from bpfblk.h: %v", want)
+}
+
+// TestHelperTable checks the rows themselves: unique ids and names, at most
+// five arguments, every pointer with a length after it, every length after
+// a pointer, map keys and values after one map argument.
+func TestHelperTable(t *testing.T) {
+	ids, names := map[uint32]bool{}, map[string]bool{}
+	for _, h := range abi.Helpers() {
+		if ids[h.ID] || names[h.Name] {
+			t.Errorf("%s (%d): id or name repeated", h.Name, h.ID)
+		}
+		ids[h.ID], names[h.Name] = true, true
+		if got, ok := abi.HelperByID(h.ID); !ok || got.Name != h.Name {
+			t.Errorf("HelperByID(%d) = %v %v", h.ID, got.Name, ok)
+		}
+		if len(h.Args) > 5 || h.Ret != abi.RetScalar && h.Ret != abi.RetMapValueOrNull {
+			t.Errorf("%s: %d arguments, return kind %d", h.Name, len(h.Args), h.Ret)
+		}
+		maps, sized := 0, map[int]bool{}
+		for i, a := range h.Args {
+			switch a.Kind {
+			case abi.ArgMap, abi.ArgMapWritable, abi.ArgMapHash:
+				maps++
+			case abi.ArgMapKey, abi.ArgMapValue:
+				if maps != 1 {
+					t.Errorf("%s: %s is not after one map argument", h.Name, a.Name)
+				}
+			case abi.ArgMem:
+				j := h.SizeArg(i)
+				if j < 0 {
+					t.Errorf("%s: no length after pointer %s", h.Name, a.Name)
+				}
+				sized[j] = true
+			}
+			if a.Kind.CType() == "?" {
+				t.Errorf("%s: %s has kind %d", h.Name, a.Name, a.Kind)
+			}
+		}
+		for i, a := range h.Args {
+			if a.Kind == abi.ArgSize && !sized[i] {
+				t.Errorf("%s: length %s follows no pointer", h.Name, a.Name)
+			}
+		}
+		if h.Ret == abi.RetMapValueOrNull && maps != 1 {
+			t.Errorf("%s returns a map value but takes %d maps", h.Name, maps)
+		}
+	}
+	if _, ok := abi.HelperByID(0x7777); ok {
+		t.Error("HelperByID(0x7777) found a helper")
+	}
+	emit, _ := abi.HelperByID(abi.HelperEmit)
+	if emit.Allowed(abi.TypeXDP) || !emit.Allowed(abi.TypeScan) {
+		t.Error("bpfblk_emit: wrong program types")
 	}
 }
 

@@ -9,12 +9,18 @@ package csd
 
 import (
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
+	"github.com/bpfblk/bpfblk/compute/internal/image"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 )
 
-// Runner loads program images with compute/image and runs them on
-// compute/engine (JIT where available). The zero value is ready.
+// Image encodes a verified program as the program image Runner.Load takes:
+// what the host sends with Load Program (PTYPE nvme.ProgTypeEBPF). The format
+// is the project's own (compute/internal/image) and may change; a host that
+// drives a compute device by hand, without compute.Bdev, encodes with this.
+func Image(p *engine.Program) ([]byte, error) { return image.Encode(p) }
+
+// Runner loads program images (Image) and runs them on compute/engine (JIT
+// where available). The zero value is ready.
 type Runner struct{}
 
 // Load decodes img within mapMemory bytes of maps (0: the engine's
@@ -46,7 +52,8 @@ func (p program) NewInstance(n int, budget int64) (mock.ProgramInstance, error) 
 	return in, nil
 }
 
-// MapState merges the maps of insts and encodes them as compute/image does.
+// MapState merges the maps of insts and encodes them as map state, the
+// answer to Execute Program with nvme.ExecFlagState.
 func (p program) MapState(insts []mock.ProgramInstance) []byte {
 	es := make([]*engine.Instance, 0, len(insts))
 	for _, i := range insts {

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 )
@@ -22,7 +21,7 @@ func patternImage(t *testing.T, pat string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := image.Encode(p)
+	img, err := Image(p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,7 @@ func TestAtomics(t *testing.T) {
 	const mem, src = 0x1122_3344_8899_aabb, 0x0f0f_0f0f_f0f0_f0f0
 	ops := []asm.AtomicOp{asm.AddAtomic, asm.FetchAdd, asm.OrAtomic, asm.FetchOr, asm.AndAtomic,
 		asm.FetchAnd, asm.XorAtomic, asm.FetchXor, asm.Xchg, asm.CmpXchg}
-	kernelErr := kernel.Available()
+	kernelErr := kernelAvailable()
 	for _, size := range []asm.Size{asm.Word, asm.DWord} {
 		for _, op := range ops {
 			cmps := []uint64{7}

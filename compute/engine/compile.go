@@ -4,6 +4,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 	"github.com/pkg/errors"
 
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
@@ -45,7 +46,7 @@ const jmp32Delta = opJeq32I - opJeq64I
 // interpreter runs and the JIT translates; fuse adds superinstructions (the
 // interpreter's, which the JIT does not need). Only code the verifier
 // accepted reaches it, but it still refuses anything it does not know.
-func compile(c *verifier.Code, info *verifier.Info, fuse bool) ([]insn, error) {
+func compile(c *layout.Code, info *verifier.Info, fuse bool) ([]insn, error) {
 	out := make([]insn, len(c.Insns))
 	for pc := range c.Insns {
 		if c.Half[pc] {

@@ -4,7 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"flag"
+	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -245,16 +250,27 @@ func genData(seed []byte) []byte {
 // Every program loaded into the kernel is closed again (keeping them ran
 // out of file descriptors after ~20,000 programs), a load that fails for any
 // reason but the kernel's verifier fails the test, and the number of
-// programs actually compared is logged at the end.
+// programs actually compared is logged at the end, with those of the
+// fuzzing worker processes (see fuzzCounts).
 func FuzzEngineVsKernel(f *testing.F) {
 	for _, s := range seedInputs(30) {
 		f.Add(s)
 	}
 	var compared, rejected atomic.Int64
+	counts := newFuzzCounts(f, "kernel")
 	f.Cleanup(func() {
-		f.Logf("%d programs compared with the kernel; %d rejected by the kernel's verifier", compared.Load(), rejected.Load())
+		c, r, where := compared.Load(), rejected.Load(), "this process"
+		n, wc, wr, err := counts.workers()
+		if err != nil {
+			f.Errorf("fuzz worker counts: %v", err)
+		}
+		if counts.coordinator() {
+			c, r, where = c+wc, r+wr, fmt.Sprintf("this process and %d fuzzing worker processes", n)
+		}
+		f.Logf("%d programs compared with the kernel; %d rejected by the kernel's verifier (in %s)", c, r, where)
 	})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		defer func() { counts.store(compared.Load(), rejected.Load()) }()
 		needKernel(t)
 		prog := genProgram(b)
 		kp, kerr := kernel.LoadInstructions(prog)
@@ -299,6 +315,87 @@ func FuzzEngineVsKernel(f *testing.F) {
 		}
 		compared.Add(1)
 	})
+}
+
+// fuzzCounts carries a fuzz target's counts out of go test's fuzzing
+// worker processes, which run the inputs and whose output nobody sees: each
+// worker keeps its latest counts in a file named after its pid, in a
+// directory named after the coordinating process (its parent), which
+// creates the directory, sums the files when fuzzing ends and removes them.
+type fuzzCounts struct {
+	dir  string   // "" when not fuzzing
+	file *os.File // a worker's file, nil in the coordinator
+}
+
+func newFuzzCounts(f *testing.F, name string) *fuzzCounts {
+	worker := flagSet("test.fuzzworker")
+	if !worker && !flagSet("test.fuzz") {
+		return &fuzzCounts{}
+	}
+	owner := os.Getpid()
+	if worker {
+		owner = os.Getppid()
+	}
+	c := &fuzzCounts{dir: filepath.Join(os.TempDir(), fmt.Sprintf("bpfblk-fuzz-%s-%d", name, owner))}
+	if !worker {
+		_ = os.RemoveAll(c.dir) // left by an earlier process with this pid
+		if err := os.MkdirAll(c.dir, 0o700); err != nil {
+			f.Fatal(err)
+		}
+		f.Cleanup(func() { _ = os.RemoveAll(c.dir) })
+		return c
+	}
+	// A worker without the directory (its coordinator is not this test's)
+	// keeps its counts to itself.
+	file, err := os.OpenFile(filepath.Join(c.dir, strconv.Itoa(os.Getpid())), os.O_WRONLY|os.O_CREATE, 0o600)
+	if err == nil {
+		c.file = file
+		f.Cleanup(func() { _ = file.Close() })
+	}
+	return c
+}
+
+// flagSet reports whether the test flag name is set to something but its
+// zero value.
+func flagSet(name string) bool {
+	fl := flag.Lookup(name)
+	return fl != nil && fl.Value.String() != "" && fl.Value.String() != "false"
+}
+
+// coordinator reports whether this process coordinates fuzzing workers.
+func (c *fuzzCounts) coordinator() bool { return c.dir != "" && c.file == nil }
+
+// store writes a worker's counts over the previous ones (one write of a
+// fixed size at offset 0, so the file always holds a complete line).
+func (c *fuzzCounts) store(compared, rejected int64) {
+	if c.file == nil {
+		return
+	}
+	_, _ = c.file.WriteAt(fmt.Appendf(nil, "%20d %20d\n", compared, rejected), 0)
+}
+
+// workers sums the counts the worker processes stored: how many workers
+// stored any, and their totals.
+func (c *fuzzCounts) workers() (n int, compared, rejected int64, err error) {
+	if !c.coordinator() {
+		return 0, 0, 0, nil
+	}
+	ents, err := os.ReadDir(c.dir)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(c.dir, e.Name()))
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		var cc, rr int64
+		if _, err := fmt.Sscan(string(b), &cc, &rr); err != nil {
+			return 0, 0, 0, fmt.Errorf("%s: %q: %w", e.Name(), b, err)
+		}
+		n, compared, rejected = n+1, compared+cc, rejected+rr
+	}
+	return n, compared, rejected, nil
 }
 
 // FuzzVerifier feeds arbitrary bytes to the decoder, the verifier and, when

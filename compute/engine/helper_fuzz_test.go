@@ -12,17 +12,14 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
 // unverified builds a Program without running the verifier, to show what the
 // engine alone does with arguments the verifier would refuse.
 func unverified(typ abi.Type, insns asm.Instructions, maps []MapSpec) *Program {
-	vm := make([]verifier.Map, len(maps))
-	for i := range maps {
-		vm[i] = maps[i].Map
-	}
-	code := verifier.NewCode(insns, vm, nil)
+	code := layout.New(insns, nil)
 	return &Program{Name: "unverified", Type: typ, Insns: insns, Maps: maps, code: code,
 		info: &verifier.Info{CtxField: make([]verifier.CtxField, code.Len()), Functions: []int{0}}}
 }

@@ -11,16 +11,20 @@ import (
 	"github.com/bpfblk/bpfblk/compute/abi"
 )
 
-// Engine turns a verified program into runnable code. The interpreter is the
-// portable engine; a JIT implements the same interface.
+// Engine is how host cores run a program: Interpreter (portable) or JIT
+// (x86-64 machine code on linux/amd64); Default picks, EngineByName names.
+// Pass one to Compile. Only this package implements it.
 type Engine interface {
+	// Name is "jit" or "interpreter".
 	Name() string
-	Compile(p *Program) (Code, error)
+	// build turns a verified program into runnable code.
+	build(p *Program) (compiled, error)
 }
 
-// Code is a compiled program. Exec runs it on an instance whose registers and
-// regions Run has prepared, and returns r0. It must not allocate.
-type Code interface {
+// compiled is a program an engine built. Exec runs it on an instance whose
+// registers and regions Run has prepared, and returns r0. It must not
+// allocate.
+type compiled interface {
 	Exec(m *Instance) (uint64, error)
 }
 
@@ -52,7 +56,7 @@ var ErrInterrupted = errors.New("run interrupted")
 // Executable is a program compiled by an engine, ready to instantiate.
 type Executable struct {
 	prog   *Program
-	code   Code
+	code   compiled
 	engine string
 	// shared holds the read-only maps, which every instance shares (nil
 	// for writable maps): they cannot change after load.
@@ -67,10 +71,10 @@ func Compile(p *Program, e Engine) (*Executable, error) {
 	if e == nil {
 		e = Default()
 	}
-	c, err := e.Compile(p)
+	c, err := e.build(p)
 	if err != nil && fallback && e != Interpreter && errors.Is(err, ErrNoExecMemory) {
 		e = Interpreter
-		c, err = e.Compile(p)
+		c, err = e.build(p)
 	}
 	if err != nil {
 		return nil, errors.Wrapf(err, "compile %s with %s", p.Name, e.Name())
@@ -103,7 +107,7 @@ type Instance struct {
 	regs        [16]uint64
 	regions     [maxRegions]region
 	exe         *Executable
-	code        Code
+	code        compiled
 	typ         abi.Type
 	stack       []byte
 	ctx         []byte

@@ -17,7 +17,7 @@ type interpEngine struct{}
 
 func (interpEngine) Name() string { return "interpreter" }
 
-func (interpEngine) Compile(p *Program) (Code, error) {
+func (interpEngine) build(p *Program) (compiled, error) {
 	code, err := compile(p.code, p.info, fusion)
 	if err != nil {
 		return nil, err

@@ -112,19 +112,22 @@ type jitStub struct {
 	off    int32
 	size   uint8
 	write  bool
-	resume x86.Label // budget
+	resume x86.Label // budget, helper
+	id     uint32    // helper
 }
 
 // jitCPU is what the CPU offers beyond x86-64's baseline that the JIT uses:
 // BMI2's SHLX/SHRX/SARX for shifts by a register (no move to CL) and MOVBE
 // for a load followed by a byte swap. Tests force the baseline.
+// AVX2 makes bpfblk_memmem's search (jitMemmem) twice as wide as SSE2's.
 var jitCPU = jitFeatures{
 	bmi2:  cpuid.CPU.Supports(cpuid.BMI2),
 	movbe: cpuid.CPU.Supports(cpuid.MOVBE),
+	avx2:  cpuid.CPU.Supports(cpuid.AVX2),
 }
 
 type jitFeatures struct {
-	bmi2, movbe bool
+	bmi2, movbe, avx2 bool
 }
 
 type jitCompiler struct {
@@ -139,7 +142,7 @@ type jitCompiler struct {
 	ret0     x86.Label // return 0 (legacy packet load out of bounds)
 }
 
-func (jitEngine) Compile(p *Program) (Code, error) {
+func (jitEngine) build(p *Program) (compiled, error) {
 	code, err := compile(p.code, p.info, false)
 	if err != nil {
 		return nil, err
@@ -183,6 +186,9 @@ func (c *jitCode) Exec(m *Instance) (uint64, error) {
 			runtime.KeepAlive(c)
 			return m.regs[0], nil
 		case exitHelper:
+			if h := jitOnHelperExit; h != nil {
+				h(uint32(m.jit.addr))
+			}
 			v, err := m.callHelper(pc, uint32(m.jit.addr))
 			if err != nil {
 				return 0, err
@@ -212,6 +218,10 @@ func (c *jitCode) Exec(m *Instance) (uint64, error) {
 		}
 	}
 }
+
+// jitOnHelperExit, when set (by tests), sees every helper call that JIT
+// code leaves for.
+var jitOnHelperExit func(id uint32)
 
 // jitTranslate turns the pre-decoded program into machine code and returns
 // it with the offset of slot 0.
@@ -357,6 +367,9 @@ func (j *jitCompiler) stub(s jitStub) {
 		j.setInfo(exitBudget | uint64(s.pc)<<32)
 	case exitDepth:
 		j.setInfo(exitDepth | uint64(s.pc)<<32)
+	case exitHelper:
+		j.helperExit(s.pc, s.id, s.resume)
+		return
 	}
 	a.Jmp(j.exit)
 }
@@ -516,12 +529,12 @@ func (j *jitCompiler) insn(pc int) error {
 		j.jump(pc, int(in.off), nil)
 	case opCall:
 		resume := a.NewLabel()
-		j.setInfo(exitHelper | uint64(pc)<<32)
-		a.MovRI(jTmp, in.imm&0xffff_ffff)
-		a.Store(x86.W64, x86.M(jState, offAddr), jTmp)
-		a.LeaLabel(jTmp, resume)
-		a.Store(x86.W64, x86.M(jState, offResume), jTmp)
-		a.Jmp(j.exit)
+		if in.imm == abi.HelperMemmem && jitNativeMemmem {
+			j.nativeMemmem(pc, resume)
+			a.Bind(resume)
+			return nil
+		}
+		j.helperExit(pc, uint32(in.imm), resume)
 		a.Bind(resume)
 	case opCallLocal:
 		j.callLocal(pc, int(in.off), in.imm)
@@ -791,6 +804,37 @@ func (j *jitCompiler) packetLoad(in *insn, src x86.Reg) {
 		a.Load(x86.W32, false, x86.RAX, m)
 		a.Bswap(x86.W32, x86.RAX)
 	}
+}
+
+// helperExit leaves the code for Go to run helper id (Instance.callHelper),
+// which continues at resume.
+func (j *jitCompiler) helperExit(pc int, id uint32, resume x86.Label) {
+	a := &j.a
+	j.setInfo(exitHelper | uint64(pc)<<32)
+	a.MovRI(jTmp, uint64(id))
+	a.Store(x86.W64, x86.M(jState, offAddr), jTmp)
+	a.LeaLabel(jTmp, resume)
+	a.Store(x86.W64, x86.M(jState, offResume), jTmp)
+	a.Jmp(j.exit)
+}
+
+// nativeMemmem calls jitMemmem for bpfblk_memmem, without leaving the code.
+// When it did the search (rcx = 0), r0 holds the result and the budget is
+// charged; a spent slice goes out to refill, as after a helper run from Go.
+// Otherwise (rcx = 1) the helper's Go path runs it, out of line.
+func (j *jitCompiler) nativeMemmem(pc int, resume x86.Label) {
+	a := &j.a
+	mode := uint32(0)
+	if j.cpu.avx2 {
+		mode = 1
+	}
+	a.MovRI32(jCnt, mode)
+	a.MovRI(jTmp, uint64(jitMemmemPC()))
+	a.CallR(jTmp)
+	a.TestRR(x86.W32, jCnt, jCnt)
+	a.Jcc(x86.CondNE, j.newStub(jitStub{kind: exitHelper, pc: pc, id: abi.HelperMemmem, resume: resume}))
+	a.ALUMI(x86.Cmp, x86.W64, x86.M(jState, offBudget), 0)
+	a.Jcc(x86.CondL, j.newStub(jitStub{kind: exitBudget, pc: pc, resume: resume}))
 }
 
 // callLocal pushes a frame (return address, r6-r9, r10) into m.frames,

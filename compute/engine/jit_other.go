@@ -5,7 +5,7 @@ package engine
 import "github.com/pkg/errors"
 
 // JIT compiles programs to machine code where a code generator exists
-// (linux/amd64); here its Compile returns an error and Default is the
+// (linux/amd64); here Compile with it returns an error and Default is the
 // interpreter.
 var JIT Engine = jitEngine{}
 
@@ -15,6 +15,6 @@ type jitEngine struct{}
 
 func (jitEngine) Name() string { return "jit" }
 
-func (jitEngine) Compile(*Program) (Code, error) {
+func (jitEngine) build(*Program) (compiled, error) {
 	return nil, errors.New("jit: no code generator for this platform")
 }

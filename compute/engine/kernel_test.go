@@ -3,7 +3,9 @@ package engine_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"testing"
 
@@ -15,9 +17,18 @@ import (
 	"github.com/bpfblk/bpfblk/filters"
 )
 
+// kernelAvailable is kernel.Available, unless BPFBLK_KERNEL=0 in the
+// environment switches the kernel half of the tests off.
+func kernelAvailable() error {
+	if os.Getenv("BPFBLK_KERNEL") == "0" {
+		return errors.New("kernel BPF disabled by BPFBLK_KERNEL=0")
+	}
+	return kernel.Available()
+}
+
 func needKernel(t testing.TB) {
 	t.Helper()
-	if err := kernel.Available(); err != nil {
+	if err := kernelAvailable(); err != nil {
 		t.Skipf("skipping the kernel half: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 	"sort"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
@@ -241,40 +242,82 @@ func MergeMaps(insts ...*Instance) []MapData {
 			continue
 		}
 		merged := insts[0].maps[mi].snapshot()
-		index := map[string]int{}
-		for i, e := range merged.Entries {
-			index[string(e.Key)] = i
-		}
+		others := make([][]MapEntry, 0, len(insts)-1)
 		for _, inst := range insts[1:] {
-			for _, e := range inst.maps[mi].snapshot().Entries {
-				if i, ok := index[string(e.Key)]; ok {
-					addWords(merged.Entries[i].Value, e.Value)
-				} else {
-					index[string(e.Key)] = len(merged.Entries)
-					merged.Entries = append(merged.Entries, e)
-				}
-			}
+			others = append(others, inst.maps[mi].snapshot().Entries)
 		}
-		sort.Slice(merged.Entries, func(i, j int) bool {
-			return bytes.Compare(merged.Entries[i].Key, merged.Entries[j].Key) < 0
-		})
+		mergeEntries(&merged, others...)
 		out = append(out, merged)
 	}
 	return out
 }
 
+// MergeMapData adds the map snapshots of more into a, by map name, with the
+// rule of MergeMaps (values of the same key added word by word, over the
+// shorter value if their sizes differ), and returns a. A map a does not have
+// is appended. Entries come out sorted by key; what is added is copied, so a
+// shares no memory with more. It merges the maps of several devices, or of a
+// device and the host, that ran the same program.
+func MergeMapData(a []MapData, more ...[]MapData) []MapData {
+	for _, b := range more {
+		for _, mb := range b {
+			i := slices.IndexFunc(a, func(m MapData) bool { return m.Name == mb.Name })
+			if i < 0 {
+				a = append(a, MapData{Name: mb.Name, Kind: mb.Kind, KeySize: mb.KeySize, ValueSize: mb.ValueSize})
+				i = len(a) - 1
+			}
+			mergeEntries(&a[i], cloneEntries(mb.Entries))
+		}
+	}
+	return a
+}
+
+// mergeEntries adds the entries of lists into m (keeping them, not copies)
+// and leaves m's entries sorted by key: the one merge of MergeMaps and
+// MergeMapData.
+func mergeEntries(m *MapData, lists ...[]MapEntry) {
+	index := make(map[string]int, len(m.Entries))
+	for i, e := range m.Entries {
+		index[string(e.Key)] = i
+	}
+	for _, entries := range lists {
+		for _, e := range entries {
+			if i, ok := index[string(e.Key)]; ok {
+				addWords(m.Entries[i].Value, e.Value)
+				continue
+			}
+			index[string(e.Key)] = len(m.Entries)
+			m.Entries = append(m.Entries, e)
+		}
+	}
+	sort.Slice(m.Entries, func(i, j int) bool {
+		return bytes.Compare(m.Entries[i].Key, m.Entries[j].Key) < 0
+	})
+}
+
+func cloneEntries(es []MapEntry) []MapEntry {
+	out := make([]MapEntry, len(es))
+	for i, e := range es {
+		out[i] = MapEntry{Key: bytes.Clone(e.Key), Value: bytes.Clone(e.Value)}
+	}
+	return out
+}
+
+// addWords adds src into dst word by word (see MergeMaps), over the shorter
+// of the two.
 func addWords(dst, src []byte) {
+	n := min(len(dst), len(src))
 	switch {
-	case len(dst)%8 == 0:
-		for i := 0; i < len(dst); i += 8 {
+	case n%8 == 0:
+		for i := 0; i < n; i += 8 {
 			binary.LittleEndian.PutUint64(dst[i:], binary.LittleEndian.Uint64(dst[i:])+binary.LittleEndian.Uint64(src[i:]))
 		}
-	case len(dst)%4 == 0:
-		for i := 0; i < len(dst); i += 4 {
+	case n%4 == 0:
+		for i := 0; i < n; i += 4 {
 			binary.LittleEndian.PutUint32(dst[i:], binary.LittleEndian.Uint32(dst[i:])+binary.LittleEndian.Uint32(src[i:]))
 		}
 	default:
-		for i := range dst {
+		for i := 0; i < n; i++ {
 			dst[i] += src[i]
 		}
 	}

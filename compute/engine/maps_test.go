@@ -186,3 +186,50 @@ func TestRunAllocatesNothing(t *testing.T) {
 		t.Fatalf("aggregate Run allocates %v times", n)
 	}
 }
+
+// TestMergeMapData merges snapshots from two devices into the host's: maps
+// by name, values of a key added word by word, new keys and maps added as
+// copies, entries sorted, a shorter value added over its length.
+func TestMergeMapData(t *testing.T) {
+	u64 := func(vs ...uint64) []byte {
+		var b []byte
+		for _, v := range vs {
+			b = binary.LittleEndian.AppendUint64(b, v)
+		}
+		return b
+	}
+	u32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
+	host := []engine.MapData{{Name: "h", KeySize: 4, ValueSize: 16, Entries: []engine.MapEntry{
+		{Key: u32(1), Value: u64(1, 10)}, {Key: u32(5), Value: u64(5, 50)}}}}
+	dev1 := []engine.MapData{
+		{Name: "h", KeySize: 4, ValueSize: 16, Entries: []engine.MapEntry{{Key: u32(3), Value: u64(3, 30)}, {Key: u32(5), Value: u64(1, 1)}}},
+		{Name: "only_dev", KeySize: 4, ValueSize: 3, Entries: []engine.MapEntry{{Key: u32(0), Value: []byte{1, 2, 250}}}},
+	}
+	dev2 := []engine.MapData{
+		{Name: "only_dev", KeySize: 4, ValueSize: 3, Entries: []engine.MapEntry{{Key: u32(0), Value: []byte{1, 1, 10}}}},
+		{Name: "h", KeySize: 4, ValueSize: 16, Entries: []engine.MapEntry{{Key: u32(1), Value: u64(2)}}}, // short value
+	}
+	got := engine.MergeMapData(host, dev1, dev2)
+	if len(got) != 2 || got[0].Name != "h" || got[1].Name != "only_dev" {
+		t.Fatalf("maps: %+v", got)
+	}
+	want := []engine.MapEntry{{Key: u32(1), Value: u64(3, 10)}, {Key: u32(3), Value: u64(3, 30)}, {Key: u32(5), Value: u64(6, 51)}}
+	if len(got[0].Entries) != len(want) {
+		t.Fatalf("h: %v", got[0].Entries)
+	}
+	for i, e := range want {
+		if string(got[0].Entries[i].Key) != string(e.Key) || string(got[0].Entries[i].Value) != string(e.Value) {
+			t.Errorf("h entry %d: %v, want %v", i, got[0].Entries[i], e)
+		}
+	}
+	if v := got[1].Entries[0].Value; string(v) != string([]byte{2, 3, 4}) { // bytes wrap
+		t.Errorf("only_dev: %v", v)
+	}
+	// What was added is a copy: the devices' snapshots are unchanged.
+	if string(dev1[1].Entries[0].Value) != string([]byte{1, 2, 250}) || string(dev1[0].Entries[0].Value) != string(u64(3, 30)) {
+		t.Error("merge changed its input")
+	}
+	if engine.MergeMapData(nil) != nil {
+		t.Error("merge of nothing is not nil")
+	}
+}

@@ -36,6 +36,7 @@ import (
 	"github.com/pkg/errors"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
@@ -68,7 +69,7 @@ type Program struct {
 	// (LoadOptions.Checked sets it at load).
 	Checked bool
 
-	code     *verifier.Code
+	code     *layout.Code
 	info     *verifier.Info
 	mapLimit int64
 }
@@ -384,12 +385,11 @@ func newProgramWith(name string, typ abi.Type, insns asm.Instructions, maps []Ma
 		vm[i] = maps[i].Map
 	}
 	insns = verifier.CanonicalAtomics(insns)
-	code := verifier.NewCode(insns, vm, ref)
-	info, err := verifier.VerifyWith(code, typ, vo)
+	info, err := verifier.VerifyWith(insns, vm, ref, typ, vo)
 	if err != nil {
 		return nil, err
 	}
-	return &Program{Name: name, Type: typ, Insns: insns, Maps: maps, code: code, info: info, mapLimit: DefaultMapMemory}, nil
+	return &Program{Name: name, Type: typ, Insns: insns, Maps: maps, code: layout.New(insns, ref), info: info, mapLimit: DefaultMapMemory}, nil
 }
 
 // Disassemble writes the program's instructions, one per line, with slot

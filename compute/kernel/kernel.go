@@ -44,14 +44,11 @@ var (
 const ProbeTimeout = 10 * time.Second
 
 // Available reports whether this process may load and run BPF programs
-// (bpf() is refused without CAP_BPF/CAP_SYS_ADMIN or in some sandboxes).
-// Setting BPFBLK_KERNEL=0 in the environment disables the kernel half.
+// (bpf() is refused without CAP_BPF/CAP_SYS_ADMIN or in some sandboxes). It
+// reads no environment: a caller that lets its user switch the kernel half
+// off (the tests and the CLI, with BPFBLK_KERNEL=0) checks that first.
 func Available() error {
 	availOnce.Do(func() {
-		if os.Getenv("BPFBLK_KERNEL") == "0" {
-			availErr = errors.New("kernel BPF disabled by BPFBLK_KERNEL=0")
-			return
-		}
 		if pid, ok := jitWedged(); ok {
 			availErr = errors.Errorf("kernel BPF JIT looks hung (task %s is blocked in the BPF program allocator); skipping instead of hanging too", pid)
 			return

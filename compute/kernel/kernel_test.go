@@ -1,6 +1,8 @@
 package kernel_test
 
 import (
+	"errors"
+	"os"
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
@@ -9,8 +11,17 @@ import (
 	"github.com/bpfblk/bpfblk/compute/kernel"
 )
 
+// kernelAvailable is kernel.Available, unless BPFBLK_KERNEL=0 in the
+// environment switches the kernel tests off.
+func kernelAvailable() error {
+	if os.Getenv("BPFBLK_KERNEL") == "0" {
+		return errors.New("kernel BPF disabled by BPFBLK_KERNEL=0")
+	}
+	return kernel.Available()
+}
+
 func TestRunInKernel(t *testing.T) {
-	if err := kernel.Available(); err != nil {
+	if err := kernelAvailable(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
 	// r0 = data[0] + 1 after a bounds check; data[1] = 0x5a.
@@ -45,7 +56,7 @@ func TestRunInKernel(t *testing.T) {
 // descriptors is not the verifier's answer, and programs closed after use
 // give their descriptors back.
 func TestLoadFailureIsNotARejection(t *testing.T) {
-	if err := kernel.Available(); err != nil {
+	if err := kernelAvailable(); err != nil {
 		t.Skipf("skipping: %v", err)
 	}
 	prog := asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}

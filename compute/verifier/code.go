@@ -2,17 +2,26 @@
 // control flow, register and stack initialisation, pointer provenance, bounds of
 // context, stack, map-value and data accesses, and helper-call signatures.
 //
-// The verifier is a flow-sensitive abstract interpreter over the program's
-// control-flow graph (a worklist fixpoint with joins and widening at loop
-// heads), keyed by call context so that bpf-to-bpf calls are analysed with
-// their own frames. It does not try to prove loops bounded: termination is the
-// engine's job (a per-run instruction budget, see package engine).
+// The verifier is a path-sensitive abstract interpreter, like Linux's: a
+// worklist explores the states reaching each instruction, per call context
+// (so that bpf-to-bpf calls are analysed with their own frames), without
+// joining them, so a bounded loop is verified iteration by iteration. States
+// that differ only in dead registers count once (a liveness pass clears
+// them), and identical states are explored once. Only after PrecisePerInsn
+// distinct states at one instruction are further states joined into one and,
+// after a few joins, widened, so that unbounded loops converge too. It does
+// not try to prove loops bounded: termination is the engine's job (a per-run
+// instruction budget, see package engine). Helper calls are checked by the
+// argument kinds of compute/abi's helper table. compute/engine's RATIONALE.md
+// ("Verifier") explains the choices.
 package verifier
 
 import (
 	"fmt"
 
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 )
 
 // MapKind is the storage layout of a map.
@@ -35,44 +44,11 @@ type Map struct {
 	ReadOnly bool
 }
 
-// Code is a program laid out by instruction slot, the unit jump offsets count
-// in: a 64-bit immediate load (LDDW) occupies two slots and the second one is
-// marked in Half.
-type Code struct {
-	// Insns holds one decoded instruction per slot; the second slot of an LDDW
-	// repeats the first.
-	Insns []asm.Instruction
-	// Half marks the second slot of an LDDW.
-	Half []bool
-	// MapRef is, for an LDDW that loads a map pointer or map value address, the
-	// index of the map in Maps; -1 otherwise.
-	MapRef []int
-	// Maps the program refers to.
+// code is the program being verified: its instructions laid out by slot
+// and the maps they refer to.
+type code struct {
+	*layout.Code
 	Maps []Map
-}
-
-// Len returns the number of slots.
-func (c *Code) Len() int { return len(c.Insns) }
-
-// NewCode lays out decoded instructions by slot. mapRef(i) returns the map
-// index referenced by instruction i (in insns order) or -1.
-func NewCode(insns asm.Instructions, maps []Map, mapRef func(i int) int) *Code {
-	c := &Code{Maps: maps}
-	for i, ins := range insns {
-		ref := -1
-		if mapRef != nil {
-			ref = mapRef(i)
-		}
-		c.Insns = append(c.Insns, ins)
-		c.Half = append(c.Half, false)
-		c.MapRef = append(c.MapRef, ref)
-		if ins.OpCode.IsDWordLoad() {
-			c.Insns = append(c.Insns, ins)
-			c.Half = append(c.Half, true)
-			c.MapRef = append(c.MapRef, ref)
-		}
-	}
-	return c
 }
 
 // Error is a rejection: the slot index of the offending instruction, its
@@ -108,7 +84,7 @@ func (e *Error) Error() string {
 	return msg
 }
 
-func (c *Code) reject(pc int, format string, args ...any) *Error {
+func (c *code) reject(pc int, format string, args ...any) *Error {
 	e := &Error{Index: pc, Reason: fmt.Sprintf(format, args...)}
 	if pc >= 0 && pc < len(c.Insns) {
 		e.Insn = Disasm(c.Insns[pc])

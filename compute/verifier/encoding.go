@@ -10,7 +10,7 @@ import (
 
 // checkEncoding rejects unknown opcodes and instructions whose unused fields are
 // not zero (RFC 9669 section 3: such fields are reserved and must be zero).
-func (c *Code) checkEncoding(typ abi.Type) *Error {
+func (c *code) checkEncoding(typ abi.Type) *Error {
 	for pc := 0; pc < len(c.Insns); pc++ {
 		if c.Half[pc] {
 			continue
@@ -22,7 +22,7 @@ func (c *Code) checkEncoding(typ abi.Type) *Error {
 	return nil
 }
 
-func (c *Code) checkInsn(pc int, typ abi.Type) *Error {
+func (c *code) checkInsn(pc int, typ abi.Type) *Error {
 	ins := c.Insns[pc]
 	op := ins.OpCode
 	if ins.Dst > asm.R10 || ins.Src > asm.R10 {
@@ -118,7 +118,7 @@ func (c *Code) checkInsn(pc int, typ abi.Type) *Error {
 	return c.reject(pc, "unknown opcode %#02x", uint8(op))
 }
 
-func (c *Code) checkALU(pc int, ins asm.Instruction, cls asm.Class) *Error {
+func (c *code) checkALU(pc int, ins asm.Instruction, cls asm.Class) *Error {
 	op := ins.OpCode
 	aop := op.ALUOp()
 	src := op.Source()
@@ -165,7 +165,7 @@ func (c *Code) checkALU(pc int, ins asm.Instruction, cls asm.Class) *Error {
 	return nil
 }
 
-func (c *Code) checkJump(pc int, ins asm.Instruction, cls asm.Class) *Error {
+func (c *code) checkJump(pc int, ins asm.Instruction, cls asm.Class) *Error {
 	op := ins.OpCode
 	jop := op.JumpOp()
 	src := op.Source()
@@ -211,18 +211,6 @@ func (c *Code) checkJump(pc int, ins asm.Instruction, cls asm.Class) *Error {
 	return c.reject(pc, "unknown opcode %#02x", uint8(op))
 }
 
-// JumpTarget returns the slot a jump or local call at pc transfers control to.
-func (c *Code) JumpTarget(pc int) int {
-	ins := c.Insns[pc]
-	if ins.OpCode.Class() == asm.Jump32Class && ins.OpCode.JumpOp() == asm.Ja {
-		return pc + 1 + int(int32(ins.Constant))
-	}
-	if ins.OpCode.JumpOp() == asm.Call {
-		return pc + 1 + int(int32(ins.Constant))
-	}
-	return pc + 1 + int(ins.Offset)
-}
-
 // IsLocalCall reports whether the instruction is a bpf-to-bpf call.
 func IsLocalCall(ins asm.Instruction) bool {
 	return ins.OpCode.JumpOp() == asm.Call && ins.Src == asm.PseudoCall
@@ -230,7 +218,7 @@ func IsLocalCall(ins asm.Instruction) bool {
 
 // checkFlow checks jump targets, function boundaries and reachability, and
 // returns the entry slots of all functions (0 first).
-func (c *Code) checkFlow() ([]int, *Error) {
+func (c *code) checkFlow() ([]int, *Error) {
 	n := len(c.Insns)
 	if n == 0 {
 		return nil, c.reject(-1, "program has no instructions")

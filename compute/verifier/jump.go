@@ -2,6 +2,7 @@ package verifier
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf/asm"
 
@@ -361,13 +362,13 @@ func maxString(n uint64) string {
 // helperCall checks a helper's arguments and sets its result.
 func (v *verifier) helperCall(pc int, s *state, id uint32) *Error {
 	arg := func(r asm.Register) (value, *Error) { return v.readReg(pc, s, r) }
-	mapArg := func() (*Map, value, *Error) {
-		m, err := arg(asm.R1)
+	mapArg := func(r asm.Register) (*Map, value, *Error) {
+		m, err := arg(r)
 		if err != nil {
 			return nil, m, err
 		}
 		if m.k != kMapPtr {
-			return nil, m, v.rejectf(pc, "R1 must be a map pointer, not a %v", m.k)
+			return nil, m, v.rejectf(pc, "%v must be a map pointer, not a %v", r, m.k)
 		}
 		return &v.c.Maps[m.idx], m, nil
 	}
@@ -434,85 +435,74 @@ func (v *verifier) helperCall(pc int, s *state, id uint32) *Error {
 		}
 		return v.rejectf(pc, "argument %v must point to memory, not a %v", r, p.k)
 	}
-	var r0 value
-	switch id {
-	case abi.HelperMapLookup:
-		m, mp, err := mapArg()
-		if err != nil {
-			return err
-		}
-		if err := mem(asm.R2, int(m.KeySize)); err != nil {
-			return err
-		}
-		r0 = value{k: kMapValOrNull, idx: mp.idx, id: int32(pc + 1)}
-	case abi.HelperMapUpdate:
-		m, _, err := mapArg()
-		if err != nil {
-			return err
-		}
-		if m.ReadOnly {
-			return v.rejectf(pc, "update of read-only map %s", m.Name)
-		}
-		if err := mem(asm.R2, int(m.KeySize)); err != nil {
-			return err
-		}
-		if err := mem(asm.R3, int(m.ValueSize)); err != nil {
-			return err
-		}
-		if _, err := scalarArg(asm.R4); err != nil {
-			return err
-		}
-		r0 = unknown()
-	case abi.HelperMapDelete:
-		m, _, err := mapArg()
-		if err != nil {
-			return err
-		}
-		if m.Kind != MapHash {
-			return v.rejectf(pc, "delete from array map %s", m.Name)
-		}
-		if err := mem(asm.R2, int(m.KeySize)); err != nil {
-			return err
-		}
-		r0 = unknown()
-	case abi.HelperEmit:
-		if v.typ != abi.TypeFilter && v.typ != abi.TypeScan {
-			return v.rejectf(pc, "bpfblk_emit is only available to %s and %s programs", abi.SectionFilter, abi.SectionScan)
-		}
-		c, err := arg(asm.R1)
-		if err != nil {
-			return err
-		}
-		if c.k != kCtx || c.off != 0 {
-			return v.rejectf(pc, "argument R1 of bpfblk_emit must be the context pointer")
-		}
-		if _, err := scalarArg(asm.R2); err != nil {
-			return err
-		}
-		r0 = unknown()
-	case abi.HelperMemcmp:
-		if err := sizedMem(asm.R1, asm.R3); err != nil {
-			return err
-		}
-		if err := sizedMem(asm.R2, asm.R3); err != nil {
-			return err
-		}
-		r0 = unknown()
-	case abi.HelperMemmem:
-		if err := sizedMem(asm.R1, asm.R2); err != nil {
-			return err
-		}
-		if err := sizedMem(asm.R3, asm.R4); err != nil {
-			return err
-		}
-		r0 = unknown()
-	case abi.HelperTrace:
-		if err := sizedMem(asm.R1, asm.R2); err != nil {
-			return err
-		}
-		r0 = unknown()
-	default:
+	h, ok := abi.HelperByID(id)
+	if !ok {
 		return v.rejectf(pc, "call to unknown helper %d", id)
+	}
+	if !h.Allowed(v.typ) {
+		names := make([]string, len(h.Types))
+		for i, t := range h.Types {
+			names[i] = t.String()
+		}
+		return v.rejectf(pc, "%s is only available to %s programs", h.Name, strings.Join(names, " and "))
+	}
+	// Each argument is checked by its kind in the helper table, in order.
+	var m *Map // the map argument, for keys, values and the result
+	var mp value
+	for i, a := range h.Args {
+		r := asm.R1 + asm.Register(i)
+		switch a.Kind {
+		case abi.ArgMap, abi.ArgMapWritable, abi.ArgMapHash:
+			var err *Error
+			if m, mp, err = mapArg(r); err != nil {
+				return err
+			}
+			if a.Kind == abi.ArgMapWritable && m.ReadOnly {
+				return v.rejectf(pc, "update of read-only map %s", m.Name)
+			}
+			if a.Kind == abi.ArgMapHash && m.Kind != MapHash {
+				return v.rejectf(pc, "delete from array map %s", m.Name)
+			}
+		case abi.ArgMapKey, abi.ArgMapValue:
+			if m == nil {
+				return v.rejectf(pc, "helper %s: argument %v refers to no map argument", h.Name, r)
+			}
+			size := m.KeySize
+			if a.Kind == abi.ArgMapValue {
+				size = m.ValueSize
+			}
+			if err := mem(r, int(size)); err != nil {
+				return err
+			}
+		case abi.ArgScalar:
+			if _, err := scalarArg(r); err != nil {
+				return err
+			}
+		case abi.ArgCtx:
+			c, err := arg(r)
+			if err != nil {
+				return err
+			}
+			if c.k != kCtx || c.off != 0 {
+				return v.rejectf(pc, "argument %v of %s must be the context pointer", r, h.Name)
+			}
+		case abi.ArgMem:
+			n := h.SizeArg(i)
+			if n < 0 {
+				return v.rejectf(pc, "helper %s: pointer argument %v has no length", h.Name, r)
+			}
+			if err := sizedMem(r, asm.R1+asm.Register(n)); err != nil {
+				return err
+			}
+		case abi.ArgSize:
+			// Checked with the pointers it is the length of.
+		default:
+			return v.rejectf(pc, "helper %s: argument %v of unknown kind %d", h.Name, r, a.Kind)
+		}
+	}
+	r0 := unknown()
+	if h.Ret == abi.RetMapValueOrNull {
+		r0 = value{k: kMapValOrNull, idx: mp.idx, id: int32(pc + 1)}
 	}
 	for r := asm.R1; r <= asm.R5; r++ {
 		s.regs[r] = value{}

@@ -7,7 +7,7 @@ import (
 // liveness computes, per slot, the registers (bit r) that may be read before
 // being written on some path from that slot. Calls read r1-r5 and write
 // r0-r5; exit reads r0.
-func (c *Code) liveness() []uint16 {
+func (c *code) liveness() []uint16 {
 	n := len(c.Insns)
 	live := make([]uint16, n)
 	use := make([]uint16, n)

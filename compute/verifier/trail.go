@@ -5,9 +5,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 )
 
 // Options tune Verify.
@@ -86,7 +88,7 @@ func (t *trail) path(id uint64) ([]*trailStep, bool) {
 }
 
 // log formats the path to step id and the rejection e.
-func (t *trail) log(c *Code, id uint64, e *Error) string {
+func (t *trail) log(c *code, id uint64, e *Error) string {
 	steps, whole := t.path(id)
 	var b strings.Builder
 	if !whole {
@@ -122,7 +124,7 @@ func (t *trail) log(c *Code, id uint64, e *Error) string {
 
 // follows reports whether pc is the fall-through successor of prev (a
 // continuation the kernel's log does not announce with "from ... to").
-func follows(c *Code, prev, pc int) bool {
+func follows(c *code, prev, pc int) bool {
 	if prev < 0 || prev >= len(c.Insns) {
 		return false
 	}
@@ -135,7 +137,7 @@ func follows(c *Code, prev, pc int) bool {
 
 // regString formats the initialised registers as the kernel's log does:
 // " R1=ctx() R2=scalar(umin=0,umax=255) R10=fp0".
-func regString(c *Code, regs *[11]value, depth int) string {
+func regString(c *code, regs *[11]value, depth int) string {
 	var b strings.Builder
 	if depth > 1 {
 		fmt.Fprintf(&b, " frame%d:", depth-1)
@@ -159,7 +161,7 @@ func rangeString(min, max uint64) string {
 	return fmt.Sprintf("umin=%d,umax=%d", min, max)
 }
 
-func valueString(c *Code, v value) string {
+func valueString(c *code, v value) string {
 	varPart := ""
 	if v.isPtr() && (v.min != 0 || v.max != 0) {
 		varPart = "var=(" + rangeString(v.min, v.max) + ")"
@@ -230,7 +232,7 @@ type source struct {
 // sourceOf finds the line info of the instruction at slot pc: the nearest
 // instruction at or before it, within its function, that carries one
 // (compilers attach a line to the first instruction of each line only).
-func sourceOf(c *Code, pc int) (source, bool) {
+func sourceOf(c *code, pc int) (source, bool) {
 	if pc < 0 || pc >= len(c.Insns) {
 		return source{}, false
 	}
@@ -246,14 +248,13 @@ func sourceOf(c *Code, pc int) (source, bool) {
 	return source{}, false
 }
 
-// VerifyWith checks code as a program of type typ, with options (nil: as
-// Verify).
-func VerifyWith(c *Code, typ abi.Type, o *Options) (*Info, error) {
+// VerifyWith is Verify with options (nil: as Verify).
+func VerifyWith(insns asm.Instructions, maps []Map, mapRef func(i int) int, typ abi.Type, o *Options) (*Info, error) {
 	var t *trail
 	if o != nil && o.Log {
 		t = newTrail(o.LogSteps)
 	}
-	return verify(c, typ, t)
+	return verify(&code{Code: layout.New(insns, mapRef), Maps: maps}, typ, t)
 }
 
 // location is "file:line: " of the rejected instruction's C source, in the

@@ -13,18 +13,18 @@ import (
 	"github.com/bpfblk/bpfblk/compute/verifier"
 )
 
-func code(t *testing.T, insns asm.Instructions) *verifier.Code {
+func code(t *testing.T, insns asm.Instructions) asm.Instructions {
 	t.Helper()
 	if err := insns.Marshal(io.Discard, binary.LittleEndian); err != nil {
 		t.Fatal(err)
 	}
-	return verifier.NewCode(insns, nil, nil)
+	return insns
 }
 
 // badRead reads data[block_size] when block_size > 64, unchecked: the
 // taken branch fails; the fall-through path (3, 4) succeeds and is explored
 // first.
-func badRead(t *testing.T) *verifier.Code {
+func badRead(t *testing.T) asm.Instructions {
 	return code(t, asm.Instructions{
 		asm.LoadMem(asm.R2, asm.R1, 0, asm.DWord),
 		asm.LoadMem(asm.R3, asm.R1, 28, asm.Word),
@@ -51,7 +51,7 @@ func rejection(t *testing.T, err error) *verifier.Error {
 // there, each instruction with the state after it, and the reason; the
 // other path explored (2, 3) is not part of it.
 func TestLogPath(t *testing.T) {
-	_, err := verifier.VerifyWith(badRead(t), abi.TypeFilter, &verifier.Options{Log: true})
+	_, err := verifier.VerifyWith(badRead(t), nil, nil, abi.TypeFilter, &verifier.Options{Log: true})
 	ve := rejection(t, err)
 	if ve.Index != 6 {
 		t.Fatalf("rejected at %d: %v", ve.Index, ve)
@@ -68,7 +68,7 @@ func TestLogPath(t *testing.T) {
 		t.Fatalf("log:\n%s\nwant:\n%s", ve.Log, want)
 	}
 	// Without the option nothing is recorded.
-	_, err = verifier.Verify(badRead(t), abi.TypeFilter)
+	_, err = verifier.Verify(badRead(t), nil, nil, abi.TypeFilter)
 	if ve := rejection(t, err); ve.Log != "" || ve.Index != 6 {
 		t.Fatalf("Verify without log: index %d, log %q", ve.Index, ve.Log)
 	}
@@ -82,7 +82,7 @@ func TestLogBounded(t *testing.T) {
 		insns = append(insns, asm.Mov.Imm(asm.R0, int32(i)))
 	}
 	insns = append(insns, asm.LoadMem(asm.R0, asm.R1, 100, asm.Byte), asm.Return())
-	_, err := verifier.VerifyWith(code(t, insns), abi.TypeFilter, &verifier.Options{Log: true, LogSteps: 8})
+	_, err := verifier.VerifyWith(code(t, insns), nil, nil, abi.TypeFilter, &verifier.Options{Log: true, LogSteps: 8})
 	ve := rejection(t, err)
 	lines := strings.Split(strings.TrimSpace(ve.Log), "\n")
 	if len(lines) != 11 || !strings.Contains(lines[0], "not kept") || lines[1] != "from ? to 193: R1=pkt(r=0) R10=fp0" ||

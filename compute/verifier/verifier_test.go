@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/asm"
+
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 )
 
 func TestRefineRange(t *testing.T) {
@@ -54,12 +56,12 @@ func TestJoinKeepsProvenBytes(t *testing.T) {
 }
 
 func TestLiveness(t *testing.T) {
-	c := NewCode(asm.Instructions{
+	c := &code{Code: layout.New(asm.Instructions{
 		asm.Mov.Imm(asm.R3, 1),      // 0: r3 dead after (overwritten at 1)
 		asm.Mov.Imm(asm.R3, 2),      // 1
 		asm.Mov.Reg(asm.R0, asm.R3), // 2: reads r3
 		asm.Return(),                // 3: reads r0
-	}, nil, nil)
+	}, nil)}
 	live := c.liveness()
 	if live[1]&(1<<3) != 0 || live[2]&(1<<3) == 0 || live[3] != 1 {
 		t.Fatalf("liveness %v", live)

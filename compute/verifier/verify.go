@@ -6,6 +6,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfblk/bpfblk/compute/abi"
+	"github.com/bpfblk/bpfblk/compute/internal/layout"
 )
 
 // CtxField marks a context load the engine must rewrite (XDP's 32-bit
@@ -73,7 +74,7 @@ type key struct {
 }
 
 type verifier struct {
-	c       *Code
+	c       *code
 	typ     abi.Type
 	info    *Info
 	slots   map[key]*pcStates
@@ -107,12 +108,16 @@ type pcStates struct {
 // iteration as Linux does) before further states are joined and widened.
 const PrecisePerInsn = 1 << 13
 
-// Verify checks code as a program of type typ.
-func Verify(c *Code, typ abi.Type) (*Info, error) {
-	return verify(c, typ, nil)
+// Verify checks insns as a program of type typ. The program refers to maps:
+// mapRef(i) is the index in maps of the map that instruction i (in insns
+// order; an LDDW is one instruction) loads a pointer to or a value address
+// of, or -1; nil means no instruction refers to a map. Info is indexed by
+// slot (an LDDW takes two).
+func Verify(insns asm.Instructions, maps []Map, mapRef func(i int) int, typ abi.Type) (*Info, error) {
+	return verify(&code{Code: layout.New(insns, mapRef), Maps: maps}, typ, nil)
 }
 
-func verify(c *Code, typ abi.Type, log *trail) (*Info, error) {
+func verify(c *code, typ abi.Type, log *trail) (*Info, error) {
 	if len(c.Insns) > 1<<20 {
 		return nil, c.reject(-1, "program has %d instructions; at most %d", len(c.Insns), 1<<20)
 	}

@@ -214,7 +214,7 @@ func init() {
 	cs.handlers[nvme.OpExecProgram] = cpExecute
 	cs.identifyNS = func(c *Controller, ns *namespace, b []byte) {
 		cfg := c.compute().cfg
-		nvme.PutCPInfo(b, nvme.CPInfo{Slots: uint16(cfg.Slots), MaxActive: uint16(cfg.MaxActive),
+		putCPInfo(b, nvme.CPInfo{Slots: uint16(cfg.Slots), MaxActive: uint16(cfg.MaxActive),
 			MaxRangeSets: uint16(cfg.MaxRangeSets), MaxRanges: uint16(cfg.MaxRanges),
 			MaxProgram: uint32(cfg.MaxProgram), ProgTypes: 1})
 	}
@@ -371,7 +371,7 @@ func (c *Controller) rangeSetMgmt(s *computeState, e *nvme.SQE) completion {
 	}
 	ranges := make([]nvme.MemRange, n)
 	for i := range ranges {
-		r := nvme.ParseMemRange(desc[i*nvme.MemRangeSize:])
+		r := parseMemRange(desc[i*nvme.MemRangeSize:])
 		// Reachability: a compute namespace reaches the memory namespaces of
 		// its own controller, nothing else.
 		mns := c.slmNamespace(r.NSID)
@@ -761,7 +761,7 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) (completion, int) {
 		} else {
 			copy(outMem[nvme.ExecResultSize:], enc)
 		}
-		nvme.PutExecResult(outMem, r)
+		putExecResult(outMem, r)
 		return ok(), 0
 	}
 	dlen := uint64(uint32(e.MPTR)) // DLEN: CDW4
@@ -802,7 +802,7 @@ func (c *Controller) execProgram(sq *sq, e *nvme.SQE) (completion, int) {
 	if res.Overflow {
 		r.Flags |= nvme.ExecOverflow
 	}
-	nvme.PutExecResult(outMem, r)
+	putExecResult(outMem, r)
 	vals := outMem[nvme.ExecResultSize:]
 	for i, v := range emit[:res.Emitted] {
 		le.PutUint64(vals[8*i:], v)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
@@ -47,7 +46,7 @@ func Example_computeOffload() {
 	spec, _ := filters.LoadPattern()
 	prog, _ := engine.LoadSpec(spec, &engine.LoadOptions{Program: "pattern_memmem",
 		Vars: map[string]any{"pattern": binary.LittleEndian.Uint64([]byte("ERROR\x00\x00\x00")), "pattern_len": uint32(5)}})
-	img, _ := image.Encode(prog)
+	img, _ := csd.Image(prog)
 	if err := comp.LoadProgram(cp, 0, nvme.ProgTypeEBPF, img, 0); err != nil {
 		fmt.Println(err)
 		return

@@ -13,7 +13,6 @@ import (
 	"github.com/bpfblk/bpfblk/compute/abi"
 	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
 	"github.com/bpfblk/bpfblk/filters"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
@@ -116,7 +115,7 @@ func patternImage(t *testing.T, pat string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	img, err := image.Encode(p)
+	img, err := csd.Image(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +269,7 @@ func TestComputeLimitsAndRefusals(t *testing.T) {
 	}
 	// A program the verifier rejects (reads r2 uninitialised) is refused
 	// with a status and a logged reason.
-	bad, err := image.Encode(mustRaw(t))
+	bad, err := csd.Image(mustRaw(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ func init() {
 	cs.handlers[nvme.OpMemWrite] = slmWrite
 	cs.handlers[nvme.OpMemFill] = slmFill
 	cs.identifyNS = func(c *Controller, ns *namespace, b []byte) {
-		nvme.PutSLMInfo(b, nvme.SLMInfo{Size: ns.slmSize()})
+		putSLMInfo(b, nvme.SLMInfo{Size: ns.slmSize()})
 	}
 	registerCommandSet(cs)
 }
@@ -185,7 +185,7 @@ func (c *Controller) memCopy(s *sq, e *nvme.SQE, scratch []byte, locked bool) co
 	var srcs [256]src
 	var total uint64
 	for i := 0; i < nr; i++ {
-		d := nvme.ParseMemCopySource(desc[i*nvme.MemCopySourceSize:])
+		d := parseMemCopySource(desc[i*nvme.MemCopySourceSize:])
 		sc := c
 		if d.Controller != 0 && d.Controller != uint16(c.index+1) {
 			var why string

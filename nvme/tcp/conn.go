@@ -3,6 +3,7 @@ package tcp
 import (
 	"net"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,6 +65,11 @@ type conn struct {
 
 	err    error // sticky: the connection failed
 	closed bool
+
+	traffic *queueTraffic // byte counters of the queue, or nil
+	// aborted is why another goroutine closed the connection (abort); the
+	// owner reports it instead of the socket error that follows.
+	aborted atomic.Pointer[error]
 }
 
 func newConn(nc *net.TCPConn, name string, side pdu.Side, h handler, rxSize, txSize int) (*conn, error) {
@@ -90,6 +96,9 @@ func (c *conn) fail(err error, fes uint16) {
 	if c.err != nil {
 		return
 	}
+	if a := c.aborted.Load(); a != nil {
+		err, fes = *a, 0
+	}
 	c.err = err
 	if fes != 0 && c.init {
 		typ := uint8(pdu.TypeH2CTermReq)
@@ -104,6 +113,15 @@ func (c *conn) fail(err error, fes uint16) {
 		c.flush()
 	}
 	c.close()
+}
+
+// abort closes the connection from a goroutine that does not own it; the
+// owner's next poll fails with err. Only the socket is touched here.
+func (c *conn) abort(err error) {
+	c.aborted.CompareAndSwap(nil, &err)
+	if c.nc != nil {
+		c.nc.Close()
+	}
 }
 
 func (c *conn) close() {
@@ -149,11 +167,17 @@ func (c *conn) flush() {
 			}
 			if c.err == nil {
 				c.err = errors.Wrapf(c.ioErr, "%s: send", c.name)
+				if a := c.aborted.Load(); a != nil {
+					c.err = *a
+				}
 			}
 			c.close()
 			return
 		}
 		c.txOff += c.ioN
+		if c.traffic != nil {
+			c.traffic.tx.Add(uint64(c.ioN))
+		}
 	}
 	if c.txOff == len(c.tx) {
 		c.tx, c.txOff = c.tx[:0], 0
@@ -197,6 +221,9 @@ func (c *conn) poll() bool {
 	}
 	c.rxHi += c.ioN
 	c.rxTotal += uint64(c.ioN)
+	if c.traffic != nil {
+		c.traffic.rx.Add(uint64(c.ioN))
+	}
 	c.decode()
 	return true
 }

@@ -10,6 +10,9 @@ import (
 // Discover connects to the discovery controller at addr (HOST:PORT), enables
 // it, reads its discovery log page and disconnects.
 func Discover(addr string, opts Options) ([]DiscoveryEntry, error) {
+	if opts.KeepAlive == 0 {
+		opts.KeepAlive = -1 // a short-lived discovery connection, as Linux makes it
+	}
 	t, err := Dial(addr, DiscoveryNQN, opts)
 	if err != nil {
 		return nil, err

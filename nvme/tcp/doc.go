@@ -6,7 +6,8 @@
 //     nvme.FabricsTransport: registers become Property Get/Set, Create I/O
 //     SQ becomes a new TCP connection with ICReq and Fabrics Connect, an SQ
 //     doorbell sends command capsules (writes up to the controller's IOCCSZ
-//     as in-capsule data, larger ones when R2Ts ask), and Poll — called by
+//     as in-capsule data, larger ones when R2Ts ask — up to 4 outstanding
+//     per command, ICReq MAXR2T 3), and Poll — called by
 //     the driver before it reaps a CQ — reads CapsuleResp, C2HData and R2T
 //     PDUs and writes completions into the driver's CQ. Queue pairs stay
 //     owned by one goroutine and polled; sockets are non-blocking; nothing
@@ -15,7 +16,14 @@
 //     declares; package nvmf adapts bdevs) as one NVM subsystem, plus the
 //     discovery subsystem, to hosts that connect to its listener. Each
 //     connection belongs to one Worker, polled by one goroutine (one per
-//     core), which also owns that worker's namespace channels.
+//     core), which also owns that worker's namespace channels. Writes
+//     larger than the in-capsule limit are fetched with R2Ts of at most
+//     MaxH2CData bytes, as many outstanding as the host's MAXR2T allows. An
+//     idle worker sleeps until one of its sockets is readable (Target.Run),
+//     or has its reactor woken then (Worker.OnReady). A target may also
+//     export a compute device's compute (CP) and memory (SLM) namespaces,
+//     forwarding their commands to it with NSIDs translated and each host's
+//     program slots and range sets kept its own (target_compute.go).
 //
 // Header and data digests (CRC32C) are negotiated in ICReq/ICResp. Every
 // PDU header is checked before any length in it is trusted; a peer that
@@ -23,9 +31,13 @@
 // and the connection is closed with an error saying what arrived, and the
 // commands outstanding on it complete with Transient Transport Error (the
 // host driver then resets the controller, which reconnects). A peer that
-// stops answering is caught by the driver's command timeouts.
+// stops answering is caught by keep-alive: the host connects with a Keep
+// Alive Timeout (Options.KeepAlive, 5 s by default), sends Keep Alive every
+// KATO/2 from one timer goroutine per controller and declares a controller
+// dead that answers none for KATO; the target tears down the association of
+// a host it hears no command from for KATO (any command counts:
+// traffic-based keep-alive). The driver's command timeouts remain.
 //
-// Not implemented: keep-alive traffic (the host connects with KATO 0 and the
-// target does not enforce one), TLS, multiple R2Ts per command, fused
-// commands and in-order data placement other than by offset.
+// Not implemented: TLS, fused commands and in-order data placement other
+// than by offset.
 package tcp

@@ -61,10 +61,10 @@ func FuzzHostParser(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8, digests bool) {
 		tr := &Transport{name: "fuzz", cqs: map[uint16]cqRing{}}
-		q := &hqueue{t: tr, qid: 1, depth: 4, phase: 1, cmds: make([]hcmd, 5), r2tq: make([]uint16, 5)}
+		q := &hqueue{t: tr, qid: 1, depth: 4, phase: 1, cmds: make([]hcmd, 5), r2tq: make([]uint16, 5*hostMaxR2T), maxH2C: 4096}
 		q.sq, q.cq = make([]byte, 4*64), make([]byte, 4*16)
 		q.c = &conn{name: "fuzz", side: pdu.Host, h: q, rx: make([]byte, 1024), tx: make([]byte, 0, 1<<20), init: true,
-			lim: pdu.Limits{HDGST: digests, DDGST: digests, MaxData: 1 << 17}}
+			lim: pdu.Limits{HDGST: digests, DDGST: digests}}
 		q.cmds[1] = hcmd{busy: true, dcid: 1, data: make([]byte, 512)}
 		q.cmds[2] = hcmd{busy: true, dcid: 2, write: true, data: make([]byte, 4096)}
 		q.cmds[4] = hcmd{busy: true, internal: true}
@@ -80,19 +80,19 @@ func FuzzHostParser(f *testing.F) {
 // connection (which answers ICReq, Connect and the commands it decodes).
 func FuzzTargetParser(f *testing.F) {
 	var ic [pdu.ICLen]byte
-	pdu.PutICReq(ic[:], pdu.ICReq{})
+	pdu.PutICReq(ic[:], pdu.ICReq{MaxR2T: 3})
 	for _, s := range seeds() {
 		f.Add(append(append([]byte(nil), ic[:]...), s...), uint8(13))
 	}
 	f.Fuzz(func(t *testing.T, data []byte, piece uint8) {
-		tg, err := NewTarget(TargetConfig{Namespaces: []Namespace{newMemNS(512, 64)}})
+		tg, err := NewTarget(TargetConfig{Namespaces: []Namespace{newMemNS(512, 64)}, MaxH2CData: 4096})
 		if err != nil {
 			t.Fatal(err)
 		}
 		w := tg.workers[0]
 		q := &tqueue{w: w}
 		q.c = &conn{name: "fuzz", side: pdu.Controller, h: q, rx: make([]byte, 1024), tx: make([]byte, 0, 1<<20),
-			lim: pdu.Limits{MaxData: tgtMaxH2C}}
+			lim: pdu.Limits{MaxData: 4096}}
 		q.setDepth(1)
 		feed(q.c, data, int(piece))
 		for i := 0; i < 4; i++ {

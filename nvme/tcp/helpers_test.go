@@ -81,10 +81,17 @@ func (c *memChan) Close() error { return nil }
 // 127.0.0.1 and returns its address.
 func startTarget(t testing.TB, workers int) (*Target, string) {
 	t.Helper()
-	tg, err := NewTarget(TargetConfig{
-		Namespaces: []Namespace{newMemNS(512, 8192), newMemNS(4096, 2048)},
-		Workers:    workers,
-	})
+	return startTargetWith(t, TargetConfig{Workers: workers})
+}
+
+// startTargetWith is startTarget with cfg (its namespaces filled in when
+// empty).
+func startTargetWith(t testing.TB, cfg TargetConfig) (*Target, string) {
+	t.Helper()
+	if len(cfg.Namespaces) == 0 {
+		cfg.Namespaces = []Namespace{newMemNS(512, 8192), newMemNS(4096, 2048)}
+	}
+	tg, err := NewTarget(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,20 @@ type Options struct {
 	// Timeout bounds connection setup, Fabrics Connect and every property
 	// access (default 5 s).
 	Timeout time.Duration
+	// KeepAlive is the Keep Alive Timeout (KATO) the admin queue connects
+	// with: the host sends a Keep Alive command every KeepAlive/2, and a
+	// controller that leaves one unanswered for KeepAlive is declared dead —
+	// every connection is closed and outstanding commands complete with
+	// Transient Transport Error. The controller, in turn, tears down the
+	// association of a host it hears nothing from for KeepAlive. 0 means
+	// 5 s (the Linux host's default); a negative value connects with KATO 0
+	// and sends no Keep Alive.
+	KeepAlive time.Duration
 }
+
+// DefaultKeepAlive is the Keep Alive Timeout a host connects with unless
+// Options.KeepAlive says otherwise, as the Linux NVMe/TCP host does.
+const DefaultKeepAlive = 5 * time.Second
 
 const (
 	maxQID        = 1024
@@ -33,6 +46,7 @@ const (
 	hostRxBuf     = 256 << 10
 	hostTxBuf     = 256 << 10
 	maxDataChunk  = 64 << 10 // largest H2CData PDU the host sends
+	hostMaxR2T    = 4        // R2Ts a command may have outstanding (ICReq MAXR2T+1)
 	maxRegionSize = 1 << 32  // largest DMA allocation: IOVAs are region<<32|offset
 )
 
@@ -65,6 +79,15 @@ type Transport struct {
 
 	errMu   sync.Mutex
 	lastErr error
+
+	traffic [maxQID + 1]queueTraffic // by queue ID (host_traffic.go)
+	// Keep-alive, under amu: Keep Alive commands outstanding, when the
+	// last was sent and when the last answer came.
+	kaOut   int
+	kaSent  time.Time
+	kaAlive time.Time
+	kaStop  chan struct{}
+	kaDone  chan struct{}
 }
 
 type cqRing struct {
@@ -78,6 +101,13 @@ type cqRing struct {
 func Dial(addr, subnqn string, opts Options) (*Transport, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 5 * time.Second
+	}
+	if opts.KeepAlive == 0 {
+		opts.KeepAlive = DefaultKeepAlive
+	}
+	if opts.KeepAlive > 0 {
+		// KATO travels in milliseconds, at least 1.
+		opts.KeepAlive = max(opts.KeepAlive.Round(time.Millisecond), time.Millisecond)
 	}
 	t := &Transport{name: "tcp://" + addr + "/" + subnqn, addr: addr, subnqn: subnqn, opts: opts, cqs: map[uint16]cqRing{}}
 	if _, err := rand.Read(t.hostid[:]); err != nil {
@@ -96,6 +126,12 @@ func Dial(addr, subnqn string, opts Options) (*Transport, error) {
 	}
 	t.admin = q
 	t.queues[0].Store(q)
+	if opts.KeepAlive > 0 {
+		t.kaStop, t.kaDone = make(chan struct{}), make(chan struct{})
+		t.kaSent = time.Now()
+		t.kaAlive = t.kaSent
+		go t.keepAlive(opts.KeepAlive)
+	}
 	return t, nil
 }
 
@@ -335,8 +371,16 @@ func (t *Transport) Poll(qid uint16) {
 	}
 }
 
-// Close closes every connection.
+// Close stops the keep-alive timer and closes every connection.
 func (t *Transport) Close() error {
+	if t.kaStop != nil {
+		select {
+		case <-t.kaStop:
+		default:
+			close(t.kaStop)
+		}
+		<-t.kaDone
+	}
 	t.amu.Lock()
 	defer t.amu.Unlock()
 	for i := 0; i <= maxQID; i++ {
@@ -424,7 +468,7 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 		q.inCap = int(t.ioccsz)*16 - 64
 	}
 	q.cmds = make([]hcmd, slots)
-	q.r2tq = make([]uint16, slots)
+	q.r2tq = make([]uint16, slots*hostMaxR2T)
 	name := fmt.Sprintf("%s queue %d", t.name, qid)
 	c, err := newConn(nc.(*net.TCPConn), name, pdu.Host, q, hostRxBuf, hostTxBuf)
 	if err != nil {
@@ -432,8 +476,9 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 		return nil, err
 	}
 	q.c = c
+	c.traffic = &t.traffic[qid]
 	var b [pdu.ICLen]byte
-	pdu.PutICReq(b[:], pdu.ICReq{HDGST: t.opts.HeaderDigest, DDGST: t.opts.DataDigest})
+	pdu.PutICReq(b[:], pdu.ICReq{HDGST: t.opts.HeaderDigest, DDGST: t.opts.DataDigest, MaxR2T: hostMaxR2T - 1})
 	copy(c.put(pdu.ICLen), b[:])
 	if err := c.waitUntil(func() bool { return c.init }, deadline, "ICReq"); err != nil {
 		c.close()
@@ -449,6 +494,9 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 	s[4] = fctConnect
 	le.PutUint16(s[42:], qid)
 	le.PutUint16(s[44:], uint16(depth-1))
+	if qid == 0 && t.opts.KeepAlive > 0 {
+		le.PutUint32(s[48:], uint32(t.opts.KeepAlive/time.Millisecond)) // KATO
+	}
 	cqe, err := q.internal(&s, data[:], true)
 	if err != nil {
 		c.close()
@@ -467,12 +515,21 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 // hcmd is one command slot of a host queue, indexed by the CID on the wire.
 type hcmd struct {
 	busy, internal, write, orphan, identify, done bool
+	keepAlive                                     bool   // the transport's Keep Alive
 	dcid                                          uint16 // the driver's CID
 	data                                          []byte
 	recv                                          uint32 // C2H bytes received
-	sent, r2tEnd                                  uint32 // H2C progress and the end of the current R2T
-	ttag                                          uint16
+	sent                                          uint32 // in-capsule bytes, or H2C bytes sent for the first R2T
+	r2tHi                                         uint32 // end of the data the R2Ts so far asked for
+	r2ts                                          [hostMaxR2T]r2t
+	r2tFirst, r2tN                                uint8    // ring of the outstanding R2Ts, oldest first
 	cqe                                           [16]byte // internal commands: the response
+}
+
+// r2t is one outstanding Ready to Transfer of a command.
+type r2t struct {
+	ttag     uint16
+	off, end uint32
 }
 
 // hqueue is one host queue: an SQ and a CQ in host memory (the driver's
@@ -488,10 +545,11 @@ type hqueue struct {
 	cqTail uint16
 	phase  uint16
 	inCap  int
+	maxH2C uint32 // the controller's MAXH2CDATA
 
 	cmds     []hcmd
 	freeCIDs []uint16 // admin queue: free wire CIDs
-	r2tq     []uint16 // ring of CIDs with H2C data to send
+	r2tq     []uint16 // ring of CIDs, one per R2T received, in arrival order
 	r2tHead  int
 	r2tN     int
 	failed   bool
@@ -636,6 +694,7 @@ func (q *hqueue) capsule(wcid uint16, e []byte, data []byte, write bool) {
 			le.PutUint32(q.c.put(pdu.DigestLen), pdu.CRC(data))
 		}
 		q.cmds[wcid].sent = uint32(n)
+		q.cmds[wcid].r2tHi = uint32(n) // no R2T may ask for any of it
 	}
 }
 
@@ -718,17 +777,21 @@ func (q *hqueue) fail() {
 	}
 }
 
-// sendData sends H2CData PDUs for the R2Ts received, as room allows.
+// sendData sends H2CData PDUs for the R2Ts received, in the order they
+// arrived, as room allows: each command's R2Ts are served oldest first,
+// in chunks no larger than the controller's MAXH2CDATA.
 func (q *hqueue) sendData() {
 	for q.r2tN > 0 {
 		wcid := q.r2tq[q.r2tHead]
 		cmd := &q.cmds[wcid]
-		if !cmd.busy || cmd.sent >= cmd.r2tEnd {
+		if !cmd.busy || cmd.r2tN == 0 {
 			q.r2tHead = (q.r2tHead + 1) % len(q.r2tq)
 			q.r2tN--
 			continue
 		}
-		chunk := min(int(cmd.r2tEnd-cmd.sent), maxDataChunk, int(q.c.lim.MaxData))
+		r := &cmd.r2ts[cmd.r2tFirst]
+		pos := r.off + cmd.sent
+		chunk := min(int(r.end-pos), maxDataChunk, int(q.maxH2C))
 		if q.c.room() < q.c.dataPDUSize(chunk) {
 			q.c.flush()
 			if q.c.room() < q.c.dataPDUSize(chunk) {
@@ -736,11 +799,18 @@ func (q *hqueue) sendData() {
 			}
 		}
 		flags := uint8(0)
-		if cmd.sent+uint32(chunk) == cmd.r2tEnd {
+		if pos+uint32(chunk) == r.end {
 			flags = pdu.FlagLast
 		}
-		q.c.putData(pdu.TypeH2CData, flags, pdu.Data{CCCID: wcid, TTag: cmd.ttag, Offset: cmd.sent}, cmd.data[cmd.sent:int(cmd.sent)+chunk])
+		q.c.putData(pdu.TypeH2CData, flags, pdu.Data{CCCID: wcid, TTag: r.ttag, Offset: pos}, cmd.data[pos:int(pos)+chunk])
 		cmd.sent += uint32(chunk)
+		if flags != 0 {
+			cmd.sent = 0
+			cmd.r2tFirst = (cmd.r2tFirst + 1) % hostMaxR2T
+			cmd.r2tN--
+			q.r2tHead = (q.r2tHead + 1) % len(q.r2tq)
+			q.r2tN--
+		}
 	}
 }
 
@@ -785,7 +855,13 @@ func (q *hqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 		if (r.HDGST && !q.t.opts.HeaderDigest) || (r.DDGST && !q.t.opts.DataDigest) {
 			return 0, errors.Errorf("%s: ICResp enables digests the host did not ask for", q.c.name)
 		}
-		q.c.lim = pdu.Limits{HDGST: r.HDGST, DDGST: r.DDGST, MaxData: r.MaxH2CData, Align: (r.CPDA + 1) * 4}
+		if r.MaxH2CData < 4096 {
+			return 0, errors.Errorf("%s: ICResp MAXH2CDATA %d, under the 4096 the specification requires", q.c.name, r.MaxH2CData)
+		}
+		// MAXH2CDATA bounds what the host sends; what it receives is
+		// bounded by each command's buffer (pduHeader).
+		q.maxH2C = r.MaxH2CData
+		q.c.lim = pdu.Limits{HDGST: r.HDGST, DDGST: r.DDGST, Align: (r.CPDA + 1) * 4}
 		q.c.init = true
 	case pdu.TypeCapsuleResp:
 		b := hdr[pdu.CommonLen:]
@@ -811,15 +887,20 @@ func (q *hqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 		if err != nil {
 			return pdu.FESInvalidHeader, err
 		}
+		// R2Ts ask for the data in order, without gaps or overlaps; up to
+		// hostMaxR2T of them (ICReq MAXR2T) may be outstanding.
 		switch {
 		case !cmd.write:
 			return pdu.FESInvalidHeader, errors.Errorf("%s: R2T for command %d, which writes no data", q.c.name, d.CCCID)
-		case cmd.sent < cmd.r2tEnd:
-			return pdu.FESLimitExceeded, errors.Errorf("%s: R2T for command %d while the previous one is in progress", q.c.name, d.CCCID)
-		case d.Length == 0 || d.Offset != cmd.sent || uint64(d.Offset)+uint64(d.Length) > uint64(len(cmd.data)):
-			return pdu.FESOutOfRange, errors.Errorf("%s: R2T for command %d: offset %d, %d bytes; expected offset %d within %d bytes", q.c.name, d.CCCID, d.Offset, d.Length, cmd.sent, len(cmd.data))
+		case int(cmd.r2tN) == hostMaxR2T || q.r2tN == len(q.r2tq):
+			return pdu.FESLimitExceeded, errors.Errorf("%s: R2T for command %d (offset %d, %d bytes) while %d are outstanding, over the MAXR2T of %d",
+				q.c.name, d.CCCID, d.Offset, d.Length, cmd.r2tN, hostMaxR2T)
+		case d.Length == 0 || d.Offset != cmd.r2tHi || uint64(d.Offset)+uint64(d.Length) > uint64(len(cmd.data)):
+			return pdu.FESOutOfRange, errors.Errorf("%s: R2T for command %d: offset %d, %d bytes; expected offset %d within %d bytes", q.c.name, d.CCCID, d.Offset, d.Length, cmd.r2tHi, len(cmd.data))
 		}
-		cmd.ttag, cmd.r2tEnd = d.TTag, d.Offset+d.Length
+		cmd.r2ts[(int(cmd.r2tFirst)+int(cmd.r2tN))%hostMaxR2T] = r2t{ttag: d.TTag, off: d.Offset, end: d.Offset + d.Length}
+		cmd.r2tN++
+		cmd.r2tHi = d.Offset + d.Length
 		q.r2tq[(q.r2tHead+q.r2tN)%len(q.r2tq)] = d.CCCID
 		q.r2tN++
 	case pdu.TypeC2HTermReq:
@@ -832,6 +913,12 @@ func (q *hqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 // finish completes a command: internal ones wake their waiter, the driver's
 // get a CQE in their CQ.
 func (q *hqueue) finish(wcid uint16, cmd *hcmd, dw0, dw1 uint32, status uint16) {
+	if cmd.keepAlive {
+		q.t.kaOut--
+		q.t.kaAlive = time.Now()
+		q.release(wcid)
+		return
+	}
 	if cmd.internal {
 		putCQE(cmd.cqe[:], dw0, dw1, 0, q.qid, wcid, status)
 		cmd.done = true

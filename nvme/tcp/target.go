@@ -58,6 +58,19 @@ type TargetConfig struct {
 	// Addr and Port are reported in discovery log entries (default: the
 	// listener's address).
 	Addr, Port string
+	// Compute, if not nil, exports a compute device's compute and memory
+	// namespaces after the NVM ones (target_compute.go).
+	Compute *ComputeExport
+	// MaxH2CData is the largest H2CData PDU the target accepts (ICResp
+	// MAXH2CDATA) and the most data one R2T asks for: a larger write is
+	// fetched with several R2Ts, as many outstanding at once as the host's
+	// MAXR2T allows (at most 8). Default and upper bound 128 KiB, the
+	// largest transfer; at least 4 KiB.
+	MaxH2CData int
+	// Log, if set, is told (from a worker goroutine) about each association
+	// the target tears down on its own, such as a host that stopped sending
+	// within its Keep Alive Timeout.
+	Log func(error)
 }
 
 const (
@@ -65,6 +78,7 @@ const (
 	tgtMaxXfer  = nvme.PageSize << tgtMDTS
 	tgtInCap    = 16 << 10 // in-capsule data on I/O queues
 	tgtMaxH2C   = 128 << 10
+	tgtMaxR2T   = 8 // R2Ts outstanding per command, at most (TTag = slot<<3 | index)
 	tgtRxBuf    = 256 << 10
 	tgtTxBuf    = 512 << 10
 	maxAER      = 4
@@ -87,6 +101,9 @@ type Target struct {
 	closed atomic.Bool
 	wg     sync.WaitGroup
 	stop   chan struct{}
+	cp     *tcompute // the exported compute device, or nil
+
+	sleepIdle bool // Run's workers never sleep on their sockets (benchmark baseline)
 }
 
 // NewTarget prepares a target; Serve accepts connections and the workers
@@ -104,6 +121,10 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 	if cfg.MaxQueueDepth <= 1 || cfg.MaxQueueDepth > 128 {
 		cfg.MaxQueueDepth = 128
 	}
+	if cfg.MaxH2CData <= 0 || cfg.MaxH2CData > tgtMaxH2C {
+		cfg.MaxH2CData = tgtMaxH2C
+	}
+	cfg.MaxH2CData = max(cfg.MaxH2CData, 4096)
 	if cfg.MaxIOQueues <= 0 || cfg.MaxIOQueues > maxQID {
 		cfg.MaxIOQueues = 64
 	}
@@ -120,6 +141,9 @@ func NewTarget(cfg TargetConfig) (*Target, error) {
 		}
 	}
 	t := &Target{cfg: cfg, ctrls: map[uint16]*tctrl{}, stop: make(chan struct{})}
+	if err := t.initCompute(); err != nil {
+		return nil, err
+	}
 	for i := 0; i < cfg.Workers; i++ {
 		t.workers = append(t.workers, &Worker{t: t, id: i, chans: make([]NSChannel, len(cfg.Namespaces))})
 	}
@@ -156,12 +180,20 @@ func (t *Target) Serve(ln net.Listener) error {
 		w.incoming = append(w.incoming, nc.(*net.TCPConn))
 		w.nIncoming.Store(int32(len(w.incoming)))
 		w.mu.Unlock()
+		w.wt.kick()
 	}
 }
 
 // Run serves ln and polls every worker on a goroutine of its own, locked
-// to an OS thread, until Close. Idle workers back off to short sleeps.
+// to an OS thread, until Close. A worker that finds nothing to do for a few
+// polls, with no I/O in progress, sleeps until one of its sockets is
+// readable; one waiting for its namespaces backs off to short sleeps.
 func (t *Target) Run(ln net.Listener) {
+	for _, w := range t.workers {
+		if err := w.wt.init(); err != nil && t.cfg.Log != nil {
+			t.cfg.Log(errors.Wrapf(err, "nvme/tcp: worker %d polls without sleeping on its sockets", w.id))
+		}
+	}
 	t.wg.Add(1 + len(t.workers))
 	go func() {
 		defer t.wg.Done()
@@ -185,7 +217,15 @@ func (t *Target) Run(ln net.Listener) {
 				}
 				idle++
 				switch {
-				case idle < 256:
+				case idle < runSpin:
+				case !w.wt.ioActive && w.wt.ready && !t.sleepIdle:
+					// Serve and Close kick the eventfd after they
+					// hand over a connection or stop: no wake-up is lost.
+					if w.nIncoming.Load() == 0 && !t.closed.Load() {
+						w.wt.sleep(runSleep)
+						w.wt.slept = true // keep-alive checks at the next poll
+					}
+					idle = 0
 				case idle < 512:
 					runtime.Gosched()
 				default:
@@ -208,6 +248,10 @@ func (t *Target) Close() error {
 	if ln != nil {
 		ln.Close()
 	}
+	// Kick sleeping workers: they see closed and do not sleep again.
+	for _, w := range t.workers {
+		w.wt.kick()
+	}
 	close(t.stop)
 	t.wg.Wait()
 	return nil
@@ -224,7 +268,7 @@ type tctrl struct {
 	csts      atomic.Uint32
 	gen       atomic.Uint32 // bumped by a reset: I/O queues of older generations close
 	dead      atomic.Bool
-	kato      uint32
+	kato      uint32 // Keep Alive Timeout in ms, 0: none; admin queue's worker only
 
 	mu     sync.Mutex
 	queues map[uint16]*tqueue
@@ -249,6 +293,7 @@ func (t *Target) dropCtrl(c *tctrl) {
 	t.mu.Lock()
 	delete(t.ctrls, c.cntlid)
 	t.mu.Unlock()
+	t.releaseCompute(c)
 }
 
 // stats sums the counters of every queue of the controller.
@@ -275,6 +320,7 @@ type Worker struct {
 	queues    []*tqueue
 	chans     []NSChannel
 	chanErr   []error
+	wt        waiter
 }
 
 // Poll accepts handed-over connections, polls the namespace channels and
@@ -290,6 +336,7 @@ func (w *Worker) Poll() int {
 		for _, nc := range in {
 			if q, err := w.newQueue(nc); err == nil {
 				w.queues = append(w.queues, q)
+				w.wt.watch(q.c)
 			} else {
 				nc.Close()
 			}
@@ -301,9 +348,12 @@ func (w *Worker) Poll() int {
 			work += ch.Poll()
 		}
 	}
+	work += w.pollCompute()
+	active := false
 	for i := 0; i < len(w.queues); {
 		q := w.queues[i]
 		work += q.poll()
+		active = active || q.inflight > 0 || len(q.work) > 0 || q.c.pending()
 		if q.finished() {
 			q.release()
 			last := len(w.queues) - 1
@@ -314,6 +364,9 @@ func (w *Worker) Poll() int {
 		}
 		i++
 	}
+	w.wt.ioActive = active
+	w.wt.slept = false
+	w.wt.idlePoll(work)
 	return work
 }
 
@@ -332,6 +385,7 @@ func (w *Worker) Close() {
 				ch.Poll()
 			}
 		}
+		w.pollCompute()
 		for _, q := range w.queues {
 			busy = busy || q.inflight > 0
 		}
@@ -350,6 +404,8 @@ func (w *Worker) Close() {
 			w.chans[i] = nil
 		}
 	}
+	w.closeCompute()
+	w.wt.close()
 }
 
 func (w *Worker) channel(nsid uint32) (NSChannel, error) {
@@ -387,6 +443,17 @@ type tcmd struct {
 	dw0    uint32
 	dw1    uint32
 	status uint16
+
+	r2tNext int               // the offset the next R2T asks for
+	r2tOut  int               // R2Ts outstanding
+	r2ts    [tgtMaxR2T]tgtR2T // by TTag&7
+}
+
+// tgtR2T is an R2T the target sent: the data range it asked for and how
+// much of it has arrived.
+type tgtR2T struct {
+	off, end, got int
+	live          bool
 }
 
 // tqueue is one connection: an admin or I/O queue of a controller.
@@ -404,11 +471,21 @@ type tqueue struct {
 	spare    []uint16
 	inflight int
 	cur      uint16 // the slot of the capsule being received
+	maxR2T   int    // R2Ts per command the host takes (ICReq MAXR2T+1, at most tgtMaxR2T)
 	closing  bool
 	aers     int
 	adminBuf []byte
 	term     [pdu.MaxTermData]byte
 
+	// Keep-alive (admin queue): the controller's command count when it
+	// last changed, and when.
+	kaPolls uint32
+	kaSum   uint64
+	kaLast  time.Time
+
+	// cmdsRx counts the capsules received; the admin queue's keep-alive
+	// check sums it over the controller's queues.
+	cmdsRx                           atomic.Uint64
 	nReads, nWrites, bRead, bWritten atomic.Uint64
 }
 
@@ -418,8 +495,9 @@ func (w *Worker) newQueue(nc *net.TCPConn) (*tqueue, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.lim.MaxData = tgtMaxH2C
+	c.lim.MaxData = uint32(w.t.cfg.MaxH2CData)
 	q.c = c
+	q.maxR2T = 1
 	// Until Connect sizes the queue, one slot takes the Connect command.
 	q.setDepth(1)
 	return q, nil
@@ -476,7 +554,53 @@ func (q *tqueue) poll() int {
 	if q.c.err != nil {
 		q.closing = true
 	}
+	if q.qid == 0 && q.ctrl != nil && q.ctrl.kato != 0 {
+		if q.kaPolls++; q.kaPolls&kaCheckEvery == 0 || q.w.wt.slept {
+			q.checkKeepAlive(time.Now())
+		}
+	}
 	return work
+}
+
+// kaCheckEvery+1 is how many polls of an admin queue pass between its
+// keep-alive checks (or one, after the worker slept); kasUnit is the granularity (KAS) of the target's Keep
+// Alive Timer.
+const (
+	kaCheckEvery = 63
+	kasUnit      = 100 * time.Millisecond
+)
+
+// checkKeepAlive enforces the controller's Keep Alive Timeout: any command
+// on any of its queues restarts the timer (traffic-based keep-alive, as
+// Identify Controller advertises); a host silent for KATO, rounded up to
+// the KAS granularity, has its association torn down — the controller
+// fails (CSTS.CFS), its admin connection closes, and its I/O queues close
+// and are freed once their namespace I/O has finished.
+func (q *tqueue) checkKeepAlive(now time.Time) {
+	c := q.ctrl
+	var sum uint64
+	c.mu.Lock()
+	for _, x := range c.queues {
+		sum += x.cmdsRx.Load()
+	}
+	c.mu.Unlock()
+	if sum != q.kaSum || q.kaLast.IsZero() {
+		q.kaSum, q.kaLast = sum, now
+		return
+	}
+	kato := time.Duration(c.kato) * time.Millisecond
+	limit := (kato + kasUnit - 1) / kasUnit * kasUnit
+	if idle := now.Sub(q.kaLast); idle > limit {
+		err := errors.Errorf("%s: keep-alive timeout: nothing from host %s (controller %d) for %v, KATO %v: association torn down",
+			q.c.name, c.hostnqn, c.cntlid, idle.Round(time.Millisecond), kato)
+		c.csts.Store(c.csts.Load() | nvme.CSTSFatal)
+		q.w.t.dropCtrl(c) // its I/O queues close at their next poll
+		q.c.fail(err, 0)
+		q.closing = true
+		if log := q.w.t.cfg.Log; log != nil {
+			log(err)
+		}
+	}
 }
 
 // progress sends R2Ts, retries busy submissions and sends responses, in
@@ -488,7 +612,8 @@ func (q *tqueue) progress() int {
 	done := 0
 	keep := q.spare[:0]
 	blocked := false
-	for _, slot := range q.work {
+	n := len(q.work) // a retried submission that fails appends its response
+	for _, slot := range q.work[:n] {
 		cmd := &q.cmds[slot]
 		if blocked {
 			keep = append(keep, slot)
@@ -496,17 +621,11 @@ func (q *tqueue) progress() int {
 		}
 		switch cmd.state {
 		case tNeedR2T:
-			if q.c.room() < pdu.R2TLen+pdu.DigestLen {
+			if !q.sendR2Ts(slot) {
 				blocked = true
 				keep = append(keep, slot)
 				continue
 			}
-			n := pdu.R2TLen
-			if q.c.lim.HDGST {
-				n += pdu.DigestLen
-			}
-			pdu.PutR2T(q.c.put(n), pdu.Data{CCCID: cmd.cid, TTag: slot, Offset: 0, Length: uint32(cmd.n)}, q.c.lim.HDGST)
-			cmd.state = tRecv
 			done++
 		case tRetry:
 			q.submitIO(slot)
@@ -523,9 +642,37 @@ func (q *tqueue) progress() int {
 			done++
 		}
 	}
+	keep = append(keep, q.work[n:]...)
 	q.spare = q.work[:0]
 	q.work = keep
 	return done
+}
+
+// sendR2Ts sends slot's next R2Ts, each for at most MaxH2CData bytes, until
+// the host's MAXR2T are outstanding or the whole transfer is asked for; false
+// if the transmit buffer filled first (progress is kept).
+func (q *tqueue) sendR2Ts(slot uint16) bool {
+	cmd := &q.cmds[slot]
+	hl := pdu.R2TLen
+	if q.c.lim.HDGST {
+		hl += pdu.DigestLen
+	}
+	for cmd.r2tOut < q.maxR2T && cmd.r2tNext < cmd.n {
+		if q.c.room() < hl {
+			return false
+		}
+		k := 0
+		for cmd.r2ts[k].live {
+			k++
+		}
+		n := min(cmd.n-cmd.r2tNext, q.w.t.cfg.MaxH2CData)
+		cmd.r2ts[k] = tgtR2T{off: cmd.r2tNext, end: cmd.r2tNext + n, live: true}
+		pdu.PutR2T(q.c.put(hl), pdu.Data{CCCID: cmd.cid, TTag: slot<<3 | uint16(k), Offset: uint32(cmd.r2tNext), Length: uint32(n)}, q.c.lim.HDGST)
+		cmd.r2tNext += n
+		cmd.r2tOut++
+	}
+	cmd.state = tRecv
+	return true
 }
 
 // sendResponse queues the data and the CapsuleResp of slot; false if the
@@ -570,14 +717,15 @@ func (q *tqueue) respond(slot uint16, dw0 uint32, status uint16) {
 }
 
 // Complete implements nvme.Completer for the namespace channels.
-func (q *tqueue) Complete(tag uint64, _ uint64, err error) {
+func (q *tqueue) Complete(tag uint64, res uint64, err error) {
 	slot := uint16(tag)
 	q.inflight--
 	if q.closing {
 		q.cmds[slot].state = tFree
 		return
 	}
-	q.respond(slot, 0, errStatus(err))
+	q.cmds[slot].dw1 = uint32(res >> 32)
+	q.respond(slot, uint32(res), errStatus(err))
 }
 
 func errStatus(err error) uint16 {
@@ -602,6 +750,7 @@ func (q *tqueue) pduHeader(h pdu.Header, hdr []byte, dataLen int) ([]byte, uint1
 		q.free = q.free[:len(q.free)-1]
 		cmd := &q.cmds[slot]
 		*cmd = tcmd{state: tRecv, buf: cmd.buf}
+		q.cmdsRx.Store(q.cmdsRx.Load() + 1)
 		copy(cmd.sqe[:], hdr[pdu.CommonLen:pdu.CapsuleCmdLen])
 		cmd.cid = le.Uint16(cmd.sqe[2:])
 		q.sqhd++
@@ -624,14 +773,19 @@ func (q *tqueue) pduHeader(h pdu.Header, hdr []byte, dataLen int) ([]byte, uint1
 		cmd.n = n
 		return q.slotBuf(slot, n), 0, nil
 	case pdu.TypeH2CData:
+		// The transfer tag names the slot and the R2T; within an R2T the
+		// data comes in order, so overlaps and gaps are refused.
 		d, _ := pdu.ParseData(hdr)
-		if int(d.TTag) >= len(q.cmds) || q.cmds[d.TTag].state != tRecv || q.cmds[d.TTag].cid != d.CCCID || q.cmds[d.TTag].c2h {
+		slot, k := int(d.TTag>>3), int(d.TTag&7)
+		if slot >= len(q.cmds) || (q.cmds[slot].state != tRecv && q.cmds[slot].state != tNeedR2T) || q.cmds[slot].cid != d.CCCID ||
+			q.cmds[slot].c2h || !q.cmds[slot].r2ts[k].live {
 			return nil, pdu.FESInvalidHeader, errors.Errorf("%s: H2CData for command %d, transfer tag %d, which awaits no data", q.c.name, d.CCCID, d.TTag)
 		}
-		cmd := &q.cmds[d.TTag]
-		if int(d.Length) != dataLen || int(d.Offset) != cmd.got || int(d.Offset)+dataLen > cmd.n {
-			return nil, pdu.FESOutOfRange, errors.Errorf("%s: H2CData for command %d at offset %d, %d bytes (PDU carries %d): expected offset %d within %d bytes",
-				q.c.name, d.CCCID, d.Offset, d.Length, dataLen, cmd.got, cmd.n)
+		cmd := &q.cmds[slot]
+		r := &cmd.r2ts[k]
+		if int(d.Length) != dataLen || int(d.Offset) != r.off+r.got || int(d.Offset)+dataLen > r.end {
+			return nil, pdu.FESOutOfRange, errors.Errorf("%s: H2CData for command %d at offset %d, %d bytes (PDU carries %d): expected offset %d within the R2T for bytes %d..%d",
+				q.c.name, d.CCCID, d.Offset, d.Length, dataLen, r.off+r.got, r.off, r.end)
 		}
 		return cmd.buf[d.Offset : int(d.Offset)+dataLen], 0, nil
 	case pdu.TypeH2CTermReq:
@@ -663,7 +817,8 @@ func (q *tqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 		}
 		q.c.lim.HDGST, q.c.lim.DDGST, q.c.lim.Align = r.HDGST, r.DDGST, (r.HPDA+1)*4
 		var b [pdu.ICLen]byte
-		pdu.PutICResp(b[:], pdu.ICResp{HDGST: r.HDGST, DDGST: r.DDGST, MaxH2CData: tgtMaxH2C})
+		q.maxR2T = int(min(r.MaxR2T, tgtMaxR2T-1)) + 1
+		pdu.PutICResp(b[:], pdu.ICResp{HDGST: r.HDGST, DDGST: r.DDGST, MaxH2CData: uint32(q.w.t.cfg.MaxH2CData)})
 		copy(q.c.put(pdu.ICLen), b[:])
 		q.c.init = true
 	case pdu.TypeCapsuleCmd:
@@ -694,7 +849,8 @@ func (q *tqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 			q.respond(slot, 0, statusField(0, scSGLLengthInval))
 			return 0, nil
 		case dir == 1:
-			cmd.n, cmd.got = n, 0
+			cmd.n, cmd.got, cmd.r2tNext, cmd.r2tOut = n, 0, 0, 0
+			clear(cmd.r2ts[:])
 			q.slotBuf(slot, n)
 			cmd.state = tNeedR2T
 			q.work = append(q.work, slot)
@@ -706,13 +862,27 @@ func (q *tqueue) pduDone(h pdu.Header, hdr []byte) (uint16, error) {
 		q.execute(slot)
 	case pdu.TypeH2CData:
 		d, _ := pdu.ParseData(hdr)
-		cmd := &q.cmds[d.TTag]
+		slot := d.TTag >> 3
+		cmd := &q.cmds[slot]
+		r := &cmd.r2ts[d.TTag&7]
+		r.got += int(d.Length)
 		cmd.got += int(d.Length)
-		if cmd.got == cmd.n {
-			if h.Flags&pdu.FlagLast == 0 {
-				return pdu.FESInvalidHeader, errors.Errorf("%s: H2CData for command %d completes the transfer without LAST", q.c.name, d.CCCID)
-			}
-			q.execute(d.TTag)
+		last := r.off+r.got == r.end
+		if last != (h.Flags&pdu.FlagLast != 0) {
+			return pdu.FESInvalidHeader, errors.Errorf("%s: H2CData for command %d ends at offset %d with LAST %v; its R2T asked for bytes %d..%d",
+				q.c.name, d.CCCID, r.off+r.got, !last, r.off, r.end)
+		}
+		if !last {
+			return 0, nil
+		}
+		r.live = false
+		cmd.r2tOut--
+		switch {
+		case cmd.got == cmd.n:
+			q.execute(slot)
+		case cmd.state == tRecv && cmd.r2tNext < cmd.n:
+			cmd.state = tNeedR2T
+			q.work = append(q.work, slot)
 		}
 	case pdu.TypeH2CTermReq:
 		tr, _ := pdu.ParseTerm(hdr)
@@ -747,6 +917,10 @@ func (q *tqueue) submitIO(slot uint16) {
 	opc := cmd.sqe[0]
 	nsid := le.Uint32(cmd.sqe[4:])
 	nss := q.w.t.cfg.Namespaces
+	if kind, mi := q.w.t.nsKind(nsid); kind == nsCP || kind == nsMem {
+		q.submitCompute(slot, kind, mi)
+		return
+	}
 	if nsid == 0 || int(nsid) > len(nss) {
 		q.respond(slot, 0, statusField(0, scInvalidNS))
 		return
@@ -826,7 +1000,7 @@ func (q *tqueue) fabrics(slot uint16) {
 		switch le.Uint32(s[44:]) {
 		case nvme.RegCAP:
 			mqes := uint64(q.w.t.cfg.MaxQueueDepth - 1)
-			v = mqes | 1<<16 | 10<<24 | uint64(nvme.CSSNVM)<<37
+			v = mqes | 1<<16 | 10<<24 | q.w.t.css()<<37
 		case nvme.RegVS:
 			v = 0x00010400
 		case nvme.RegCC:
@@ -959,6 +1133,10 @@ func (q *tqueue) admin(slot uint16) {
 		}
 		b := cmd.buf[:cmd.n]
 		clear(b)
+		if done, st := q.identifyCompute(uint8(cdw10), le.Uint32(s[4:]), uint8(cdw11>>24), b); done {
+			q.respond(slot, 0, st)
+			return
+		}
 		if !q.identify(uint8(cdw10), le.Uint32(s[4:]), b) {
 			q.respond(slot, 0, statusField(0, scInvalidField))
 			return
@@ -973,6 +1151,12 @@ func (q *tqueue) admin(slot uint16) {
 			q.respond(slot, n|n<<16, 0)
 		case 0x0b, 0x0e: // Async Event Configuration, Timestamp
 			q.respond(slot, 0, 0)
+		case nvme.FeatIOCSProfile: // the one combination of CNS 1Ch
+			if s[0] == adminSetFeatures && (cdw11&0x1ff != 0 || q.w.t.cp == nil) {
+				q.respond(slot, 0, statusField(0, scInvalidField))
+				return
+			}
+			q.respond(slot, 0, 0)
 		case 0x0f: // Keep Alive Timer
 			if s[0] == adminSetFeatures {
 				c.kato = le.Uint32(s[44:])
@@ -985,6 +1169,8 @@ func (q *tqueue) admin(slot uint16) {
 		q.respond(slot, 0, 0)
 	case adminAbort:
 		q.respond(slot, 1, 0) // not aborted: commands run to completion
+	case nvme.AdminLoadProgram, nvme.AdminProgActMgmt, nvme.AdminMemRangeSetMg:
+		q.computeAdmin(slot)
 	case adminAsyncEvent:
 		if q.aers >= maxAER {
 			q.respond(slot, 0, statusField(sctCommandSpecific, 0x05)) // AER limit exceeded
@@ -1026,19 +1212,20 @@ func (q *tqueue) identify(cns uint8, nsid uint32, b []byte) bool {
 		le.PutUint16(b[78:], c.cntlid)
 		le.PutUint32(b[80:], 0x00010400)
 		le.PutUint32(b[92:], 0)
-		b[111] = 1 // I/O controller
+		le.PutUint32(b[96:], 1<<6) // CTRATT: traffic-based keep-alive
+		b[111] = 1                 // I/O controller
 		if c.discovery {
 			b[111] = 2
 			b[77] = 0
 		}
-		b[258] = 3                  // ACL
-		b[259] = maxAER - 1         // AERL
-		b[261] = 1 << 2             // LPA: extended data for Get Log Page
-		le.PutUint16(b[320:], 10)   // KAS: 1 s granularity
-		b[512], b[513] = 0x66, 0x44 // SQES, CQES
+		b[258] = 3                                                    // ACL
+		b[259] = maxAER - 1                                           // AERL
+		b[261] = 1 << 2                                               // LPA: extended data for Get Log Page
+		le.PutUint16(b[320:], uint16(kasUnit/(100*time.Millisecond))) // KAS
+		b[512], b[513] = 0x66, 0x44                                   // SQES, CQES
 		le.PutUint16(b[514:], uint16(t.cfg.MaxQueueDepth))
 		if !c.discovery {
-			le.PutUint32(b[516:], uint32(len(nss)))
+			le.PutUint32(b[516:], uint32(t.nsCount()))
 			le.PutUint16(b[520:], nvme.ONCSWriteZeroes)
 		}
 		le.PutUint32(b[536:], 1|1<<20) // SGLS: SGLs, offsets (in-capsule data)
@@ -1077,7 +1264,7 @@ func (q *tqueue) identify(cns uint8, nsid uint32, b []byte) bool {
 			return true
 		}
 		j := 0
-		for i := range nss {
+		for i := 0; i < t.nsCount(); i++ {
 			if id := uint32(i + 1); id > nsid && j < 1024 {
 				le.PutUint32(b[4*j:], id)
 				j++

@@ -36,6 +36,7 @@ var requiredGuestTests = []string{
 	"TestP2PCopyOverVFIO",
 	"TestP2PStagedScanOverVFIO",
 	"TestKernelHostAgainstServe",
+	"TestKernelHostAgainstServeWithCompute",
 	"TestHostAgainstKernelTarget",
 }
 

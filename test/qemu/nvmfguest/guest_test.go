@@ -14,6 +14,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/bdev"
 	"github.com/bpfblk/bpfblk/nvme"
+	"github.com/bpfblk/bpfblk/nvme/mock"
 	"github.com/bpfblk/bpfblk/nvme/nvmetest"
 	"github.com/bpfblk/bpfblk/nvme/tcp"
 	"github.com/bpfblk/bpfblk/nvmf"
@@ -33,6 +34,32 @@ func guest(t *testing.T) {
 // both against what the target's bdev holds.
 func TestKernelHostAgainstServe(t *testing.T) {
 	guest(t)
+	kernelHostRoundTrip(t, nil)
+}
+
+// TestKernelHostAgainstServeWithCompute does the same with a compute
+// controller's compute and memory namespaces exported beside the NVM
+// namespace (the command sets of CAP.CSS bit 6, CNS 1Ch, CSI descriptors):
+// the kernel, which has no driver for them, still brings the controller up
+// and serves the NVM namespace, and only it becomes a block device.
+func TestKernelHostAgainstServeWithCompute(t *testing.T) {
+	guest(t)
+	mc, err := mock.NewController(mock.NewBus(), mock.Config{Serial: "CSD", Namespaces: []mock.NamespaceConfig{
+		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP}, {Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nvme.NewController(mc, nvme.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close(); mc.Close() }()
+	kernelHostRoundTrip(t, c)
+}
+
+// kernelHostRoundTrip serves a malloc bdev (and compute's namespaces if
+// not nil) and has the kernel's nvme-tcp host write and read it.
+func kernelHostRoundTrip(t *testing.T, compute *nvme.Controller) {
 	g, err := poller.Start(poller.Config{NoPin: true})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +71,7 @@ func TestKernelHostAgainstServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	srv, err := nvmf.Listen("127.0.0.1:4420", nvmf.Config{Bdevs: []*bdev.Bdev{m}, Reactors: g.Reactors()})
+	srv, err := nvmf.Listen("127.0.0.1:4420", nvmf.Config{Bdevs: []*bdev.Bdev{m}, Reactors: g.Reactors(), Compute: compute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +106,10 @@ func TestKernelHostAgainstServe(t *testing.T) {
 			t.Fatalf("no /dev/nvme%dn* after 60 s", inst)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the scan of the namespace list ends
+	if ms, _ := filepath.Glob(fmt.Sprintf("/dev/nvme%dn*", inst)); len(ms) != 1 {
+		t.Fatalf("block devices %v: want one, of the NVM namespace", ms)
 	}
 	size := 4 << 20
 	buf, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_ANON|unix.MAP_PRIVATE)

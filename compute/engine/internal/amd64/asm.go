@@ -472,6 +472,9 @@ func (a *Asm) Jmp(l Label) {
 // JmpR jumps to the address in r.
 func (a *Asm) JmpR(r Reg) { a.rr(0, []byte{0xff}, 4, r) }
 
+// CallR calls the address in r.
+func (a *Asm) CallR(r Reg) { a.rr(0, []byte{0xff}, 2, r) }
+
 // JmpM jumps to the address stored at m.
 func (a *Asm) JmpM(m Mem) { a.rm(0, []byte{0xff}, 4, m) }
 

@@ -18,6 +18,8 @@ var encodings = []struct {
 	want string
 }{
 	{func(a *Asm) { a.ALURR(Add, W64, RAX, RDI) }, "add rax,rdi"},
+	{func(a *Asm) { a.CallR(R11) }, "call r11"},
+	{func(a *Asm) { a.CallR(RAX) }, "call rax"},
 	{func(a *Asm) { a.ALURR(Sub, W32, R9, R15) }, "sub r9d,r15d"},
 	{func(a *Asm) { a.ALURR(Xor, W64, R12, R13) }, "xor r12,r13"},
 	{func(a *Asm) { a.ALURR(Cmp, W32, RSI, RDX) }, "cmp esi,edx"},

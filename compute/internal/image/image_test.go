@@ -12,7 +12,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/bpfblk/bpfblk/compute/engine"
-	"github.com/bpfblk/bpfblk/compute/image"
+	"github.com/bpfblk/bpfblk/compute/internal/image"
 	"github.com/bpfblk/bpfblk/compute/verifier"
 	"github.com/bpfblk/bpfblk/filters"
 )
