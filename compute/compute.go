@@ -22,10 +22,20 @@
 // end (Stats.Cores shows what each reactor did). Offloaded targets are
 // driven the same way: per compute device, one job per reactor (as many as
 // the chunks keep busy), each through its own queue pair, takes chunks from
-// every target offloaded to that device. A job's chunk slots (device memory
-// and a memory range set each) serve its targets in turn, so a scan takes
-// of a device what its reactors keep in flight, however many targets it
-// has, and gives it all back when it ends.
+// every target offloaded to that device. A target that several compute
+// devices reach goes to all of them: their jobs take its chunks from its one
+// cursor, so one large namespace is split by ranges over the devices as it
+// is over the reactors, and a faster device takes more. A job's chunk slots
+// (device memory and a memory range set each) serve its targets in turn, so
+// a scan takes of a device what its reactors keep in flight (no more than
+// its share of the chunks keeps busy), however many targets it has, and
+// gives it all back when it ends.
+//
+// Both kinds of job are one loop (job.go: scanLoop) that takes chunks,
+// delivers their matches and finishes, abandons and tears down the same
+// way; what differs (a host worker reads a chunk and runs the program, an
+// offload job has the device copy, execute and hand back the match list)
+// sits behind jobSteps.
 //
 // Stats.Targets says where each target ran and, when PlaceAuto kept it on
 // the host, why (no compute device, none that reaches the namespace, a

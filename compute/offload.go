@@ -41,6 +41,11 @@ const offloadTimeout = 10 * time.Second
 // the result header; more take a second read.
 const firstRead = 14
 
+// minTransfer is the smallest largest transfer (nvme.Controller.MaxTransfer)
+// a compute device must allow: the first Memory Read of a match list, the
+// result header and firstRead values, in one command.
+const minTransfer = nvme.ExecResultSize + 8*firstRead
+
 // offDevice is one compute controller prepared for a scan: the program loaded
 // and active, its memory taken from the process-wide pool of the namespace.
 type offDevice struct {
@@ -92,6 +97,10 @@ func openOffload(devs []*nvme.Controller, img []byte) ([]*offDevice, error) {
 		d.pool = poolFor(c, d.slm, d.size)
 		if uint64(len(img)) > uint64(d.cn.Info.MaxProgram) || d.cn.Info.ProgTypes&1 == 0 {
 			continue
+		}
+		if mt := c.MaxTransfer(); mt < minTransfer {
+			closeOffload(out)
+			return nil, errors.Errorf("compute: %s moves at most %d bytes per command; reading back a match list takes %d", c.Name(), mt, minTransfer)
 		}
 		// Loading and activating are two commands, so two scans of this
 		// process could otherwise pick the same free slot in between.
@@ -284,7 +293,7 @@ func (d *offDevice) state(p *engine.Program) ([]engine.MapData, uint64, error) {
 	moved := uint64(0)
 	read := func(at, n int) error {
 		for n > 0 {
-			k := min(n, d.c.MaxTransfer())
+			k := min(n, d.c.MaxTransfer()&^7)
 			if _, err := syncCommand(qp, func(cb nvme.Completer) error { return qp.MemoryRead(d.slm, off+uint64(at), buf, at, k, cb, 0) }); err != nil {
 				return err
 			}
@@ -308,48 +317,33 @@ func (d *offDevice) state(p *engine.Program) ([]engine.MapData, uint64, error) {
 }
 
 // offJob scans the targets offloaded to one compute device from one reactor,
-// through its own queue pair to the device. It takes chunks from the
-// targets' cursors, shared with the device's other jobs, a target at a time
-// like a host worker; its chunk slots (device memory and a memory range set
-// each) serve every target in turn, so what a scan takes of a device does
-// not grow with the number of targets.
+// through its own queue pair to the device. Its scanLoop takes chunks from
+// the targets' cursors, shared with the device's other jobs, a target at a
+// time like a host worker; its chunk slots (device memory and a memory
+// range set each) serve every target in turn, so what a scan takes of a
+// device does not grow with the number of targets.
 type offJob struct {
 	_ [64]byte // nothing of another job's on this one's cache lines
-	jobBase
-	dev     *offDevice
-	qp      *nvme.QueuePair
-	typ     abi.Type
-	targets []*offTarget // shared, read-only but for the cursors
-	cur     int          // the target chunks are taken from
-	visited int          // targets found handed out
-	chunks  []offChunk
-	// perTarget and perBlocks count, by target, the bytes scanned and
-	// the distinct matching blocks found.
-	perTarget, perBlocks []uint64
-	// pending are chunks whose matches did not fit in the ring yet.
-	pending  []*offChunk
-	stopping bool
-	poll     *poller.Poller
-	toHost   uint64
+	scanLoop
+	dev    *offDevice
+	qp     *nvme.QueuePair
+	ots    []*offTarget // the loop's targets; shared, read-only but for the cursors
+	chunks []offChunk
+	toHost uint64
 	// fetched counts the data bytes of chunks whose match list overflowed,
 	// read back to host memory and run there again.
 	fetched uint64
 	emitCap int // values a chunk's output range holds
-	emits
-	exe  *engine.Executable
-	inst *engine.Instance // for chunks run again on the host; made on first use
-	_    [64]byte
+	exe     *engine.Executable
+	inst    *engine.Instance // for chunks run again on the host; made on first use
+	_       [64]byte
 }
 
 // offTarget is one target of an offload job.
 type offTarget struct {
-	cur    *cursor
-	index  int // index into the targets given to Scan
-	name   string
+	loopTarget
 	ns     *nvme.Namespace
 	srcCtl uint16
-	nsid   uint32
-	bs     uint64
 }
 
 // Chunk states: which command is outstanding.
@@ -362,6 +356,7 @@ const (
 )
 
 type offChunk struct {
+	slot
 	j       *offJob
 	dataOff uint64 // SLM offset of the data range
 	outOff  uint64 // SLM offset of the output range
@@ -371,36 +366,33 @@ type offChunk struct {
 	srcs    []nvme.MemCopySource
 	state   int
 	t       *offTarget
-	tk      int // index of t in j.targets
-	lba     uint64
-	blocks  uint64
 	count   int // values in the output range
 	got     int // bytes read back so far (match list or data)
 	t0      time.Time
 	emit    []uint64 // the values read back, or of a run again on the host
-	delivery
-	seen []uint64 // a bit per block of the chunk
 }
 
 // newOffJob makes a job on r over the targets mine (indexes into targets)
-// offloaded to d; curs are the targets' cursors.
-func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Target, mine []int, curs []*cursor, exe *engine.Executable, opts Options) (*offJob, error) {
-	ring, err := poller.NewSPSC[Match](4096)
-	if err != nil {
-		return nil, err
-	}
-	j := &offJob{jobBase: jobBase{r: r, matches: ring, done: make(chan struct{})},
-		dev: d, typ: exe.Program().Type, exe: exe}
+// offloaded to d, with up to slots chunks in flight; curs are the targets'
+// cursors.
+func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Target, mine []int, curs []*cursor, exe *engine.Executable, slots int, opts Options) (*offJob, error) {
+	j := &offJob{dev: d, exe: exe}
 	var per, bytes uint64
+	var lts []*loopTarget
 	for _, ti := range mine {
 		b := bases[targets[ti].Base]
 		c, ns := bdev.NVMeNamespace(b)
-		t := &offTarget{cur: curs[ti], index: ti, name: b.Name(), ns: ns, srcCtl: cntlid(d.c, c), nsid: ns.ID, bs: uint64(ns.BlockSize)}
-		j.targets = append(j.targets, t)
+		t := &offTarget{loopTarget: loopTarget{cur: curs[ti], index: ti, name: b.Name(), nsid: ns.ID, bs: uint64(ns.BlockSize)}, ns: ns, srcCtl: cntlid(d.c, c)}
+		j.ots = append(j.ots, t)
+		lts = append(lts, &t.loopTarget)
 		per, bytes = max(per, t.cur.per), max(bytes, t.cur.per*t.bs)
 	}
-	j.cur = int(r.Core()) % len(j.targets) // spread the jobs' first targets
-	j.perTarget, j.perBlocks = make([]uint64, len(j.targets)), make([]uint64, len(j.targets))
+	var err error
+	if j.scanLoop, err = newScanLoop(r, "offload", j, exe.Program().Type, lts); err != nil {
+		return nil, err
+	}
+	j.note = "offloaded to " + d.c.Name()
+	j.cur = int(r.Core()) % len(lts) // spread the jobs' first targets
 	first, bound := emitSizes(exe.Program(), per, bytes, opts.EmitCap)
 	j.emits = emits{bound: bound, rerun: !hasWritableMaps(exe.Program())}
 	// The output range: the whole bound for a program whose runs cannot be
@@ -420,10 +412,8 @@ func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Ta
 	if srcs > 128 {
 		return nil, errors.New("compute: chunk too large for one Memory Copy")
 	}
-	// A chunk waits for three commands in turn, so offload keeps twice the
-	// host's chunks in flight; fewer if the device runs out of memory or
-	// range sets.
-	j.chunks = make([]offChunk, 2*opts.InFlight)
+	// Fewer chunks if the device runs out of memory or range sets.
+	j.chunks = make([]offChunk, max(slots, 1))
 	for i := range j.chunks {
 		ch := &j.chunks[i]
 		mark := len(d.held)
@@ -455,10 +445,14 @@ func newOffJob(r *poller.Reactor, d *offDevice, bases []*bdev.Bdev, targets []Ta
 			j.free()
 			return nil, err
 		}
-		*ch = offChunk{j: j, dataOff: dataOff, outOff: outOff, rsid: rs, buf: buf,
-			srcs: make([]nvme.MemCopySource, 0, srcs), emit: make([]uint64, emitCap), seen: make([]uint64, (per+63)/64)}
+		*ch = offChunk{slot: slot{i: i, seen: make([]uint64, (per+63)/64)}, j: j, dataOff: dataOff, outOff: outOff, rsid: rs, buf: buf,
+			srcs: make([]nvme.MemCopySource, 0, srcs), emit: make([]uint64, emitCap)}
 	}
-	j.pending = make([]*offChunk, 0, len(j.chunks))
+	ss := make([]*slot, len(j.chunks))
+	for i := range j.chunks {
+		ss[i] = &j.chunks[i].slot
+	}
+	j.setSlots(ss)
 	return j, nil
 }
 
@@ -482,120 +476,56 @@ func (j *offJob) free() error {
 	return first
 }
 
-func (j *offJob) start() error {
-	err := j.r.Call(func() error {
-		qp, err := j.dev.c.NewQueuePair(2*len(j.chunks) + 2)
-		if err != nil {
-			return err
-		}
-		p, err := j.r.Register("scan-offload", j.pollOnce, 0)
-		if err != nil {
-			cerr := qp.Close()
-			if cerr != nil {
-				j.qp = qp // the teardown tries again
-			}
-			return andThen(err, cerr)
-		}
-		j.qp, j.poll, j.running = qp, p, true
-		return nil
-	})
-	return errors.Wrapf(err, "compute: start offload on core %d", j.r.Core())
-}
-
-func (j *offJob) launch() error {
-	return j.jobBase.launch("offload", func() {
-		for i := range j.chunks {
-			j.issue(&j.chunks[i])
-		}
-	})
-}
-
-func (j *offJob) teardown() error {
-	if err := j.quiesce("offload", j.abandon); err != nil {
+// openQueues opens the job's queue pair to the device.
+func (j *offJob) openQueues() error {
+	qp, err := j.dev.c.NewQueuePair(2*len(j.chunks) + 2)
+	if err != nil {
 		return err
 	}
-	if j.qp != nil {
-		var err error
-		if j.r.Call(func() error { err = j.qp.Close(); return nil }) != nil {
-			err = j.qp.Close() // the reactor is gone; nothing is in flight
-		}
-		if err != nil {
-			return errors.Wrapf(err, "compute: close the offload queue pair of %s on core %d", j.dev.c.Name(), j.r.Core())
-		}
-		j.qp = nil
+	j.qp = qp
+	return nil
+}
+
+// closeQueues closes the job's queue pair; one that does not close stays,
+// for the teardown to try again.
+func (j *offJob) closeQueues() error {
+	if j.qp == nil {
+		return nil
 	}
-	return j.free()
-}
-
-// abandon makes the job finish once its commands are in; on the reactor.
-func (j *offJob) abandon() {
-	j.stopping, j.abandoned = true, true
-	j.pending = j.pending[:0]
-	j.finishIfIdle()
-}
-
-func (j *offJob) finishIfIdle() {
-	if j.finished.Load() || len(j.pending) > 0 || j.qp.Outstanding() > 0 || (!j.stopping && j.visited < len(j.targets)) {
-		return
+	if err := j.qp.Close(); err != nil {
+		return errors.Wrapf(err, "compute: close the offload queue pair of %s on core %d", j.dev.c.Name(), j.r.Core())
 	}
-	j.finish(j.poll)
+	j.qp = nil
+	return nil
 }
 
-// issue starts the next chunk in c: Memory Copy of its blocks into SLM.
-func (j *offJob) issue(c *offChunk) {
-	for !j.stopping && j.visited < len(j.targets) {
-		t := j.targets[j.cur]
-		lba, n, ok := t.cur.take()
-		if !ok {
-			j.cur = (j.cur + 1) % len(j.targets)
-			j.visited++
-			continue
-		}
-		c.t, c.tk, c.lba, c.blocks = t, j.cur, lba, n
-		c.srcs = c.srcs[:0]
-		for b := uint64(0); b < c.blocks; b += 65536 {
-			c.srcs = append(c.srcs, nvme.MemCopySource{Controller: t.srcCtl, NSID: t.nsid, LBA: c.lba + b, Blocks: uint32(min(65536, c.blocks-b))})
-		}
-		c.state = stCopy
-		err := j.qp.MemoryCopy(j.dev.slm, c.dataOff, c.srcs, c, 0)
-		if err == nil {
-			return
-		}
-		// Only a broken queue pair refuses a command here: end the job,
-		// and fault what is left of its targets, so no block goes
-		// unreported.
-		j.fault(c, errors.Wrap(err, "memory copy"))
-		j.stopping = true
-		for _, t := range j.targets {
-			if lba, n, ok := t.cur.rest(); ok {
-				j.faults = append(j.faults, ChunkFault{Target: t.index, Base: t.name, LBA: lba, Blocks: n,
-					Err: errors.Wrapf(err, "not offloaded to %s", j.dev.c.Name())})
-			}
-		}
+// submit starts chunk s: Memory Copy of its blocks into device memory.
+func (j *offJob) submit(s *slot) error {
+	c := &j.chunks[s.i]
+	t := j.ots[s.tk]
+	c.t = t
+	c.srcs = c.srcs[:0]
+	for b := uint64(0); b < c.blocks; b += 65536 {
+		c.srcs = append(c.srcs, nvme.MemCopySource{Controller: t.srcCtl, NSID: t.nsid, LBA: c.lba + b, Blocks: uint32(min(65536, c.blocks-b))})
 	}
+	c.state = stCopy
+	return j.qp.MemoryCopy(j.dev.slm, c.dataOff, c.srcs, c, 0)
 }
 
-func (j *offJob) fault(c *offChunk, err error) {
-	j.faults = append(j.faults, ChunkFault{Target: c.t.index, Base: c.t.name, LBA: c.lba, Blocks: c.blocks,
-		Err: errors.Wrapf(err, "offloaded to %s", j.dev.c.Name())})
+func (j *offJob) refusal() (chunk, rest string) {
+	return "memory copy", "not offloaded to " + j.dev.c.Name()
 }
+
+func (j *offJob) reap() int     { return j.qp.Process(0) }
+func (j *offJob) inFlight() int { return j.qp.Outstanding() }
 
 // Complete advances a chunk through copy, execute and read-back. It runs on
 // the job's reactor.
 func (c *offChunk) Complete(tag uint64, _ uint64, err error) {
-	j := c.j
 	if !c.step(tag, err) {
 		return // the next command of the chunk is in flight
 	}
-	if !j.deliver(c) {
-		if j.abandoned {
-			c.vals, c.sent = c.vals[:0], 0
-		} else {
-			j.pending = append(j.pending, c)
-			return
-		}
-	}
-	j.issue(c)
+	c.j.done(&c.slot)
 }
 
 // step handles the completion of the chunk's current command and submits
@@ -607,7 +537,7 @@ func (c *offChunk) step(tag uint64, err error) bool {
 	switch c.state {
 	case stCopy:
 		if err != nil {
-			j.fault(c, errors.Wrap(err, "memory copy into device memory"))
+			j.fault(&c.slot, errors.Wrap(err, "memory copy into device memory"))
 			return true
 		}
 		c.state = stExec
@@ -615,12 +545,9 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		next = j.qp.ExecuteProgram(j.dev.cn.CP, uint16(j.dev.slot), c.rsid, uint32(c.blocks*t.bs), c.lba, uint64(t.nsid)|t.bs<<32, 0, c, 0)
 	case stExec:
 		j.runNS += int64(time.Since(c.t0))
-		j.chunkCount++
-		j.scanned += c.blocks * t.bs
-		j.perTarget[c.tk] += c.blocks * t.bs
-		j.pubScanned.Store(j.scanned)
+		j.counted(&c.slot, c.blocks*t.bs)
 		if err != nil {
-			j.fault(c, errors.Wrap(err, "program"))
+			j.fault(&c.slot, errors.Wrap(err, "program"))
 			return true
 		}
 		c.state = stRead
@@ -628,7 +555,7 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		next = j.qp.MemoryRead(j.dev.slm, c.outOff, c.buf, 0, n, c, uint64(n))
 	case stRead:
 		if err != nil {
-			j.fault(c, errors.Wrap(err, "read back matches"))
+			j.fault(&c.slot, errors.Wrap(err, "read back matches"))
 			return true
 		}
 		j.toHost += tag
@@ -637,7 +564,7 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		if h.Flags&nvme.ExecOverflow != 0 || c.count > j.emitCap {
 			j.overflows++
 			if c.count <= j.emitCap {
-				j.fault(c, errors.Errorf("device reported an overflow of %d values in a %d-value output range", c.count, j.emitCap))
+				j.fault(&c.slot, errors.Errorf("device reported an overflow of %d values in a %d-value output range", c.count, j.emitCap))
 				return true
 			}
 			if j.rerun {
@@ -659,7 +586,7 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		next = c.readMore()
 	case stReadMore:
 		if err != nil {
-			j.fault(c, errors.Wrap(err, "read back matches"))
+			j.fault(&c.slot, errors.Wrap(err, "read back matches"))
 			return true
 		}
 		j.toHost += tag
@@ -672,7 +599,7 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		return true
 	case stFetch:
 		if err != nil {
-			j.fault(c, errors.Wrap(err, "read back the data of an overflowed match list"))
+			j.fault(&c.slot, errors.Wrap(err, "read back the data of an overflowed match list"))
 			return true
 		}
 		j.toHost += tag
@@ -686,7 +613,7 @@ func (c *offChunk) step(tag uint64, err error) bool {
 		return true
 	}
 	if next != nil {
-		j.fault(c, errors.Wrap(next, "submit"))
+		j.fault(&c.slot, errors.Wrap(next, "submit"))
 		return true
 	}
 	return false
@@ -696,6 +623,12 @@ func (c *offChunk) step(tag uint64, err error) bool {
 func (c *offChunk) readMore() error {
 	j := c.j
 	n := min(nvme.ExecResultSize+8*c.count-c.got, j.dev.c.MaxTransfer()&^7)
+	if n <= 0 {
+		// (openOffload refuses such a device; a read of nothing would
+		// never get to the end of the list.)
+		return errors.Errorf("compute: %s: reading back %d values at byte %d of the match list: the device moves at most %d bytes per command",
+			j.dev.c.Name(), c.count, c.got, j.dev.c.MaxTransfer())
+	}
 	return j.qp.MemoryRead(j.dev.slm, c.outOff+uint64(c.got), c.buf, c.got, n, c, uint64(n))
 }
 
@@ -703,13 +636,17 @@ func (c *offChunk) readMore() error {
 func (c *offChunk) fetch() error {
 	j := c.j
 	if c.data == nil {
-		d, err := j.dev.c.Transport().AllocDMA(len(j.chunks[0].seen) * 64 * int(maxBS(j.targets)))
+		d, err := j.dev.c.Transport().AllocDMA(len(j.chunks[0].seen) * 64 * int(maxBS(j.ots)))
 		if err != nil {
 			return err
 		}
 		c.data = d
 	}
-	n := min(int(c.blocks*c.t.bs)-c.got, j.dev.c.MaxTransfer())
+	n := min(int(c.blocks*c.t.bs)-c.got, j.dev.c.MaxTransfer()&^3)
+	if n <= 0 {
+		return errors.Errorf("compute: %s: reading back byte %d of a chunk's data: the device moves at most %d bytes per command",
+			j.dev.c.Name(), c.got, j.dev.c.MaxTransfer())
+	}
 	return j.qp.MemoryRead(j.dev.slm, c.dataOff+uint64(c.got), c.data, c.got, n, c, uint64(n))
 }
 
@@ -736,7 +673,7 @@ func (j *offJob) rerunOnHost(c *offChunk) {
 	}
 	res, err := j.inst.Run(&ctx, c.emit)
 	if err != nil {
-		j.fault(c, errors.Wrap(err, "program run again on the host"))
+		j.fault(&c.slot, errors.Wrap(err, "program run again on the host"))
 		return
 	}
 	j.reruns++
@@ -766,41 +703,14 @@ func (j *offJob) collectValues(c *offChunk, vals []uint64) {
 	n := c.blocks * t.bs
 	for _, v := range vals {
 		if j.typ == abi.TypeFilter && (v < c.lba || v >= c.lba+c.blocks) {
-			j.fault(c, errors.Errorf("device reported LBA %d outside its chunk", v))
+			j.fault(&c.slot, errors.Errorf("device reported LBA %d outside its chunk", v))
 			return
 		}
 		if j.typ != abi.TypeFilter && v >= n {
-			j.fault(c, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
+			j.fault(&c.slot, errors.Errorf("program emitted offset %d outside its %d-byte chunk", v, n))
 			return
 		}
 	}
 	c.vals, c.sent = vals, 0
-	j.perBlocks[c.tk] += countBlocks(j.typ, vals, t.bs, c.seen)
-}
-
-// deliver pushes the chunk's values to the ring; false if the ring filled
-// first (then the collector is woken to empty it).
-func (j *offJob) deliver(c *offChunk) bool {
-	return j.jobBase.deliver(&c.delivery, j.typ, c.t.index, c.t.nsid, c.lba, c.t.bs)
-}
-
-func (j *offJob) pollOnce() poller.Status {
-	if j.finished.Load() {
-		return poller.Idle
-	}
-	n := j.qp.Process(0)
-	if j.cancel.Load() {
-		j.stopping = true
-	}
-	for len(j.pending) > 0 && j.deliver(j.pending[0]) {
-		c := j.pending[0]
-		j.pending = j.pending[:copy(j.pending, j.pending[1:])]
-		j.issue(c)
-		n++
-	}
-	j.finishIfIdle()
-	if n > 0 {
-		return poller.Busy
-	}
-	return poller.Idle
+	j.matched(&c.slot, vals)
 }

@@ -420,3 +420,38 @@ func TestConcurrentOffloadScans(t *testing.T) {
 		}
 	}
 }
+
+// TestOffloadTooSmallTransfer: a compute device whose largest transfer is
+// smaller than one read of a match list is refused with the reason, by
+// name, rather than faulting (or re-reading) every chunk; auto scans on the
+// host and says why.
+func TestOffloadTooSmallTransfer(t *testing.T) {
+	f := newFixture(t)
+	mc, err := mock.NewController(f.bus, mock.Config{Serial: "CSDSMALL", Subsystem: testNQN, Compute: &mock.ComputeConfig{Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
+		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+		{Kind: mock.Memory, Size: 16 << 20, CSI: nvme.CSISLM},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := nvme.NewController(mc, nvme.Options{MaxTransfer: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dev.Close(); mc.Close() })
+	cb, err := compute.NewBdev("small", f.bdevs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	st, err := cb.Scan(context.Background(), f.g, memmemExe(t), cb.AllTargets(), compute.Options{Placement: compute.PlaceDevice, Devices: []*nvme.Controller{dev}})
+	if err == nil || !strings.Contains(err.Error(), dev.Name()) || !strings.Contains(err.Error(), "at most 64 bytes per command") {
+		t.Fatalf("device placement on a 64-byte-transfer device: %v (stats %+v)", err, st)
+	}
+	got, st := f.scanAll(t, cb, compute.Options{Devices: []*nvme.Controller{dev}})
+	for i := range f.bdevs {
+		if !slices.Equal(got[i], f.reference(i)) || st.Targets[i].Engine != "host" || !strings.Contains(st.Targets[i].Why, "per command") {
+			t.Fatalf("auto: target %d on %s (%q)", i, st.Targets[i].Engine, st.Targets[i].Why)
+		}
+	}
+}

@@ -457,26 +457,32 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 	// targets, so the device memory and range sets a scan takes do not
 	// grow with the number of targets. A target that several devices reach
 	// is shared by all of them: their jobs take chunks from its one cursor.
+	// A job keeps twice the host's chunks in flight (a chunk waits for three
+	// commands in turn), or fewer when its share of the chunks is smaller:
+	// each chunk slot costs the device memory and two admin commands (a
+	// range set made and deleted), which would outweigh a small scan.
 	for k, d := range devs {
 		var mine []int
-		var chunks uint64
+		var chunks uint64 // the device's share
 		for ti := range targets {
 			if slices.Contains(placed[ti], d) {
 				mine = append(mine, ti)
-				chunks += (st.Targets[ti].Blocks + curs[ti].per - 1) / curs[ti].per
+				n := (st.Targets[ti].Blocks + curs[ti].per - 1) / curs[ti].per
+				chunks += (n + uint64(len(placed[ti])) - 1) / uint64(len(placed[ti]))
 			}
 		}
 		if len(mine) == 0 {
 			continue
 		}
 		parts := int(min(uint64(len(reactors)), max(chunks/uint64(opts.InFlight), 1)))
+		slots := int(min(uint64(2*opts.InFlight), (chunks+uint64(parts)-1)/uint64(parts)))
 		var planned []job
 		var err error
 		for p := 0; p < parts; p++ {
 			var j *offJob
 			// Devices start on different reactors, so that two devices
 			// with one job each are driven from two cores.
-			j, err = newOffJob(reactors[(p+k)%len(reactors)], d, cb.bases, targets, mine, curs, exe, opts)
+			j, err = newOffJob(reactors[(p+k)%len(reactors)], d, cb.bases, targets, mine, curs, exe, slots, opts)
 			if err != nil {
 				if p > 0 && errors.Is(err, errNoDeviceMemory) {
 					err = nil // fewer jobs: the device is full
@@ -518,8 +524,8 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		}
 		b := cb.bases[t.Base]
 		st.Engines[0].Targets++
-		hosts = append(hosts, &hostTarget{cur: curs[ti], index: ti, base: t.Base, bs: uint64(b.BlockSize()), nsid: b.Info().NSID, name: b.Name(),
-			nsBlocks: b.NumBlocks(), tail: cb.tail(t.Base)})
+		hosts = append(hosts, &hostTarget{loopTarget: loopTarget{cur: curs[ti], index: ti, bs: uint64(b.BlockSize()), nsid: b.Info().NSID, name: b.Name()},
+			base: t.Base, nsBlocks: b.NumBlocks(), tail: cb.tail(t.Base)})
 	}
 	if len(hosts) > 0 {
 		// Every host worker runs its own instance: their maps must fit the
@@ -647,28 +653,22 @@ func (cb *Bdev) Scan(ctx context.Context, g *poller.Group, exe *engine.Executabl
 		st.Overflows += j.overflows
 		st.Faults = append(st.Faults, j.faults...)
 		es := &st.Engines[0]
-		var em *emits
+		l := jj.loop()
+		for k, t := range l.targets {
+			st.Targets[t.index].BytesScanned += l.perTarget[k]
+			st.Targets[t.index].MatchingBlocks += l.perBlocks[k]
+		}
 		switch x := jj.(type) {
 		case *hostWorker:
-			for k, ht := range x.targets {
-				st.Targets[ht.index].BytesScanned += x.perTarget[k]
-				st.Targets[ht.index].MatchingBlocks += x.perBlocks[k]
-			}
 			hostBytes += j.scanned
 			insts = append(insts, x.inst)
-			em = &x.emits
 		case *offJob:
-			for k, ot := range x.targets {
-				st.Targets[ot.index].BytesScanned += x.perTarget[k]
-				st.Targets[ot.index].MatchingBlocks += x.perBlocks[k]
-			}
 			es = &st.Engines[x.dev.stats]
 			deviceToHost += x.toHost
 			fetched += x.fetched
-			em = &x.emits
 		}
-		st.Reruns += em.reruns
-		for _, l := range em.losses {
+		st.Reruns += l.reruns
+		for _, l := range l.losses {
 			st.Losses = append(st.Losses, l)
 			st.Lost += l.Values
 			st.Targets[l.Target].Lost += l.Values
@@ -809,128 +809,6 @@ func (c *cursor) rest() (lba, blocks uint64, ok bool) {
 	}
 }
 
-// teardownTimeout bounds the wait for a job's I/Os in flight at teardown;
-// the drivers time every command out well before that.
-const teardownTimeout = 2 * time.Minute
-
-// jobBase is what every scan job (host worker or offload job) shares with
-// Scan: the match ring, the published progress and the counters read after
-// the end.
-type jobBase struct {
-	r *poller.Reactor
-
-	scanned, overflows, chunkCount uint64
-	runNS                          int64
-	faults                         []ChunkFault
-
-	matches    *poller.SPSC[Match]
-	finished   atomic.Bool
-	cancel     atomic.Bool
-	pubScanned atomic.Uint64
-	done       chan struct{}
-	// wake tells the collector that a ring filled or the job finished.
-	wake chan struct{}
-	// running is set once start registered the job's poller, and read by
-	// the teardown after start returned.
-	running bool
-	// abandoned: the scan is being torn down; matches that did not fit in
-	// the ring are dropped rather than waited for. Owned by the reactor.
-	abandoned bool
-}
-
-// delivery is a run's values on their way to the job's ring.
-type delivery struct {
-	vals []uint64 // the values to deliver
-	sent int      // values of vals in the ring already
-}
-
-// deliver pushes d's values, of a program of type typ that ran over a chunk
-// of target (namespace nsid, blocks of bs bytes) at lba, to the ring; false
-// if the ring filled first (then the collector is woken to empty it, and a
-// later call goes on where this one stopped).
-func (j *jobBase) deliver(d *delivery, typ abi.Type, target int, nsid uint32, lba, bs uint64) bool {
-	for d.sent < len(d.vals) {
-		v := d.vals[d.sent]
-		m := Match{Target: target, NSID: nsid, LBA: v}
-		if typ != abi.TypeFilter {
-			// A scanner emits byte offsets into its chunk.
-			m.LBA, m.Offset = lba+v/bs, uint32(v%bs)
-		}
-		if !j.matches.Push(m) {
-			j.signal()
-			return false
-		}
-		d.sent++
-	}
-	d.vals, d.sent = d.vals[:0], 0
-	return true
-}
-
-// launch has the job's reactor run issueAll, which issues its first I/Os,
-// unless the job finished (was stopped) before it began.
-func (j *jobBase) launch(what string, issueAll func()) error {
-	err := j.r.Send(func() {
-		if !j.finished.Load() {
-			issueAll()
-		}
-	})
-	return errors.Wrapf(err, "compute: launch %s on core %d", what, j.r.Core())
-}
-
-// signal wakes the collector, if it is not woken already.
-func (j *jobBase) signal() {
-	select {
-	case j.wake <- struct{}{}:
-	default:
-	}
-}
-
-// finish marks the job finished; on its reactor, once nothing is in flight.
-func (j *jobBase) finish(p *poller.Poller) {
-	p.Unregister()
-	j.finished.Store(true)
-	close(j.done)
-	j.signal()
-}
-
-func (j *jobBase) base() *jobBase { return j }
-
-// quiesce stops the job from taking more work and waits until it has
-// nothing in flight; abandon runs on the job's reactor and makes it finish
-// once its I/Os are in.
-func (j *jobBase) quiesce(what string, abandon func()) error {
-	if !j.running {
-		return nil
-	}
-	j.cancel.Store(true)
-	if err := j.r.Call(func() error { abandon(); return nil }); err != nil {
-		return errors.Wrapf(err, "compute: stop %s on core %d", what, j.r.Core())
-	}
-	select {
-	case <-j.done:
-		return nil
-	case <-time.After(teardownTimeout):
-		return errors.Errorf("compute: %s on core %d still has I/O in flight after %v; its buffers are not freed", what, j.r.Core(), teardownTimeout)
-	}
-}
-
-// job is a host worker or an offload job.
-type job interface {
-	base() *jobBase
-	// start opens the job's queues on its reactor and registers its
-	// poller, but issues nothing; on error nothing of it is left open.
-	start() error
-	// launch has the job's reactor issue its first I/Os. The scan launches
-	// its jobs only once every job has started, so that no reactor begins
-	// while another is still opening its queues (a small scan would be
-	// over before the last reactor joined), and a start that fails leaves
-	// nothing in flight.
-	launch() error
-	// teardown waits for the job's I/Os in flight, closes its queues and
-	// frees its memory. It is called once, on jobs started or not.
-	teardown() error
-}
-
 // laterError is an error followed by another one that happened while
 // cleaning up after it; it unwraps to the first.
 type laterError struct{ first, later error }
@@ -959,12 +837,8 @@ func teardownJobs(jobs []job) error {
 
 // hostTarget is a target scanned by host workers.
 type hostTarget struct {
-	cur      *cursor
-	index    int // index into the targets given to Scan
-	base     int // index into Bases
-	bs       uint64
-	nsid     uint32
-	name     string
+	loopTarget
+	base     int    // index into Bases
 	dom      int    // buffer domain: index into hostWorker.domains
 	nsBlocks uint64 // blocks of the base
 	tail     uint64 // bytes of the base's last block if it is partial, else 0
@@ -986,34 +860,23 @@ func (t *hostTarget) extent(lba, n uint64, overlap uint64) (read, own, seen uint
 	return read, own, min(seen, own+overlap)
 }
 
-// hostWorker scans host targets on one reactor. Everything but the
-// published fields of jobBase and the targets' cursors is the reactor's.
+// hostWorker scans host targets on one reactor: its scanLoop takes the
+// chunks, the worker reads them through bdev channels and runs the program
+// on them. Everything but the published fields of jobBase and the targets'
+// cursors is the reactor's.
 type hostWorker struct {
 	_ [64]byte // nothing of another worker's on this one's cache lines
-	jobBase
-	targets []*hostTarget // shared, read-only but for the cursors
+	scanLoop
+	hts     []*hostTarget // the loop's targets; shared, read-only but for the cursors
 	descs   []*bdev.Desc  // by base
 	chans   []*bdev.Channel
 	staging Staging
 	charge  CPUReadCharger // staging's, if it charges CPU reads
 	domains []bufDomain
 	inst    *engine.Instance
-	typ     abi.Type
 	chunks  []chunk
 	overlap uint64
-	// perTarget counts the bytes this worker scanned of each target, and
-	// perBlocks the distinct matching blocks it found in them.
-	perTarget, perBlocks []uint64
-	emits
-	// cur is the target the worker takes chunks from; visited counts the
-	// targets it found handed out (in order from its first one), so
-	// visited == len(targets) means no work is left.
-	cur, visited int
-	// pending are chunks whose matches did not fit in the ring yet.
-	pending  []*chunk
-	stopping bool
-	poll     *poller.Poller
-	_        [64]byte
+	_       [64]byte
 }
 
 // emits is how a job sizes emit buffers and what it lost.
@@ -1036,15 +899,11 @@ type bufDomain struct {
 }
 
 type chunk struct {
-	w      *hostWorker
-	bufs   []bdev.Buffer // by domain
-	t      *hostTarget
-	tk     int // index of t in w.targets
-	lba    uint64
-	blocks uint64
-	emit   []uint64 // the run's emit buffer
-	delivery
-	seen []uint64 // a bit per block of the chunk: blocks counted
+	slot
+	w    *hostWorker
+	bufs []bdev.Buffer // by domain
+	t    *hostTarget
+	emit []uint64 // the run's emit buffer
 }
 
 // domainKey says which bases can share chunk buffers: those of one NVMe
@@ -1108,35 +967,36 @@ func newHostWorkers(reactors []*poller.Reactor, descs []*bdev.Desc, targets []*h
 		maxBytes = max(maxBytes, t.cur.per*t.bs)
 	}
 	first, bound := emitSizes(exe.Program(), maxPer, maxBytes, opts.EmitCap)
+	lts := make([]*loopTarget, len(targets))
+	for i, t := range targets {
+		lts[i] = &t.loopTarget
+	}
 	var ws []*hostWorker
 	for i, r := range reactors {
-		ring, err := poller.NewSPSC[Match](4096)
-		if err != nil {
+		w := &hostWorker{hts: targets, descs: descs, chans: make([]*bdev.Channel, len(descs)),
+			staging: opts.Staging, domains: domains, overlap: overlap, inst: exe.NewInstance()}
+		var err error
+		if w.scanLoop, err = newScanLoop(r, "scan", w, exe.Program().Type, lts); err != nil {
 			return ws, err
 		}
-		w := &hostWorker{
-			jobBase: jobBase{r: r, matches: ring, done: make(chan struct{})},
-			targets: targets, descs: descs, chans: make([]*bdev.Channel, len(descs)),
-			staging: opts.Staging, domains: domains, overlap: overlap,
-			inst: exe.NewInstance(), typ: exe.Program().Type,
-			perTarget: make([]uint64, len(targets)), perBlocks: make([]uint64, len(targets)),
-			emits: emits{bound: bound, rerun: !hasWritableMaps(exe.Program())},
-			// Spread the workers' first targets over the targets.
-			cur: i * len(targets) / len(reactors),
-		}
+		w.emits = emits{bound: bound, rerun: !hasWritableMaps(exe.Program())}
+		// Spread the workers' first targets over the targets.
+		w.cur = i * len(targets) / len(reactors)
 		w.charge, _ = opts.Staging.(CPUReadCharger)
 		ws = append(ws, w)
 		w.chunks = make([]chunk, opts.InFlight)
+		slots := make([]*slot, len(w.chunks))
 		for k := range w.chunks {
 			c := &w.chunks[k]
-			*c = chunk{w: w, bufs: make([]bdev.Buffer, len(domains)), emit: make([]uint64, first), seen: make([]uint64, (maxPer+63)/64)}
+			*c = chunk{slot: slot{i: k, seen: make([]uint64, (maxPer+63)/64)}, w: w, bufs: make([]bdev.Buffer, len(domains)), emit: make([]uint64, first)}
+			slots[k] = &c.slot
 			for d, dom := range domains {
 				if c.bufs[d], err = w.alloc(dom); err != nil {
 					return ws, err
 				}
 			}
 		}
-		w.pending = make([]*chunk, 0, len(w.chunks))
+		w.setSlots(slots)
 	}
 	return ws, nil
 }
@@ -1175,8 +1035,8 @@ func (w *hostWorker) free() error {
 	return first
 }
 
-// closeChannels closes the worker's channels; on the reactor.
-func (w *hostWorker) closeChannels() error {
+// closeQueues closes the worker's channels; on the reactor.
+func (w *hostWorker) closeQueues() error {
 	var first error
 	for i, ch := range w.chans {
 		if ch == nil {
@@ -1193,116 +1053,51 @@ func (w *hostWorker) closeChannels() error {
 	return first
 }
 
-func (w *hostWorker) start() error {
-	err := w.r.Call(func() error {
-		for _, t := range w.targets {
-			if w.chans[t.base] != nil {
-				continue
-			}
-			ch, err := w.descs[t.base].NewChannelOn(w.r, len(w.chunks))
-			if err != nil {
-				return andThen(err, w.closeChannels())
-			}
-			w.chans[t.base] = ch
-		}
-		p, err := w.r.Register("scan", w.pollOnce, 0)
-		if err != nil {
-			return andThen(err, w.closeChannels())
-		}
-		w.poll, w.running = p, true
-		return nil
-	})
-	return errors.Wrapf(err, "compute: start scan on core %d", w.r.Core())
-}
-
-func (w *hostWorker) launch() error {
-	return w.jobBase.launch("scan", func() {
-		for i := range w.chunks {
-			w.issue(&w.chunks[i])
-		}
-	})
-}
-
-func (w *hostWorker) teardown() error {
-	if err := w.quiesce("scan", w.abandon); err != nil {
-		return err
-	}
-	var err error
-	if w.r.Call(func() error { err = w.closeChannels(); return nil }) != nil {
-		// The reactor is gone: nothing polls the channels any more, and
-		// none has I/O in flight (quiesce saw to that).
-		err = w.closeChannels()
-	}
-	if err != nil {
-		return err // buffers kept: a channel that did not close may still use them
-	}
-	return w.free()
-}
-
-// abandon makes the worker finish once its reads are in; on the reactor.
-func (w *hostWorker) abandon() {
-	w.stopping, w.abandoned = true, true
-	w.pending = w.pending[:0]
-	w.finishIfIdle()
-}
-
-// issue reads the next chunk into c, if any work is left: from the current
-// target, or the next one that has chunks.
-func (w *hostWorker) issue(c *chunk) {
-	for !w.stopping && w.visited < len(w.targets) {
-		t := w.targets[w.cur]
-		lba, n, ok := t.cur.take()
-		if !ok {
-			w.cur++
-			if w.cur == len(w.targets) {
-				w.cur = 0
-			}
-			w.visited++
+// openQueues opens a channel to every base of the worker's targets.
+func (w *hostWorker) openQueues() error {
+	for _, t := range w.hts {
+		if w.chans[t.base] != nil {
 			continue
 		}
-		c.t, c.tk, c.lba, c.blocks = t, w.cur, lba, n
-		read, _, _ := t.extent(lba, n, w.overlap)
-		err := w.chans[t.base].Read(&c.bufs[t.dom], lba, read, onChunkRead, c)
-		if err == nil {
-			return
+		ch, err := w.descs[t.base].NewChannelOn(w.r, len(w.chunks))
+		if err != nil {
+			return andThen(err, w.closeQueues())
 		}
-		// The channel refused the read outright (closed, out of range):
-		// it would refuse the rest of the target too. Fault the chunk
-		// and what is left, so no block goes unreported.
-		w.fault(c, errors.Wrap(err, "read"))
-		if lba, n, ok := t.cur.rest(); ok {
-			w.faults = append(w.faults, ChunkFault{Target: t.index, Base: t.name, LBA: lba, Blocks: n, Err: errors.Wrap(err, "not read")})
-		}
+		w.chans[t.base] = ch
 	}
+	return nil
 }
 
-func (w *hostWorker) fault(c *chunk, err error) {
-	w.faults = append(w.faults, ChunkFault{Target: c.t.index, Base: c.t.name, LBA: c.lba, Blocks: c.blocks, Err: err})
+// submit reads chunk s (and the blocks its overlap reaches into).
+func (w *hostWorker) submit(s *slot) error {
+	c := &w.chunks[s.i]
+	c.t = w.hts[s.tk]
+	read, _, _ := c.t.extent(s.lba, s.blocks, w.overlap)
+	return w.chans[c.t.base].Read(&c.bufs[c.t.dom], s.lba, read, onChunkRead, c)
+}
+
+func (w *hostWorker) refusal() (chunk, rest string) { return "read", "not read" }
+
+// reap polls the channels that have reads in flight.
+func (w *hostWorker) reap() int {
+	n := 0
+	for _, ch := range w.chans {
+		if ch != nil && ch.Outstanding() > 0 {
+			n += ch.Poll()
+		}
+	}
+	return n
 }
 
 func onChunkRead(io *bdev.IO) {
 	c := io.Arg.(*chunk)
 	w := c.w
 	if err := io.Err(); err != nil {
-		w.fault(c, errors.Wrap(err, "read"))
+		w.fault(&c.slot, errors.Wrap(err, "read"))
 	} else {
 		w.run(c)
 	}
-	if !w.deliver(c) {
-		if w.abandoned {
-			c.vals, c.sent = c.vals[:0], 0
-		} else {
-			w.pending = append(w.pending, c)
-			return
-		}
-	}
-	w.issue(c)
-}
-
-// deliver pushes the chunk's values to the ring; false if the ring filled
-// first (then the collector is woken to empty it).
-func (w *hostWorker) deliver(c *chunk) bool {
-	return w.jobBase.deliver(&c.delivery, w.typ, c.t.index, c.t.nsid, c.lba, c.t.bs)
+	w.done(&c.slot)
 }
 
 // run runs the program on a chunk and keeps its values in c.vals.
@@ -1310,10 +1105,7 @@ func (w *hostWorker) run(c *chunk) {
 	t := c.t
 	_, own, seen := t.extent(c.lba, c.blocks, w.overlap)
 	ctx := engine.Context{Data: c.bufs[t.dom].Bytes[:seen], LBA: c.lba, NSID: t.nsid, BlockSize: uint32(t.bs), BlockCount: uint32(c.blocks), Overlap: uint32(w.overlap)}
-	w.chunkCount++
-	w.scanned += own
-	w.perTarget[c.tk] += own
-	w.pubScanned.Store(w.scanned)
+	w.counted(&c.slot, own)
 	for {
 		t0 := time.Now()
 		if w.charge != nil {
@@ -1322,7 +1114,7 @@ func (w *hostWorker) run(c *chunk) {
 		res, err := w.inst.Run(&ctx, c.emit)
 		w.runNS += int64(time.Since(t0))
 		if err != nil {
-			w.fault(c, errors.Wrap(err, "program"))
+			w.fault(&c.slot, errors.Wrap(err, "program"))
 			return
 		}
 		if res.Dropped > 0 {
@@ -1341,10 +1133,10 @@ func (w *hostWorker) run(c *chunk) {
 	}
 	if err := w.check(c, own, seen); err != nil {
 		c.vals = c.vals[:0]
-		w.fault(c, err)
+		w.fault(&c.slot, err)
 		return
 	}
-	w.perBlocks[c.tk] += countBlocks(w.typ, c.vals, t.bs, c.seen)
+	w.matched(&c.slot, c.vals)
 }
 
 // check validates the values of a run over a chunk with own bytes of its
@@ -1390,8 +1182,8 @@ func countBlocks(typ abi.Type, vals []uint64, bs uint64, seen []uint64) uint64 {
 	return n
 }
 
-// outstanding is the number of reads in flight on all the worker's channels.
-func (w *hostWorker) outstanding() int {
+// inFlight is the number of reads in flight on all the worker's channels.
+func (w *hostWorker) inFlight() int {
 	n := 0
 	for _, ch := range w.chans {
 		if ch != nil {
@@ -1399,40 +1191,4 @@ func (w *hostWorker) outstanding() int {
 		}
 	}
 	return n
-}
-
-// finishIfIdle ends the worker once nothing is in flight or held back and
-// no work is left for it.
-func (w *hostWorker) finishIfIdle() {
-	if w.finished.Load() || len(w.pending) > 0 || (!w.stopping && w.visited < len(w.targets)) || w.outstanding() > 0 {
-		return
-	}
-	w.finish(w.poll)
-}
-
-func (w *hostWorker) pollOnce() poller.Status {
-	if w.finished.Load() {
-		return poller.Idle
-	}
-	n := 0
-	for _, ch := range w.chans {
-		if ch != nil && ch.Outstanding() > 0 {
-			n += ch.Poll()
-		}
-	}
-	if w.cancel.Load() {
-		w.stopping = true
-	}
-	// Chunks held back by a full ring go out first, then read on.
-	for len(w.pending) > 0 && w.deliver(w.pending[0]) {
-		c := w.pending[0]
-		w.pending = w.pending[:copy(w.pending, w.pending[1:])]
-		w.issue(c)
-		n++
-	}
-	w.finishIfIdle()
-	if n > 0 {
-		return poller.Busy
-	}
-	return poller.Idle
 }

@@ -40,7 +40,10 @@ func parseCSD(s string) (Spec, error) {
 // csdController describes the computational storage controller of csd:n:
 // a compute namespace and 64 MiB of subsystem local memory, running
 // programs on one compute core beside its own device core (a second device
-// brings a second compute core).
+// brings a second compute core), with a copy engine per queue for Memory
+// Copy. Its compute core runs as fast as the host's CPUs run it (no
+// emulated rate, mock.ComputeConfig.Rate), so its run time is the
+// emulator's on host CPUs, as the CLI says.
 func csdController(n int) mock.Config {
 	return mock.Config{
 		Serial: fmt.Sprintf("BPFBLKCSDX%d", n), Model: "bpfblk computational storage controller",

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bpfblk/bpfblk/compute/csd"
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/mock"
 	"golang.org/x/sys/unix"
@@ -187,4 +188,82 @@ func cpuTime() int64 {
 		return 0
 	}
 	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// BenchmarkCopyExecute measures the offload path of a device-core compute
+// controller: per op, a Memory Copy of 64 KiB from a peer controller's
+// namespace into device memory (on the queue's copy engine) and an Execute
+// Program over it (on the compute core). allocs/op must be 0: neither the
+// driver nor the device allocates, and the device takes no lock per command
+// but the queue's.
+func BenchmarkCopyExecute(b *testing.B) {
+	const nqn, size = "nqn.2026-01.io.bpfblk:bench:cp", 64 << 10
+	bus := mock.NewBus()
+	dm, err := mock.NewController(bus, mock.Config{Subsystem: nqn, Namespaces: []mock.NamespaceConfig{{Kind: mock.Memory, Size: 1 << 20, LBASize: 512}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cm, err := mock.NewController(bus, mock.Config{Subsystem: nqn, Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Cores: 1, Runner: csd.Runner{}}, Namespaces: []mock.NamespaceConfig{
+		{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+		{Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM},
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	data, err := nvme.NewController(dm, nvme.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	comp, err := nvme.NewController(cm, nvme.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { comp.Close(); data.Close(); cm.Close(); dm.Close() }()
+	cns, err := comp.ComputeNamespaces()
+	if err != nil || len(cns) != 1 {
+		b.Fatalf("compute namespaces %+v, %v", cns, err)
+	}
+	cp, slm := cns[0].CP, cns[0].Memory[0]
+	if err := comp.LoadProgram(cp, 0, nvme.ProgTypeEBPF, patternImage(&testing.T{}, "NEEDLE"), 0); err != nil {
+		b.Fatal(err)
+	}
+	if err := comp.ActivateProgram(cp, 0); err != nil {
+		b.Fatal(err)
+	}
+	rs, err := comp.CreateRangeSet(cp, []nvme.MemRange{{NSID: slm.ID, Offset: 0, Length: size}, {NSID: slm.ID, Offset: 512 << 10, Length: 4096}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	qp, err := comp.NewQueuePair(4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer qp.Close()
+	src := []nvme.MemCopySource{{Controller: data.IdentifyData().CNTLID, NSID: 1, LBA: 0, Blocks: size / 512}}
+	var c benchCompleter
+	step := func(submit func() error) {
+		want := c.done + 1
+		if err := submit(); err != nil {
+			b.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); c.done < want; {
+			if qp.Process(0) == 0 && time.Now().After(deadline) {
+				b.Fatal("command timed out")
+			}
+		}
+		if c.err != nil {
+			b.Fatal(c.err)
+		}
+	}
+	copyCmd := func() error { return qp.MemoryCopy(slm, 0, src, &c, 0) }
+	execCmd := func() error { return qp.ExecuteProgram(cp, 0, rs, 0, 0, 1|512<<32, 0, &c, 0) }
+	step(copyCmd) // first use: the device memory, the peer queue, the instance
+	step(execCmd)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		step(copyCmd)
+		step(execCmd)
+	}
 }

@@ -661,7 +661,7 @@ func (c *Controller) doorbell(off, v uint32) {
 		}
 		s.tail.Store(v)
 		if c.cfg.Mode == Inline {
-			c.run(s)
+			c.run(s, false)
 		} else {
 			c.kick()
 		}
@@ -678,7 +678,7 @@ func (c *Controller) doorbell(off, v uint32) {
 		// Resume SQs that stalled on a full CQ.
 		for _, s := range c.sqsOf(q) {
 			if uint16(s.tail.Load()) != uint16(s.headPub.Load()) {
-				c.run(s)
+				c.run(s, false)
 			}
 		}
 	}
@@ -693,13 +693,20 @@ func (c *Controller) sqsOf(q *cq) []*sq {
 }
 
 // run executes the commands between the device's head and the doorbell tail.
-func (c *Controller) run(s *sq) bool {
+// The device core passes try: it skips a queue whose CQ is busy (a compute
+// core executing one of its Memory Copies, or posting a completion) and
+// comes back on its next poll, rather than wait and hold up the others.
+func (c *Controller) run(s *sq, try bool) bool {
 	if s.id == 0 {
 		c.ctl.Lock()
 		defer c.ctl.Unlock()
 	}
 	q := s.cq
-	q.mu.Lock()
+	if !try {
+		q.mu.Lock()
+	} else if !q.mu.TryLock() {
+		return true
+	}
 	defer q.mu.Unlock()
 	if s.deleted || c.hung.Load() || c.csts.Load()&nvme.CSTSFatal != 0 {
 		return false
@@ -713,6 +720,11 @@ func (c *Controller) run(s *sq) bool {
 		// The entry is copied out of host memory once, into the SQ's own
 		// command buffer, so handlers see a stable command.
 		s.cur = *(*nvme.SQE)(unsafe.Pointer(&s.mem[int(s.head)*nvme.SQESize]))
+		if c.coreFull(s, &s.cur) {
+			// The command's compute core has no room: leave it in the
+			// SQ, as a device that stops fetching does.
+			break
+		}
 		s.head++
 		if s.head == s.size {
 			s.head = 0
@@ -867,7 +879,7 @@ func (c *Controller) pollDevice() poller.Status {
 		if s == nil || uint16(s.tail.Load()) == uint16(s.headPub.Load()) {
 			continue
 		}
-		if c.run(s) {
+		if c.run(s, true) {
 			busy = true
 		}
 	}

@@ -55,7 +55,7 @@ func newCPRig(t *testing.T, limits *mock.ComputeConfig) *cpRig {
 	if r.data, err = nvme.NewController(dm, nvme.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	if r.comp, err = nvme.NewController(cm, nvme.Options{}); err != nil {
+	if r.comp, err = nvme.NewController(cm, nvme.Options{AdminTimeout: time.Minute}); err != nil { // Load Program verifies: seconds under -race
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.data.Close(); r.comp.Close() })

@@ -35,7 +35,9 @@ func testExecConcurrent(t *testing.T, cores int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := nvme.NewController(cm, nvme.Options{})
+	// Load Program verifies the program: seconds under -race on a busy
+	// machine.
+	c, err := nvme.NewController(cm, nvme.Options{AdminTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,6 +135,102 @@ func testExecConcurrent(t *testing.T, cores int) {
 	}
 	// The compute cores end once idle.
 	mock.SetExecHook(cm, nil)
+	c.Close()
+	cm.Close()
+	for end := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > goroutines && time.Now().Before(end); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > goroutines {
+		t.Fatalf("%d goroutines, %d before", n, goroutines)
+	}
+}
+
+// TestComputeRateModelsDeviceTime: a compute core with an emulated rate
+// completes no run sooner than its bytes take at that rate, one run after
+// the other, however fast the host runs the program; the results are those
+// of the runs, and the core's goroutine ends once idle.
+func TestComputeRateModelsDeviceTime(t *testing.T) {
+	const runs, size, perRun = 8, 16 << 10, 20 * time.Millisecond
+	rate := int64(float64(size) / perRun.Seconds())
+	goroutines := runtime.NumGoroutine()
+	cm, err := mock.NewController(mock.NewBus(), mock.Config{Mode: mock.DeviceCore, Compute: &mock.ComputeConfig{Cores: 1, Rate: rate, Runner: csd.Runner{}},
+		Namespaces: []mock.NamespaceConfig{
+			{Kind: mock.Memory, Size: 4096, CSI: nvme.CSICP},
+			{Kind: mock.Memory, Size: 1 << 20, CSI: nvme.CSISLM},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Load Program verifies the program: seconds under -race on a busy
+	// machine.
+	c, err := nvme.NewController(cm, nvme.Options{AdminTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close(); cm.Close() }()
+	cns, err := c.ComputeNamespaces()
+	if err != nil || len(cns) != 1 {
+		t.Fatalf("compute namespaces %+v, %v", cns, err)
+	}
+	cp, slm := cns[0].CP, cns[0].Memory[0]
+	if err := c.LoadProgram(cp, 0, nvme.ProgTypeEBPF, patternImage(t, "NEEDLE"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ActivateProgram(cp, 0); err != nil {
+		t.Fatal(err)
+	}
+	qp, err := c.NewQueuePair(runs + 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qp.Close()
+	buf, err := cm.AllocDMA(size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{'.'}, size)
+	copy(data[3*512+100:], "NEEDLE")
+	copy(buf.Buf, data)
+	if _, err := wait(t, qp, func(cb nvme.Completer) error { return qp.MemoryWrite(slm, 0, buf, 0, size, cb, 0) }); err != nil {
+		t.Fatal(err)
+	}
+	rs, err := c.CreateRangeSet(cp, []nvme.MemRange{{NSID: slm.ID, Offset: 0, Length: size}, {NSID: slm.ID, Offset: 512 << 10, Length: 4096}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := make([]result, runs)
+	t0 := time.Now()
+	for i := range res {
+		if err := qp.ExecuteProgram(cp, 0, rs, 0, 0, 1|512<<32, 0, &res[i], 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qp.Ring()
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		qp.Process(0)
+		done := 0
+		for i := range res {
+			if res[i].done {
+				done++
+			}
+		}
+		if done == runs {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d runs completed", done, runs)
+		}
+	}
+	// A lower bound only: a loaded machine makes the runs slower, never
+	// faster.
+	if took := time.Since(t0); took < runs*perRun {
+		t.Fatalf("%d runs of %d bytes at %d B/s took %v, less than the %v the rate allows", runs, size, rate, took, runs*perRun)
+	}
+	for i := range res {
+		if res[i].err != nil || res[i].v != 1 {
+			t.Fatalf("run %d: r0 %d, err %v; want 1 match", i, res[i].v, res[i].err)
+		}
+	}
 	c.Close()
 	cm.Close()
 	for end := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > goroutines && time.Now().Before(end); {

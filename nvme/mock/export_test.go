@@ -3,8 +3,9 @@ package mock
 // SetExecHook makes the controller's compute cores call f before every
 // program run.
 func SetExecHook(c *Controller, f func()) {
-	s := c.compute()
-	s.mu.Lock()
-	s.execHook = f
-	s.mu.Unlock()
+	if f == nil {
+		c.compute().execHook.Store(nil)
+		return
+	}
+	c.compute().execHook.Store(&f)
 }

@@ -1,6 +1,8 @@
 package mock
 
 import (
+	"math/rand/v2"
+
 	"github.com/bpfblk/bpfblk/nvme"
 )
 
@@ -27,7 +29,9 @@ const peerMaxPages = 128
 
 // peerQueue is a queue of a source controller on which one initiator
 // queue (controller owner, QID qid) of a peer has it execute commands. Only
-// the initiator queue's executor (under its CQ's lock) uses it.
+// the executor of the initiator queue's Memory Copies uses it (on a
+// DeviceCore controller, the queue's copy engine; else the queue's executor,
+// under its CQ's lock).
 type peerQueue struct {
 	owner *Controller
 	qid   uint16
@@ -74,7 +78,11 @@ func (c *Controller) peerQueueFor(s *sq) *peerQueue {
 		}
 	}
 	pq := &peerQueue{owner: owner, qid: s.id}
-	pq.s = sq{id: peerQID, rng: s.rng, st: &pq.st}
+	// Its own random source (for probabilistic fault rules): the
+	// initiator's belongs to whoever executes the initiator queue's other
+	// commands.
+	rng := rand.New(rand.NewPCG(owner.cfg.Seed, 1<<40|uint64(owner.index)<<16|uint64(s.id)))
+	pq.s = sq{id: peerQID, rng: rng, st: &pq.st}
 	n := make([]*peerQueue, len(old), len(old)+1)
 	copy(n, old)
 	n = append(n, pq)

@@ -127,13 +127,52 @@ func slmFill(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 // transfer: that controller executes a Read whose DMA lands in this
 // controller's memory through the bus (peer.go). Only controllers of this
 // controller's NVM subsystem are reachable.
+//
+// On a DeviceCore controller the copy runs on the queue's own copy engine
+// (cp.go), so that the copies of several queues proceed in parallel, beside
+// the compute cores, and the device core goes on fetching commands.
 func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
+	if c.cfg.Mode == DeviceCore {
+		return c.compute().dispatch(c, s, e, jobCopy)
+	}
+	return c.memCopy(s, e, s.scratch, true)
+}
+
+// memCopyOnCore executes a Memory Copy on the queue's copy engine, with the
+// descriptors in the job's own buffer. The engine is the only executor of
+// the queue's Memory Copies, so the queue's peer queues and PRP list page
+// are its own; it takes the queue's CQ lock only to hold a command or apply
+// fault rules, which the device core does for the queue's other commands.
+func (c *Controller) memCopyOnCore(j *execJob) completion {
+	if cap(j.desc) < 256*nvme.MemCopySourceSize {
+		j.desc = make([]byte, 256*nvme.MemCopySourceSize)
+	}
+	return c.memCopy(j.sq, &j.e, j.desc, false)
+}
+
+// memCopy executes Memory Copy e of queue s with scratch, room for its
+// descriptors; locked says whether the caller holds s.cq.mu.
+func (c *Controller) memCopy(s *sq, e *nvme.SQE, scratch []byte, locked bool) completion {
+	lock := func() {
+		if !locked {
+			s.cq.mu.Lock()
+		}
+	}
+	unlock := func() {
+		if !locked {
+			s.cq.mu.Unlock()
+		}
+	}
+	if e.NSID == 0 || int(e.NSID) > len(c.namespaces) {
+		return failDNR(nvme.ErrInvalidNamespace)
+	}
+	ns := c.namespaces[e.NSID-1]
 	dst := uint64(e.CDW10) | uint64(e.CDW11)<<32
 	nr := int(e.CDW12&0xff) + 1
 	if e.CDW12>>8&0xf != nvme.MemCopyFormatLBA || dst&3 != 0 {
 		return failDNR(nvme.ErrInvalidField)
 	}
-	desc := s.scratch[:nr*nvme.MemCopySourceSize]
+	desc := scratch[:nr*nvme.MemCopySourceSize]
 	if st := c.readHostQ(&s.st.counters, e, desc); st != stOK {
 		return completion{status: st}
 	}
@@ -182,7 +221,9 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 			if r.noPost {
 				// The source dropped the Read: the Memory Copy waits for
 				// it forever, and an Abort finds it here.
+				lock()
 				s.held = append(s.held, heldCmd{cid: e.CID})
+				unlock()
 				return r
 			}
 			if r.status != 0 {
@@ -195,7 +236,10 @@ func slmCopy(c *Controller, s *sq, ns *namespace, e *nvme.SQE) completion {
 		// internal read as to a host Read of the same blocks.
 		if rules := c.faults.Load(); rules != nil && len(*rules) > 0 {
 			rd := nvme.SQE{OPC: nvme.OpRead, CID: e.CID, NSID: x.d.NSID, CDW10: uint32(x.d.LBA), CDW11: uint32(x.d.LBA >> 32), CDW12: x.d.Blocks - 1}
-			if r, done := c.applyFaults(*rules, s, &rd); done {
+			lock()
+			r, done := c.applyFaults(*rules, s, &rd)
+			unlock()
+			if done {
 				return r
 			}
 		}
