@@ -47,6 +47,7 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 	hist := fs.Bool("histogram", false, "print the latency histogram buckets")
 	plot := fs.String("plot", "", "write a latency percentile plot to this SVG file")
 	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
+	busyPoll := fs.Bool("busy-poll", false, "reactors never park: the lowest latency, a full core each")
 	for _, a := range [][2]string{{"io-pattern", "w"}, {"rwmixread", "M"}, {"io-depth", "q"}, {"io-size", "o"}, {"time", "t"}, {"core-mask", "c"}} {
 		fs.alias(a[0], a[1])
 	}
@@ -87,7 +88,7 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 		return failure(stderr, "perf", errors.New("the devices have no NVM namespaces"))
 	}
 
-	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: *noPin, Idle: perfIdle(descs)})
+	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: *noPin, Idle: perfIdle(descs, *busyPoll)})
 	if err != nil {
 		return failure(stderr, "perf", err)
 	}
@@ -148,20 +149,31 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 const maxRunTime = 7 * 24 * time.Hour
 
 // perfIdle is the reactors' idle strategy for targets: busy polling when
-// every one is a uring device, as SPDK's perf polls. A reactor that found
-// nothing to do for a while parks (poller.DefaultIdle), and nothing wakes
-// it when the kernel posts a completion to its ring, so each park would
-// add up to its limit to the I/Os in flight. Other targets keep the
+// asked; a short spin, then parks, when every target is a uring device;
+// the default otherwise. A uring reactor parks in epoll_wait on its ring's
+// eventfd (poller.Reactor.AddWaitFD), so a completion wakes it at once:
+// there is no I/O in flight to wait out a park limit for, and spinning
+// longer only burns the core. Measured on a virtio disk file, 4 KiB
+// random reads on one core: at queue depth 32 the short spin matches busy
+// polling's IOPS on a third of its CPU time (and fio's IOPS per
+// CPU-second); at depth 1 busy polling is 1.4x faster, each wake-up from
+// epoll costing some 20 µs — hence -busy-poll. Other targets keep the
 // default: the mock controller, a file: device and TCP queues are served
 // by goroutines that a reactor spinning on every core would starve.
-func perfIdle(descs []*bdev.Desc) poller.IdleStrategy {
+func perfIdle(descs []*bdev.Desc, busy bool) poller.IdleStrategy {
+	if busy {
+		return poller.BusyPoll
+	}
 	for _, d := range descs {
 		if _, ok := uring.Lookup(d.Bdev()); !ok {
 			return poller.IdleStrategy{}
 		}
 	}
-	return poller.BusyPoll
+	return uringIdle
 }
+
+// uringIdle is perf's idle strategy on uring devices: see perfIdle.
+var uringIdle = poller.IdleStrategy{Spin: 16, Park: 200 * time.Microsecond}
 
 func names(descs []*bdev.Desc) []string {
 	var out []string

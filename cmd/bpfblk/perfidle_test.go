@@ -8,9 +8,9 @@ import (
 	"github.com/bpfblk/bpfblk/poller"
 )
 
-// TestPerfIdle: perf's reactors busy-poll when every target is a uring
-// device (nothing wakes a parked reactor for a kernel completion), and
-// keep the default idle strategy with any other target.
+// TestPerfIdle: perf's reactors spin briefly and park when every target
+// is a uring device (its ring's eventfd wakes them), busy-poll when
+// asked, and keep the default idle strategy with any other target.
 func TestPerfIdle(t *testing.T) {
 	d, err := uring.Open("uring0", uring.Config{Path: logFile(t, 16)})
 	if err != nil {
@@ -31,13 +31,18 @@ func TestPerfIdle(t *testing.T) {
 		defer desc.Close()
 		descs = append(descs, desc)
 	}
-	if got := perfIdle(descs[:1]); got != poller.BusyPoll {
-		t.Errorf("uring target alone: idle %+v, want busy polling", got)
+	if got := perfIdle(descs[:1], false); got != uringIdle || got.Spin > 64 || got.Park == 0 {
+		t.Errorf("uring target alone: idle %+v, want a short spin, then parks", got)
 	}
-	if got := perfIdle(descs); got != (poller.IdleStrategy{}) {
+	for _, ds := range [][]*bdev.Desc{descs[:1], descs, descs[1:]} {
+		if got := perfIdle(ds, true); got != poller.BusyPoll {
+			t.Errorf("--busy-poll on %d targets: idle %+v, want busy polling", len(ds), got)
+		}
+	}
+	if got := perfIdle(descs, false); got != (poller.IdleStrategy{}) {
 		t.Errorf("uring and null targets: idle %+v, want the default", got)
 	}
-	if got := perfIdle(descs[1:]); got != (poller.IdleStrategy{}) {
+	if got := perfIdle(descs[1:], false); got != (poller.IdleStrategy{}) {
 		t.Errorf("null target: idle %+v, want the default", got)
 	}
 }
