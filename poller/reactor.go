@@ -214,6 +214,21 @@ func (r *Reactor) Core() int { return r.core }
 // on that thread.)
 func (r *Reactor) OnReactor() bool { return int64(unix.Gettid()) == r.tid.Load() }
 
+// byThread maps the thread id of each running reactor to it (Current).
+var byThread sync.Map
+
+// Current returns the reactor whose goroutine calls it, or nil on any
+// other goroutine. It is for setup code deep in a driver that makes what a
+// reactor will own — a queue pair's connection, whose socket the reactor
+// should wait on (AddWaitFD) — without the reactor passed down to it; it
+// costs a system call and a map lookup, so not for the I/O path.
+func Current() *Reactor {
+	if v, ok := byThread.Load(int64(unix.Gettid())); ok {
+		return v.(*Reactor)
+	}
+	return nil
+}
+
 // SendMsg queues m.Fn(m.Arg) to run on the reactor. It never blocks: a full ring
 // returns ErrRingFull, a stopped reactor ErrStopped. Messages from one sender
 // run in the order sent; messages are drained in batches.
@@ -307,6 +322,8 @@ func (r *Reactor) run() {
 	r.started <- nil
 	defer close(r.done)
 	defer r.closeWaitSet()
+	byThread.Store(r.tid.Load(), r)
+	defer byThread.Delete(r.tid.Load())
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()

@@ -246,3 +246,34 @@ func TestStopParkedInWaitSet(t *testing.T) {
 		t.Fatal("Stop did not wake the reactor parked in epoll")
 	}
 }
+
+// TestCurrent: Current names the reactor on its own goroutine, and none
+// elsewhere or after it ended.
+func TestCurrent(t *testing.T) {
+	listed := func() int {
+		n := 0
+		byThread.Range(func(_, _ any) bool { n++; return true })
+		return n
+	}
+	before := listed()
+	g, err := Start(Config{NoPin: true, Cores: "0-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Current() != nil {
+		t.Error("Current on the test's goroutine is not nil")
+	}
+	for _, r := range g.Reactors() {
+		var got *Reactor
+		sendWait(t, r, func() { got = Current() })
+		if got != r {
+			t.Errorf("Current on core %d's reactor: %p, want %p", r.Core(), got, r)
+		}
+	}
+	if err := g.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n := listed(); n != before {
+		t.Errorf("%d reactors listed after Stop, %d before Start", n, before)
+	}
+}
