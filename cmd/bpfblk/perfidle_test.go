@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/bpfblk/bpfblk/bdev"
+	"github.com/bpfblk/bpfblk/bdev/device"
 	"github.com/bpfblk/bpfblk/bdev/uring"
 	"github.com/bpfblk/bpfblk/poller"
 )
@@ -31,7 +32,7 @@ func TestPerfIdle(t *testing.T) {
 		defer desc.Close()
 		descs = append(descs, desc)
 	}
-	if got := perfIdle(descs[:1], false); got != uringIdle || got.Spin > 64 || got.Park == 0 {
+	if got := perfIdle(descs[:1], false); got != wakingIdle || got.Spin > 64 || got.Park == 0 {
 		t.Errorf("uring target alone: idle %+v, want a short spin, then parks", got)
 	}
 	for _, ds := range [][]*bdev.Desc{descs[:1], descs, descs[1:]} {
@@ -44,5 +45,27 @@ func TestPerfIdle(t *testing.T) {
 	}
 	if got := perfIdle(descs[1:], false); got != (poller.IdleStrategy{}) {
 		t.Errorf("null target: idle %+v, want the default", got)
+	}
+}
+
+// TestPerfIdleTCP: an NVMe/TCP namespace wakes its reactor (its queue's
+// socket), so perf spins briefly on it too.
+func TestPerfIdleTCP(t *testing.T) {
+	nqn, addr, _ := startServe(t, "--dev", "mock:null")
+	set, err := device.Open([]string{"tcp://" + addr + "/" + nqn}, device.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	if len(set.Bdevs) == 0 {
+		t.Fatal("no namespace over tcp")
+	}
+	desc, err := bdev.Open(set.Bdevs[0], false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer desc.Close()
+	if got := perfIdle([]*bdev.Desc{desc}, false); got != wakingIdle {
+		t.Errorf("NVMe/TCP target: idle %+v, want %+v", got, wakingIdle)
 	}
 }
