@@ -48,7 +48,7 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 	hist := fs.Bool("histogram", false, "print the latency histogram buckets")
 	plot := fs.String("plot", "", "write a latency percentile plot to this SVG file")
 	noPin := fs.Bool("no-pin", false, "do not pin reactors to their cores")
-	busyPoll := fs.Bool("busy-poll", false, "reactors never park: the lowest latency, a full core each")
+	idle := fs.String("idle", "auto", "what an idle reactor does: busy (never park: the most IOPS, a full core each), park (spin briefly, then sleep until a completion wakes it), auto (busy on uring devices alone, park on NVMe/TCP and uring, the default strategy on others)")
 	for _, a := range [][2]string{{"io-pattern", "w"}, {"rwmixread", "M"}, {"io-depth", "q"}, {"io-size", "o"}, {"time", "t"}, {"core-mask", "c"}} {
 		fs.alias(a[0], a[1])
 	}
@@ -62,6 +62,9 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 		BlockSize:   *size,
 		QueueDepth:  *qd,
 		Duration:    *secs,
+	}
+	if *idle != "auto" && *idle != "busy" && *idle != "park" {
+		return fs.usageError(errors.Errorf("--idle %q: want auto, busy or park", *idle))
 	}
 	if err := w.Validate(); err != nil {
 		// The numbers were checked as flags: what is left is the pattern.
@@ -89,7 +92,7 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 		return failure(stderr, "perf", errors.New("the devices have no NVM namespaces"))
 	}
 
-	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: *noPin, Idle: perfIdle(descs, *busyPoll)})
+	g, err := poller.Start(poller.Config{Cores: *cores, NoPin: *noPin, Idle: perfIdle(descs, *idle)})
 	if err != nil {
 		return failure(stderr, "perf", err)
 	}
@@ -149,29 +152,37 @@ func runPerf(args []string, stdout, stderr io.Writer) int {
 // maxRunTime bounds perf -t.
 const maxRunTime = 7 * 24 * time.Hour
 
-// perfIdle is the reactors' idle strategy for targets: busy polling when
-// asked; a short spin, then parks, when every target wakes a parked
-// reactor itself (a uring device: its ring's eventfd; an NVMe/TCP
-// namespace: its queue's socket — both in the reactor's wait set,
-// poller.Reactor.AddWaitFD); the default otherwise. With such targets
-// there is no I/O in flight to wait out a park limit for, and spinning
-// longer only burns the core — or, with the NVMe/TCP target on the same
-// core, takes it from the target. Measured on one core: 4 KiB random
-// reads of a virtio disk file at queue depth 32 match busy polling's IOPS
-// on a third of its CPU time (fio's IOPS per CPU-second), at depth 1 busy
-// polling is 1.4x faster (a wake-up from epoll costs some 20 µs) — hence
-// -busy-poll; NVMe/TCP over loopback at depth 1 with the target on the
-// same core runs 1.7x the IOPS of the default strategy. Other targets keep
-// the default: the mock controller and a file: device are served by
-// goroutines, which only a park lets run.
-func perfIdle(descs []*bdev.Desc, busy bool) poller.IdleStrategy {
-	if busy {
+// perfIdle is the reactors' idle strategy for mode (--idle) and targets.
+// busy never parks. park spins briefly, then sleeps until a completion
+// wakes the reactor; it is for targets that do (a uring device: its ring's
+// eventfd; an NVMe/TCP namespace: its queue's socket — both in the
+// reactor's wait set, poller.Reactor.AddWaitFD), others get the default
+// strategy. auto is busy when every target is a uring device, as SPDK's
+// perf polls, and park otherwise.
+//
+// Measured on one core, 4 KiB random reads of a virtio disk file: busy
+// polling has 1.6x the IOPS of parking at depth 1, 1.4x at 2-4, 1.2x at
+// 8-16, the same at 32, where parking takes a third of the CPU time (some
+// 1.1-1.3x fio's IOPS per CPU-second; a wake-up from epoll costs some 20
+// µs). NVMe/TCP over loopback at depth 1 with the target on the same core
+// parks at 1.7x the IOPS of the default strategy, whose longer spin takes
+// the core from the target. The mock controller and a file: device are
+// served by goroutines, which only a park lets run: the default.
+func perfIdle(descs []*bdev.Desc, mode string) poller.IdleStrategy {
+	if mode == "busy" {
 		return poller.BusyPoll
 	}
+	uringOnly := true
 	for _, d := range descs {
 		if !wakesReactor(d.Bdev()) {
 			return poller.IdleStrategy{}
 		}
+		if _, ok := uring.Lookup(d.Bdev()); !ok {
+			uringOnly = false
+		}
+	}
+	if mode == "auto" && uringOnly {
+		return poller.BusyPoll
 	}
 	return wakingIdle
 }

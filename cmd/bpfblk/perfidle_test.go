@@ -9,9 +9,9 @@ import (
 	"github.com/bpfblk/bpfblk/poller"
 )
 
-// TestPerfIdle: perf's reactors spin briefly and park when every target
-// is a uring device (its ring's eventfd wakes them), busy-poll when
-// asked, and keep the default idle strategy with any other target.
+// TestPerfIdle: perf's reactors busy-poll uring devices alone unless
+// told to park, busy-poll anything when told to, and keep the default idle
+// strategy with any target that does not wake a parked reactor.
 func TestPerfIdle(t *testing.T) {
 	d, err := uring.Open("uring0", uring.Config{Path: logFile(t, 16)})
 	if err != nil {
@@ -32,24 +32,35 @@ func TestPerfIdle(t *testing.T) {
 		defer desc.Close()
 		descs = append(descs, desc)
 	}
-	if got := perfIdle(descs[:1], false); got != wakingIdle || got.Spin > 64 || got.Park == 0 {
-		t.Errorf("uring target alone: idle %+v, want a short spin, then parks", got)
-	}
-	for _, ds := range [][]*bdev.Desc{descs[:1], descs, descs[1:]} {
-		if got := perfIdle(ds, true); got != poller.BusyPoll {
-			t.Errorf("--busy-poll on %d targets: idle %+v, want busy polling", len(ds), got)
+	for _, c := range []struct {
+		descs []*bdev.Desc
+		mode  string
+		want  poller.IdleStrategy
+	}{
+		{descs[:1], "auto", poller.BusyPoll},
+		{descs[:1], "park", wakingIdle},
+		{descs[:1], "busy", poller.BusyPoll},
+		{descs, "auto", poller.IdleStrategy{}},
+		{descs, "park", poller.IdleStrategy{}},
+		{descs, "busy", poller.BusyPoll},
+		{descs[1:], "auto", poller.IdleStrategy{}},
+		{descs[1:], "park", poller.IdleStrategy{}},
+		{descs[1:], "busy", poller.BusyPoll},
+	} {
+		if got := perfIdle(c.descs, c.mode); got != c.want {
+			t.Errorf("%d targets, --idle %s: %+v, want %+v", len(c.descs), c.mode, got, c.want)
 		}
 	}
-	if got := perfIdle(descs, false); got != (poller.IdleStrategy{}) {
-		t.Errorf("uring and null targets: idle %+v, want the default", got)
-	}
-	if got := perfIdle(descs[1:], false); got != (poller.IdleStrategy{}) {
-		t.Errorf("null target: idle %+v, want the default", got)
+	args := []string{"perf", "--idle", "sometimes", "--dev", "mock:null", "-t", "0.1"}
+	code, o, e := runCLI(args...)
+	checkUsageError(t, "perf", args, code, o, e)
+	if wakingIdle.Spin > 64 || wakingIdle.Park == 0 {
+		t.Errorf("parking strategy %+v: want a short spin, then parks", wakingIdle)
 	}
 }
 
 // TestPerfIdleTCP: an NVMe/TCP namespace wakes its reactor (its queue's
-// socket), so perf spins briefly on it too.
+// socket), so perf parks on it by default.
 func TestPerfIdleTCP(t *testing.T) {
 	nqn, addr, _ := startServe(t, "--dev", "mock:null")
 	set, err := device.Open([]string{"tcp://" + addr + "/" + nqn}, device.Options{})
@@ -65,7 +76,9 @@ func TestPerfIdleTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer desc.Close()
-	if got := perfIdle([]*bdev.Desc{desc}, false); got != wakingIdle {
-		t.Errorf("NVMe/TCP target: idle %+v, want %+v", got, wakingIdle)
+	for _, mode := range []string{"auto", "park"} {
+		if got := perfIdle([]*bdev.Desc{desc}, mode); got != wakingIdle {
+			t.Errorf("NVMe/TCP target, --idle %s: %+v, want %+v", mode, got, wakingIdle)
+		}
 	}
 }
