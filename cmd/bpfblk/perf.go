@@ -161,7 +161,7 @@ const maxRunTime = 7 * 24 * time.Hour
 // perf polls, and park otherwise.
 //
 // Measured on one core, 4 KiB random reads of a virtio disk file: busy
-// polling has 1.6x the IOPS of parking at depth 1, 1.4x at 2-4, 1.2x at
+// polling has 1.6x the IOPS of parking at depth 1, 1.4-1.6x at 2-4, 1.2x at
 // 8-16, the same at 32, where parking takes a third of the CPU time (some
 // 1.1-1.3x fio's IOPS per CPU-second; a wake-up from epoll costs some 20
 // µs). NVMe/TCP over loopback at depth 1 with the target on the same core
