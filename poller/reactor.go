@@ -239,7 +239,7 @@ func (r *Reactor) SendMsg(fn func(arg any), arg any) error {
 		}
 		return ErrRingFull
 	}
-	if r.parked.Load() != running {
+	if p := r.parked.Load(); p == parkedChan || p == parkedWait {
 		r.signal()
 	}
 	return nil
@@ -252,7 +252,7 @@ func (r *Reactor) SendMsg(fn func(arg any), arg any) error {
 // once more after announcing that it parks, so a store made before Wake is
 // seen either by that check or by the wake-up.
 func (r *Reactor) Wake() {
-	if r.parked.Load() != running {
+	if p := r.parked.Load(); p == parkedChan || p == parkedWait {
 		r.signal()
 	}
 }
