@@ -23,6 +23,19 @@
 // its IdleStrategy: spin, then yield, then park until a message arrives, a
 // timed poller is due, or the park limit passes.
 //
+// # Waiting on the kernel
+//
+// A poller whose work arrives from the kernel — an io_uring's completions,
+// a socket's data — registers a descriptor that becomes readable then
+// (Reactor.AddWaitFD: the ring's eventfd, the socket), as SPDK's fd_group
+// does for its interrupt mode. A reactor with such descriptors parks in
+// epoll_wait on them (edge-triggered, with an eventfd of its own that
+// messages and Wake write, and its park limit as timeout) instead of on
+// its timer, so I/O in flight no longer waits out a park. Without
+// descriptors it parks as before. Wake stays a flag read while the
+// reactor runs: a sender writes the eventfd only when it finds the reactor
+// parked, once per park.
+//
 // # Shutdown
 //
 // Group.Stop closes every reactor's ring, so later sends fail with ErrStopped;

@@ -184,10 +184,13 @@ type Reactor struct {
 	tid  atomic.Int64
 	idle IdleStrategy
 
-	// Read by senders; parked is written by the reactor only when it parks.
+	// Read by senders; parked is written by the reactor only when it parks
+	// (and by a sender that wakes it from its wait set).
 	msgs    *MPSC[Message]
-	parked  atomic.Bool
+	parked  atomic.Uint32 // running, parkedChan, parkedWait or parkedWoken
 	wake    chan struct{}
+	ws      atomic.Pointer[waitSet] // descriptors to park on; nil until AddWaitFD
+	wsMu    sync.Mutex              // makes and closes ws
 	started chan error
 	done    chan struct{}
 
@@ -211,6 +214,21 @@ func (r *Reactor) Core() int { return r.core }
 // on that thread.)
 func (r *Reactor) OnReactor() bool { return int64(unix.Gettid()) == r.tid.Load() }
 
+// byThread maps the thread id of each running reactor to it (Current).
+var byThread sync.Map
+
+// Current returns the reactor whose goroutine calls it, or nil on any
+// other goroutine. It is for setup code deep in a driver that makes what a
+// reactor will own — a queue pair's connection, whose socket the reactor
+// should wait on (AddWaitFD) — without the reactor passed down to it; it
+// costs a system call and a map lookup, so not for the I/O path.
+func Current() *Reactor {
+	if v, ok := byThread.Load(int64(unix.Gettid())); ok {
+		return v.(*Reactor)
+	}
+	return nil
+}
+
 // SendMsg queues m.Fn(m.Arg) to run on the reactor. It never blocks: a full ring
 // returns ErrRingFull, a stopped reactor ErrStopped. Messages from one sender
 // run in the order sent; messages are drained in batches.
@@ -221,7 +239,7 @@ func (r *Reactor) SendMsg(fn func(arg any), arg any) error {
 		}
 		return ErrRingFull
 	}
-	if r.parked.Load() {
+	if p := r.parked.Load(); p == parkedChan || p == parkedWait {
 		r.signal()
 	}
 	return nil
@@ -234,7 +252,7 @@ func (r *Reactor) SendMsg(fn func(arg any), arg any) error {
 // once more after announcing that it parks, so a store made before Wake is
 // seen either by that check or by the wake-up.
 func (r *Reactor) Wake() {
-	if r.parked.Load() {
+	if p := r.parked.Load(); p == parkedChan || p == parkedWait {
 		r.signal()
 	}
 }
@@ -269,7 +287,13 @@ func (r *Reactor) Call(fn func() error) error {
 	return <-errc
 }
 
+// signal wakes the reactor from a park: its wake channel, or its wait
+// set's eventfd when it sleeps in epoll_wait (written once per park).
 func (r *Reactor) signal() {
+	if r.parked.CompareAndSwap(parkedWait, parkedWoken) {
+		r.ws.Load().wake()
+		return
+	}
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -297,6 +321,9 @@ func (r *Reactor) run() {
 	}
 	r.started <- nil
 	defer close(r.done)
+	defer r.closeWaitSet()
+	byThread.Store(r.tid.Load(), r)
+	defer byThread.Delete(r.tid.Load())
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -416,7 +443,8 @@ func compact(ps []*Poller) []*Poller {
 	return out
 }
 
-// park sleeps until a message, the next timed poller, or the park limit.
+// park sleeps until a message, the next timed poller, or the park limit,
+// or, with a wait set, one of its descriptors is ready.
 // It reports whether, instead, the last poll before sleeping did work.
 func (r *Reactor) park(timer *time.Timer) bool {
 	d := r.idle.Park
@@ -426,27 +454,40 @@ func (r *Reactor) park(timer *time.Timer) bool {
 	if d <= 0 {
 		return false
 	}
-	r.parked.Store(true)
+	ws := r.ws.Load()
+	if ws != nil && ws.fds.Load() > 0 {
+		r.parked.Store(parkedWait)
+	} else {
+		ws = nil
+		r.parked.Store(parkedChan)
+	}
 	// A sender that pushed before seeing parked=true is caught here: the ring
 	// is not empty (or the group is stopping), so do not sleep. So is a
 	// store that a poller watches, made before its writer's Wake saw
 	// parked=false: the pollers run once more.
+	// A descriptor of the wait set that becomes ready after the check is
+	// kept by epoll (edge-triggered) for the wait below.
 	if !r.msgs.Empty() || r.msgs.Closed() {
-		r.parked.Store(false)
+		r.parked.Store(running)
 		return false
 	}
 	if r.iterate() {
-		r.parked.Store(false)
+		r.parked.Store(running)
 		return true
 	}
 	start := nanotime()
-	timer.Reset(d)
-	select {
-	case <-r.wake:
-		timer.Stop()
-	case <-timer.C:
+	if ws != nil {
+		ws.wait(d)
+		r.stats.WaitParks++
+	} else {
+		timer.Reset(d)
+		select {
+		case <-r.wake:
+			timer.Stop()
+		case <-timer.C:
+		}
 	}
-	r.parked.Store(false)
+	r.parked.Store(running)
 	r.stats.Parks++
 	r.stats.ParkedTime += time.Duration(nanotime() - start)
 	return false
@@ -539,6 +580,7 @@ type ReactorStats struct {
 	IdleIterations uint64        // iterations that found nothing to do
 	Messages       uint64        // messages delivered
 	Parks          uint64        // times the reactor slept
+	WaitParks      uint64        // of which in epoll_wait on its wait set (AddWaitFD)
 	ParkedTime     time.Duration // total time asleep
 	Pollers        []PollerStats // registered pollers, every-iteration ones first
 }

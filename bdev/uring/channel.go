@@ -42,6 +42,12 @@ type ring struct {
 	files    bool // the ring has a registered-file table
 	fileUsed [maxFiles]bool
 
+	// evfd is the eventfd the ring signals on completions, in its
+	// owner's wait set (a reactor parked in epoll_wait wakes on it);
+	// unwait takes it out. -1 and nil: none.
+	evfd   int
+	unwait func()
+
 	// inline holds the slots of I/Os the reactor does itself (a file
 	// the kernel could only hand to a worker thread), in the order
 	// submitted; the next poll runs them. spare is its other half: a
@@ -110,7 +116,10 @@ func newRing(key ringKey, depth int, path string) (*ring, error) {
 		return nil, errors.Wrapf(err, "uring %s", path)
 	}
 	g := &ring{r: r, key: key, refs: 1, slots: make([]slot, depth), free: make([]uint32, depth), users: map[*backend]*user{},
-		inline: make([]uint32, 0, depth), spare: make([]uint32, 0, depth)}
+		inline: make([]uint32, 0, depth), spare: make([]uint32, 0, depth), evfd: -1}
+	if w, ok := key.owner.(waiter); ok {
+		g.waitOn(w)
+	}
 	for i := range g.free {
 		g.free[i] = uint32(depth - 1 - i)
 	}
@@ -127,6 +136,51 @@ func newRing(key ringKey, depth int, path string) (*ring, error) {
 	registry.open++
 	registry.mu.Unlock()
 	return g, nil
+}
+
+// waiter is an owner that can sleep on descriptors: a poller.Reactor
+// parks in epoll_wait on them (poller.Reactor.AddWaitFD).
+type waiter interface {
+	AddWaitFD(fd int) (remove func(), err error)
+}
+
+// waitOn has the ring signal an eventfd in w's wait set on completions,
+// so that w, parked with I/O in flight, wakes when it completes instead of
+// at its park limit. On a deferred ring the kernel signals when a
+// completion waits for the owner's thread to enter (internal/uring
+// TestEventfd), which the next poll does (TaskRunPending). Best effort:
+// without it w parks on its timer, as any owner without descriptors.
+func (g *ring) waitOn(w waiter) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return
+	}
+	if g.r.RegisterEventfd(fd) != nil {
+		unix.Close(fd)
+		return
+	}
+	remove, err := w.AddWaitFD(fd)
+	if err != nil {
+		g.r.UnregisterEventfd()
+		unix.Close(fd)
+		return
+	}
+	g.evfd, g.unwait = fd, remove
+}
+
+// close closes the ring, and its eventfd after taking it out of the
+// owner's wait set.
+func (g *ring) close() error {
+	if g.unwait != nil {
+		g.unwait()
+		g.unwait = nil
+	}
+	err := g.r.Close()
+	if g.evfd >= 0 {
+		unix.Close(g.evfd)
+		g.evfd = -1
+	}
+	return err
 }
 
 // NewChannel is the Backend method: a channel on a ring of its own, of
@@ -481,7 +535,7 @@ func (r *ring) poll() int {
 	}
 	r.polling--
 	if r.polling == 0 && r.closeLater {
-		r.r.Close() // its last channel closed from a callback
+		r.close() // its last channel closed from a callback
 	}
 	return n
 }
@@ -599,7 +653,7 @@ func (c *channel) Close() error {
 			r.closeLater = true
 			return nil
 		}
-		return r.r.Close()
+		return r.close()
 	}
 	var first error
 	if u := r.users[c.b]; u != nil {

@@ -5,6 +5,7 @@ package uring_test
 import (
 	"bytes"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -118,4 +119,91 @@ func readBoth(a, b *sharedDev, chA, chB *bdev.Channel, lba uint64) error {
 		}
 	}
 	return nil
+}
+
+// wakeCounter counts completions for a goroutine that is not the
+// reactor's.
+type wakeCounter struct {
+	n   atomic.Int64
+	err atomic.Pointer[error]
+}
+
+func (c *wakeCounter) Complete(_, _ uint64, err error) {
+	if err != nil {
+		c.err.CompareAndSwap(nil, &err)
+	}
+	c.n.Add(1)
+}
+
+// TestReactorWakesOnCompletion: a reactor that parks for an hour, with a
+// read through its ring in flight, wakes when the read completes: the
+// ring signals an eventfd in the reactor's wait set (on a DEFER_TASKRUN
+// ring, when the completion waits for the reactor to enter the kernel).
+// Without it every read here would wait out the park.
+func TestReactorWakesOnCompletion(t *testing.T) {
+	a := openShared(t, "uw", 0x11, 1)
+	if d, ok := uring.Lookup(a.desc.Bdev()); !ok || d.Inline {
+		t.Skipf("%s keeps its data in memory: reads are done inline by the reactor, with nothing to wait for", t.TempDir())
+	}
+	g, err := poller.Start(poller.Config{Cores: "0", NoPin: true, Idle: poller.IdleStrategy{Spin: 1, Park: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	r := g.Reactors()[0]
+	var ch *bdev.Channel
+	var p *poller.Poller
+	if err := r.Call(func() error {
+		var err error
+		if ch, err = a.desc.NewChannelOn(r, 8); err != nil {
+			return err
+		}
+		p, err = r.Register("uring", func() poller.Status {
+			if ch.Poll() > 0 {
+				return poller.Busy
+			}
+			return poller.Idle
+		}, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Call(func() error {
+		p.Unregister()
+		return ch.Close()
+	})
+	var c wakeCounter
+	const reads = 20
+	for i := range int64(reads) {
+		lba := uint64(i * 8)
+		if err := r.Send(func() {
+			if err := ch.ReadTagged(&a.bufs[0], lba, 8, &c, 0); err != nil {
+				c.Complete(0, 0, err)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		// Generous for a loaded machine under -race; the park is an hour.
+		deadline := time.Now().Add(10 * time.Second)
+		for c.n.Load() <= i {
+			if time.Now().After(deadline) {
+				t.Fatalf("read %d not completed in 10 s: the reactor parked with it in flight and was not woken", i)
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+		if e := c.err.Load(); e != nil {
+			t.Fatal(*e)
+		}
+		if !bytes.Equal(a.bufs[0].Bytes, a.data[lba*512:lba*512+4096]) {
+			t.Fatalf("read %d: wrong data", i)
+		}
+	}
+	s, err := r.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("deferred task run %v: %d reads, %d parks in the wait set", uring.Deferred(r), reads, s.WaitParks)
+	if s.WaitParks == 0 {
+		t.Fatal("the reactor never parked in its wait set")
+	}
 }

@@ -12,6 +12,7 @@ for every command.
 	                [--map-memory BYTES] [--count] [--json]
 	bpfblk perf     [-w read|write|randread|randwrite|rw|randrw] [-M PERCENT] [-q QD] [-o BYTES]
 	                [-t SECONDS] [-c CORES] [--dev DEV]... [--json] [--histogram] [--plot FILE.svg] [--no-pin]
+	                [--idle auto|busy|park]
 	                (long names: --io-pattern, --rwmixread, --io-depth, --io-size, --time, --core-mask)
 	bpfblk list     [--dev DEV]... [--json]
 	bpfblk identify [--dev DEV]... [--json]

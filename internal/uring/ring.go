@@ -53,6 +53,8 @@ const (
 	enterSQWakeup     = 1 << 1
 	offSQRing         = 0
 	offSQEs           = 0x10000000
+	registerEventfd   = 4
+	unregisterEventfd = 5
 	registerFiles2    = 13
 	registerFilesUpd2 = 14
 	registerBuffers2  = 15
@@ -438,6 +440,30 @@ func (r *Ring) SetWorkerAffinity(cpus *unix.CPUSet) error {
 	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerIOWQAff, uintptr(unsafe.Pointer(cpus)), unsafe.Sizeof(*cpus), 0, 0)
 	if errno != 0 {
 		return errors.Wrap(errno, "io_uring_register: io-wq affinity")
+	}
+	return nil
+}
+
+// RegisterEventfd has the kernel signal eventfd fd when it posts
+// completions to the CQ, and, on a deferred ring, when a completion
+// starts waiting for this thread to enter (TaskRunPending turns true):
+// something that sleeps on fd (a reactor parked in epoll_wait) wakes when
+// the ring has work. Signals are edge-like: several completions may make
+// one, and one may come while the CQ is still empty (a deferred ring).
+func (r *Ring) RegisterEventfd(fd int) error {
+	efd := int32(fd)
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerEventfd, uintptr(unsafe.Pointer(&efd)), 1, 0, 0)
+	if errno != 0 {
+		return errors.Wrapf(errno, "io_uring_register: eventfd %d", fd)
+	}
+	return nil
+}
+
+// UnregisterEventfd undoes RegisterEventfd.
+func (r *Ring) UnregisterEventfd() error {
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), unregisterEventfd, 0, 0, 0, 0)
+	if errno != 0 {
+		return errors.Wrap(errno, "io_uring_register: unregister eventfd")
 	}
 	return nil
 }

@@ -205,3 +205,67 @@ func TestFixedFiles(t *testing.T) {
 		t.Fatalf("read of an emptied slot: %+v, want EBADF", c)
 	}
 }
+
+// TestEventfd: a ring with a registered eventfd signals it when a read of
+// an empty pipe completes, after the writer writes — on a deferred ring
+// (SINGLE_ISSUER|DEFER_TASKRUN) too, where the completion waits for this
+// thread to enter the kernel: the kernel signals when it queues the
+// completion's task work, so a thread asleep on the eventfd wakes, sees
+// TaskRunPending and posts it with GetEvents.
+func TestEventfd(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for _, single := range []bool{false, true} {
+		r := newRing(t, Options{Entries: 4, SingleThread: single})
+		efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(efd)
+		if err := r.RegisterEventfd(efd); err != nil {
+			t.Fatal(err)
+		}
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(p[0])
+		defer unix.Close(p[1])
+		buf := make([]byte, 16)
+		sqe := r.GetSQE()
+		sqe.Opcode, sqe.Fd, sqe.Off, sqe.UserData = OpRead, int32(p[0]), ^uint64(0), 7
+		sqe.Addr, sqe.Len = uint64(uintptr(unsafe.Pointer(&buf[0]))), uint32(len(buf))
+		if _, err := r.Submit(); err != nil {
+			t.Fatal(err)
+		}
+		var cnt [8]byte
+		unix.Read(efd, cnt[:]) // whatever the submission signalled
+		go func() {
+			time.Sleep(5 * time.Millisecond)
+			unix.Write(p[1], []byte("hello"))
+		}()
+		fds := []unix.PollFd{{Fd: int32(efd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 10000); n != 1 || err != nil {
+			t.Fatalf("deferred %v: eventfd not signalled by the completion: %d, %v", r.Deferred(), n, err)
+		}
+		if r.Deferred() {
+			if !r.TaskRunPending() {
+				t.Fatal("eventfd signalled, but no task run pending")
+			}
+			if _, err := r.GetEvents(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c := r.Peek()
+		if c == nil {
+			t.Fatalf("deferred %v: eventfd signalled, CQ empty", r.Deferred())
+		}
+		if c.UserData != 7 || c.Res != 5 || string(buf[:5]) != "hello" {
+			t.Fatalf("CQE %+v, buffer %q", *c, buf[:5])
+		}
+		r.Advance()
+		if err := r.UnregisterEventfd(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

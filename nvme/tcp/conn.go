@@ -9,6 +9,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/tcp/internal/pdu"
+	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
 )
 
@@ -66,6 +67,12 @@ type conn struct {
 	err    error // sticky: the connection failed
 	closed bool
 
+	// unwait takes the socket out of the wait set of the reactor that
+	// owns the connection (set once, before the connection is shared);
+	// nil: none. It runs before the socket closes, whose number may then
+	// be reused.
+	unwait func()
+
 	traffic *queueTraffic // byte counters of the queue, or nil
 	// aborted is why another goroutine closed the connection (abort); the
 	// owner reports it instead of the socket error that follows.
@@ -119,17 +126,37 @@ func (c *conn) fail(err error, fes uint16) {
 // owner's next poll fails with err. Only the socket is touched here.
 func (c *conn) abort(err error) {
 	c.aborted.CompareAndSwap(nil, &err)
-	if c.nc != nil {
-		c.nc.Close()
-	}
+	c.closeSocket()
 }
 
 func (c *conn) close() {
 	if !c.closed {
 		c.closed = true
-		if c.nc != nil {
-			c.nc.Close()
-		}
+		c.closeSocket()
+	}
+}
+
+// closeSocket closes the socket, first taking it out of its reactor's wait
+// set. It may run on any goroutine, more than once.
+func (c *conn) closeSocket() {
+	if c.unwait != nil {
+		c.unwait()
+	}
+	if c.nc != nil {
+		c.nc.Close()
+	}
+}
+
+// waitOn adds the socket to the wait set of reactor r, so that r, parked,
+// wakes when data arrives (poller.Reactor.AddWaitFD). Best effort: without
+// it r wakes at its park limit, as before.
+func (c *conn) waitOn(r *poller.Reactor) {
+	fd := -1
+	if err := c.rc.Control(func(s uintptr) { fd = int(s) }); err != nil || fd < 0 {
+		return
+	}
+	if remove, err := r.AddWaitFD(fd); err == nil {
+		c.unwait = remove
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bpfblk/bpfblk/nvme"
 	"github.com/bpfblk/bpfblk/nvme/tcp/internal/pdu"
+	"github.com/bpfblk/bpfblk/poller"
 	"github.com/pkg/errors"
 )
 
@@ -346,7 +347,7 @@ func (t *Transport) setupAdminRings() {
 func (t *Transport) dropIOQueues() {
 	for i := 1; i <= maxQID; i++ {
 		if q := t.queues[i].Swap(nil); q != nil {
-			q.c.nc.Close()
+			q.c.closeSocket()
 		}
 	}
 	t.cqs = map[uint16]cqRing{}
@@ -508,6 +509,11 @@ func (t *Transport) connect(qid uint16, depth int, cntlid uint16) (*hqueue, erro
 	}
 	if qid == 0 {
 		t.cntlid = uint16(le.Uint32(cqe[0:]))
+	} else if r := poller.Current(); r != nil {
+		// An I/O queue is created on the goroutine that will poll it
+		// (bdev makes an owner's queue pair there): on a reactor, a
+		// response wakes it from a park.
+		c.waitOn(r)
 	}
 	return q, nil
 }
