@@ -362,17 +362,7 @@ func (r *Ring) Advance() {
 
 // RegisterSparseBuffers makes a table of n empty registered-buffer slots.
 func (r *Ring) RegisterSparseBuffers(n uint32) error {
-	reg := struct {
-		nr, flags uint32
-		resv2     uint64
-		data      uint64
-		tags      uint64
-	}{nr: n, flags: rsrcSparse}
-	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerBuffers2, uintptr(unsafe.Pointer(&reg)), unsafe.Sizeof(reg), 0, 0)
-	if errno != 0 {
-		return errors.Wrapf(errno, "io_uring_register: %d sparse buffer slots", n)
-	}
-	return nil
+	return r.registerSparse(registerBuffers2, n, "buffer")
 }
 
 // UpdateBuffer registers mem as buffer index of the table, in place of
@@ -399,15 +389,22 @@ func (r *Ring) UpdateBuffer(index uint32, mem []byte) error {
 
 // RegisterSparseFiles makes a table of n empty registered-file slots.
 func (r *Ring) RegisterSparseFiles(n uint32) error {
+	return r.registerSparse(registerFiles2, n, "file")
+}
+
+// registerSparse makes a table of n empty slots of a registered resource
+// (IORING_REGISTER_BUFFERS2 or IORING_REGISTER_FILES2 with
+// IORING_RSRC_REGISTER_SPARSE).
+func (r *Ring) registerSparse(op uintptr, n uint32, what string) error {
 	reg := struct {
 		nr, flags uint32
 		resv2     uint64
 		data      uint64
 		tags      uint64
 	}{nr: n, flags: rsrcSparse}
-	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFiles2, uintptr(unsafe.Pointer(&reg)), unsafe.Sizeof(reg), 0, 0)
+	_, _, errno := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), op, uintptr(unsafe.Pointer(&reg)), unsafe.Sizeof(reg), 0, 0)
 	if errno != 0 {
-		return errors.Wrapf(errno, "io_uring_register: %d sparse file slots", n)
+		return errors.Wrapf(errno, "io_uring_register: %d sparse %s slots", n, what)
 	}
 	return nil
 }
