@@ -6,7 +6,7 @@
 //	file:PATH[,lba=512|4096]  an emulated controller namespace backed by a file;
 //	                          several file: devices become namespaces of one controller
 //	pci:0000:01:00.0          a real controller through VFIO
-//	uring:PATH[,sqpoll][,buffered][,noinline][,lba=512|4096]
+//	uring:PATH[,sqpoll][,buffered][,noinline][,batch][,lba=512|4096]
 //	                          a kernel block device or a file through io_uring
 //	tcp://HOST:PORT[/NQN]     a subsystem over NVMe/TCP; without NQN, every NVM
 //	                          subsystem the discovery controller at HOST:PORT lists

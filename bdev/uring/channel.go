@@ -245,7 +245,7 @@ func (b *backend) join(r *ring) *channel {
 	}
 	u.refs++
 	c := &channel{b: b, ring: r, fd: int32(b.fd), bufFd: int32(b.bufFd), bs: uint64(b.bs),
-		alignMask: uintptr(b.memAlign - 1), seen: r.polls, inline: b.inline}
+		alignMask: uintptr(b.memAlign - 1), seen: r.polls, inline: b.inline, eager: !b.batch && !b.inline && !b.sqpoll}
 	// Registered descriptors for both or neither: one SQE flag for
 	// either.
 	if u.fdIdx >= 0 && u.bufIdx >= 0 {
@@ -309,6 +309,10 @@ type channel struct {
 	// inline: reads and writes are done by the reactor with pread and
 	// pwrite (see backend.inline).
 	inline bool
+	// eager: an I/O submitted while the ring is being polled (from a
+	// completion callback) goes to the kernel at once, not with the
+	// poll's one enter (see Config.Batch).
+	eager bool
 
 	// fallback[0] is set once Write Zeroes found FALLOC_FL_ZERO_RANGE
 	// unsupported (tmpfs) and punches holes instead; fallback[1] once
@@ -335,6 +339,11 @@ func (c *channel) Submit(io *bdev.IO) error {
 		return bdev.ErrBusy
 	}
 	r.free = r.free[:n-1]
+	if c.eager && r.polling > 0 {
+		// An error leaves the SQEs pending: the poll's own submit, once
+		// the callbacks are done, fails them.
+		r.submit(false)
+	}
 	return nil
 }
 
@@ -494,7 +503,15 @@ func (r *ring) poll() int {
 			r.failPending(err)
 		}
 	}
-	for cqe := r.r.Peek(); cqe != nil && !r.closeLater; cqe = r.r.Peek() {
+	// At most a ring's worth of CQEs per poll: eager submissions from
+	// the callbacks post more as they go (an enter with GETEVENTS on a
+	// deferred ring, or a read the kernel finished at once), and a poll
+	// must end for the reactor's other pollers to run.
+	for budget := len(r.slots); budget > 0 && !r.closeLater; budget-- {
+		cqe := r.r.Peek()
+		if cqe == nil {
+			break
+		}
 		i, res := uint32(cqe.UserData), cqe.Res
 		r.r.Advance()
 		if i >= uint32(len(r.slots)) || r.slots[i].io == nil {
@@ -525,19 +542,29 @@ func (r *ring) poll() int {
 	// One enter for everything submitted since the last poll, the
 	// callbacks' new I/Os included: they go out now rather than a
 	// reactor round later.
-	if !r.closeLater && r.r.Pending() > 0 {
-		if onSubmit != nil {
-			onSubmit(r.r.Pending())
-		}
-		if _, err := r.r.Submit(); err != nil {
-			r.failPending(err)
-		}
+	if !r.closeLater {
+		r.submit(true)
 	}
 	r.polling--
 	if r.polling == 0 && r.closeLater {
 		r.close() // its last channel closed from a callback
 	}
 	return n
+}
+
+// submit hands the SQEs written since the last enter to the kernel. On
+// an error it fails them if fail says so, and leaves them pending
+// otherwise.
+func (r *ring) submit(fail bool) {
+	if r.r.Pending() == 0 {
+		return
+	}
+	if onSubmit != nil {
+		onSubmit(r.r.Pending())
+	}
+	if _, err := r.r.Submit(); err != nil && fail {
+		r.failPending(err)
+	}
 }
 
 // finish handles the result res of slot i's I/O: it completes the I/O,

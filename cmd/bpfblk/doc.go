@@ -47,13 +47,17 @@ links), is a usage error, as is a PCI function given twice to setup.
 	                          reads as the file's tail and zeroes, and scan gives programs
 	                          only the tail (data_end at the file's end)
 	pci:DDDD:BB:DD.F          a real controller through VFIO (see bpfblk setup)
-	uring:PATH[,sqpoll][,buffered][,noinline][,lba=512|4096]
+	uring:PATH[,sqpoll][,buffered][,noinline][,batch][,lba=512|4096]
 	                          a kernel block device (/dev/nvme0n1) or a regular file
 	                          through io_uring, without unbinding it from its driver:
 	                          one ring per reactor, O_DIRECT where allowed;
 	                          sqpoll gives each ring a kernel submission thread,
 	                          buffered skips O_DIRECT, lba= sets a file's block size
-	                          (default 512, or the file system's O_DIRECT alignment)
+	                          (default 512, or the file system's O_DIRECT alignment);
+	                          on tmpfs the reactor reads and writes with pread/pwrite,
+	                          noinline sends that I/O through the ring too; an I/O a
+	                          completion submits goes to the kernel at once (as fio's
+	                          default), batch holds it for the poll's one enter
 	tcp://HOST:PORT/NQN       the subsystem NQN over NVMe/TCP (bpfblk serve, Linux nvmet-tcp)
 	tcp://HOST:PORT           every NVM subsystem the discovery controller at HOST:PORT lists
 	csd[:N]                   an emulated computational storage controller (Computational

@@ -189,7 +189,7 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 // devFlag adds the repeatable --dev flag of the CLI contract.
 func (c *cmdline) devFlag() *multiFlag {
 	var devs multiFlag
-	c.Var(&devs, "dev", "device `DEV` (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F, uring:PATH[,sqpoll][,buffered][,noinline][,lba=512|4096], tcp://HOST:PORT[/NQN], csd[:N]; each device at most once")
+	c.Var(&devs, "dev", "device `DEV` (repeatable): mock, mock:null, file:PATH[,lba=512|4096], pci:DDDD:BB:DD.F, uring:PATH[,sqpoll][,buffered][,noinline][,batch][,lba=512|4096], tcp://HOST:PORT[/NQN], csd[:N]; each device at most once")
 	return &devs
 }
 
