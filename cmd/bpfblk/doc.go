@@ -109,7 +109,10 @@ A usage error is two lines on stderr and nothing on stdout:
 where CMD is the command ("scan", "prog run"; nothing for bpfblk itself). A
 failure is one line on stderr, "bpfblk CMD: what failed", without the hint;
 a scan that finishes with faults adds one "bpfblk scan: fault: ..." line per
-fault and exits 1.
+fault and exits 1. A scan stopped by SIGINT prints what it found, then one
+"bpfblk scan: interrupted: N chunks in flight stopped ..." line instead of a
+fault line per stopped chunk, and exits 1; --json keeps every chunk in
+"faults".
 
 # Numbers
 

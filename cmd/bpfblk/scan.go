@@ -284,8 +284,24 @@ func runScan(args []string, stdout, stderr io.Writer) int {
 			return failure(stderr, "scan", werr)
 		}
 	}
+	var stopped []compute.ChunkFault
 	for _, f := range st.Faults {
+		if ctx.Err() != nil && (errors.Is(f.Err, engine.ErrInterrupted) || errors.Is(f.Err, context.Canceled)) {
+			stopped = append(stopped, f) // chunks the interrupt stopped: one line for all
+			continue
+		}
 		fmt.Fprintf(stderr, "bpfblk scan: fault: %v\n", f)
+	}
+	if len(stopped) > 0 || (ctx.Err() != nil && errors.Is(err, context.Canceled)) {
+		what := "before its end"
+		if len(stopped) > 0 {
+			what = fmt.Sprintf("%d chunks in flight stopped (the first: %s blocks %d-%d)",
+				len(stopped), stopped[0].Base, stopped[0].LBA, stopped[0].LBA+stopped[0].Blocks-1)
+		}
+		fmt.Fprintf(stderr, "bpfblk scan: interrupted: %s; the results are incomplete\n", what)
+		if errors.Is(err, context.Canceled) {
+			return exitFail // said above
+		}
 	}
 	for _, l := range st.Losses {
 		fmt.Fprintf(stderr, "bpfblk scan: lost: %v\n", l)
