@@ -331,16 +331,22 @@ func (q *tqueue) identifyCompute(cns uint8, nsid uint32, csi uint8, b []byte) (h
 			return true, invalid
 		}
 	case nvme.CNSNSDescList:
-		kind, _ := t.nsKind(nsid)
-		cs := map[int]uint8{nsNVM: nvme.CSINVM, nsCP: nvme.CSICP, nsMem: nvme.CSISLM}
-		if kind == nsNone {
+		var set uint8 // the namespace's command set
+		switch kind, _ := t.nsKind(nsid); kind {
+		case nsNVM:
+			set = nvme.CSINVM
+		case nsCP:
+			set = nvme.CSICP
+		case nsMem:
+			set = nvme.CSISLM
+		default:
 			return true, invalid
 		}
 		g := q.nguid(nsid)
 		b[0], b[1] = nvme.NSDescTypeNGUID, 16
 		copy(b[4:20], g[:])
 		b[20], b[21] = nvme.NSDescTypeCSI, 1
-		b[24] = cs[kind]
+		b[24] = set
 	case nvme.CNSCSINamespace:
 		kind, i := t.nsKind(nsid)
 		var dev uint32
